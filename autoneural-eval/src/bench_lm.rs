@@ -1,0 +1,99 @@
+//! Language-model throughput on random weights: prefill and decode tokens/s, and the
+//! decode state (KV cache + conv windows) at the final context.
+
+use std::time::Instant;
+
+use autoneural_model::text::model::PREFILL_CHUNK;
+use autoneural_model::text::{DecodeState, Lfm2Config, Lfm2ForCausalLM, Logits};
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Serialize;
+
+
+#[derive(Debug, Clone)]
+pub struct LmBenchOptions {
+    pub prompt_len: usize,
+    pub new_tokens: usize,
+    /// Positions already in the decode state before the prompt (synthetic, random values).
+    pub context: usize,
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LmBenchResult {
+    pub attention_layers: Vec<usize>,
+    pub num_layers: usize,
+    pub params: usize,
+    pub decode_weight_bytes: usize,
+    pub batch: usize,
+    pub context: usize,
+    pub prompt_len: usize,
+    pub new_tokens: usize,
+    pub prefill_ms: f64,
+    pub prefill_tok_s: f64,
+    pub decode_ms_per_token: f64,
+    pub decode_tok_s: f64,
+    pub final_context: usize,
+    pub state_kv_bytes: usize,
+    pub state_conv_bytes: usize,
+    pub state_total_bytes: usize,
+    pub threads: usize,
+}
+
+fn ids(batch: usize, len: usize, vocab: usize, seed: usize, device: &Device) -> Tensor<2, Int> {
+    // a fixed pseudo-random prompt: the speed does not depend on which tokens they are
+    let data: Vec<i64> = (0..batch * len).map(|i| ((i * 2654435761 + seed * 97) % vocab) as i64).collect();
+    Tensor::from_data(TensorData::new(data, [batch, len]), device)
+}
+
+/// Materialises a random model of `config` on `device` (parameters are drawn up front so
+/// their cost is not timed).
+pub fn random_model(config: &Lfm2Config, device: &Device) -> Lfm2ForCausalLM {
+    Lfm2ForCausalLM::new(config, device).materialize()
+}
+
+pub fn run(model: &Lfm2ForCausalLM, device: &Device, opts: &LmBenchOptions) -> LmBenchResult {
+    let cfg = &model.config;
+    let capacity = opts.context + opts.prompt_len + opts.new_tokens;
+    let fresh = || DecodeState::synthetic(cfg, opts.batch, opts.context, capacity, device);
+    // warm-up: thread pool, allocator, code paths
+    {
+        let mut s = fresh();
+        let l = model.prefill(ids(opts.batch, opts.prompt_len.min(8), cfg.vocab_size, 1, device), &mut s, PREFILL_CHUNK);
+        let _ = model.forward(ids(opts.batch, 1, cfg.vocab_size, 2, device), Some(&mut s), Logits::Last).into_data();
+        let _ = l.into_data();
+    }
+    let mut state = fresh();
+    let prompt = ids(opts.batch, opts.prompt_len, cfg.vocab_size, 3, device);
+    let t = Instant::now();
+    let logits = model.prefill(prompt, &mut state, PREFILL_CHUNK);
+    let _ = logits.into_data(); // wait for the device
+    let prefill = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    for step in 0..opts.new_tokens {
+        let logits = model.forward(ids(opts.batch, 1, cfg.vocab_size, 10 + step, device), Some(&mut state), Logits::Last);
+        let _ = logits.into_data(); // a real decoder reads the logits to choose the next token
+    }
+    let decode = t.elapsed().as_secs_f64();
+    let bytes = state.bytes();
+    LmBenchResult {
+        attention_layers: cfg.attention_layers(),
+        num_layers: cfg.num_layers(),
+        params: model.num_params(),
+        decode_weight_bytes: model.decode_weight_bytes(),
+        batch: opts.batch,
+        context: opts.context,
+        prompt_len: opts.prompt_len,
+        new_tokens: opts.new_tokens,
+        prefill_ms: prefill * 1e3,
+        prefill_tok_s: (opts.batch * opts.prompt_len) as f64 / prefill,
+        decode_ms_per_token: decode * 1e3 / opts.new_tokens.max(1) as f64,
+        decode_tok_s: if opts.new_tokens > 0 { (opts.batch * opts.new_tokens) as f64 / decode } else { 0.0 },
+        final_context: state.position,
+        state_kv_bytes: bytes.kv,
+        state_conv_bytes: bytes.conv,
+        state_total_bytes: bytes.total(),
+        threads: rayon::current_num_threads(),
+    }
+}

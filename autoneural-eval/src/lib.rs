@@ -1,0 +1,5 @@
+//! Evaluation: benchmarks of latency, throughput and memory (and, as the project grows,
+//! metrics, quantization-error analysis and the NPU cost model).
+
+pub mod bench_lm;
+pub mod membw;

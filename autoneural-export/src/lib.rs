@@ -1,0 +1,1 @@
+//! ONNX export (fp32 and QDQ) with static shapes, AIMET encodings.

@@ -1,0 +1,183 @@
+//! Applying checkpoint tensors to a Burn module by path, and collecting them back.
+//!
+//! Module paths are the checkpoint keys (fields are named after them), up to a prefix
+//! mapping. The one layout difference is Burn's `Linear`, which stores `[in, out]` where
+//! PyTorch stores `[out, in]`: those weights are transposed on the way in and out.
+//! Nothing is applied unless every key fits, and the error lists every problem at once.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Tensor, TensorData};
+
+use crate::checkpoint::safetensors::WeightFiles;
+use crate::error::{KeyReport, ModelError, Result};
+
+/// How module paths relate to checkpoint keys.
+pub trait KeyMap {
+    /// The checkpoint key for a module path.
+    fn key_for(&self, module_path: &str) -> String;
+    /// Checkpoint keys that are present in real checkpoints but have no place in the model
+    /// and are dropped on purpose (e.g. a tied `lm_head.weight`).
+    fn ignorable(&self, _key: &str) -> bool {
+        false
+    }
+}
+
+/// Module paths are checkpoint keys.
+pub struct Identity;
+impl KeyMap for Identity {
+    fn key_for(&self, p: &str) -> String {
+        p.to_string()
+    }
+}
+
+#[derive(Default)]
+struct PathStack {
+    parts: Vec<(String, String)>,
+}
+
+impl PathStack {
+    fn push(&mut self, name: &str, container: &str) {
+        self.parts.push((name.to_string(), container.to_string()));
+    }
+    fn pop(&mut self) {
+        self.parts.pop();
+    }
+    fn path(&self) -> String {
+        self.parts.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".")
+    }
+    /// A `Linear`'s weight, stored transposed relative to PyTorch.
+    fn is_linear_weight(&self) -> bool {
+        matches!(self.parts.last(), Some((n, c)) if n == "weight" && c == "Struct:Linear")
+    }
+}
+
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// First pass: compare every parameter with the files, touching no data.
+struct Checker<'a, K: KeyMap> {
+    files: &'a WeightFiles,
+    keys: &'a K,
+    stack: PathStack,
+    report: KeyReport,
+    used: BTreeSet<String>,
+}
+
+impl<K: KeyMap> ModuleVisitor for Checker<'_, K> {
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.stack.push(name, container);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let key = self.keys.key_for(&self.stack.path());
+        let mut expected = param.lazy_shape().dims::<D>().to_vec();
+        if self.stack.is_linear_weight() {
+            expected.reverse();
+        }
+        match self.files.shape(&key) {
+            None => self.report.missing.push(key),
+            Some(found) if found != expected => {
+                self.used.insert(key.clone());
+                self.report.mismatched.push((key, expected, found));
+            }
+            Some(_) => {
+                self.used.insert(key);
+            }
+        }
+    }
+}
+
+/// Second pass: replace every parameter by its checkpoint value (f32, on the param's device).
+struct Loader<'a, K: KeyMap> {
+    files: &'a WeightFiles,
+    keys: &'a K,
+    stack: PathStack,
+    error: Option<ModelError>,
+}
+
+impl<K: KeyMap> ModuleMapper for Loader<'_, K> {
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.stack.push(name, container);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if self.error.is_some() {
+            return param;
+        }
+        let key = self.keys.key_for(&self.stack.path());
+        let values = match self.files.read_f32(&key) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error = Some(e);
+                return param;
+            }
+        };
+        let shape = param.lazy_shape().dims::<D>();
+        let values = if self.stack.is_linear_weight() { transpose(&values, shape[1], shape[0]) } else { values };
+        let device = param.lazy_device();
+        let tensor = Tensor::from_data(TensorData::new(values, shape), &device);
+        let id = param.id;
+        param.transform_for_load(tensor, id)
+    }
+}
+
+/// Loads every parameter of `module` from `files`, or reports every mismatch.
+pub fn load_module<M: Module, K: KeyMap>(module: M, files: &WeightFiles, keys: &K, dir: &Path) -> Result<M> {
+    let mut checker = Checker { files, keys, stack: PathStack::default(), report: KeyReport::default(), used: BTreeSet::new() };
+    module.visit(&mut checker);
+    let mut report = checker.report;
+    report.unexpected = files.keys().filter(|k| !checker.used.contains(*k) && !keys.ignorable(k)).cloned().collect();
+    if !report.is_empty() {
+        return Err(ModelError::Checkpoint { dir: dir.to_path_buf(), report });
+    }
+    let mut loader = Loader { files, keys, stack: PathStack::default(), error: None };
+    let module = module.map(&mut loader);
+    match loader.error {
+        Some(e) => Err(e),
+        None => Ok(module),
+    }
+}
+
+/// Every parameter as `(checkpoint key, PyTorch-layout shape, f32 values)`.
+pub fn collect_tensors<M: Module, K: KeyMap>(module: &M, keys: &K) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    struct Collector<'a, K: KeyMap> {
+        keys: &'a K,
+        stack: PathStack,
+        out: Vec<(String, Vec<usize>, Vec<f32>)>,
+    }
+    impl<K: KeyMap> ModuleVisitor for Collector<'_, K> {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.stack.push(name, container);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let tensor = param.val();
+            let mut shape = tensor.dims().to_vec();
+            let mut values: Vec<f32> = tensor.into_data().try_into_vec_as::<f32>().expect("float parameter");
+            if self.stack.is_linear_weight() {
+                values = transpose(&values, shape[0], shape[1]);
+                shape.reverse();
+            }
+            self.out.push((self.keys.key_for(&self.stack.path()), shape, values));
+        }
+    }
+    let mut c = Collector { keys, stack: PathStack::default(), out: Vec::new() };
+    module.visit(&mut c);
+    c.out
+}

@@ -1,0 +1,68 @@
+//! CPU fast paths behind Burn's tensor API (a backend extension for `flex`).
+//!
+//! [`matmul_weight`] is what every projection in the model calls. On the flex backend, for
+//! inference tensors with at most [`gemv::MAX_ROWS`] rows (a decode step), it runs the
+//! multi-threaded streaming kernels of [`gemv`] on the tensors' own memory; in every other
+//! case (training through autodiff, prefill, wgpu) it is Burn's `matmul`, so there is still
+//! one model definition for every backend.
+
+pub mod gemv;
+
+use burn::tensor::{Tensor, TensorData};
+use burn_flex::Flex;
+
+/// How a weight matrix is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// `[in, out]`: Burn's `Linear` layout; the product is `x @ w`.
+    InOut,
+    /// `[out, in]`: an embedding table used as a tied LM head; the product is `x @ w^T`.
+    OutIn,
+}
+
+/// `x @ w` (or `x @ w^T`), `x: [..., in]` -> `[..., out]`.
+pub fn matmul_weight<const D: usize>(x: Tensor<D>, w: &Tensor<2>, layout: WeightLayout) -> Tensor<D> {
+    let dims = x.dims();
+    let k = dims[D - 1];
+    let m: usize = dims[..D - 1].iter().product();
+    let n = match layout {
+        WeightLayout::InOut => w.dims()[1],
+        WeightLayout::OutIn => w.dims()[0],
+    };
+    if m <= gemv::MAX_ROWS {
+        if let Some(out) = flex_gemv(&x, w, layout, m, k, n) {
+            let mut out_dims = dims;
+            out_dims[D - 1] = n;
+            return Tensor::from_data(TensorData::new(out, out_dims), &x.device());
+        }
+    }
+    let x2: Tensor<2> = x.reshape([m, k]);
+    let y = match layout {
+        WeightLayout::InOut => x2.matmul(w.clone()),
+        WeightLayout::OutIn => x2.matmul(w.clone().transpose()),
+    };
+    let mut out_dims = dims;
+    out_dims[D - 1] = n;
+    y.reshape(out_dims)
+}
+
+/// The streaming kernel on the tensors' flex storage, or `None` when either tensor is not a
+/// contiguous f32 inference tensor on flex.
+fn flex_gemv<const D: usize>(
+    x: &Tensor<D>,
+    w: &Tensor<2>,
+    layout: WeightLayout,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Option<Vec<f32>> {
+    let xp = x.clone().try_into_primitive::<Flex>().ok()?;
+    let wp = w.clone().try_into_primitive::<Flex>().ok()?;
+    let (xs, ws) = (xp.as_slice::<f32>()?, wp.as_slice::<f32>()?);
+    let mut out = vec![0f32; m * n];
+    match layout {
+        WeightLayout::InOut => gemv::gemv_kn(xs, ws, m, k, n, &mut out),
+        WeightLayout::OutIn => gemv::gemv_nk(xs, ws, m, k, n, &mut out),
+    }
+    Some(out)
+}

@@ -1,0 +1,14 @@
+//! What the AutoNeural model *is*: modules, configs, checkpoints, tokenizer, generation.
+//!
+//! Modules carry no backend type parameter (Burn 0.22): the [`burn::tensor::Device`] a
+//! model is created on picks the backend at run time (see [`device::parse_device`]).
+
+pub mod checkpoint;
+pub mod device;
+pub mod error;
+pub mod generate;
+pub mod kernels;
+pub mod text;
+pub mod tokenizer;
+
+pub use error::{KeyReport, ModelError, Result};

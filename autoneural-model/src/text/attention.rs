@@ -1,0 +1,88 @@
+//! LFM2 grouped-query attention: per-head RMSNorm on q and k before rotate-half RoPE,
+//! no biases, scale `1/sqrt(head_dim)`, causal.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+use crate::text::linear::project;
+use crate::text::norm::RmsNorm;
+use crate::text::rope::Rope;
+use crate::text::state::KvCache;
+
+/// Keys: `self_attn.{q_proj,k_proj,v_proj,out_proj}.weight`, `self_attn.{q,k}_layernorm.weight`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    pub q_layernorm: RmsNorm,
+    pub k_layernorm: RmsNorm,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl Attention {
+    pub fn new(hidden: usize, heads: usize, kv_heads: usize, head_dim: usize, eps: f64, device: &Device) -> Self {
+        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        Self {
+            q_proj: lin(hidden, heads * head_dim),
+            k_proj: lin(hidden, kv_heads * head_dim),
+            v_proj: lin(hidden, kv_heads * head_dim),
+            out_proj: lin(heads * head_dim, hidden),
+            q_layernorm: RmsNorm::new(head_dim, eps, device),
+            k_layernorm: RmsNorm::new(head_dim, eps, device),
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim,
+        }
+    }
+
+    /// `x: [b, t, hidden]` at positions `start..start + t` -> `[b, t, hidden]`.
+    /// With a cache, keys and values are appended and queries attend to all of it.
+    pub fn forward(&self, x: Tensor<3>, rope: (&Tensor<4>, &Tensor<4>), start: usize, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]);
+        let q = self.q_layernorm.forward(heads(project(&self.q_proj, x.clone()), h)).swap_dims(1, 2);
+        let k = self.k_layernorm.forward(heads(project(&self.k_proj, x.clone()), kvh)).swap_dims(1, 2);
+        let v = heads(project(&self.v_proj, x), kvh).swap_dims(1, 2);
+        let q = Rope::apply(q, rope.0, rope.1);
+        let k = Rope::apply(k, rope.0, rope.1);
+        let (k, v) = match cache {
+            Some(c) => c.append(k, v),
+            None => (k, v),
+        };
+        let s = k.dims()[2]; // keys visible: everything cached, or this chunk
+        let past = s - t; // == start when a cache is used from position 0
+        debug_assert!(cache_consistent(start, past));
+        // Query heads that share a kv head are stacked on the row axis, so K and V are
+        // multiplied as they are, never repeated per head: [b, kvh, g*t, hd].
+        let g = h / kvh;
+        let q = q.reshape([b, kvh, g * t, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()); // [b, kvh, g*t, s]
+        let scores = if t > 1 {
+            let mask = causal_mask(t, s, past, &scores.device()); // [t, s], true = hidden
+            let scores = scores.reshape([b, kvh, g, t, s]);
+            scores.mask_fill(mask.reshape([1, 1, 1, t, s]).expand([b, kvh, g, t, s]), f32::NEG_INFINITY).reshape([b, kvh, g * t, s])
+        } else {
+            scores
+        };
+        let probs = softmax(scores, 3);
+        let out = probs.matmul(v).reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
+        project(&self.out_proj, out)
+    }
+}
+
+fn cache_consistent(start: usize, past: usize) -> bool {
+    past == 0 || past == start
+}
+
+/// `mask[i, j]` is true where query `i` (absolute position `past + i`) must not see key `j`.
+fn causal_mask(t: usize, s: usize, past: usize, device: &Device) -> Tensor<2, Bool> {
+    let data: Vec<bool> = (0..t).flat_map(|i| (0..s).map(move |j| j > past + i)).collect();
+    Tensor::from_data(TensorData::new(data, [t, s]), device)
+}

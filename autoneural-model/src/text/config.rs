@@ -1,0 +1,280 @@
+//! LFM2 configuration: the Hugging Face `config.json` in both of its styles, presets, and
+//! the deterministic placement of attention layers used by the SSM:attention ablations.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::checkpoint::json::Fields;
+use crate::error::Result;
+
+/// What mixes tokens in one decoder layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerKind {
+    /// Gated short convolution (`"conv"` in `layer_types`).
+    #[serde(rename = "conv")]
+    Conv,
+    /// Grouped-query attention (`"full_attention"` in `layer_types`).
+    #[serde(rename = "full_attention")]
+    Attention,
+}
+
+/// The LFM2 hyper-parameters, normalised from whichever config style a checkpoint uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lfm2Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    /// The raw `intermediate_size` (`block_ff_dim`); the MLP width is [`Self::mlp_width`].
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub max_position_embeddings: usize,
+    pub norm_eps: f64,
+    pub rope_theta: f64,
+    /// Kernel length of the short convolution (`conv_L_cache`).
+    pub conv_kernel: usize,
+    pub conv_bias: bool,
+    pub block_multiple_of: usize,
+    pub block_ffn_dim_multiplier: Option<f64>,
+    pub block_auto_adjust_ff_dim: bool,
+    pub layer_types: Vec<LayerKind>,
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+}
+
+impl Lfm2Config {
+    pub fn num_layers(&self) -> usize {
+        self.layer_types.len()
+    }
+
+    pub fn attention_layers(&self) -> Vec<usize> {
+        (0..self.num_layers()).filter(|&i| self.layer_types[i] == LayerKind::Attention).collect()
+    }
+
+    /// The SwiGLU width, computed exactly as transformers' `Lfm2MLP` does.
+    pub fn mlp_width(&self) -> usize {
+        let mut d = self.intermediate_size;
+        if self.block_auto_adjust_ff_dim {
+            d = (2 * d) / 3;
+            if let Some(mult) = self.block_ffn_dim_multiplier {
+                d = (mult * d as f64) as usize;
+                d = self.block_multiple_of * d.div_ceil(self.block_multiple_of);
+            }
+        }
+        d
+    }
+
+    /// Reads a Hugging Face LFM2 `config.json`: the hub style (`full_attn_idxs`,
+    /// `block_ff_dim`, `tie_embedding`, `rope_theta`) or the transformers-5 style
+    /// (`layer_types`, `intermediate_size`, `rope_parameters`). Unknown fields are ignored.
+    pub fn from_hf_json(path: &Path, map: &Map<String, Value>) -> Result<Self> {
+        let f = Fields::new(path, map);
+        let hidden_size = f.usize_req(&["hidden_size", "block_dim"])?;
+        let num_attention_heads = f.usize_req(&["num_attention_heads", "num_heads"])?;
+        let num_key_value_heads = f.usize_opt(&["num_key_value_heads"])?.unwrap_or(num_attention_heads);
+        let head_dim = f.usize_opt(&["head_dim"])?.unwrap_or(hidden_size / num_attention_heads.max(1));
+        let num_layers = f.usize_req(&["num_hidden_layers"])?;
+        let layer_types = match (f.str_list_opt(&["layer_types"])?, f.usize_list_opt(&["full_attn_idxs"])?) {
+            (Some(types), _) => {
+                let kinds = types
+                    .iter()
+                    .map(|t| match *t {
+                        "conv" => Ok(LayerKind::Conv),
+                        "full_attention" | "attention" => Ok(LayerKind::Attention),
+                        other => Err(f.invalid("layer_types", format!("unknown layer type {other:?} (expected \"conv\" or \"full_attention\")"))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if kinds.len() != num_layers {
+                    return Err(f.invalid("layer_types", format!("has {} entries but num_hidden_layers is {num_layers}", kinds.len())));
+                }
+                kinds
+            }
+            (None, Some(idxs)) => {
+                if let Some(bad) = idxs.iter().find(|&&i| i >= num_layers) {
+                    return Err(f.invalid("full_attn_idxs", format!("index {bad} is out of range for {num_layers} layers")));
+                }
+                (0..num_layers).map(|i| if idxs.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect()
+            }
+            // transformers' rule: with neither field every layer is attention
+            (None, None) => vec![LayerKind::Attention; num_layers],
+        };
+        let rope_theta = match f.object_opt("rope_parameters")? {
+            Some(rp) => Fields::new(path, rp).f64_opt(&["rope_theta"])?,
+            None => None,
+        };
+        let rope_theta = match rope_theta {
+            Some(t) => t,
+            None => f.f64_opt(&["rope_theta"])?.unwrap_or(1_000_000.0),
+        };
+        let cfg = Self {
+            vocab_size: f.usize_req(&["vocab_size"])?,
+            hidden_size,
+            intermediate_size: f.usize_req(&["intermediate_size", "block_ff_dim"])?,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            max_position_embeddings: f.usize_opt(&["max_position_embeddings"])?.unwrap_or(128_000),
+            norm_eps: f.f64_opt(&["norm_eps", "block_norm_eps"])?.unwrap_or(1e-5),
+            rope_theta,
+            conv_kernel: f.usize_opt(&["conv_L_cache"])?.unwrap_or(3),
+            conv_bias: f.bool_opt(&["conv_bias"])?.unwrap_or(false),
+            block_multiple_of: f.usize_opt(&["block_multiple_of"])?.unwrap_or(256),
+            block_ffn_dim_multiplier: match f.get(&["block_ffn_dim_multiplier"]) {
+                Some(_) => f.f64_opt(&["block_ffn_dim_multiplier"])?,
+                None if map.contains_key("block_ffn_dim_multiplier") => None, // explicit null
+                None => Some(1.0),
+            },
+            block_auto_adjust_ff_dim: f.bool_opt(&["block_auto_adjust_ff_dim"])?.unwrap_or(true),
+            layer_types,
+            tie_word_embeddings: f.bool_opt(&["tie_word_embeddings", "tie_embedding"])?.unwrap_or(true),
+            bos_token_id: f.ids_opt(&["bos_token_id"])?.and_then(|v| v.first().copied()),
+            eos_token_ids: f.ids_opt(&["eos_token_id"])?.unwrap_or_default(),
+            pad_token_id: f.ids_opt(&["pad_token_id"])?.and_then(|v| v.first().copied()),
+        };
+        cfg.validate(&f)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, f: &Fields) -> Result<()> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("conv_L_cache", self.conv_kernel),
+            ("block_multiple_of", self.block_multiple_of),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(f.invalid(name, "must be positive"));
+            }
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(f.invalid(
+                "num_key_value_heads",
+                format!("{} does not divide num_attention_heads {}", self.num_key_value_heads, self.num_attention_heads),
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(f.invalid("head_dim", format!("{} must be even for rotary embeddings", self.head_dim)));
+        }
+        Ok(())
+    }
+
+    /// The transformers-5 style `config.json` for this configuration (what we save).
+    pub fn to_hf_json(&self) -> Value {
+        json!({
+            "architectures": ["Lfm2ForCausalLM"],
+            "model_type": "lfm2",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers(),
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "max_position_embeddings": self.max_position_embeddings,
+            "norm_eps": self.norm_eps,
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "conv_L_cache": self.conv_kernel,
+            "conv_bias": self.conv_bias,
+            "block_multiple_of": self.block_multiple_of,
+            "block_ffn_dim_multiplier": self.block_ffn_dim_multiplier,
+            "block_auto_adjust_ff_dim": self.block_auto_adjust_ff_dim,
+            "layer_types": self.layer_types,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_ids,
+            "pad_token_id": self.pad_token_id,
+        })
+    }
+
+    /// Re-places attention: `count` attention layers by [`attention_placement`].
+    pub fn with_attention_layers(mut self, count: usize) -> Self {
+        let n = self.num_layers();
+        let idxs = attention_placement(n, count.min(n));
+        self.layer_types = (0..n).map(|i| if idxs.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
+        self
+    }
+
+    /// Named shapes: the public LFM2 checkpoints and small ones for tests and CPU runs.
+    pub fn preset(name: &str) -> Option<Self> {
+        let lfm2_attn = [2usize, 5, 8, 10, 12, 14];
+        let (vocab, hidden, ff, heads, kv, layers, attn): (usize, usize, usize, usize, usize, usize, Vec<usize>) = match name {
+            "lfm2-350m" => (65536, 1024, 6656, 16, 8, 16, lfm2_attn.to_vec()),
+            "lfm2-700m" => (65536, 1536, 10240, 24, 8, 16, lfm2_attn.to_vec()),
+            "lfm2-1.2b" => (65536, 2048, 12288, 32, 8, 16, lfm2_attn.to_vec()),
+            // small shapes with LFM2's 10:6 mix scaled down
+            "lfm2-tiny" => (8192, 256, 1152, 4, 2, 8, attention_placement(8, 3)),
+            "lfm2-nano" => (512, 64, 288, 4, 2, 4, attention_placement(4, 2)),
+            _ => return None,
+        };
+        let layer_types = (0..layers).map(|i| if attn.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
+        Some(Self {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: ff,
+            num_attention_heads: heads,
+            num_key_value_heads: kv,
+            head_dim: hidden / heads,
+            max_position_embeddings: 128_000,
+            norm_eps: 1e-5,
+            rope_theta: 1_000_000.0,
+            conv_kernel: 3,
+            conv_bias: false,
+            block_multiple_of: if hidden >= 1024 { 256 } else { 32 },
+            block_ffn_dim_multiplier: Some(1.0),
+            block_auto_adjust_ff_dim: true,
+            layer_types,
+            tie_word_embeddings: true,
+            bos_token_id: Some(1),
+            eos_token_ids: vec![7],
+            pad_token_id: Some(0),
+        })
+    }
+
+    pub const PRESETS: &'static [&'static str] = &["lfm2-350m", "lfm2-700m", "lfm2-1.2b", "lfm2-tiny", "lfm2-nano"];
+}
+
+/// Where `count` attention layers go among `num_layers`: evenly spaced and ending at the
+/// last layer, `idx_i = ceil((i + 1) * num_layers / count) - 1` for `i in 0..count`.
+///
+/// Deterministic and nested in spirit: 0 gives a pure-conv stack, `num_layers` a pure
+/// transformer, and 6 of 16 gives {2, 5, 7, 10, 13, 15} (LFM2 ships {2, 5, 8, 10, 12, 14}).
+pub fn attention_placement(num_layers: usize, count: usize) -> Vec<usize> {
+    let count = count.min(num_layers);
+    (0..count).map(|i| ((i + 1) * num_layers).div_ceil(count) - 1).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mlp_width_matches_published_checkpoints() {
+        assert_eq!(Lfm2Config::preset("lfm2-1.2b").unwrap().mlp_width(), 8192);
+        assert_eq!(Lfm2Config::preset("lfm2-350m").unwrap().mlp_width(), 4608);
+    }
+
+    #[test]
+    fn placement_covers_the_whole_ratio_sweep() {
+        for n in [1usize, 4, 7, 16] {
+            assert!(attention_placement(n, 0).is_empty());
+            assert_eq!(attention_placement(n, n), (0..n).collect::<Vec<_>>());
+            for c in 0..=n {
+                let p = attention_placement(n, c);
+                assert_eq!(p.len(), c);
+                assert!(p.windows(2).all(|w| w[0] < w[1]), "{p:?}");
+                if c > 0 {
+                    assert_eq!(*p.last().unwrap(), n - 1);
+                }
+            }
+        }
+        assert_eq!(attention_placement(16, 6), vec![2, 5, 7, 10, 13, 15]);
+    }
+}

@@ -1,0 +1,15 @@
+//! Projections through the CPU decode fast path (see [`crate::kernels`]).
+
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+
+use crate::kernels::{WeightLayout, matmul_weight};
+
+/// `linear(x)` for a Burn `Linear` (weight `[in, out]`), `[..., in] -> [..., out]`.
+pub fn project<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let y = matmul_weight(x, &linear.weight.val(), WeightLayout::InOut);
+    match &linear.bias {
+        Some(b) => y + b.val().unsqueeze::<D>(),
+        None => y,
+    }
+}

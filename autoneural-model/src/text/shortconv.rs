@@ -1,0 +1,83 @@
+//! LFM2's gated short convolution:
+//! `B, C, x = in_proj(u)`; `v = B * x`; `y = causal_depthwise_conv(v)`; `out_proj(C * y)`.
+//!
+//! The depthwise causal convolution is written as a sum of `L` shifted products over the
+//! window `[state | v]`, so one code path serves prefill (state = zeros or a previous
+//! chunk), single-token decode, training (autodiff) and every backend.
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+use crate::text::linear::project;
+use crate::text::state::ConvState;
+
+/// Depthwise causal conv weights. Key `conv.conv.weight`, shape `[hidden, 1, kernel]`
+/// (PyTorch's `Conv1d(groups=hidden)` layout); optional `conv.conv.bias` `[hidden]`.
+#[derive(Module, Debug)]
+pub struct DepthwiseCausalConv {
+    pub weight: Param<Tensor<3>>,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+/// Keys: `conv.in_proj.weight [3D, D]`, `conv.out_proj.weight [D, D]`, `conv.conv.weight`.
+#[derive(Module, Debug)]
+pub struct ShortConv {
+    pub in_proj: Linear,
+    pub out_proj: Linear,
+    pub conv: DepthwiseCausalConv,
+}
+
+impl ShortConv {
+    pub fn new(hidden: usize, kernel: usize, bias: bool, device: &Device) -> Self {
+        let init = Initializer::KaimingUniform { gain: 1.0 / 3f64.sqrt(), fan_out_only: false };
+        Self {
+            in_proj: LinearConfig::new(hidden, 3 * hidden).with_bias(bias).init(device),
+            out_proj: LinearConfig::new(hidden, hidden).with_bias(bias).init(device),
+            conv: DepthwiseCausalConv {
+                weight: init.init_with([hidden, 1, kernel], Some(kernel), Some(kernel), device),
+                bias: bias.then(|| Initializer::Zeros.init([hidden], device)),
+            },
+        }
+    }
+
+    pub fn kernel(&self) -> usize {
+        self.conv.weight.shape().dims::<3>()[2]
+    }
+
+    /// `u: [b, t, D]` -> `[b, t, D]`; `state` (`[b, kernel-1, D]`) is read and replaced
+    /// by the last `kernel - 1` gated inputs.
+    pub fn forward(&self, u: Tensor<3>, state: Option<&mut ConvState>) -> Tensor<3> {
+        let [b, t, d] = u.dims();
+        let l = self.kernel();
+        let bcx = project(&self.in_proj, u);
+        let gate_b = bcx.clone().slice([0..b, 0..t, 0..d]);
+        let gate_c = bcx.clone().slice([0..b, 0..t, d..2 * d]);
+        let x = bcx.slice([0..b, 0..t, 2 * d..3 * d]);
+        let v = gate_b * x;
+        let past = match &state {
+            Some(s) => s.window.clone(),
+            None => Tensor::zeros([b, l - 1, d], &v.device()),
+        };
+        let window = Tensor::cat(vec![past, v], 1); // [b, t + l - 1, d]
+        // y[t] = sum_j w[j] * window[t + j]; tap l-1 multiplies the current token
+        let weight = self.conv.weight.val().reshape([d, l]).transpose(); // [l, d]
+        let mut y: Option<Tensor<3>> = None;
+        for j in 0..l {
+            let tap = weight.clone().slice([j..j + 1, 0..d]).reshape([1, 1, d]);
+            let term = window.clone().slice([0..b, j..j + t, 0..d]) * tap;
+            y = Some(match y {
+                Some(acc) => acc + term,
+                None => term,
+            });
+        }
+        let mut y = y.expect("kernel >= 1");
+        if let Some(bias) = &self.conv.bias {
+            y = y + bias.val().reshape([1, 1, d]);
+        }
+        if let Some(s) = state {
+            s.window = window.slice([0..b, t..t + l - 1, 0..d]);
+        }
+        project(&self.out_proj, gate_c * y)
+    }
+}

@@ -1,0 +1,175 @@
+//! Per-layer decode state: a KV cache for attention layers, the last `L-1` gated inputs for
+//! short-convolution layers. The conv state has a fixed size; the KV cache grows with the
+//! context, which is the memory the hybrid design saves.
+
+use burn::tensor::{Device, Tensor};
+
+use crate::text::config::{LayerKind, Lfm2Config};
+
+/// Keys and values of one attention layer, `[batch, kv_heads, capacity, head_dim]`, of
+/// which the first `len` positions are filled. Writes go in place (flex mutates a uniquely
+/// owned tensor), so a decode step costs the new row, not a copy of the cache.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    k: Option<Tensor<4>>,
+    v: Option<Tensor<4>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(batch: usize, kv_heads: usize, capacity: usize, head_dim: usize, device: &Device) -> Self {
+        let cap = capacity.max(1);
+        Self {
+            k: Some(Tensor::zeros([batch, kv_heads, cap, head_dim], device)),
+            v: Some(Tensor::zeros([batch, kv_heads, cap, head_dim], device)),
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Marks the first `len` positions as filled with whatever the buffers hold (random
+    /// values from [`DecodeState::synthetic`]).
+    fn assume_filled(&mut self, len: usize) {
+        assert!(len <= self.capacity());
+        self.len = len;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn capacity(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+
+    /// Appends `k`, `v` (`[batch, kv_heads, t, head_dim]`) and returns views of everything
+    /// cached so far, `[batch, kv_heads, len, head_dim]`.
+    pub fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let [b, h, t, d] = k.dims();
+        let end = self.len + t;
+        if end > self.capacity() {
+            let new_cap = end.max(2 * self.capacity()).next_multiple_of(64);
+            for slot in [&mut self.k, &mut self.v] {
+                let old = slot.take().expect("cache tensor present");
+                let grown = Tensor::zeros([b, h, new_cap, d], &old.device());
+                *slot = Some(grown.slice_assign([0..b, 0..h, 0..self.len, 0..d], old.slice([0..b, 0..h, 0..self.len, 0..d])));
+            }
+        }
+        let range = [0..b, 0..h, self.len..end, 0..d];
+        let kc = self.k.take().expect("cache tensor present").slice_assign(range.clone(), k);
+        let vc = self.v.take().expect("cache tensor present").slice_assign(range, v);
+        self.len = end;
+        let view = [0..b, 0..h, 0..end, 0..d];
+        let out = (kc.clone().slice(view.clone()), vc.clone().slice(view));
+        self.k = Some(kc);
+        self.v = Some(vc);
+        out
+    }
+
+    /// Bytes held by the filled part of the cache (f32).
+    pub fn bytes(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| {
+            let [b, h, _, d] = k.dims();
+            2 * b * h * self.len * d * 4
+        })
+    }
+}
+
+/// The last `kernel - 1` gated conv inputs, `[batch, kernel - 1, hidden]` (zeros at start).
+#[derive(Debug, Clone)]
+pub struct ConvState {
+    pub window: Tensor<3>,
+}
+
+impl ConvState {
+    pub fn bytes(&self) -> usize {
+        self.window.dims().iter().product::<usize>() * 4
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum LayerState {
+    Attention(KvCache),
+    Conv(ConvState),
+}
+
+/// Everything a decoder needs to continue a sequence: one state per layer and the number
+/// of positions consumed so far.
+#[derive(Debug, Clone)]
+pub struct DecodeState {
+    pub layers: Vec<LayerState>,
+    pub position: usize,
+}
+
+impl DecodeState {
+    /// Empty state for `batch` sequences; `capacity` pre-sizes the KV caches (they grow).
+    pub fn new(config: &Lfm2Config, batch: usize, capacity: usize, device: &Device) -> Self {
+        let layers = config
+            .layer_types
+            .iter()
+            .map(|kind| match kind {
+                LayerKind::Attention => LayerState::Attention(KvCache::new(
+                    batch,
+                    config.num_key_value_heads,
+                    capacity,
+                    config.head_dim,
+                    device,
+                )),
+                LayerKind::Conv => LayerState::Conv(ConvState {
+                    window: Tensor::zeros([batch, config.conv_kernel - 1, config.hidden_size], device),
+                }),
+            })
+            .collect();
+        Self { layers, position: 0 }
+    }
+
+    /// A state that looks as if `context` positions had been consumed, filled with random
+    /// values: decode speed and memory depend on the context length, not on its content, so
+    /// benchmarks at 16k positions need not prefill 16k tokens first.
+    pub fn synthetic(config: &Lfm2Config, batch: usize, context: usize, capacity: usize, device: &Device) -> Self {
+        use burn::tensor::Distribution;
+        let mut state = Self::new(config, batch, capacity.max(context), device);
+        for layer in &mut state.layers {
+            match layer {
+                LayerState::Attention(kv) => {
+                    let shape = kv.k.as_ref().expect("cache tensor present").dims();
+                    kv.k = Some(Tensor::random(shape, Distribution::Normal(0.0, 1.0), device));
+                    kv.v = Some(Tensor::random(shape, Distribution::Normal(0.0, 1.0), device));
+                    kv.assume_filled(context);
+                }
+                LayerState::Conv(c) => {
+                    c.window = Tensor::random(c.window.dims(), Distribution::Normal(0.0, 1.0), device);
+                }
+            }
+        }
+        state.position = context;
+        state
+    }
+
+    /// Bytes of KV cache and of conv state, at the current context.
+    pub fn bytes(&self) -> StateBytes {
+        let mut out = StateBytes::default();
+        for layer in &self.layers {
+            match layer {
+                LayerState::Attention(kv) => out.kv += kv.bytes(),
+                LayerState::Conv(c) => out.conv += c.bytes(),
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StateBytes {
+    pub kv: usize,
+    pub conv: usize,
+}
+
+impl StateBytes {
+    pub fn total(&self) -> usize {
+        self.kv + self.conv
+    }
+}

@@ -1,0 +1,1 @@
+//! Training: datasets, synthetic data, the four-stage recipe (see issue "Training").

@@ -1,0 +1,120 @@
+//! `autoneural bench lm`: throughput and decode-state memory of LFM2 shapes on random
+//! weights, next to this machine's memory-bandwidth bound measured in the same process.
+
+use anyhow::{Context, bail};
+use autoneural_eval::bench_lm::{LmBenchOptions, random_model, run as run_bench};
+use autoneural_eval::membw::measure_read_bandwidth;
+use autoneural_model::device::parse_device;
+use autoneural_model::text::Lfm2Config;
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::Format;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// LFM2 prefill/decode tokens/s and decode-state bytes.
+    Lm(LmArgs),
+    /// Memory read bandwidth of this machine (all threads).
+    Membw {
+        #[arg(long, default_value_t = 1024)]
+        mib: usize,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LmArgs {
+    /// lfm2-350m, lfm2-700m, lfm2-1.2b, lfm2-tiny, lfm2-nano
+    #[arg(long, default_value = "lfm2-350m")]
+    pub preset: String,
+    /// Re-place attention: this many attention layers, the rest conv (0 = pure conv,
+    /// all = pure transformer), evenly spaced and ending at the last layer.
+    #[arg(long)]
+    pub attention_layers: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
+    /// Positions already in the decode state (synthetic) before the prompt.
+    #[arg(long, default_value_t = 0)]
+    pub context: usize,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// Skip the memory-bandwidth measurement (and the bound it gives).
+    #[arg(long)]
+    pub no_bandwidth: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Lm(args) => lm(args),
+        BenchCommand::Membw { mib, format } => {
+            let bw = measure_read_bandwidth(mib << 20, 5);
+            match format {
+                Format::Json => println!("{}", serde_json::to_string(&bw)?),
+                Format::Text => println!("memory read bandwidth: {:.2} GB/s ({} threads, {} MiB buffer)", bw.gb_per_s, bw.threads, mib),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn lm(args: LmArgs) -> anyhow::Result<()> {
+    let mut config = Lfm2Config::preset(&args.preset)
+        .with_context(|| format!("unknown preset {:?} (expected one of {})", args.preset, Lfm2Config::PRESETS.join(", ")))?;
+    if let Some(n) = args.attention_layers {
+        if n > config.num_layers() {
+            bail!("--attention-layers {n} is more than the {} layers of {}", config.num_layers(), args.preset);
+        }
+        config = config.with_attention_layers(n);
+    }
+    if args.prompt_len == 0 {
+        bail!("--prompt-len must be at least 1");
+    }
+    let device = parse_device(&args.device)?;
+    let model = random_model(&config, &device);
+    let opts = LmBenchOptions { prompt_len: args.prompt_len, new_tokens: args.new_tokens, context: args.context, batch: args.batch };
+    let r = run_bench(&model, &device, &opts);
+    // measured after the model run so both see the same machine state
+    let bw = (!args.no_bandwidth).then(|| measure_read_bandwidth(1 << 30, 5));
+    let bound = bw.map(|b| b.gb_per_s * 1e9 / r.decode_weight_bytes as f64);
+    match args.format {
+        Format::Json => {
+            let mut obj = serde_json::to_value(&r)?;
+            obj["preset"] = json!(args.preset);
+            obj["device"] = json!(args.device);
+            obj["bandwidth_gb_s"] = json!(bw.map(|b| b.gb_per_s));
+            obj["decode_bound_tok_s"] = json!(bound);
+            obj["decode_fraction_of_bound"] = json!(bound.map(|b| r.decode_tok_s / (b * r.batch as f64)));
+            println!("{}", serde_json::to_string(&obj)?);
+        }
+        Format::Text => {
+            println!("{} ({} layers, attention at {:?}), {} params, {} threads, device {}", args.preset, r.num_layers, r.attention_layers, r.params, r.threads, args.device);
+            println!("prefill: {} tokens in {:.1} ms = {:.1} tok/s", r.prompt_len * r.batch, r.prefill_ms, r.prefill_tok_s);
+            println!("decode:  {} tokens, {:.2} ms/token = {:.2} tok/s", r.new_tokens * r.batch, r.decode_ms_per_token, r.decode_tok_s);
+            println!(
+                "state at context {}: KV {:.2} MiB + conv {:.3} MiB = {:.2} MiB",
+                r.final_context,
+                r.state_kv_bytes as f64 / 1048576.0,
+                r.state_conv_bytes as f64 / 1048576.0,
+                r.state_total_bytes as f64 / 1048576.0
+            );
+            if let (Some(bw), Some(bound)) = (bw, bound) {
+                println!(
+                    "bound:   {:.2} GB/s / {:.1} MB per token = {:.2} tok/s; decode reaches {:.0}% of it",
+                    bw.gb_per_s,
+                    r.decode_weight_bytes as f64 / 1e6,
+                    bound,
+                    100.0 * r.decode_tok_s / (bound * r.batch as f64)
+                );
+            }
+        }
+    }
+    Ok(())
+}
