@@ -9,7 +9,6 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
-
 #[derive(Debug, Clone)]
 pub struct LmBenchOptions {
     pub prompt_len: usize,
@@ -59,7 +58,8 @@ pub fn run(model: &Lfm2ForCausalLM, device: &Device, opts: &LmBenchOptions) -> L
     // warm-up: thread pool, allocator, code paths
     {
         let mut s = fresh();
-        let l = model.prefill(ids(opts.batch, opts.prompt_len.min(8), cfg.vocab_size, 1, device), &mut s, PREFILL_CHUNK);
+        let l =
+            model.prefill(ids(opts.batch, opts.prompt_len.min(8), cfg.vocab_size, 1, device), &mut s, PREFILL_CHUNK);
         let _ = model.forward(ids(opts.batch, 1, cfg.vocab_size, 2, device), Some(&mut s), Logits::Last).into_data();
         let _ = l.into_data();
     }
@@ -72,7 +72,8 @@ pub fn run(model: &Lfm2ForCausalLM, device: &Device, opts: &LmBenchOptions) -> L
 
     let t = Instant::now();
     for step in 0..opts.new_tokens {
-        let logits = model.forward(ids(opts.batch, 1, cfg.vocab_size, 10 + step, device), Some(&mut state), Logits::Last);
+        let logits =
+            model.forward(ids(opts.batch, 1, cfg.vocab_size, 10 + step, device), Some(&mut state), Logits::Last);
         let _ = logits.into_data(); // a real decoder reads the logits to choose the next token
     }
     let decode = t.elapsed().as_secs_f64();

@@ -31,7 +31,10 @@ impl Default for SamplingConfig {
 impl SamplingConfig {
     pub fn validate(&self) -> Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(ModelError::Invalid(format!("temperature must be a finite number >= 0, got {}", self.temperature)));
+            return Err(ModelError::Invalid(format!(
+                "temperature must be a finite number >= 0, got {}",
+                self.temperature
+            )));
         }
         if self.top_k == Some(0) {
             return Err(ModelError::Invalid("top-k must be at least 1".into()));

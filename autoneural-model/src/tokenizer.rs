@@ -49,10 +49,15 @@ impl TextTokenizer {
     pub fn from_dir(dir: &Path, eos_ids: &[u32]) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
-            return Err(ModelError::Tokenizer { path, message: "file not found (the checkpoint needs a tokenizer.json)".into() });
+            return Err(ModelError::Tokenizer {
+                path,
+                message: "file not found (the checkpoint needs a tokenizer.json)".into(),
+            });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer { path: path.clone(), message: e.to_string() })?;
-        let mut out = Self { inner, path, chat_template: None, bos_token: None, eos_token: None, stop_ids: eos_ids.to_vec() };
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| ModelError::Tokenizer { path: path.clone(), message: e.to_string() })?;
+        let mut out =
+            Self { inner, path, chat_template: None, bos_token: None, eos_token: None, stop_ids: eos_ids.to_vec() };
 
         let cfg_path = dir.join("tokenizer_config.json");
         if cfg_path.exists() {
@@ -69,7 +74,11 @@ impl TextTokenizer {
                     .and_then(|t| t.get("template").and_then(|s| s.as_str()))
                     .map(|t| (cfg_path.clone(), t.to_string())),
                 Some(other) => {
-                    return Err(ModelError::config(&cfg_path, "chat_template", format!("expected a string or a list of templates, found {other}")));
+                    return Err(ModelError::config(
+                        &cfg_path,
+                        "chat_template",
+                        format!("expected a string or a list of templates, found {other}"),
+                    ));
                 }
             };
         }

@@ -15,6 +15,9 @@ use super::Format;
 pub enum BenchCommand {
     /// LFM2 prefill/decode tokens/s and decode-state bytes.
     Lm(LmArgs),
+    /// Decode speed and state memory against context length: the preset's layer mix next to
+    /// a baseline mix (default: all attention), in the same process.
+    Context(ContextArgs),
     /// Memory read bandwidth of this machine (all threads).
     Membw {
         #[arg(long, default_value_t = 1024)]
@@ -51,14 +54,99 @@ pub struct LmArgs {
     pub format: Format,
 }
 
+#[derive(Args, Debug)]
+pub struct ContextArgs {
+    #[arg(long, default_value = "lfm2-350m")]
+    pub preset: String,
+    /// Attention layers of the baseline mix (default: every layer).
+    #[arg(long)]
+    pub baseline_attention_layers: Option<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1024,4096,16384")]
+    pub contexts: Vec<usize>,
+    #[arg(long, default_value_t = 16)]
+    pub new_tokens: usize,
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+fn preset(name: &str) -> anyhow::Result<Lfm2Config> {
+    Lfm2Config::preset(name)
+        .with_context(|| format!("unknown preset {name:?} (expected one of {})", Lfm2Config::PRESETS.join(", ")))
+}
+
+fn context(args: ContextArgs) -> anyhow::Result<()> {
+    let hybrid = preset(&args.preset)?;
+    let n = hybrid.num_layers();
+    let base_n = args.baseline_attention_layers.unwrap_or(n);
+    if base_n > n {
+        bail!("--baseline-attention-layers {base_n} is more than the {n} layers of {}", args.preset);
+    }
+    let baseline = hybrid.clone().with_attention_layers(base_n);
+    let device = parse_device(&args.device)?;
+    let mut rows = Vec::new();
+    for (label, cfg) in [("hybrid", &hybrid), ("baseline", &baseline)] {
+        let model = random_model(cfg, &device);
+        for &ctx in &args.contexts {
+            let opts = LmBenchOptions { prompt_len: 1, new_tokens: args.new_tokens, context: ctx, batch: 1 };
+            let r = run_bench(&model, &device, &opts);
+            rows.push((label, ctx, r));
+        }
+    }
+    if args.format == Format::Json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(label, ctx, r)| {
+                let mut v = serde_json::to_value(r).expect("serialisable");
+                v["mix"] = json!(label);
+                v["requested_context"] = json!(ctx);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{}: hybrid = attention at {:?}; baseline = attention at {:?} ({} of {n} layers)",
+        args.preset,
+        hybrid.attention_layers(),
+        baseline.attention_layers(),
+        base_n
+    );
+    println!(
+        "| context | hybrid tok/s | baseline tok/s | speed ratio | hybrid state MiB | baseline state MiB | memory ratio |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for &ctx in &args.contexts {
+        let h = &rows.iter().find(|(l, c, _)| *l == "hybrid" && *c == ctx).expect("ran").2;
+        let b = &rows.iter().find(|(l, c, _)| *l == "baseline" && *c == ctx).expect("ran").2;
+        let mib = |x: usize| x as f64 / 1048576.0;
+        println!(
+            "| {ctx} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
+            h.decode_tok_s,
+            b.decode_tok_s,
+            h.decode_tok_s / b.decode_tok_s,
+            mib(h.state_total_bytes),
+            mib(b.state_total_bytes),
+            b.state_total_bytes as f64 / h.state_total_bytes as f64
+        );
+    }
+    Ok(())
+}
+
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Lm(args) => lm(args),
+        BenchCommand::Context(args) => context(args),
         BenchCommand::Membw { mib, format } => {
             let bw = measure_read_bandwidth(mib << 20, 5);
             match format {
                 Format::Json => println!("{}", serde_json::to_string(&bw)?),
-                Format::Text => println!("memory read bandwidth: {:.2} GB/s ({} threads, {} MiB buffer)", bw.gb_per_s, bw.threads, mib),
+                Format::Text => println!(
+                    "memory read bandwidth: {:.2} GB/s ({} threads, {} MiB buffer)",
+                    bw.gb_per_s, bw.threads, mib
+                ),
             }
             Ok(())
         }
@@ -66,8 +154,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn lm(args: LmArgs) -> anyhow::Result<()> {
-    let mut config = Lfm2Config::preset(&args.preset)
-        .with_context(|| format!("unknown preset {:?} (expected one of {})", args.preset, Lfm2Config::PRESETS.join(", ")))?;
+    let mut config = Lfm2Config::preset(&args.preset).with_context(|| {
+        format!("unknown preset {:?} (expected one of {})", args.preset, Lfm2Config::PRESETS.join(", "))
+    })?;
     if let Some(n) = args.attention_layers {
         if n > config.num_layers() {
             bail!("--attention-layers {n} is more than the {} layers of {}", config.num_layers(), args.preset);
@@ -79,7 +168,12 @@ fn lm(args: LmArgs) -> anyhow::Result<()> {
     }
     let device = parse_device(&args.device)?;
     let model = random_model(&config, &device);
-    let opts = LmBenchOptions { prompt_len: args.prompt_len, new_tokens: args.new_tokens, context: args.context, batch: args.batch };
+    let opts = LmBenchOptions {
+        prompt_len: args.prompt_len,
+        new_tokens: args.new_tokens,
+        context: args.context,
+        batch: args.batch,
+    };
     let r = run_bench(&model, &device, &opts);
     // measured after the model run so both see the same machine state
     let bw = (!args.no_bandwidth).then(|| measure_read_bandwidth(1 << 30, 5));
@@ -95,9 +189,22 @@ fn lm(args: LmArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&obj)?);
         }
         Format::Text => {
-            println!("{} ({} layers, attention at {:?}), {} params, {} threads, device {}", args.preset, r.num_layers, r.attention_layers, r.params, r.threads, args.device);
-            println!("prefill: {} tokens in {:.1} ms = {:.1} tok/s", r.prompt_len * r.batch, r.prefill_ms, r.prefill_tok_s);
-            println!("decode:  {} tokens, {:.2} ms/token = {:.2} tok/s", r.new_tokens * r.batch, r.decode_ms_per_token, r.decode_tok_s);
+            println!(
+                "{} ({} layers, attention at {:?}), {} params, {} threads, device {}",
+                args.preset, r.num_layers, r.attention_layers, r.params, r.threads, args.device
+            );
+            println!(
+                "prefill: {} tokens in {:.1} ms = {:.1} tok/s",
+                r.prompt_len * r.batch,
+                r.prefill_ms,
+                r.prefill_tok_s
+            );
+            println!(
+                "decode:  {} tokens, {:.2} ms/token = {:.2} tok/s",
+                r.new_tokens * r.batch,
+                r.decode_ms_per_token,
+                r.decode_tok_s
+            );
             println!(
                 "state at context {}: KV {:.2} MiB + conv {:.3} MiB = {:.2} MiB",
                 r.final_context,

@@ -47,12 +47,21 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
-    let sampler = Sampler::new(SamplingConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed });
+    let sampler = Sampler::new(SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    });
     let mut sampler = sampler?;
     let model = load_lfm2(&args.model, &device).with_context(|| format!("loading {}", args.model.display()))?;
     let tokenizer = TextTokenizer::from_dir(&args.model, &model.config.eos_token_ids)?;
     let prompt_ids = tokenizer.encode_prompt(&args.prompt, args.raw)?;
-    let options = GenerateOptions { max_new_tokens: args.max_new_tokens, stop_ids: tokenizer.stop_ids().to_vec(), ignore_eos: args.ignore_eos };
+    let options = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        stop_ids: tokenizer.stop_ids().to_vec(),
+        ignore_eos: args.ignore_eos,
+    };
 
     let mut stream = StreamDecoder::new(&tokenizer);
     let stdout = std::io::stdout();

@@ -6,7 +6,11 @@ mod generate;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "autoneural", version, about = "NPU-co-designed vision-language models on Burn (AutoNeural, arXiv 2512.02924)")]
+#[command(
+    name = "autoneural",
+    version,
+    about = "NPU-co-designed vision-language models on Burn (AutoNeural, arXiv 2512.02924)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

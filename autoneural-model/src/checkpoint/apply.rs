@@ -137,7 +137,8 @@ impl<K: KeyMap> ModuleMapper for Loader<'_, K> {
 
 /// Loads every parameter of `module` from `files`, or reports every mismatch.
 pub fn load_module<M: Module, K: KeyMap>(module: M, files: &WeightFiles, keys: &K, dir: &Path) -> Result<M> {
-    let mut checker = Checker { files, keys, stack: PathStack::default(), report: KeyReport::default(), used: BTreeSet::new() };
+    let mut checker =
+        Checker { files, keys, stack: PathStack::default(), report: KeyReport::default(), used: BTreeSet::new() };
     module.visit(&mut checker);
     let mut report = checker.report;
     report.unexpected = files.keys().filter(|k| !checker.used.contains(*k) && !keys.ignorable(k)).cloned().collect();

@@ -44,9 +44,9 @@ impl<'a> Fields<'a> {
 
     /// The first of `names` that is present and not null.
     pub fn get(&self, names: &[&str]) -> Option<(&'a str, &'a Value)> {
-        names.iter().find_map(|n| {
-            self.map.get_key_value(*n).filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.as_str(), v))
-        })
+        names
+            .iter()
+            .find_map(|n| self.map.get_key_value(*n).filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.as_str(), v)))
     }
 
     pub fn usize_opt(&self, names: &[&str]) -> Result<Option<usize>> {
@@ -84,7 +84,9 @@ impl<'a> Fields<'a> {
     pub fn str_opt(&self, names: &[&str]) -> Result<Option<&'a str>> {
         match self.get(names) {
             None => Ok(None),
-            Some((name, v)) => v.as_str().map(Some).ok_or_else(|| self.err(name, format!("expected a string, found {v}"))),
+            Some((name, v)) => {
+                v.as_str().map(Some).ok_or_else(|| self.err(name, format!("expected a string, found {v}")))
+            }
         }
     }
 
@@ -94,12 +96,15 @@ impl<'a> Fields<'a> {
             None => Ok(None),
             Some((name, Value::Array(items))) => items
                 .iter()
-                .map(|v| v.as_u64().map(|x| x as u32).ok_or_else(|| self.err(name, format!("expected token ids, found {v}"))))
+                .map(|v| {
+                    v.as_u64().map(|x| x as u32).ok_or_else(|| self.err(name, format!("expected token ids, found {v}")))
+                })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
-            Some((name, v)) => {
-                v.as_u64().map(|x| Some(vec![x as u32])).ok_or_else(|| self.err(name, format!("expected a token id, found {v}")))
-            }
+            Some((name, v)) => v
+                .as_u64()
+                .map(|x| Some(vec![x as u32]))
+                .ok_or_else(|| self.err(name, format!("expected a token id, found {v}"))),
         }
     }
 
@@ -108,7 +113,11 @@ impl<'a> Fields<'a> {
             None => Ok(None),
             Some((name, Value::Array(items))) => items
                 .iter()
-                .map(|v| v.as_u64().map(|x| x as usize).ok_or_else(|| self.err(name, format!("expected integers, found {v}"))))
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| self.err(name, format!("expected integers, found {v}")))
+                })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
             Some((name, v)) => Err(self.err(name, format!("expected a list of integers, found {v}"))),

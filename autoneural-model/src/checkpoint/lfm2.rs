@@ -29,12 +29,19 @@ impl KeyMap for Lfm2Keys {
 pub fn read_config(dir: &Path) -> Result<Lfm2Config> {
     let path = dir.join("config.json");
     if !path.exists() {
-        return Err(ModelError::io(&path, std::io::Error::new(std::io::ErrorKind::NotFound, "no config.json (is this a checkpoint directory?)")));
+        return Err(ModelError::io(
+            &path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no config.json (is this a checkpoint directory?)"),
+        ));
     }
     let map = read_object(&path)?;
     if let Some(mt) = map.get("model_type").and_then(|v| v.as_str()) {
         if mt != "lfm2" {
-            return Err(ModelError::config(&path, "model_type", format!("{mt:?} is not an LFM2 text model (expected \"lfm2\")")));
+            return Err(ModelError::config(
+                &path,
+                "model_type",
+                format!("{mt:?} is not an LFM2 text model (expected \"lfm2\")"),
+            ));
         }
     }
     Lfm2Config::from_hf_json(&path, &map)

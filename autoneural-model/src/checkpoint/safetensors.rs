@@ -75,11 +75,15 @@ impl WeightFiles {
             // SAFETY: the map is read-only; a checkpoint changed underneath a running
             // process is outside what any loader can defend against.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-            let (header, meta) = safetensors::SafeTensors::read_metadata(&map[..])
-                .map_err(|e| ModelError::Weights { path: path.clone(), message: format!("not a valid safetensors file: {e}") })?;
+            let (header, meta) = safetensors::SafeTensors::read_metadata(&map[..]).map_err(|e| {
+                ModelError::Weights { path: path.clone(), message: format!("not a valid safetensors file: {e}") }
+            })?;
             for key in meta.tensors().keys() {
                 if index.insert(key.clone(), shards.len()).is_some() {
-                    return Err(ModelError::Weights { path: path.clone(), message: format!("tensor {key} appears in more than one shard") });
+                    return Err(ModelError::Weights {
+                        path: path.clone(),
+                        message: format!("tensor {key} appears in more than one shard"),
+                    });
                 }
             }
             shards.push(Shard { path: path.clone(), map, data_start: 8 + header, meta });
@@ -110,7 +114,9 @@ impl WeightFiles {
         let width = match info.dtype {
             Dtype::F32 => 4,
             Dtype::BF16 | Dtype::F16 => 2,
-            other => return Err(werr(format!("{key}: dtype {other:?} is not a float type (expected F32, BF16 or F16)"))),
+            other => {
+                return Err(werr(format!("{key}: dtype {other:?} is not a float type (expected F32, BF16 or F16)")));
+            }
         };
         if bytes.len() != n * width {
             return Err(werr(format!("{key}: {} bytes for shape {:?}", bytes.len(), info.shape)));
@@ -138,6 +144,7 @@ pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Res
     meta.insert("format".to_string(), "pt".to_string());
     // write next to the target and rename, so an interrupted save never leaves half a file
     let tmp = path.with_extension("safetensors.partial");
-    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| ModelError::Weights { path: tmp.clone(), message: e.to_string() })?;
+    safetensors::serialize_to_file(views, Some(meta), &tmp)
+        .map_err(|e| ModelError::Weights { path: tmp.clone(), message: e.to_string() })?;
     std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
 }

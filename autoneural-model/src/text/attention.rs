@@ -43,7 +43,13 @@ impl Attention {
 
     /// `x: [b, t, hidden]` at positions `start..start + t` -> `[b, t, hidden]`.
     /// With a cache, keys and values are appended and queries attend to all of it.
-    pub fn forward(&self, x: Tensor<3>, rope: (&Tensor<4>, &Tensor<4>), start: usize, cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: (&Tensor<4>, &Tensor<4>),
+        start: usize,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]);
@@ -67,7 +73,12 @@ impl Attention {
         let scores = if t > 1 {
             let mask = causal_mask(t, s, past, &scores.device()); // [t, s], true = hidden
             let scores = scores.reshape([b, kvh, g, t, s]);
-            scores.mask_fill(mask.reshape([1, 1, 1, t, s]).expand([b, kvh, g, t, s]), f32::NEG_INFINITY).reshape([b, kvh, g * t, s])
+            scores.mask_fill(mask.reshape([1, 1, 1, t, s]).expand([b, kvh, g, t, s]), f32::NEG_INFINITY).reshape([
+                b,
+                kvh,
+                g * t,
+                s,
+            ])
         } else {
             scores
         };

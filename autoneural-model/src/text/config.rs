@@ -85,19 +85,29 @@ impl Lfm2Config {
                     .map(|t| match *t {
                         "conv" => Ok(LayerKind::Conv),
                         "full_attention" | "attention" => Ok(LayerKind::Attention),
-                        other => Err(f.invalid("layer_types", format!("unknown layer type {other:?} (expected \"conv\" or \"full_attention\")"))),
+                        other => Err(f.invalid(
+                            "layer_types",
+                            format!("unknown layer type {other:?} (expected \"conv\" or \"full_attention\")"),
+                        )),
                     })
                     .collect::<Result<Vec<_>>>()?;
                 if kinds.len() != num_layers {
-                    return Err(f.invalid("layer_types", format!("has {} entries but num_hidden_layers is {num_layers}", kinds.len())));
+                    return Err(f.invalid(
+                        "layer_types",
+                        format!("has {} entries but num_hidden_layers is {num_layers}", kinds.len()),
+                    ));
                 }
                 kinds
             }
             (None, Some(idxs)) => {
                 if let Some(bad) = idxs.iter().find(|&&i| i >= num_layers) {
-                    return Err(f.invalid("full_attn_idxs", format!("index {bad} is out of range for {num_layers} layers")));
+                    return Err(
+                        f.invalid("full_attn_idxs", format!("index {bad} is out of range for {num_layers} layers"))
+                    );
                 }
-                (0..num_layers).map(|i| if idxs.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect()
+                (0..num_layers)
+                    .map(|i| if idxs.contains(&i) { LayerKind::Attention } else { LayerKind::Conv })
+                    .collect()
             }
             // transformers' rule: with neither field every layer is attention
             (None, None) => vec![LayerKind::Attention; num_layers],
@@ -157,7 +167,10 @@ impl Lfm2Config {
         if self.num_attention_heads % self.num_key_value_heads != 0 {
             return Err(f.invalid(
                 "num_key_value_heads",
-                format!("{} does not divide num_attention_heads {}", self.num_key_value_heads, self.num_attention_heads),
+                format!(
+                    "{} does not divide num_attention_heads {}",
+                    self.num_key_value_heads, self.num_attention_heads
+                ),
             ));
         }
         if self.head_dim % 2 != 0 {
@@ -198,23 +211,26 @@ impl Lfm2Config {
     pub fn with_attention_layers(mut self, count: usize) -> Self {
         let n = self.num_layers();
         let idxs = attention_placement(n, count.min(n));
-        self.layer_types = (0..n).map(|i| if idxs.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
+        self.layer_types =
+            (0..n).map(|i| if idxs.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
         self
     }
 
     /// Named shapes: the public LFM2 checkpoints and small ones for tests and CPU runs.
     pub fn preset(name: &str) -> Option<Self> {
         let lfm2_attn = [2usize, 5, 8, 10, 12, 14];
-        let (vocab, hidden, ff, heads, kv, layers, attn): (usize, usize, usize, usize, usize, usize, Vec<usize>) = match name {
-            "lfm2-350m" => (65536, 1024, 6656, 16, 8, 16, lfm2_attn.to_vec()),
-            "lfm2-700m" => (65536, 1536, 10240, 24, 8, 16, lfm2_attn.to_vec()),
-            "lfm2-1.2b" => (65536, 2048, 12288, 32, 8, 16, lfm2_attn.to_vec()),
-            // small shapes with LFM2's 10:6 mix scaled down
-            "lfm2-tiny" => (8192, 256, 1152, 4, 2, 8, attention_placement(8, 3)),
-            "lfm2-nano" => (512, 64, 288, 4, 2, 4, attention_placement(4, 2)),
-            _ => return None,
-        };
-        let layer_types = (0..layers).map(|i| if attn.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
+        let (vocab, hidden, ff, heads, kv, layers, attn): (usize, usize, usize, usize, usize, usize, Vec<usize>) =
+            match name {
+                "lfm2-350m" => (65536, 1024, 6656, 16, 8, 16, lfm2_attn.to_vec()),
+                "lfm2-700m" => (65536, 1536, 10240, 24, 8, 16, lfm2_attn.to_vec()),
+                "lfm2-1.2b" => (65536, 2048, 12288, 32, 8, 16, lfm2_attn.to_vec()),
+                // small shapes with LFM2's 10:6 mix scaled down
+                "lfm2-tiny" => (8192, 256, 1152, 4, 2, 8, attention_placement(8, 3)),
+                "lfm2-nano" => (512, 64, 288, 4, 2, 4, attention_placement(4, 2)),
+                _ => return None,
+            };
+        let layer_types =
+            (0..layers).map(|i| if attn.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
         Some(Self {
             vocab_size: vocab,
             hidden_size: hidden,

@@ -36,12 +36,25 @@ impl DecoderLayer {
             feed_forward: Mlp::new(d, config.mlp_width(), device),
             conv: (kind == LayerKind::Conv).then(|| ShortConv::new(d, config.conv_kernel, config.conv_bias, device)),
             self_attn: (kind == LayerKind::Attention).then(|| {
-                Attention::new(d, config.num_attention_heads, config.num_key_value_heads, config.head_dim, config.norm_eps, device)
+                Attention::new(
+                    d,
+                    config.num_attention_heads,
+                    config.num_key_value_heads,
+                    config.head_dim,
+                    config.norm_eps,
+                    device,
+                )
             }),
         }
     }
 
-    fn forward(&self, h: Tensor<3>, rope: (&Tensor<4>, &Tensor<4>), start: usize, state: Option<&mut LayerState>) -> Tensor<3> {
+    fn forward(
+        &self,
+        h: Tensor<3>,
+        rope: (&Tensor<4>, &Tensor<4>),
+        start: usize,
+        state: Option<&mut LayerState>,
+    ) -> Tensor<3> {
         let normed = self.operator_norm.forward(h.clone());
         let mixed = match (&self.conv, &self.self_attn, state) {
             (Some(conv), _, Some(LayerState::Conv(s))) => conv.forward(normed, Some(s)),
@@ -94,7 +107,11 @@ impl Lfm2ForCausalLM {
             .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
             .init(device);
         Self {
-            model: Lfm2Model { embed_tokens, layers, embedding_norm: RmsNorm::new(config.hidden_size, config.norm_eps, device) },
+            model: Lfm2Model {
+                embed_tokens,
+                layers,
+                embedding_norm: RmsNorm::new(config.hidden_size, config.norm_eps, device),
+            },
             lm_head: (!config.tie_word_embeddings)
                 .then(|| LinearConfig::new(config.hidden_size, config.vocab_size).with_bias(false).init(device)),
             config: config.clone(),

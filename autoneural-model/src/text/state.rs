@@ -55,7 +55,9 @@ impl KvCache {
             for slot in [&mut self.k, &mut self.v] {
                 let old = slot.take().expect("cache tensor present");
                 let grown = Tensor::zeros([b, h, new_cap, d], &old.device());
-                *slot = Some(grown.slice_assign([0..b, 0..h, 0..self.len, 0..d], old.slice([0..b, 0..h, 0..self.len, 0..d])));
+                *slot = Some(
+                    grown.slice_assign([0..b, 0..h, 0..self.len, 0..d], old.slice([0..b, 0..h, 0..self.len, 0..d])),
+                );
             }
         }
         let range = [0..b, 0..h, self.len..end, 0..d];
@@ -126,22 +128,22 @@ impl DecodeState {
         Self { layers, position: 0 }
     }
 
-    /// A state that looks as if `context` positions had been consumed, filled with random
-    /// values: decode speed and memory depend on the context length, not on its content, so
-    /// benchmarks at 16k positions need not prefill 16k tokens first.
+    /// A state that looks as if `context` positions had been consumed, filled with a
+    /// constant: decode speed and memory depend on the context length, not on its content,
+    /// so benchmarks at 16k positions need not prefill 16k tokens first. (A constant, not
+    /// zeros: freshly zeroed pages can alias the kernel's zero page and read too fast.)
     pub fn synthetic(config: &Lfm2Config, batch: usize, context: usize, capacity: usize, device: &Device) -> Self {
-        use burn::tensor::Distribution;
         let mut state = Self::new(config, batch, capacity.max(context), device);
         for layer in &mut state.layers {
             match layer {
                 LayerState::Attention(kv) => {
                     let shape = kv.k.as_ref().expect("cache tensor present").dims();
-                    kv.k = Some(Tensor::random(shape, Distribution::Normal(0.0, 1.0), device));
-                    kv.v = Some(Tensor::random(shape, Distribution::Normal(0.0, 1.0), device));
+                    kv.k = Some(Tensor::full(shape, 0.01, device));
+                    kv.v = Some(Tensor::full(shape, 0.01, device));
                     kv.assume_filled(context);
                 }
                 LayerState::Conv(c) => {
-                    c.window = Tensor::random(c.window.dims(), Distribution::Normal(0.0, 1.0), device);
+                    c.window = Tensor::full(c.window.dims(), 0.01, device);
                 }
             }
         }
