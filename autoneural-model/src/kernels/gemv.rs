@@ -94,7 +94,7 @@ fn kn_tile(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, c0: usize, width:
 unsafe fn kn_tile_avx2(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, c0: usize, width: usize, acc: &mut [f32]) {
     use std::arch::x86_64::*;
     const R: usize = 8;
-    const AHEAD: usize = 512; // floats
+    const AHEAD: usize = 1024; // floats
     let full = k - k % R;
     let mut kk = 0;
     while kk < full {
