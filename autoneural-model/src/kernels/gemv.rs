@@ -24,19 +24,17 @@ fn cols_per_task(n: usize) -> usize {
     n.div_ceil(threads).next_multiple_of(8).max(MIN_COLS_PER_TASK)
 }
 
-/// `out[m, n] = sum_k x[m, k] * w[k, n]`, with `x: [m, k]`, `w: [k, n]`, `out: [m, n]`.
-pub fn gemv_kn(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
-    assert!(m <= MAX_ROWS && x.len() == m * k && w.len() == k * n && out.len() == m * n);
-    let tile = cols_per_task(n);
-    let tiles = n.div_ceil(tile);
-    // Each task owns columns [c0, c1) of every output row; it writes through its own buffer.
-    let parts: Vec<(usize, Vec<f32>)> = (0..tiles)
+/// Runs `tile(c0, width, acc)` for column slabs `[c0, c0 + width)` in parallel, each task
+/// filling its own `[m, width]` buffer, and scatters the slabs into `out: [m, n]`.
+fn par_column_tiles(m: usize, n: usize, out: &mut [f32], tile: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    let cols = cols_per_task(n);
+    let parts: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(cols))
         .into_par_iter()
         .map(|t| {
-            let c0 = t * tile;
-            let width = tile.min(n - c0);
+            let c0 = t * cols;
+            let width = cols.min(n - c0);
             let mut acc = vec![0f32; m * width];
-            kn_tile(x, w, m, k, n, c0, width, &mut acc);
+            tile(c0, width, &mut acc);
             (c0, acc)
         })
         .collect();
@@ -48,31 +46,23 @@ pub fn gemv_kn(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f3
     }
 }
 
+/// `out[m, n] = sum_k x[m, k] * w[k, n]`, with `x: [m, k]`, `w: [k, n]`, `out: [m, n]`.
+pub fn gemv_kn(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
+    assert!(m <= MAX_ROWS && x.len() == m * k && w.len() == k * n && out.len() == m * n);
+    par_column_tiles(m, n, out, |c0, width, acc| kn_tile(x, w, m, k, n, c0, width, acc));
+}
+
 /// `out[m, n] = dot(x[m, :], w[n, :])`, with `x: [m, k]`, `w: [n, k]`, `out: [m, n]`.
 pub fn gemv_nk(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
     assert!(m <= MAX_ROWS && x.len() == m * k && w.len() == n * k && out.len() == m * n);
-    let tile = cols_per_task(n);
-    let parts: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(tile))
-        .into_par_iter()
-        .map(|t| {
-            let c0 = t * tile;
-            let width = tile.min(n - c0);
-            let mut acc = vec![0f32; m * width];
-            for j in 0..width {
-                let row = &w[(c0 + j) * k..(c0 + j + 1) * k];
-                for r in 0..m {
-                    acc[r * width + j] = dot(&x[r * k..(r + 1) * k], row);
-                }
+    par_column_tiles(m, n, out, |c0, width, acc| {
+        for j in 0..width {
+            let row = &w[(c0 + j) * k..(c0 + j + 1) * k];
+            for r in 0..m {
+                acc[r * width + j] = dot(&x[r * k..(r + 1) * k], row);
             }
-            (c0, acc)
-        })
-        .collect();
-    for (c0, acc) in parts {
-        let width = acc.len() / m;
-        for r in 0..m {
-            out[r * n + c0..r * n + c0 + width].copy_from_slice(&acc[r * width..(r + 1) * width]);
         }
-    }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -125,6 +115,9 @@ unsafe fn kn_tile_avx2(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, c0: u
             }
         }
         kk += R;
+    }
+    if full == k {
+        return;
     }
     // the last k % 8 rows
     let xr: Vec<f32> = (0..m).flat_map(|row| x[row * k + full..(row + 1) * k].to_vec()).collect();
