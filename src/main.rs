@@ -2,9 +2,15 @@
 
 mod cmd;
 
+use autoneural_eval::peak_alloc::PeakAlloc;
 use clap::Parser;
 
+/// Counts heap bytes so benchmarks can report peak memory.
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc::new();
+
 fn main() -> std::process::ExitCode {
+    ALLOC.install();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AUTONEURAL_LOG").unwrap_or_else(|_| "warn".into()),

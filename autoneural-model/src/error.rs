@@ -21,6 +21,8 @@ pub enum ModelError {
     Tokenizer { path: PathBuf, message: String },
     #[error("{}: chat template: {message}", path.display())]
     Template { path: PathBuf, message: String },
+    #[error("{}: {message}", path.display())]
+    Image { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
 }

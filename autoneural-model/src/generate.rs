@@ -154,6 +154,19 @@ pub fn generate(
     prompt_ids: &[u32],
     options: &GenerateOptions,
     sampler: &mut Sampler,
+    on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<Generation> {
+    generate_from(model, prompt_ids, None, options, sampler, on_token)
+}
+
+/// [`generate`] with the prompt given as input embeddings `[1, t, hidden]` (one per prompt
+/// id; e.g. image features at image-token positions). `prompt_ids` are only reported.
+pub fn generate_from(
+    model: &Lfm2ForCausalLM,
+    prompt_ids: &[u32],
+    prompt_embeds: Option<Tensor<3>>,
+    options: &GenerateOptions,
+    sampler: &mut Sampler,
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<Generation> {
     if prompt_ids.is_empty() {
@@ -173,7 +186,8 @@ pub fn generate(
     let mut stop_reason = StopReason::MaxNewTokens;
     let mut ttft = 0.0;
     if options.max_new_tokens > 0 {
-        let logits = last_row(model.prefill(ids(prompt_ids), &mut state, PREFILL_CHUNK));
+        let embeds = prompt_embeds.unwrap_or_else(|| model.embed(ids(prompt_ids)));
+        let logits = last_row(model.prefill_embeds(embeds, &mut state, PREFILL_CHUNK));
         let mut next = sampler.sample(&logits);
         ttft = t0.elapsed().as_secs_f64();
         loop {

@@ -4,11 +4,15 @@
 //! model is created on picks the backend at run time (see [`device::parse_device`]).
 
 pub mod checkpoint;
+pub mod connector;
 pub mod device;
 pub mod error;
 pub mod generate;
+pub mod images;
 pub mod kernels;
 pub mod text;
 pub mod tokenizer;
+pub mod vision;
+pub mod vlm;
 
 pub use error::{KeyReport, ModelError, Result};

@@ -111,6 +111,11 @@ impl TextTokenizer {
         self.chat_template.is_some()
     }
 
+    /// The id of a token string (added/special tokens included), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

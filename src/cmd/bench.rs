@@ -3,9 +3,11 @@
 
 use anyhow::{Context, bail};
 use autoneural_eval::bench_lm::{LmBenchOptions, random_model, run as run_bench};
+use autoneural_eval::bench_vision;
 use autoneural_eval::membw::measure_read_bandwidth;
 use autoneural_model::device::parse_device;
 use autoneural_model::text::Lfm2Config;
+use autoneural_model::vision::EncoderConfig;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -18,6 +20,9 @@ pub enum BenchCommand {
     /// Decode speed and state memory against context length: the preset's layer mix next to
     /// a baseline mix (default: all attention), in the same process.
     Context(ContextArgs),
+    /// Vision-encoder latency and peak memory per resolution; several encoders are timed in
+    /// the same process and compared with the first.
+    Vision(VisionArgs),
     /// Memory read bandwidth of this machine (all threads).
     Membw {
         #[arg(long, default_value_t = 1024)]
@@ -69,6 +74,82 @@ pub struct ContextArgs {
     pub device: String,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct VisionArgs {
+    /// Encoder presets, comma-separated (the first is the baseline of the ratios):
+    /// mobilenetv5_300m_enc, mobilenetv5_base, mobilenetv5_tiny, siglip2_base_p16,
+    /// siglip2_large_p16, vit_300m_p14, vit_tiny.
+    #[arg(long, value_delimiter = ',', default_value = "mobilenetv5_300m_enc")]
+    pub encoder: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "256,512,768")]
+    pub resolution: Vec<usize>,
+    /// Timed runs per resolution (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+fn vision(args: VisionArgs) -> anyhow::Result<()> {
+    let device = parse_device(&args.device)?;
+    if args.resolution.iter().any(|&r| r < 32) {
+        bail!("--resolution values must be at least 32 pixels");
+    }
+    let mut rows = Vec::new();
+    for name in &args.encoder {
+        let config = EncoderConfig::preset(name).with_context(|| {
+            format!("unknown encoder {name:?} (expected one of {})", EncoderConfig::preset_names().join(", "))
+        })?;
+        rows.extend(
+            bench_vision::run(name, &config, &args.resolution, args.runs, &device).map_err(anyhow::Error::msg)?,
+        );
+    }
+    let baseline =
+        |r: usize| rows.iter().find(|x| x.encoder == args.encoder[0] && x.resolution == r).map(|x| x.latency_ms);
+    match args.format {
+        Format::Json => {
+            let out: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(r).expect("row serialises");
+                    v["device"] = json!(args.device);
+                    v["latency_vs_first"] = json!(baseline(r.resolution).map(|b| r.latency_ms / b));
+                    v
+                })
+                .collect();
+            println!("{}", serde_json::to_string(&out)?);
+        }
+        Format::Text => {
+            println!(
+                "{:<22} {:>6} {:>9} {:>7} {:>11} {:>11} {:>13} {:>8}",
+                "encoder", "res", "params", "tokens", "median ms", "min ms", "peak act MiB", "x first"
+            );
+            for r in &rows {
+                println!(
+                    "{:<22} {:>6} {:>8.1}M {:>7} {:>11.1} {:>11.1} {:>13} {:>8.2}",
+                    r.encoder,
+                    r.resolution,
+                    r.params as f64 / 1e6,
+                    r.tokens,
+                    r.latency_ms,
+                    r.min_ms,
+                    r.peak_activation_mib.map_or("n/a".into(), |m| format!("{m:.0}")),
+                    baseline(r.resolution).map_or(f64::NAN, |b| r.latency_ms / b),
+                );
+            }
+            println!(
+                "({} threads, device {}, {} timed runs each after one warm-up)",
+                rows.first().map_or(0, |r| r.threads),
+                args.device,
+                args.runs
+            );
+        }
+    }
+    Ok(())
 }
 
 fn preset(name: &str) -> anyhow::Result<Lfm2Config> {
@@ -139,6 +220,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Lm(args) => lm(args),
         BenchCommand::Context(args) => context(args),
+        BenchCommand::Vision(args) => vision(args),
         BenchCommand::Membw { mib, format } => {
             let bw = measure_read_bandwidth(mib << 20, 9);
             match format {

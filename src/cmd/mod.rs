@@ -18,7 +18,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Generate text from a checkpoint directory (Hugging Face LFM2).
+    /// Generate text from a checkpoint directory (LFM2, LFM2-VL or AutoNeural), with images
+    /// for vision-language models.
     Generate(generate::GenerateArgs),
     /// Benchmarks (random weights, no checkpoint needed).
     #[command(subcommand)]

@@ -45,8 +45,14 @@ impl PathStack {
     fn pop(&mut self) {
         self.parts.pop();
     }
+    /// The dotted path; enum variants name no segment (checkpoints do not know them).
     fn path(&self) -> String {
-        self.parts.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".")
+        self.parts
+            .iter()
+            .filter(|(_, c)| !c.starts_with("Enum:"))
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(".")
     }
     /// A `Linear`'s weight, stored transposed relative to PyTorch.
     fn is_linear_weight(&self) -> bool {

@@ -3,6 +3,10 @@
 pub mod apply;
 pub mod json;
 pub mod lfm2;
+pub mod mobilenet;
 pub mod safetensors;
+pub mod vlm;
 
 pub use lfm2::{load_lfm2, read_config, save_lfm2};
+pub use mobilenet::load_mobilenetv5;
+pub use vlm::{is_vlm_type, load_siglip_vision, load_vlm, model_type, read_vlm_config, save_vlm};

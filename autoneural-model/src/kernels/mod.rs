@@ -7,9 +7,42 @@
 //! one model definition for every backend.
 
 pub mod gemv;
+pub mod pointwise;
 
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
+
+/// The tensor's contiguous f32 values when it is a flex inference tensor (no autodiff).
+fn flex_values<const D: usize>(x: &Tensor<D>) -> Option<Vec<f32>> {
+    let p = x.clone().try_into_primitive::<Flex>().ok()?;
+    p.as_slice::<f32>().map(<[f32]>::to_vec)
+}
+
+/// Runs `f` on the flex storage of `x` and wraps its output (same shape), or `None` when `x`
+/// is not a contiguous f32 flex inference tensor.
+fn with_flex<const D: usize>(x: &Tensor<D>, f: impl FnOnce(&[f32]) -> Vec<f32>) -> Option<Tensor<D>> {
+    let p = x.clone().try_into_primitive::<Flex>().ok()?;
+    let out = f(p.as_slice::<f32>()?);
+    Some(Tensor::from_data(TensorData::new(out, x.dims()), &x.device()))
+}
+
+/// tanh-GELU: fused on flex inference tensors, Burn's ops otherwise (autodiff, wgpu).
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    with_flex(&x, pointwise::gelu_tanh).unwrap_or_else(|| burn::tensor::activation::gelu_approximate(x))
+}
+
+/// Channel RMS norm of `[b, c, h, w]` times `weight` (then tanh-GELU when `act`): one fused
+/// pass on flex inference tensors, Burn's ops otherwise.
+pub fn rms_norm2d(x: Tensor<4>, weight: &Tensor<1>, eps: f64, act: bool) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let fused = flex_values(weight)
+        .and_then(|wv| with_flex(&x, |xs| pointwise::rms_norm_channels(xs, &wv, b, c, h * w, eps as f32, act)));
+    fused.unwrap_or_else(|| {
+        let inv = (x.clone().square().mean_dim(1) + eps).sqrt().recip();
+        let y = x * inv * weight.clone().reshape([1, c, 1, 1]);
+        if act { burn::tensor::activation::gelu_approximate(y) } else { y }
+    })
+}
 
 /// How a weight matrix is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

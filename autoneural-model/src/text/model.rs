@@ -165,16 +165,21 @@ impl Lfm2ForCausalLM {
     /// attention score memory for long prompts) and returns the last position's logits
     /// `[b, 1, vocab]`.
     pub fn prefill(&self, ids: Tensor<2, Int>, state: &mut DecodeState, chunk: usize) -> Tensor<3> {
-        let [b, t] = ids.dims();
+        self.prefill_embeds(self.embed(ids), state, chunk)
+    }
+
+    /// [`Self::prefill`] from input embeddings `[b, t, hidden]` (e.g. text with image
+    /// features spliced in).
+    pub fn prefill_embeds(&self, embeds: Tensor<3>, state: &mut DecodeState, chunk: usize) -> Tensor<3> {
+        let [b, t, d] = embeds.dims();
         let chunk = chunk.max(1);
         let mut start = 0;
         loop {
             let end = (start + chunk).min(t);
-            let part = ids.clone().slice([0..b, start..end]);
+            let hidden = self.hidden_states(embeds.clone().slice([0..b, start..end, 0..d]), Some(state));
             if end == t {
-                return self.forward(part, Some(state), Logits::Last);
+                return self.logits(hidden, Logits::Last);
             }
-            let _ = self.hidden_states(self.embed(part), Some(state));
             start = end;
         }
     }

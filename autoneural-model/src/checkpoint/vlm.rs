@@ -1,0 +1,365 @@
+//! VLM checkpoint directories: the AutoNeural format (docs/checkpoint-format.md) and
+//! Hugging Face LFM2-VL. Both are `config.json` + safetensors + tokenizer files.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use serde_json::{Map, Value, json};
+
+use crate::checkpoint::apply::{KeyMap, collect_tensors, load_module};
+use crate::checkpoint::json::{Fields, read_object};
+use crate::checkpoint::safetensors::{WeightFiles, write_f32};
+use crate::connector::ProjectorConfig;
+use crate::error::{ModelError, Result};
+use crate::images::Preprocess;
+use crate::text::Lfm2Config;
+use crate::vision::{EncoderConfig, MobileNetV5Arch, PadType, VitConfig};
+use crate::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
+
+/// Module paths -> checkpoint keys for both formats.
+struct VlmKeys {
+    vit: bool,
+    tied: bool,
+    /// transformers 5 writes SigLIP towers without their `vision_model.` level; hub
+    /// checkpoints have it. Both load; a model saves the way it was loaded.
+    flat_vit: bool,
+}
+
+impl VlmKeys {
+    fn new(config: &VlmConfig) -> Self {
+        Self {
+            vit: matches!(config.encoder, EncoderConfig::Vit(_)),
+            tied: config.text.tie_word_embeddings,
+            flat_vit: config.flat_vit_keys,
+        }
+    }
+}
+
+/// `vision_model.rest` -> `rest` for flat SigLIP layouts.
+fn vit_key(rest: &str, flat: bool) -> &str {
+    if flat { rest.strip_prefix("vision_model.").unwrap_or(rest) } else { rest }
+}
+
+impl KeyMap for VlmKeys {
+    fn key_for(&self, p: &str) -> String {
+        if let Some(rest) = p.strip_prefix("vision_tower.") {
+            if self.vit {
+                format!("model.vision_tower.{}", vit_key(rest, self.flat_vit))
+            } else {
+                format!("model.vision_tower.timm_model.{rest}")
+            }
+        } else if let Some(rest) = p.strip_prefix("language.model.") {
+            format!("model.language_model.{rest}")
+        } else if let Some(rest) = p.strip_prefix("language.") {
+            rest.to_string()
+        } else {
+            format!("model.{p}")
+        }
+    }
+    fn ignorable(&self, key: &str) -> bool {
+        (self.tied && key == "lm_head.weight")
+            // SigLIP's attention-pooling head is unused by VLMs; position_ids are buffers.
+            || key.starts_with("model.vision_tower.vision_model.head.")
+            || key.starts_with("model.vision_tower.head.")
+            || key.ends_with("embeddings.position_ids")
+    }
+}
+
+/// The model type a checkpoint directory declares.
+pub fn model_type(dir: &Path) -> Result<String> {
+    let path = dir.join("config.json");
+    if !path.exists() {
+        return Err(ModelError::io(
+            &path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no config.json (is this a checkpoint directory?)"),
+        ));
+    }
+    let map = read_object(&path)?;
+    Ok(map.get("model_type").and_then(|v| v.as_str()).unwrap_or("lfm2").to_string())
+}
+
+/// True for the model types this module reads.
+pub fn is_vlm_type(model_type: &str) -> bool {
+    matches!(model_type, "autoneural" | "lfm2-vl" | "lfm2_vl")
+}
+
+fn floats3(f: &Fields, name: &str, default: [f32; 3]) -> Result<[f32; 3]> {
+    match f.get(&[name]) {
+        None => Ok(default),
+        Some((_, Value::Array(a))) if a.len() == 3 && a.iter().all(|v| v.is_number()) => {
+            Ok([0, 1, 2].map(|i| a[i].as_f64().unwrap_or_default() as f32))
+        }
+        Some((_, Value::Number(n))) => Ok([n.as_f64().unwrap_or_default() as f32; 3]),
+        Some((_, v)) => Err(f.invalid(name, format!("expected three numbers (one per RGB channel), found {v}"))),
+    }
+}
+
+/// A SigLIP-style vision config (HF `siglip_vision_model` / `siglip2_vision_model` fields).
+fn vit_config(f: &Fields, default_image: usize) -> Result<VitConfig> {
+    let patch_size = f.usize_req(&["patch_size"])?;
+    let mt = f.str_opt(&["model_type"])?.unwrap_or("siglip2_vision_model");
+    let linear = mt != "siglip_vision_model";
+    let image_size = f.usize_opt(&["image_size"])?.unwrap_or(default_image);
+    let num_patches = match f.usize_opt(&["num_patches"])? {
+        Some(n) => n,
+        None if !linear => (image_size / patch_size).pow(2),
+        None => 256,
+    };
+    let side = (num_patches as f64).sqrt().round() as usize;
+    if side * side != num_patches {
+        return Err(f.invalid("num_patches", format!("{num_patches} is not a square grid")));
+    }
+    Ok(VitConfig {
+        hidden_size: f.usize_req(&["hidden_size"])?,
+        intermediate_size: f.usize_req(&["intermediate_size"])?,
+        num_hidden_layers: f.usize_req(&["num_hidden_layers"])?,
+        num_attention_heads: f.usize_req(&["num_attention_heads"])?,
+        num_channels: f.usize_opt(&["num_channels"])?.unwrap_or(3),
+        patch_size,
+        num_patches,
+        layer_norm_eps: f.f64_opt(&["layer_norm_eps"])?.unwrap_or(1e-6),
+        linear_patch_embedding: linear,
+        image_size,
+    })
+}
+
+/// AutoNeural's `vision_config`: a MobileNetV5 preset or block strings, or a ViT.
+fn autoneural_encoder(f: &Fields) -> Result<EncoderConfig> {
+    if f.str_opt(&["encoder"])? == Some("vit") {
+        return Ok(EncoderConfig::Vit(vit_config(f, 224)?));
+    }
+    let mut arch = match f.str_opt(&["architecture"])? {
+        Some(name) => MobileNetV5Arch::preset(name).ok_or_else(|| {
+            f.invalid(
+                "architecture",
+                format!("unknown preset {name:?} (known: {})", MobileNetV5Arch::PRESETS.join(", ")),
+            )
+        })?,
+        None => {
+            let stages = match f.get(&["block_args"]) {
+                None => return Err(f.invalid("block_args", "missing: give `architecture` (a preset) or `block_args`")),
+                Some((_, v)) => serde_json::from_value::<Vec<Vec<String>>>(v.clone())
+                    .map_err(|_| f.invalid("block_args", "expected a list of stages, each a list of block strings"))?,
+            };
+            MobileNetV5Arch {
+                block_args: stages,
+                stem_size: f.usize_req(&["stem_size"])?,
+                pad_type: PadType::Same,
+                msfa_output_resolution: f.usize_req(&["msfa_output_resolution"])?,
+                num_features: 2048,
+                image_size: f.usize_req(&["image_size"])?,
+                layer_scale_init_value: Some(1e-5),
+            }
+        }
+    };
+    if let Some(v) = f.usize_opt(&["stem_size"])? {
+        arch.stem_size = v;
+    }
+    if let Some(v) = f.usize_opt(&["msfa_output_resolution"])? {
+        arch.msfa_output_resolution = v;
+    }
+    if let Some(v) = f.usize_opt(&["num_features"])? {
+        arch.num_features = v;
+    }
+    if let Some(v) = f.usize_opt(&["image_size"])? {
+        arch.image_size = v;
+    }
+    if let Some(p) = f.str_opt(&["pad_type"])? {
+        arch.pad_type = match p {
+            "same" => PadType::Same,
+            "" => PadType::Symmetric,
+            other => return Err(f.invalid("pad_type", format!("{other:?}: expected \"same\" or \"\""))),
+        };
+    }
+    arch.resolve().map_err(|e| f.invalid("block_args", e))?;
+    Ok(EncoderConfig::MobileNetV5(arch))
+}
+
+fn text_config(f: &Fields, path: &Path) -> Result<Lfm2Config> {
+    let text = f.object_opt("text_config")?.ok_or_else(|| f.invalid("text_config", "missing"))?;
+    let mut cfg = Lfm2Config::from_hf_json(path, text)?;
+    if let Some(tied) = f.bool_opt(&["tie_word_embeddings", "tie_embedding"])? {
+        cfg.tie_word_embeddings = tied;
+    }
+    Ok(cfg)
+}
+
+/// Reads `dir/config.json` (and, for LFM2-VL, `preprocessor_config.json`) as a VLM config.
+pub fn read_vlm_config(dir: &Path) -> Result<VlmConfig> {
+    let path = dir.join("config.json");
+    let map = read_object(&path)?;
+    let f = Fields::new(&path, &map);
+    let mt = f.str_opt(&["model_type"])?.unwrap_or_default().to_string();
+    let vision = f.object_opt("vision_config")?.ok_or_else(|| f.invalid("vision_config", "missing"))?;
+    let vf = Fields::new(&path, vision);
+    let text = text_config(&f, &path)?;
+    let source_json = Some(Value::Object(map.clone()));
+    match mt.as_str() {
+        "autoneural" => {
+            let encoder = autoneural_encoder(&vf)?;
+            let (_, _, vision_dim) = encoder.token_grid(encoder.image_size(), encoder.image_size());
+            let projector = ProjectorConfig {
+                vision_dim,
+                hidden: f.usize_req(&["projector_hidden_size"])?,
+                text_dim: text.hidden_size,
+                bias: f.bool_opt(&["projector_bias"])?.unwrap_or(true),
+                downsample: 1,
+                layer_norm: false,
+            };
+            let preprocess = Preprocess::Fixed {
+                size: encoder.image_size(),
+                mean: floats3(&vf, "image_mean", [0.0; 3])?,
+                std: floats3(&vf, "image_std", [1.0; 3])?,
+            };
+            let image_token_id = f.usize_req(&["image_token_id"])? as u32;
+            check_token(&f, image_token_id, &text)?;
+            Ok(VlmConfig {
+                format: VlmFormat::AutoNeural,
+                encoder,
+                projector,
+                text,
+                image_token_id,
+                preprocess,
+                source_json,
+                flat_vit_keys: false,
+            })
+        }
+        "lfm2-vl" | "lfm2_vl" => {
+            let vit = vit_config(&vf, 512)?;
+            let downsample = f.usize_opt(&["downsample_factor"])?.unwrap_or(2);
+            let projector = ProjectorConfig {
+                vision_dim: vit.hidden_size,
+                hidden: f.usize_opt(&["projector_hidden_size"])?.unwrap_or(2560),
+                text_dim: text.hidden_size,
+                bias: f.bool_opt(&["projector_bias"])?.unwrap_or(true),
+                downsample,
+                layer_norm: f.bool_opt(&["projector_use_layernorm"])?.unwrap_or(true),
+            };
+            if let Some(act) = f.str_opt(&["projector_hidden_act"])? {
+                if act != "gelu" {
+                    return Err(f.invalid("projector_hidden_act", format!("{act:?}: only \"gelu\" is supported")));
+                }
+            }
+            let pre_path = dir.join("preprocessor_config.json");
+            let pre_map = if pre_path.exists() { read_object(&pre_path)? } else { Map::new() };
+            let pf = Fields::new(&pre_path, &pre_map);
+            let preprocess = Preprocess::SmartResize {
+                patch: pf.usize_opt(&["encoder_patch_size"])?.unwrap_or(vit.patch_size),
+                downsample: pf.usize_opt(&["downsample_factor"])?.unwrap_or(downsample),
+                min_tokens: pf.usize_opt(&["min_image_tokens"])?.unwrap_or(64),
+                max_tokens: pf.usize_opt(&["max_image_tokens"])?.unwrap_or(256),
+                mean: floats3(&pf, "image_mean", [0.5; 3])?,
+                std: floats3(&pf, "image_std", [0.5; 3])?,
+            };
+            let image_token_id = f.usize_opt(&["image_token_id", "image_token_index"])?.unwrap_or(396) as u32;
+            check_token(&f, image_token_id, &text)?;
+            Ok(VlmConfig {
+                format: VlmFormat::Lfm2Vl,
+                encoder: EncoderConfig::Vit(vit),
+                projector,
+                text,
+                image_token_id,
+                preprocess,
+                source_json,
+                flat_vit_keys: false,
+            })
+        }
+        other => {
+            Err(f.invalid("model_type", format!("{other:?} is not a VLM (expected \"autoneural\" or \"lfm2-vl\")")))
+        }
+    }
+}
+
+fn check_token(f: &Fields, id: u32, text: &Lfm2Config) -> Result<()> {
+    if id as usize >= text.vocab_size {
+        return Err(f.invalid("image_token_id", format!("{id} is outside the vocabulary of {}", text.vocab_size)));
+    }
+    Ok(())
+}
+
+/// Loads a VLM checkpoint directory onto `device`.
+pub fn load_vlm(dir: &Path, device: &Device) -> Result<VisionLanguageModel> {
+    let mut config = read_vlm_config(dir)?;
+    let files = WeightFiles::open_dir(dir)?;
+    config.flat_vit_keys = files.shape("model.vision_tower.embeddings.patch_embedding.weight").is_some();
+    load_module(VisionLanguageModel::new(&config, device)?, &files, &VlmKeys::new(&config), dir)
+}
+
+/// The AutoNeural `config.json` for a config built in code.
+pub fn autoneural_config_json(config: &VlmConfig) -> Value {
+    let vision = match &config.encoder {
+        EncoderConfig::MobileNetV5(a) => json!({
+            "encoder": "mobilenetv5",
+            "block_args": a.block_args,
+            "stem_size": a.stem_size,
+            "pad_type": match a.pad_type { PadType::Same => "same", PadType::Symmetric => "", PadType::Valid => "valid" },
+            "msfa_output_resolution": a.msfa_output_resolution,
+            "num_features": a.num_features,
+            "image_size": a.image_size,
+        }),
+        EncoderConfig::Vit(v) => json!({
+            "encoder": "vit",
+            "model_type": if v.linear_patch_embedding { "siglip2_vision_model" } else { "siglip_vision_model" },
+            "hidden_size": v.hidden_size,
+            "intermediate_size": v.intermediate_size,
+            "num_hidden_layers": v.num_hidden_layers,
+            "num_attention_heads": v.num_attention_heads,
+            "num_channels": v.num_channels,
+            "patch_size": v.patch_size,
+            "num_patches": v.num_patches,
+            "layer_norm_eps": v.layer_norm_eps,
+            "image_size": v.image_size,
+        }),
+    };
+    json!({
+        "architectures": ["AutoNeuralForConditionalGeneration"],
+        "model_type": "autoneural",
+        "vision_config": vision,
+        "text_config": config.text.to_hf_json(),
+        "projector_hidden_size": config.projector.hidden,
+        "projector_bias": config.projector.bias,
+        "image_token_id": config.image_token_id,
+        "tie_word_embeddings": config.text.tie_word_embeddings,
+    })
+}
+
+/// Writes `config.json` and `model.safetensors` (f32) in the model's own format.
+pub fn save_vlm(model: &VisionLanguageModel, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let c = &model.config;
+    write_f32(&dir.join("model.safetensors"), &collect_tensors(model, &VlmKeys::new(c)))?;
+    let cfg = c.source_json.clone().unwrap_or_else(|| autoneural_config_json(c));
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).expect("config serialises"))
+        .map_err(|e| ModelError::io(&path, e))
+}
+
+/// Module paths of a standalone SigLIP tower are its HF keys.
+struct VitKeys {
+    flat: bool,
+}
+
+impl KeyMap for VitKeys {
+    fn key_for(&self, p: &str) -> String {
+        vit_key(p, self.flat).to_string()
+    }
+    fn ignorable(&self, key: &str) -> bool {
+        key.starts_with("vision_model.head.") || key.starts_with("head.") || key.ends_with("embeddings.position_ids")
+    }
+}
+
+/// Loads a Hugging Face `SiglipVisionModel` / `Siglip2VisionModel` directory.
+pub fn load_siglip_vision(dir: &Path, device: &Device) -> Result<crate::vision::SiglipVision> {
+    let path = dir.join("config.json");
+    let map = read_object(&path)?;
+    let f = Fields::new(&path, &map);
+    // A full SigLIP (text + vision) config nests the vision part.
+    let vision = f.object_opt("vision_config")?;
+    let cfg = match vision {
+        Some(v) => vit_config(&Fields::new(&path, v), 224)?,
+        None => vit_config(&f, 224)?,
+    };
+    let files = WeightFiles::open_dir(dir)?;
+    let flat = files.shape("embeddings.patch_embedding.weight").is_some();
+    load_module(crate::vision::SiglipVision::new(&cfg, device), &files, &VitKeys { flat }, dir)
+}

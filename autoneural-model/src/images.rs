@@ -1,0 +1,134 @@
+//! Images in: decode (PNG, JPEG, WebP), apply EXIF orientation, convert to RGB, resize and
+//! scale the way each checkpoint format's processor does.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::error::{ModelError, Result};
+
+/// A decoded RGB image and where it came from (for error messages).
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    pub path: PathBuf,
+    pub rgb: RgbImage,
+}
+
+fn image_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
+    ModelError::Image { path: path.to_path_buf(), message: message.to_string() }
+}
+
+/// Decodes `path` (format sniffed from the bytes), turned upright by its EXIF orientation,
+/// grayscale expanded and alpha dropped (as PIL's `convert("RGB")`).
+pub fn load_image(path: &Path) -> Result<LoadedImage> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| ModelError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| ModelError::io(path, e))?;
+    if reader.format().is_none() {
+        return Err(image_error(path, "not a PNG, JPEG or WebP image (unrecognised bytes)"));
+    }
+    let mut decoder = reader.into_decoder().map_err(|e| image_error(path, e))?;
+    let orientation = decoder.orientation().map_err(|e| image_error(path, e))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| image_error(path, e))?;
+    img.apply_orientation(orientation);
+    if img.width() == 0 || img.height() == 0 {
+        return Err(image_error(path, "image has no pixels"));
+    }
+    Ok(LoadedImage { path: path.to_path_buf(), rgb: img.to_rgb8() })
+}
+
+/// How a format turns an image into encoder input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Preprocess {
+    /// Resize to `size x size` (bilinear), then `(x/255 - mean) / std`.
+    Fixed { size: usize, mean: [f32; 3], std: [f32; 3] },
+    /// LFM2-VL single tile: keep the aspect ratio, sides multiples of `patch * downsample`,
+    /// tokens (after unshuffle) within `[min_tokens, max_tokens]`.
+    SmartResize { patch: usize, downsample: usize, min_tokens: usize, max_tokens: usize, mean: [f32; 3], std: [f32; 3] },
+}
+
+fn round_by(x: f64, f: usize) -> usize {
+    // Python's round(): half to even.
+    let q = x / f as f64;
+    let r = q.round();
+    let r = if (q - q.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 { r - q.signum() } else { r };
+    r as usize * f
+}
+
+/// LFM2-VL's `smart_resize` (height, width) for one tile.
+pub fn smart_resize(
+    h: usize,
+    w: usize,
+    patch: usize,
+    downsample: usize,
+    min_tokens: usize,
+    max_tokens: usize,
+) -> (usize, usize) {
+    let f = patch * downsample;
+    let min_px = (min_tokens * patch * patch * downsample * downsample) as f64;
+    let max_px = (max_tokens * patch * patch * downsample * downsample) as f64;
+    let (hf, wf) = (h as f64, w as f64);
+    let mut hb = f.max(round_by(hf, f));
+    let mut wb = f.max(round_by(wf, f));
+    if (hb * wb) as f64 > max_px {
+        let beta = (hf * wf / max_px).sqrt();
+        hb = f.max((hf / beta / f as f64).floor() as usize * f);
+        wb = f.max((wf / beta / f as f64).floor() as usize * f);
+    } else if ((hb * wb) as f64) < min_px {
+        let beta = (min_px / (hf * wf)).sqrt();
+        hb = (hf * beta / f as f64).ceil() as usize * f;
+        wb = (wf * beta / f as f64).ceil() as usize * f;
+    }
+    (hb, wb)
+}
+
+impl Preprocess {
+    /// Output `(height, width)` for an `h x w` image.
+    pub fn target_size(&self, h: usize, w: usize) -> (usize, usize) {
+        match *self {
+            Self::Fixed { size, .. } => (size, size),
+            Self::SmartResize { patch, downsample, min_tokens, max_tokens, .. } => {
+                smart_resize(h, w, patch, downsample, min_tokens, max_tokens)
+            }
+        }
+    }
+
+    /// `[1, 3, H, W]` encoder input.
+    pub fn apply(&self, img: &LoadedImage, device: &Device) -> Tensor<4> {
+        let (h, w) = self.target_size(img.rgb.height() as usize, img.rgb.width() as usize);
+        let (mean, std) = match self {
+            Self::Fixed { mean, std, .. } | Self::SmartResize { mean, std, .. } => (*mean, *std),
+        };
+        let resized;
+        let rgb = if (img.rgb.height() as usize, img.rgb.width() as usize) == (h, w) {
+            &img.rgb
+        } else {
+            resized = image::imageops::resize(&img.rgb, w as u32, h as u32, FilterType::Triangle);
+            &resized
+        };
+        let mut planar = vec![0f32; 3 * h * w];
+        for (i, p) in rgb.pixels().enumerate() {
+            for c in 0..3 {
+                planar[c * h * w + i] = (p[c] as f32 / 255.0 - mean[c]) / std[c];
+            }
+        }
+        Tensor::from_data(TensorData::new(planar, [1, 3, h, w]), device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smart_resize_matches_transformers() {
+        // transformers returns (width, height); these are (height, width) of the same calls.
+        assert_eq!(smart_resize(512, 512, 16, 2, 64, 256), (512, 512));
+        assert_eq!(smart_resize(100, 100, 16, 2, 64, 256), (256, 256));
+        assert_eq!(smart_resize(1000, 700, 16, 2, 64, 256), (608, 416));
+        assert_eq!(smart_resize(48, 80, 16, 2, 64, 256), (224, 352));
+    }
+}

@@ -1,0 +1,363 @@
+//! MobileNetV5 as data: timm's block-string language parsed into typed blocks.
+//!
+//! A stage is a list of strings such as `er_r1_k3_s2_e4_c128` (EdgeResidual),
+//! `uir_r1_a3_k5_s2_e6_c256` (UniversalInvertedResidual: `a` start depthwise kernel, `k`
+//! middle depthwise kernel, `p` end depthwise kernel, 0 = absent) or
+//! `mqa_r1_k3_h12_v2_s1_d64_c640` (MobileAttention with one shared key/value head: `h`
+//! heads, `d` key dim, `v` key/value stride, `k` key/value downsample kernel). `r` repeats a
+//! block, `noskip` drops its residual. As in timm, only the first block of a stage strides,
+//! and strides past an output stride of 32 turn into dilation.
+
+use serde::{Deserialize, Serialize};
+
+/// How convolutions pad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PadType {
+    /// TensorFlow "same": output = ceil(input / stride); strided convs pad more at the end.
+    #[serde(rename = "same")]
+    Same,
+    /// PyTorch symmetric padding `((stride - 1) + dilation * (k - 1)) / 2`.
+    #[serde(rename = "")]
+    Symmetric,
+    /// No padding (patch embeddings).
+    #[serde(rename = "valid")]
+    Valid,
+}
+
+/// One block as its string says, before in/out channels are resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockKind {
+    EdgeResidual { kernel: usize, exp_ratio: f64 },
+    UniversalInvertedResidual { start_kernel: usize, mid_kernel: usize, end_kernel: usize, exp_ratio: f64 },
+    MultiQueryAttention { kv_kernel: usize, num_heads: usize, key_dim: usize, kv_stride: usize },
+}
+
+/// A parsed block string (one repeat).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockSpec {
+    pub kind: BlockKind,
+    pub stride: usize,
+    pub out_chs: usize,
+    pub noskip: bool,
+}
+
+/// A block with everything resolved: channels, stride, dilation, position in the network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedBlock {
+    pub spec: BlockSpec,
+    pub in_chs: usize,
+    pub dilation: usize,
+}
+
+/// Parses one block string into `(spec, repeats)`.
+pub fn parse_block(s: &str) -> Result<(BlockSpec, usize), String> {
+    let mut parts = s.split('_');
+    let kind = parts.next().unwrap_or_default();
+    let mut opts = std::collections::BTreeMap::<String, String>::new();
+    let mut noskip = false;
+    for op in parts {
+        match op {
+            "noskip" => noskip = true,
+            "skip" => {}
+            _ => {
+                // Letters then digits (`se0.25`, `k3`): the key is the leading letters.
+                let split = op
+                    .find(|c: char| c.is_ascii_digit())
+                    .ok_or_else(|| format!("{s:?}: option {op:?} has no value"))?;
+                let (k, v) = op.split_at(split);
+                if k.is_empty() {
+                    return Err(format!("{s:?}: option {op:?} has no name"));
+                }
+                opts.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    let int = |k: &str| -> Result<usize, String> {
+        let v = opts.get(k).ok_or_else(|| format!("{s:?}: missing `{k}`"))?;
+        v.parse().map_err(|_| format!("{s:?}: `{k}{v}` is not a whole number"))
+    };
+    let int_or = |k: &str, d: usize| -> Result<usize, String> { if opts.contains_key(k) { int(k) } else { Ok(d) } };
+    let float = |k: &str| -> Result<f64, String> {
+        let v = opts.get(k).ok_or_else(|| format!("{s:?}: missing `{k}`"))?;
+        v.parse().map_err(|_| format!("{s:?}: `{k}{v}` is not a number"))
+    };
+    if let Some(se) = opts.get("se").filter(|v| v.parse::<f64>().map(|x| x != 0.0).unwrap_or(true)) {
+        return Err(format!("{s:?}: squeeze-excite (`se{se}`) is not used by MobileNetV5 and not supported"));
+    }
+    let kind = match kind {
+        "er" => BlockKind::EdgeResidual { kernel: int("k")?, exp_ratio: float("e")? },
+        "uir" => BlockKind::UniversalInvertedResidual {
+            start_kernel: int_or("a", 0)?,
+            mid_kernel: int("k")?,
+            end_kernel: int_or("p", 0)?,
+            exp_ratio: float("e")?,
+        },
+        "mqa" => BlockKind::MultiQueryAttention {
+            kv_kernel: int("k")?,
+            num_heads: int("h")?,
+            key_dim: int("d")?,
+            kv_stride: int_or("v", 1)?,
+        },
+        other => return Err(format!("{s:?}: unknown block type {other:?} (MobileNetV5 uses er, uir, mqa)")),
+    };
+    let stride = int("s")?;
+    if !(1..=2).contains(&stride) {
+        return Err(format!("{s:?}: stride must be 1 or 2"));
+    }
+    if let BlockKind::UniversalInvertedResidual { start_kernel: 0, mid_kernel: 0, end_kernel: 0, .. } = kind {
+        if stride > 1 {
+            return Err(format!("{s:?}: a strided uir block needs a depthwise conv (a, k or p)"));
+        }
+    }
+    let repeats = int("r")?;
+    Ok((BlockSpec { kind, stride, out_chs: int("c")?, noskip }, repeats))
+}
+
+/// timm's `make_divisible`: nearest multiple of `divisor`, never below 90% of `v`.
+pub fn make_divisible(v: f64, divisor: usize) -> usize {
+    let d = divisor as f64;
+    let mut new_v = (divisor).max(((v + d / 2.0) / d).floor() as usize * divisor);
+    if (new_v as f64) < 0.9 * v {
+        new_v += divisor;
+    }
+    new_v
+}
+
+/// The whole encoder as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MobileNetV5Arch {
+    /// Stages of block strings.
+    pub block_args: Vec<Vec<String>>,
+    pub stem_size: usize,
+    pub pad_type: PadType,
+    /// Output grid side (the encoder yields `msfa_output_resolution^2` tokens).
+    pub msfa_output_resolution: usize,
+    /// Output channels of the fusion adapter.
+    #[serde(default = "default_num_features")]
+    pub num_features: usize,
+    /// Input side the encoder is used at.
+    pub image_size: usize,
+    /// Layer scale init on UIR/MQA blocks (`None`: no layer scale parameters).
+    #[serde(default = "default_layer_scale")]
+    pub layer_scale_init_value: Option<f64>,
+}
+
+fn default_num_features() -> usize {
+    2048
+}
+fn default_layer_scale() -> Option<f64> {
+    Some(1e-5)
+}
+
+/// Blocks grouped by stage, plus what the fusion adapter taps.
+#[derive(Debug, Clone)]
+pub struct ResolvedArch {
+    pub stages: Vec<Vec<ResolvedBlock>>,
+    /// Stage outputs the fusion adapter takes, as timm numbers them (0 = stem, s + 1 = stage s).
+    pub msfa_taps: Vec<usize>,
+    /// Sum of the tapped stages' channels.
+    pub msfa_in_chs: usize,
+}
+
+impl MobileNetV5Arch {
+    /// Resolves channels, strides, dilation and the fusion taps exactly as timm's builder does.
+    pub fn resolve(&self) -> Result<ResolvedArch, String> {
+        if self.block_args.is_empty() || self.block_args.iter().any(|s| s.is_empty()) {
+            return Err("block_args needs at least one stage and no empty stage".into());
+        }
+        let mut stages = Vec::new();
+        let mut in_chs = self.stem_size;
+        let (mut current_stride, mut dilation) = (2usize, 1usize);
+        // feature_info: (tap number, channels)
+        let mut features: Vec<(usize, usize)> = Vec::new();
+        let first = parse_block(&self.block_args[0][0])?.0;
+        if first.stride > 1 {
+            features.push((0, self.stem_size));
+        }
+        let parsed: Vec<Vec<BlockSpec>> = self
+            .block_args
+            .iter()
+            .map(|stage| {
+                let mut out = Vec::new();
+                for s in stage {
+                    let (spec, r) = parse_block(s)?;
+                    out.extend(std::iter::repeat_n(spec, r));
+                }
+                Ok(out)
+            })
+            .collect::<Result<_, String>>()?;
+        for (si, stage) in parsed.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for (bi, spec) in stage.iter().enumerate() {
+                let mut spec = spec.clone();
+                if bi >= 1 {
+                    spec.stride = 1;
+                }
+                let mut next_dilation = dilation;
+                if spec.stride > 1 {
+                    if current_stride * spec.stride > 32 {
+                        next_dilation = dilation * spec.stride;
+                        spec.stride = 1;
+                    } else {
+                        current_stride *= spec.stride;
+                    }
+                }
+                let out = spec.out_chs;
+                blocks.push(ResolvedBlock { spec, in_chs, dilation });
+                dilation = next_dilation;
+                in_chs = out;
+            }
+            let last_stage = si + 1 == parsed.len();
+            if last_stage || parsed[si + 1][0].stride > 1 {
+                features.push((si + 1, in_chs));
+            }
+            stages.push(blocks);
+        }
+        if features.len() < 2 {
+            return Err("the fusion adapter needs two feature levels (stages that end before a stride-2 stage)".into());
+        }
+        let taps: Vec<(usize, usize)> = features[features.len() - 2..].to_vec();
+        Ok(ResolvedArch {
+            stages,
+            msfa_taps: taps.iter().map(|t| t.0).collect(),
+            msfa_in_chs: taps.iter().map(|t| t.1).sum(),
+        })
+    }
+
+    /// A named preset.
+    pub fn preset(name: &str) -> Option<Self> {
+        let stage = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        match name {
+            "mobilenetv5_300m_enc" | "mobilenetv5_300m" => {
+                let mut s2 = vec!["uir_r1_a5_k5_s2_e6_c640".to_string(), "uir_r7_a5_k0_s1_e4_c640".into()];
+                s2.push("uir_r1_a0_k0_s1_e1_c640".into());
+                for _ in 0..14 {
+                    s2.push("mqa_r1_k3_h12_v2_s1_d64_c640".into());
+                    s2.push("uir_r1_a0_k0_s1_e2_c640".into());
+                }
+                let mut s3 = vec!["uir_r1_a5_k5_s2_e6_c1280".to_string()];
+                for _ in 0..19 {
+                    s3.push("mqa_r1_k3_h16_s1_d96_c1280".into());
+                    s3.push("uir_r1_a0_k0_s1_e2_c1280".into());
+                }
+                Some(Self {
+                    block_args: vec![
+                        stage(&["er_r1_k3_s2_e4_c128", "er_r2_k3_s1_e4_c128"]),
+                        stage(&[
+                            "uir_r1_a3_k5_s2_e6_c256",
+                            "uir_r1_a5_k0_s1_e4_c256",
+                            "uir_r1_a3_k0_s1_e4_c256",
+                            "uir_r1_a5_k0_s1_e4_c256",
+                            "uir_r1_a3_k0_s1_e4_c256",
+                        ]),
+                        s2,
+                        s3,
+                    ],
+                    stem_size: 64,
+                    pad_type: if name == "mobilenetv5_300m_enc" { PadType::Same } else { PadType::Symmetric },
+                    msfa_output_resolution: 16,
+                    num_features: 2048,
+                    image_size: 768,
+                    layer_scale_init_value: Some(1e-5),
+                })
+            }
+            "mobilenetv5_base" => {
+                let mut s2 = vec![
+                    "uir_r1_a5_k5_s2_e6_c512".to_string(),
+                    "uir_r2_a5_k0_s1_e4_c512".into(),
+                    "uir_r1_a0_k0_s1_e1_c512".into(),
+                ];
+                for _ in 0..6 {
+                    s2.push("mqa_r1_k3_h8_s2_d64_c512".into());
+                    s2.push("uir_r1_a0_k0_s1_e2_c512".into());
+                }
+                let mut s3 = vec!["uir_r1_a5_k5_s2_e6_c1024".to_string()];
+                for _ in 0..7 {
+                    s3.push("mqa_r1_k3_h16_s1_d64_c1024".into());
+                    s3.push("uir_r1_a0_k0_s1_e2_c1024".into());
+                }
+                Some(Self {
+                    block_args: vec![
+                        stage(&["er_r1_k3_s2_e4_c128", "er_r2_k3_s1_e4_c128"]),
+                        stage(&[
+                            "uir_r1_a3_k5_s2_e6_c256",
+                            "uir_r1_a5_k0_s1_e4_c256",
+                            "uir_r1_a3_k0_s1_e4_c256",
+                            "uir_r1_a5_k0_s1_e4_c256",
+                            "uir_r1_a3_k0_s1_e4_c256",
+                        ]),
+                        s2,
+                        s3,
+                    ],
+                    stem_size: 64,
+                    pad_type: PadType::Symmetric,
+                    msfa_output_resolution: 16,
+                    num_features: 2048,
+                    image_size: 256,
+                    layer_scale_init_value: Some(1e-5),
+                })
+            }
+            // Every block kind, small enough for tests and CPU training (output 2x2 at 64px).
+            "mobilenetv5_tiny" => Some(Self {
+                block_args: vec![
+                    stage(&["er_r1_k3_s2_e4_c16", "er_r1_k3_s1_e2_c16"]),
+                    stage(&["uir_r1_a3_k5_s2_e4_c24", "uir_r1_a5_k0_s1_e2_c24"]),
+                    stage(&["uir_r1_a3_k3_s2_e4_c32", "mqa_r1_k3_h2_v2_s1_d8_c32", "uir_r1_a0_k0_s1_e2_c32"]),
+                    stage(&["uir_r1_a0_k3_p3_s2_e3_c48", "mqa_r1_k3_h4_s1_d12_c48", "uir_r1_a0_k0_s1_e2_c48"]),
+                ],
+                stem_size: 8,
+                pad_type: PadType::Same,
+                msfa_output_resolution: 2,
+                num_features: 64,
+                image_size: 64,
+                layer_scale_init_value: Some(1e-5),
+            }),
+            _ => None,
+        }
+    }
+
+    pub const PRESETS: &'static [&'static str] =
+        &["mobilenetv5_300m_enc", "mobilenetv5_300m", "mobilenetv5_base", "mobilenetv5_tiny"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind() {
+        let (b, r) = parse_block("uir_r2_a3_k5_s2_e6_c256").unwrap();
+        assert_eq!(r, 2);
+        assert_eq!(b.stride, 2);
+        assert_eq!(
+            b.kind,
+            BlockKind::UniversalInvertedResidual { start_kernel: 3, mid_kernel: 5, end_kernel: 0, exp_ratio: 6.0 }
+        );
+        let (b, _) = parse_block("mqa_r1_k3_h12_v2_s1_d64_c640").unwrap();
+        assert_eq!(b.kind, BlockKind::MultiQueryAttention { kv_kernel: 3, num_heads: 12, key_dim: 64, kv_stride: 2 });
+        let (b, _) = parse_block("er_r1_k3_s2_e4_c128_noskip").unwrap();
+        assert!(b.noskip);
+        assert!(parse_block("xx_r1_k3_s1_c8").unwrap_err().contains("unknown block type"));
+        assert!(parse_block("er_r1_s1_e4_c8").unwrap_err().contains("missing `k`"));
+        assert!(parse_block("uir_r1_a0_k0_s2_e4_c8").is_err());
+    }
+
+    #[test]
+    fn make_divisible_matches_timm() {
+        assert_eq!(make_divisible(640.0 * 4.0, 8), 2560);
+        assert_eq!(make_divisible(20.0, 8), 24);
+        assert_eq!(make_divisible(12.0, 8), 16);
+        assert_eq!(make_divisible(4.0, 8), 8);
+    }
+
+    #[test]
+    fn presets_resolve() {
+        for name in MobileNetV5Arch::PRESETS {
+            let a = MobileNetV5Arch::preset(name).unwrap().resolve().unwrap();
+            assert_eq!(a.msfa_taps, vec![3, 4], "{name}");
+        }
+        let a = MobileNetV5Arch::preset("mobilenetv5_300m_enc").unwrap().resolve().unwrap();
+        assert_eq!(a.stages.iter().map(|s| s.len()).sum::<usize>(), 84);
+        assert_eq!(a.msfa_in_chs, 640 + 1280);
+    }
+}

@@ -1,0 +1,269 @@
+//! The three MobileNetV5 block kinds, with timm's module names (so timm state dicts load
+//! as they are).
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, activation};
+
+use crate::vision::arch::{BlockKind, PadType, ResolvedBlock, make_divisible};
+use crate::vision::layers::{Conv2d, ConvNorm, ConvSpec, LayerScale2d, RmsNorm2d};
+
+/// Full conv expansion -> norm+GELU -> 1x1 projection -> norm (no layer scale).
+/// Keys: `conv_exp.weight`, `bn1.weight`, `conv_pwl.weight`, `bn2.weight`.
+#[derive(Module, Debug)]
+pub struct EdgeResidual {
+    pub conv_exp: Conv2d,
+    pub bn1: RmsNorm2d,
+    pub conv_pwl: Conv2d,
+    pub bn2: RmsNorm2d,
+    pub has_skip: bool,
+}
+
+impl EdgeResidual {
+    pub fn new(b: &ResolvedBlock, kernel: usize, exp_ratio: f64, pad: PadType, device: &Device) -> Self {
+        let mid = make_divisible(b.in_chs as f64 * exp_ratio, 8);
+        let out = b.spec.out_chs;
+        Self {
+            conv_exp: ConvSpec::new(b.in_chs, mid, kernel, pad).stride(b.spec.stride).dilation(b.dilation).init(device),
+            bn1: RmsNorm2d::new(mid, device),
+            conv_pwl: ConvSpec::new(mid, out, 1, pad).init(device),
+            bn2: RmsNorm2d::new(out, device),
+            has_skip: b.in_chs == out && b.spec.stride == 1 && !b.spec.noskip,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = self.bn1.forward_gelu(self.conv_exp.forward(x.clone()));
+        let y = self.bn2.forward(self.conv_pwl.forward(y));
+        if self.has_skip { y + x } else { y }
+    }
+}
+
+/// Optional start depthwise -> 1x1 expansion -> optional middle depthwise -> 1x1 projection
+/// -> optional end depthwise -> layer scale. Keys: `dw_start.*`, `pw_exp.*`, `dw_mid.*`,
+/// `pw_proj.*`, `dw_end.*` (each `conv.weight`, `bn.weight`), `layer_scale.gamma`.
+#[derive(Module, Debug)]
+pub struct UniversalInvertedResidual {
+    pub dw_start: Option<ConvNorm>,
+    pub pw_exp: ConvNorm,
+    pub dw_mid: Option<ConvNorm>,
+    pub pw_proj: ConvNorm,
+    pub dw_end: Option<ConvNorm>,
+    pub layer_scale: Option<LayerScale2d>,
+    pub has_skip: bool,
+}
+
+/// Geometry of a UIR block.
+#[derive(Debug, Clone, Copy)]
+pub struct UirSpec {
+    pub in_chs: usize,
+    pub out_chs: usize,
+    pub start_kernel: usize,
+    pub mid_kernel: usize,
+    pub end_kernel: usize,
+    pub exp_ratio: f64,
+    pub stride: usize,
+    pub dilation: usize,
+    pub noskip: bool,
+    pub layer_scale: Option<f64>,
+    pub pad: PadType,
+}
+
+impl UniversalInvertedResidual {
+    pub fn new(s: UirSpec, device: &Device) -> Self {
+        let dw = |chs: usize, k: usize, stride: usize, act: bool| {
+            (k > 0).then(|| {
+                ConvNorm::new(
+                    ConvSpec::new(chs, chs, k, s.pad).stride(stride).dilation(s.dilation).depthwise(),
+                    act,
+                    device,
+                )
+            })
+        };
+        let mid = make_divisible(s.in_chs as f64 * s.exp_ratio, 8);
+        // The stride goes to the first depthwise conv that exists, counting from the middle.
+        let start_stride = if s.mid_kernel == 0 { s.stride } else { 1 };
+        let end_stride = if s.start_kernel == 0 && s.mid_kernel == 0 { s.stride } else { 1 };
+        Self {
+            dw_start: dw(s.in_chs, s.start_kernel, start_stride, false),
+            pw_exp: ConvNorm::new(ConvSpec::new(s.in_chs, mid, 1, s.pad), true, device),
+            dw_mid: dw(mid, s.mid_kernel, s.stride, true),
+            pw_proj: ConvNorm::new(ConvSpec::new(mid, s.out_chs, 1, s.pad), false, device),
+            dw_end: dw(s.out_chs, s.end_kernel, end_stride, false),
+            layer_scale: s.layer_scale.map(|v| LayerScale2d::new(s.out_chs, v, device)),
+            has_skip: s.in_chs == s.out_chs && s.stride == 1 && !s.noskip,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut y = x.clone();
+        if let Some(c) = &self.dw_start {
+            y = c.forward(y);
+        }
+        y = self.pw_exp.forward(y);
+        if let Some(c) = &self.dw_mid {
+            y = c.forward(y);
+        }
+        y = self.pw_proj.forward(y);
+        if let Some(c) = &self.dw_end {
+            y = c.forward(y);
+        }
+        if let Some(ls) = &self.layer_scale {
+            y = ls.forward(y);
+        }
+        if self.has_skip { y + x } else { y }
+    }
+}
+
+/// Key or value path: optional strided depthwise downsample + norm, then a 1x1 projection
+/// to one head. Keys: `down_conv.weight`, `norm.weight`, `proj.weight`.
+#[derive(Module, Debug)]
+pub struct KvProjection {
+    pub down_conv: Option<Conv2d>,
+    pub norm: Option<RmsNorm2d>,
+    pub proj: Conv2d,
+}
+
+impl KvProjection {
+    fn new(dim: usize, out: usize, kernel: usize, stride: usize, dilation: usize, pad: PadType, d: &Device) -> Self {
+        let down = stride > 1;
+        Self {
+            down_conv: down
+                .then(|| ConvSpec::new(dim, dim, kernel, pad).stride(stride).dilation(dilation).depthwise().init(d)),
+            norm: down.then(|| RmsNorm2d::new(dim, d)),
+            proj: ConvSpec::new(dim, out, 1, pad).init(d),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut y = x;
+        if let (Some(c), Some(n)) = (&self.down_conv, &self.norm) {
+            y = n.forward(c.forward(y));
+        }
+        self.proj.forward(y)
+    }
+}
+
+/// A 1x1 conv in a named slot (`query.proj`, `output.proj`).
+#[derive(Module, Debug)]
+pub struct Projection {
+    pub proj: Conv2d,
+}
+
+/// Multi-query attention over pixels: `heads` query heads share one key/value head, whose
+/// grid may be downsampled by `kv_stride`. Keys: `query.proj`, `key.*`, `value.*`,
+/// `output.proj`.
+#[derive(Module, Debug)]
+pub struct MultiQueryAttention2d {
+    pub query: Projection,
+    pub key: KvProjection,
+    pub value: KvProjection,
+    pub output: Projection,
+    pub num_heads: usize,
+    pub key_dim: usize,
+}
+
+impl MultiQueryAttention2d {
+    /// `[b, c, h, w] -> [b, out, h, w]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        let (nh, d) = (self.num_heads, self.key_dim);
+        // q: [b, nh*d, h, w] -> [b, nh, hw, d] -> [b, nh*hw, d] (one shared kv head, so the
+        // heads stack into rows of a single matmul)
+        let q =
+            self.query.proj.forward(x.clone()).reshape([b, nh, d, h * w]).swap_dims(2, 3).reshape([b, nh * h * w, d]);
+        let to_rows = |t: Tensor<4>| {
+            let [_, c, kh, kw] = t.dims();
+            t.reshape([b, c, kh * kw]).swap_dims(1, 2)
+        };
+        let k = to_rows(self.key.forward(x.clone())); // [b, p, d]
+        let v = to_rows(self.value.forward(x)); // [b, p, d]
+        let scores = q.matmul(k.swap_dims(1, 2)) * (d as f64).powf(-0.5);
+        let o = activation::softmax(scores, 2).matmul(v); // [b, nh*hw, d]
+        // [b, nh, hw, d] -> [b, hw, nh, d] -> [b, h, w, nh*d] -> [b, nh*d, h, w]
+        let o = o.reshape([b, nh, h * w, d]).swap_dims(1, 2).reshape([b, h, w, nh * d]).permute([0, 3, 1, 2]);
+        self.output.proj.forward(o)
+    }
+}
+
+/// Pre-norm multi-query attention block with layer scale. Keys: `norm.weight`, `attn.*`,
+/// `layer_scale.gamma`.
+#[derive(Module, Debug)]
+pub struct MobileAttention {
+    pub norm: RmsNorm2d,
+    pub attn: MultiQueryAttention2d,
+    pub layer_scale: Option<LayerScale2d>,
+    pub has_skip: bool,
+}
+
+impl MobileAttention {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut y = self.attn.forward(self.norm.forward(x.clone()));
+        if let Some(ls) = &self.layer_scale {
+            y = ls.forward(y);
+        }
+        if self.has_skip { y + x } else { y }
+    }
+}
+
+/// One block of the trunk. The variant adds no path segment to checkpoint keys.
+#[derive(Module, Debug)]
+pub enum MobileBlock {
+    EdgeResidual(EdgeResidual),
+    UniversalInvertedResidual(UniversalInvertedResidual),
+    MobileAttention(MobileAttention),
+}
+
+impl MobileBlock {
+    pub fn new(b: &ResolvedBlock, pad: PadType, layer_scale: Option<f64>, device: &Device) -> Self {
+        match b.spec.kind {
+            BlockKind::EdgeResidual { kernel, exp_ratio } => {
+                Self::EdgeResidual(EdgeResidual::new(b, kernel, exp_ratio, pad, device))
+            }
+            BlockKind::UniversalInvertedResidual { start_kernel, mid_kernel, end_kernel, exp_ratio } => {
+                Self::UniversalInvertedResidual(UniversalInvertedResidual::new(
+                    UirSpec {
+                        in_chs: b.in_chs,
+                        out_chs: b.spec.out_chs,
+                        start_kernel,
+                        mid_kernel,
+                        end_kernel,
+                        exp_ratio,
+                        stride: b.spec.stride,
+                        dilation: b.dilation,
+                        noskip: b.spec.noskip,
+                        layer_scale,
+                        pad,
+                    },
+                    device,
+                ))
+            }
+            BlockKind::MultiQueryAttention { kv_kernel, num_heads, key_dim, kv_stride } => {
+                let c = b.in_chs;
+                let out = b.spec.out_chs;
+                let kv = |d: &Device| KvProjection::new(c, key_dim, kv_kernel, kv_stride, b.dilation, pad, d);
+                Self::MobileAttention(MobileAttention {
+                    norm: RmsNorm2d::new(c, device),
+                    attn: MultiQueryAttention2d {
+                        query: Projection { proj: ConvSpec::new(c, num_heads * key_dim, 1, pad).init(device) },
+                        key: kv(device),
+                        value: kv(device),
+                        output: Projection { proj: ConvSpec::new(num_heads * key_dim, out, 1, pad).init(device) },
+                        num_heads,
+                        key_dim,
+                    },
+                    layer_scale: layer_scale.map(|v| LayerScale2d::new(out, v, device)),
+                    // A strided attention block keeps its resolution but loses its skip, as in timm.
+                    has_skip: c == out && b.spec.stride == 1 && !b.spec.noskip,
+                })
+            }
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Self::EdgeResidual(m) => m.forward(x),
+            Self::UniversalInvertedResidual(m) => m.forward(x),
+            Self::MobileAttention(m) => m.forward(x),
+        }
+    }
+}

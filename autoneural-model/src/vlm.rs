@@ -1,0 +1,201 @@
+//! The vision-language model: encoder -> connector -> image features spliced into the text
+//! embeddings at image-token positions -> the LFM2 backbone, decoded as text is.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::connector::{Projector, ProjectorConfig};
+use crate::error::{ModelError, Result};
+use crate::generate::{GenerateOptions, Generation, Sampler, generate_from};
+use crate::images::{LoadedImage, Preprocess};
+use crate::text::{Lfm2Config, Lfm2ForCausalLM};
+use crate::tokenizer::TextTokenizer;
+use crate::vision::{EncoderConfig, VisionEncoder};
+
+/// Which on-disk format a model came from (and is saved back to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VlmFormat {
+    /// `model_type: "autoneural"` (docs/checkpoint-format.md).
+    AutoNeural,
+    /// Hugging Face LFM2-VL (`lfm2-vl` / `lfm2_vl`), single tile.
+    Lfm2Vl,
+}
+
+/// Everything that defines a VLM.
+#[derive(Debug, Clone)]
+pub struct VlmConfig {
+    pub format: VlmFormat,
+    pub encoder: EncoderConfig,
+    pub projector: ProjectorConfig,
+    pub text: Lfm2Config,
+    pub image_token_id: u32,
+    pub preprocess: Preprocess,
+    /// The config.json it was read from, written back on save so fields this code does not
+    /// use survive a round trip.
+    pub source_json: Option<serde_json::Value>,
+    /// A SigLIP tower stored without its `vision_model.` level (transformers 5's own saves).
+    pub flat_vit_keys: bool,
+}
+
+impl VlmConfig {
+    /// Image tokens the language model sees for an encoder input of `h x w`.
+    pub fn tokens_per_image(&self, h: usize, w: usize) -> usize {
+        let (gh, gw, _) = self.encoder.token_grid(h, w);
+        self.projector.tokens(gh, gw)
+    }
+}
+
+/// Keys: `vision_tower.*`, `multi_modal_projector.*`, `language.model.*`, `language.lm_head.*`
+/// (mapped to each format's checkpoint keys by the loader).
+#[derive(Module, Debug)]
+pub struct VisionLanguageModel {
+    pub vision_tower: VisionEncoder,
+    pub multi_modal_projector: Projector,
+    pub language: Lfm2ForCausalLM,
+    #[module(skip)]
+    pub config: VlmConfig,
+}
+
+impl VisionLanguageModel {
+    /// A randomly initialised model.
+    pub fn new(config: &VlmConfig, device: &Device) -> Result<Self> {
+        Ok(Self {
+            vision_tower: config.encoder.init(device).map_err(ModelError::Invalid)?,
+            multi_modal_projector: config.projector.init(device),
+            language: Lfm2ForCausalLM::new(&config.text, device),
+            config: config.clone(),
+        })
+    }
+
+    /// Encoder input `[n, 3, H, W]` -> language-model image features `[n, tokens, hidden]`.
+    pub fn image_features(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let [_, _, h, w] = pixels.dims();
+        let (gh, gw, _) = self.config.encoder.token_grid(h, w);
+        self.multi_modal_projector.forward(self.vision_tower.tokens(pixels), gh, gw)
+    }
+
+    /// Text embeddings of `ids` with the rows of `features` (`[n_image_tokens, hidden]`, in
+    /// order) in place of every `image_token_id`: `[1, t, hidden]`.
+    pub fn merge(&self, ids: &[u32], features: Option<Tensor<2>>) -> Result<Tensor<3>> {
+        let device = self.language.model.embed_tokens.weight.val().device();
+        let t = ids.len();
+        let tensor_ids = Tensor::<2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, t]),
+            &device,
+        );
+        let text = self.language.embed(tensor_ids);
+        let image_positions = ids.iter().filter(|&&x| x == self.config.image_token_id).count();
+        let rows = features.as_ref().map_or(0, |f| f.dims()[0]);
+        if image_positions != rows {
+            return Err(ModelError::Invalid(format!(
+                "the prompt has {image_positions} image tokens but the images give {rows} features"
+            )));
+        }
+        let Some(features) = features else { return Ok(text) };
+        let d = text.dims()[2];
+        // Runs of text and image positions, concatenated in order (differentiable).
+        let mut pieces = Vec::new();
+        let (mut i, mut f) = (0, 0);
+        while i < t {
+            let is_image = ids[i] == self.config.image_token_id;
+            let mut j = i;
+            while j < t && (ids[j] == self.config.image_token_id) == is_image {
+                j += 1;
+            }
+            if is_image {
+                pieces.push(features.clone().slice([f..f + (j - i), 0..d]).unsqueeze::<3>());
+                f += j - i;
+            } else {
+                pieces.push(text.clone().slice([0..1, i..j, 0..d]));
+            }
+            i = j;
+        }
+        Ok(Tensor::cat(pieces, 1))
+    }
+
+    /// Prompt ids for `prompt` with `images`: each `<image>` becomes that image's tokens
+    /// (wrapped in `<|image_start|>`/`<|image_end|>` for LFM2-VL when the tokenizer has
+    /// them). A prompt without `<image>` gets the images placed before the text.
+    pub fn prompt_ids(
+        &self,
+        tok: &TextTokenizer,
+        prompt: &str,
+        raw: bool,
+        tokens_per_image: &[usize],
+    ) -> Result<Vec<u32>> {
+        const TAG: &str = "<image>";
+        let n = tokens_per_image.len();
+        let text =
+            if n > 0 && !prompt.contains(TAG) { format!("{}{prompt}", TAG.repeat(n)) } else { prompt.to_string() };
+        let tags = text.matches(TAG).count();
+        if tags != n {
+            return Err(ModelError::Invalid(format!("the prompt has {tags} `<image>` tags but {n} images were given")));
+        }
+        let rendered = if raw { text } else { tok.render_chat(&[crate::tokenizer::ChatMessage::user(text)], true)? };
+        let wrap = match self.config.format {
+            VlmFormat::Lfm2Vl => tok.token_id("<|image_start|>").zip(tok.token_id("<|image_end|>")),
+            VlmFormat::AutoNeural => None,
+        };
+        let mut ids = Vec::new();
+        for (k, segment) in rendered.split(TAG).enumerate() {
+            if k > 0 {
+                let count = tokens_per_image[k - 1];
+                if let Some((start, _)) = wrap {
+                    ids.push(start);
+                }
+                ids.extend(std::iter::repeat_n(self.config.image_token_id, count));
+                if let Some((_, end)) = wrap {
+                    ids.push(end);
+                }
+            }
+            // Only the first segment gets the post-processor (BOS) in raw mode; the chat
+            // template writes its own.
+            ids.extend(tok.encode(segment, raw && k == 0)?);
+        }
+        Ok(ids)
+    }
+
+    /// Generates an answer to `prompt` about `images`.
+    pub fn generate(
+        &self,
+        tok: &TextTokenizer,
+        prompt: &str,
+        raw: bool,
+        images: &[LoadedImage],
+        options: &GenerateOptions,
+        sampler: &mut Sampler,
+        on_token: impl FnMut(u32) -> Result<()>,
+    ) -> Result<VlmGeneration> {
+        let device = self.language.model.embed_tokens.weight.val().device();
+        let t0 = Instant::now();
+        let mut counts = Vec::new();
+        let mut feats = Vec::new();
+        for img in images {
+            let pixels = self.config.preprocess.apply(img, &device);
+            let [_, _, h, w] = pixels.dims();
+            counts.push(self.config.tokens_per_image(h, w));
+            let f = self.image_features(pixels);
+            let [_, n, d] = f.dims();
+            feats.push(f.reshape([n, d]));
+        }
+        let features = (!feats.is_empty()).then(|| Tensor::cat(feats, 0));
+        let ids = self.prompt_ids(tok, prompt, raw, &counts)?;
+        let embeds = self.merge(&ids, features)?;
+        let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut generation = generate_from(&self.language, &ids, Some(embeds), options, sampler, on_token)?;
+        generation.ttft_ms += vision_ms;
+        Ok(VlmGeneration { generation, vision_ms, image_tokens: counts })
+    }
+}
+
+/// A generation plus what the images cost.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VlmGeneration {
+    #[serde(flatten)]
+    pub generation: Generation,
+    /// Preprocessing, encoder, connector and embedding merge, all images (included in `ttft_ms`).
+    pub vision_ms: f64,
+    pub image_tokens: Vec<usize>,
+}

@@ -1,0 +1,168 @@
+//! Golden tests against timm and transformers for the vision side, on fixtures written by
+//! `scripts/make_vision_fixtures.py`: MobileNetV5 (every block kind, both paddings, odd
+//! sizes), the full MobileNetV5-300M layout, SigLIP and SigLIP2 towers (position table
+//! resized up and down), and whole VLMs (LFM2-VL and AutoNeural) from image file to greedy ids.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use autoneural_model::checkpoint::apply::collect_tensors;
+use autoneural_model::checkpoint::{load_mobilenetv5, load_siglip_vision, load_vlm, save_vlm};
+use autoneural_model::generate::{GenerateOptions, Sampler, SamplingConfig};
+use autoneural_model::images::load_image;
+use autoneural_model::tokenizer::TextTokenizer;
+use autoneural_model::vision::{MobileNetV5, MobileNetV5Arch};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use common::*;
+
+fn vision_fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vision")
+}
+
+fn json(path: PathBuf) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn dims(v: &serde_json::Value) -> Vec<usize> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+}
+
+fn input4(case: &serde_json::Value, device: &Device) -> Tensor<4> {
+    let s = dims(&case["input_shape"]);
+    Tensor::from_data(TensorData::new(floats(&case["input"]), [s[0], s[1], s[2], s[3]]), device)
+}
+
+#[test]
+fn mobilenetv5_matches_timm() {
+    let device = Device::flex();
+    for name in ["mnv5-tiny-same", "mnv5-tiny-sym"] {
+        let dir = vision_fixtures().join(name);
+        let arch: MobileNetV5Arch = serde_json::from_value(json(dir.join("arch.json"))).unwrap();
+        let model = load_mobilenetv5(&dir.join("model.safetensors"), Some(&arch), &device).unwrap();
+        let g = json(dir.join("golden.json"));
+        let y = model.forward(input4(&g, &device));
+        assert_eq!(y.dims().to_vec(), dims(&g["output_shape"]), "{name}");
+        let err = rel_err(&values(y), &floats(&g["output"]));
+        assert!(err < 1e-4, "{name}: relative error {err:e}");
+    }
+}
+
+#[test]
+fn mobilenetv5_300m_layout_matches_timm() {
+    let g = json(vision_fixtures().join("mnv5-300m-keys.json"));
+    let arch = MobileNetV5Arch::preset("mobilenetv5_300m_enc").unwrap();
+    let model = MobileNetV5::new(&arch, &Device::flex()).unwrap();
+    assert_eq!(model.num_params() as u64, g["num_params"].as_u64().unwrap());
+    assert_eq!(model.num_params(), 294_126_912);
+    let ours: BTreeMap<String, Vec<usize>> = shapes(&model);
+    let theirs: BTreeMap<String, Vec<usize>> =
+        g["keys"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), dims(v))).collect();
+    assert_eq!(ours, theirs);
+    // Output grid: 768 -> 16x16 tokens of 2048 channels (from the arch, without running 300M params).
+    let resolved = arch.resolve().unwrap();
+    assert_eq!(resolved.stages.iter().map(Vec::len).sum::<usize>(), 84);
+    assert_eq!((arch.msfa_output_resolution, arch.num_features), (16, 2048));
+}
+
+/// Every parameter's key and PyTorch-layout shape, without touching lazy data.
+fn shapes<M: Module>(m: &M) -> BTreeMap<String, Vec<usize>> {
+    use burn::module::{ModuleVisitor, Param};
+    struct V(Vec<(String, String)>, BTreeMap<String, Vec<usize>>);
+    impl ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, c: &str) {
+            self.0.push((name.into(), c.into()));
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let key =
+                self.0.iter().filter(|(_, c)| !c.starts_with("Enum:")).map(|(n, _)| n.as_str()).collect::<Vec<_>>();
+            self.1.insert(key.join("."), p.lazy_shape().dims::<D>().to_vec());
+        }
+    }
+    let mut v = V(Vec::new(), BTreeMap::new());
+    m.visit(&mut v);
+    v.1
+}
+
+#[test]
+fn siglip_towers_match_transformers() {
+    let device = Device::flex();
+    for name in ["siglip2-tiny", "siglip-tiny"] {
+        let dir = vision_fixtures().join(name);
+        let model = load_siglip_vision(&dir, &device).unwrap();
+        for (i, case) in json(dir.join("golden.json"))["cases"].as_array().unwrap().iter().enumerate() {
+            let y = model.tokens(input4(case, &device));
+            assert_eq!(y.dims().to_vec(), dims(&case["output_shape"]), "{name} case {i}");
+            let err = rel_err(&values(y), &floats(&case["output"]));
+            assert!(err < 1e-4, "{name} case {i}: relative error {err:e}");
+        }
+    }
+}
+
+#[test]
+fn vlms_match_reference_from_image_file() {
+    let device = Device::flex();
+    for name in ["lfm2-vl-tiny", "autoneural-tiny"] {
+        let dir = vision_fixtures().join(name);
+        let g = json(dir.join("golden.json"));
+        let model = load_vlm(&dir, &device).unwrap();
+        let tok = TextTokenizer::from_dir(&dir, &model.config.text.eos_token_ids).unwrap();
+        let image = load_image(&dir.join("image.png")).unwrap();
+        let pixels = model.config.preprocess.apply(&image, &device);
+        let [_, _, h, w] = pixels.dims();
+        let count = model.config.tokens_per_image(h, w);
+        let ids = model.prompt_ids(&tok, g["prompt"].as_str().unwrap(), false, &[count]).unwrap();
+        let want: Vec<u32> = dims(&g["prompt_ids"]).into_iter().map(|x| x as u32).collect();
+        assert_eq!(ids, want, "{name}: prompt ids");
+
+        let feats = model.image_features(pixels);
+        let [_, n, d] = feats.dims();
+        let embeds = model.merge(&ids, Some(feats.reshape([n, d]))).unwrap();
+        let hidden = model.language.hidden_states(embeds, None);
+        let logits = model.language.logits(hidden, autoneural_model::text::Logits::Last);
+        let err = rel_err(&values(logits), &floats(&g["last_logits"]));
+        assert!(err < 1e-4, "{name}: relative logit error {err:e}");
+
+        let greedy: Vec<u32> = dims(&g["greedy_ids"]).into_iter().map(|x| x as u32).collect();
+        let opts = GenerateOptions { max_new_tokens: greedy.len(), stop_ids: vec![], ignore_eos: true };
+        let mut sampler = Sampler::new(SamplingConfig::default()).unwrap();
+        let out = model
+            .generate(&tok, g["prompt"].as_str().unwrap(), false, &[image], &opts, &mut sampler, |_| Ok(()))
+            .unwrap();
+        assert_eq!(out.generation.new_ids, greedy, "{name}: greedy continuation");
+    }
+}
+
+#[test]
+fn vlm_save_load_round_trip() {
+    let device = Device::flex();
+    for name in ["lfm2-vl-tiny", "autoneural-tiny"] {
+        let dir = vision_fixtures().join(name);
+        let model = load_vlm(&dir, &device).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        save_vlm(&model, tmp.path()).unwrap();
+        let again = load_vlm(tmp.path(), &device).unwrap();
+        let a = collect_tensors(&model, &NoMap);
+        let b = collect_tensors(&again, &NoMap);
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "{name}: {}", x.0);
+        }
+    }
+}
+
+struct NoMap;
+impl autoneural_model::checkpoint::apply::KeyMap for NoMap {
+    fn key_for(&self, p: &str) -> String {
+        p.to_string()
+    }
+}
