@@ -304,6 +304,27 @@ def autoneural_fixture():
                                           "greedy_ids": new, "image_features": flat(feats)})
 
 
+def image_fixtures():
+    """Decoding and resizing references from PIL: EXIF orientation, and a bilinear resize
+    as the AutoNeural preprocessing does it."""
+    d = fresh("images")
+    # A 6x4 picture whose EXIF says "rotate 90 degrees clockwise to view" (orientation 6).
+    rng = np.random.default_rng(5)
+    raw = rng.integers(0, 255, (4, 6, 3), dtype=np.uint8)
+    img = Image.fromarray(raw)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(os.path.join(d, "exif-rotate90.jpg"), exif=exif, quality=100, subsampling=0)
+    from PIL import ImageOps
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(os.path.join(d, "exif-rotate90.jpg"))).convert("RGB"))
+    # A 40x30 picture resized to 64x64 (upscale) and 16x16 (downscale, antialiased).
+    save_image(os.path.join(d, "small.png"), (30, 40), 6)
+    src = Image.open(os.path.join(d, "small.png")).convert("RGB")
+    resized = {str(s): np.asarray(src.resize((s, s), Image.BILINEAR)).flatten().tolist() for s in (64, 16)}
+    dump(os.path.join(d, "golden.json"), {"exif_upright_shape": list(upright.shape),
+                                          "exif_upright": upright.flatten().tolist(), "resized": resized})
+
+
 def main():
     torch.manual_seed(0)
     os.makedirs(ROOT, exist_ok=True)
@@ -314,6 +335,7 @@ def main():
     siglip_fixture()
     lfm2_vl_fixture()
     autoneural_fixture()
+    image_fixtures()
     for root, _, files in os.walk(ROOT):
         for f in files:
             size = os.path.getsize(os.path.join(root, f))

@@ -1,9 +1,15 @@
-//! A global allocator that counts live heap bytes and their peak, so benchmarks can report
-//! the peak memory of one forward pass in the same process (CPU backends keep every tensor
-//! on the heap; GPU memory is not seen). The binary installs it with
-//! `#[global_allocator] static A: PeakAlloc = PeakAlloc::new();`.
+//! The binary's global allocator: mimalloc, wrapped to count live heap bytes and their
+//! peak, so benchmarks can report the peak memory of one forward pass in the same process
+//! (CPU backends keep every tensor on the heap; GPU memory is not seen).
+//!
+//! mimalloc rather than glibc malloc because activations are tens of MiB: glibc serves those
+//! with fresh `mmap`s, so every layer paid page faults and page zeroing on its output
+//! (measured: MobileNetV5-300M at 768^2 ran ~15% faster on mimalloc, which reuses them).
+//! Installed with `#[global_allocator] static A: PeakAlloc = PeakAlloc::new();`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc as System;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct PeakAlloc {

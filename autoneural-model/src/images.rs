@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{ModelError, Result};
 
@@ -23,13 +23,13 @@ fn image_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
 /// Decodes `path` (format sniffed from the bytes), turned upright by its EXIF orientation,
 /// grayscale expanded and alpha dropped (as PIL's `convert("RGB")`).
 pub fn load_image(path: &Path) -> Result<LoadedImage> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| ModelError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| ModelError::io(path, e))?;
-    if reader.format().is_none() {
-        return Err(image_error(path, "not a PNG, JPEG or WebP image (unrecognised bytes)"));
+    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let format = image::guess_format(&bytes)
+        .map_err(|_| image_error(path, "not a PNG, JPEG or WebP image (unrecognised bytes)"))?;
+    if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) {
+        return Err(image_error(path, format!("{format:?} images are not supported (PNG, JPEG and WebP are)")));
     }
+    let reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut decoder = reader.into_decoder().map_err(|e| image_error(path, e))?;
     let orientation = decoder.orientation().map_err(|e| image_error(path, e))?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| image_error(path, e))?;

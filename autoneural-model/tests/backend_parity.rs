@@ -36,3 +36,22 @@ fn flex_and_wgpu_agree() {
         }
     }
 }
+
+#[test]
+fn vlms_agree_on_flex_and_wgpu() {
+    use autoneural_model::checkpoint::load_vlm;
+    use autoneural_model::images::load_image;
+    let cpu = Device::flex();
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vision");
+    for name in ["autoneural-tiny", "lfm2-vl-tiny"] {
+        let dir = root.join(name);
+        let image = load_image(&dir.join("image.png")).unwrap();
+        let a = load_vlm(&dir, &cpu).unwrap();
+        let b = load_vlm(&dir, &gpu).unwrap();
+        let fa = values(a.image_features(a.config.preprocess.apply(&image, &cpu)));
+        let fb = values(b.image_features(b.config.preprocess.apply(&image, &gpu)));
+        let err = rel_err(&fb, &fa);
+        assert!(err < 1e-4, "{name}: image features, flex vs wgpu relative error {err:e}");
+    }
+}

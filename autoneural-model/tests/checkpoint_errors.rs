@@ -138,3 +138,54 @@ fn save_then_load_round_trips() {
         assert_eq!(a, b, "tied={tied}");
     }
 }
+
+/// A copy of the AutoNeural fixture with `config.json` edited by `edit`.
+fn autoneural_with(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/vision/autoneural-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
+    }
+    let path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn vlm_config_errors_name_file_and_field() {
+    use autoneural_model::checkpoint::load_vlm;
+    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str, &str)> = vec![
+        (
+            Box::new(|c| c["vision_config"]["block_args"][0][0] = "zz_r1_k3_s2_c8".into()),
+            "block_args",
+            "unknown block type",
+        ),
+        (Box::new(|c| c["vision_config"]["pad_type"] = "reflect".into()), "pad_type", "expected \"same\""),
+        (
+            Box::new(|c| c["vision_config"] = serde_json::json!({"architecture": "mobilenetv9"})),
+            "architecture",
+            "unknown preset",
+        ),
+        (
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("projector_hidden_size");
+            }),
+            "projector_hidden_size",
+            "missing",
+        ),
+        (Box::new(|c| c["image_token_id"] = 100000.into()), "image_token_id", "outside the vocabulary"),
+        (Box::new(|c| c["model_type"] = "llava".into()), "model_type", "not a VLM"),
+    ];
+    for (edit, field, what) in cases {
+        let dir = autoneural_with(edit);
+        let err = load_vlm(dir.path(), &burn::tensor::Device::flex()).unwrap_err().to_string();
+        assert!(err.contains("config.json") && err.contains(field) && err.contains(what), "{err}");
+    }
+    // A weight that does not fit: the key report names it with both shapes.
+    let dir = autoneural_with(|c| c["projector_hidden_size"] = 95.into());
+    let err = load_vlm(dir.path(), &burn::tensor::Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("model.multi_modal_projector.linear_1.weight"), "{err}");
+}

@@ -44,6 +44,55 @@ pub fn rms_norm2d(x: Tensor<4>, weight: &Tensor<1>, eps: f64, act: bool) -> Tens
     })
 }
 
+/// `rms_norm2d(x) * gamma + residual` (the end of a residual block with layer scale): one
+/// pass on flex inference tensors. `gamma` and `residual` are optional.
+pub fn rms_norm2d_scale_add(
+    x: Tensor<4>,
+    weight: &Tensor<1>,
+    eps: f64,
+    gamma: Option<&Tensor<1>>,
+    residual: Option<Tensor<4>>,
+) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let fused = (|| {
+        let mut wv = flex_values(weight)?;
+        if let Some(g) = gamma {
+            wv.iter_mut().zip(flex_values(g)?).for_each(|(w, g)| *w *= g);
+        }
+        let r = match &residual {
+            Some(r) => Some(r.clone().try_into_primitive::<Flex>().ok()?),
+            None => None,
+        };
+        let rs = match &r {
+            Some(p) => Some(p.as_slice::<f32>()?),
+            None => None,
+        };
+        with_flex(&x, |xs| pointwise::rms_norm_channels_add(xs, &wv, rs, b, c, h * w, eps as f32, false))
+    })();
+    fused.unwrap_or_else(|| {
+        let mut y = rms_norm2d(x, weight, eps, false);
+        if let Some(g) = gamma {
+            y = y * g.clone().reshape([1, c, 1, 1]);
+        }
+        match residual {
+            Some(r) => y + r,
+            None => y,
+        }
+    })
+}
+
+/// `y * gamma[c] + residual` over `[b, c, h, w]`: one pass on flex inference tensors.
+pub fn scale_add(y: Tensor<4>, gamma: &Tensor<1>, residual: Tensor<4>) -> Tensor<4> {
+    let [_, c, h, w] = y.dims();
+    let fused = (|| {
+        let g = flex_values(gamma)?;
+        let r = residual.clone().try_into_primitive::<Flex>().ok()?;
+        let rs = r.as_slice::<f32>()?;
+        with_flex(&y, |ys| pointwise::scale_add(ys, &g, rs, c, h * w))
+    })();
+    fused.unwrap_or_else(|| y * gamma.clone().reshape([1, c, 1, 1]) + residual)
+}
+
 /// How a weight matrix is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightLayout {

@@ -48,9 +48,38 @@ pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
     out
 }
 
+/// `y * gamma[c] + residual` over `[b, c, hw]` (layer scale and skip in one pass).
+pub fn scale_add(y: &[f32], gamma: &[f32], residual: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let mut out = vec![0f32; y.len()];
+    out.par_chunks_mut(hw).zip(y.par_chunks(hw)).zip(residual.par_chunks(hw)).enumerate().for_each(
+        |(row, ((o, y), r))| {
+            let g = gamma[row % c];
+            for ((o, &y), &r) in o.iter_mut().zip(y).zip(r) {
+                *o = y * g + r;
+            }
+        },
+    );
+    out
+}
+
 /// RMS norm over the channels of every pixel of `x: [b, c, hw]` (NCHW), times `weight[c]`,
 /// then tanh-GELU when `act`.
 pub fn rms_norm_channels(x: &[f32], weight: &[f32], b: usize, c: usize, hw: usize, eps: f32, act: bool) -> Vec<f32> {
+    rms_norm_channels_add(x, weight, None, b, c, hw, eps, act)
+}
+
+/// [`rms_norm_channels`], plus `residual` added to the result when given.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_channels_add(
+    x: &[f32],
+    weight: &[f32],
+    residual: Option<&[f32]>,
+    b: usize,
+    c: usize,
+    hw: usize,
+    eps: f32,
+    act: bool,
+) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     // Tasks own a run of pixels of one image, across all channels.
     let px = (CHUNK / c.max(1)).max(64).min(hw.max(1));
@@ -76,13 +105,22 @@ pub fn rms_norm_channels(x: &[f32], weight: &[f32], b: usize, c: usize, hw: usiz
             let row = &x[start..start + len];
             // SAFETY: tasks write disjoint (image, pixel-run) ranges of `out`.
             let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), len) };
-            if act {
-                for ((d, &v), &s) in dst.iter_mut().zip(row).zip(&acc) {
-                    *d = gelu_tanh_scalar(v * s * w);
+            match (act, residual) {
+                (true, _) => {
+                    for ((d, &v), &s) in dst.iter_mut().zip(row).zip(&acc) {
+                        *d = gelu_tanh_scalar(v * s * w);
+                    }
                 }
-            } else {
-                for ((d, &v), &s) in dst.iter_mut().zip(row).zip(&acc) {
-                    *d = v * s * w;
+                (false, Some(r)) => {
+                    let r = &r[start..start + len];
+                    for (((d, &v), &s), &r) in dst.iter_mut().zip(row).zip(&acc).zip(r) {
+                        *d = v * s * w + r;
+                    }
+                }
+                (false, None) => {
+                    for ((d, &v), &s) in dst.iter_mut().zip(row).zip(&acc) {
+                        *d = v * s * w;
+                    }
                 }
             }
         }

@@ -4,6 +4,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, activation};
 
+use crate::kernels;
 use crate::vision::arch::{BlockKind, PadType, ResolvedBlock, make_divisible};
 use crate::vision::layers::{Conv2d, ConvNorm, ConvSpec, LayerScale2d, RmsNorm2d};
 
@@ -33,8 +34,8 @@ impl EdgeResidual {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.bn1.forward_gelu(self.conv_exp.forward(x.clone()));
-        let y = self.bn2.forward(self.conv_pwl.forward(y));
-        if self.has_skip { y + x } else { y }
+        let skip = self.has_skip.then_some(x);
+        kernels::rms_norm2d_scale_add(self.conv_pwl.forward(y), &self.bn2.weight.val(), self.bn2.eps, None, skip)
     }
 }
 
@@ -103,14 +104,31 @@ impl UniversalInvertedResidual {
         if let Some(c) = &self.dw_mid {
             y = c.forward(y);
         }
-        y = self.pw_proj.forward(y);
-        if let Some(c) = &self.dw_end {
-            y = c.forward(y);
+        let gamma = self.layer_scale.as_ref().map(|ls| ls.gamma.val());
+        let skip = self.has_skip.then_some(x);
+        match &self.dw_end {
+            // Projection norm, layer scale and skip in one pass.
+            None => {
+                let y = self.pw_proj.conv.forward(y);
+                kernels::rms_norm2d_scale_add(
+                    y,
+                    &self.pw_proj.bn.weight.val(),
+                    self.pw_proj.bn.eps,
+                    gamma.as_ref(),
+                    skip,
+                )
+            }
+            Some(end) => {
+                let y = end.forward(self.pw_proj.forward(y));
+                let c = y.dims()[1];
+                match (gamma, skip) {
+                    (Some(g), Some(x)) => kernels::scale_add(y, &g, x),
+                    (Some(g), None) => y * g.reshape([1, c, 1, 1]),
+                    (None, Some(x)) => y + x,
+                    (None, None) => y,
+                }
+            }
         }
-        if let Some(ls) = &self.layer_scale {
-            y = ls.forward(y);
-        }
-        if self.has_skip { y + x } else { y }
     }
 }
 
@@ -197,11 +215,13 @@ pub struct MobileAttention {
 
 impl MobileAttention {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut y = self.attn.forward(self.norm.forward(x.clone()));
-        if let Some(ls) = &self.layer_scale {
-            y = ls.forward(y);
+        let y = self.attn.forward(self.norm.forward(x.clone()));
+        match (&self.layer_scale, self.has_skip) {
+            (Some(ls), true) => kernels::scale_add(y, &ls.gamma.val(), x),
+            (Some(ls), false) => ls.forward(y),
+            (None, true) => y + x,
+            (None, false) => y,
         }
-        if self.has_skip { y + x } else { y }
     }
 }
 

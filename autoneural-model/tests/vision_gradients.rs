@@ -1,0 +1,93 @@
+//! Gradients reach every parameter of each encoder and of both connectors: one SGD step on
+//! the autodiff backend changes all of them.
+
+use autoneural_model::connector::ProjectorConfig;
+use autoneural_model::vision::EncoderConfig;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Distribution, Gradients, Tensor};
+
+/// Every float parameter's values, in visiting order.
+fn snapshot<M: Module>(m: &M) -> Vec<(String, Vec<f32>)> {
+    struct V(Vec<String>, Vec<(String, Vec<f32>)>);
+    impl ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.1.push((self.0.join("."), p.val().into_data().try_into_vec_as::<f32>().unwrap()));
+        }
+    }
+    let mut v = V(Vec::new(), Vec::new());
+    m.visit(&mut v);
+    v.1
+}
+
+/// `p <- p - lr * grad(p)`; records parameters that got no gradient.
+struct Sgd<'a> {
+    grads: &'a Gradients,
+    lr: f64,
+    missing: usize,
+}
+
+impl ModuleMapper for Sgd<'_> {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let id = p.id;
+        let v = p.val();
+        match v.grad(self.grads) {
+            Some(g) => Param::initialized(id, (v.inner() - g * self.lr).autodiff().require_grad()),
+            None => {
+                self.missing += 1;
+                p
+            }
+        }
+    }
+}
+
+fn step_changes_everything<M: Module>(model: M, loss_of: impl Fn(&M) -> Tensor<1>) {
+    let before = snapshot(&model);
+    let loss = loss_of(&model);
+    let grads = loss.backward();
+    let mut sgd = Sgd { grads: &grads, lr: 1e-1, missing: 0 };
+    let model = model.map(&mut sgd);
+    assert_eq!(sgd.missing, 0, "parameters without a gradient");
+    let after = snapshot(&model);
+    assert_eq!(before.len(), after.len());
+    let unchanged: Vec<&str> =
+        before.iter().zip(&after).filter(|(a, b)| a.1 == b.1).map(|(a, _)| a.0.as_str()).collect();
+    assert!(unchanged.is_empty(), "a training step left these unchanged: {unchanged:?}");
+}
+
+fn weighted_sum(y: Tensor<3>) -> Tensor<1> {
+    // A fixed random projection of the output, so no symmetry hides a gradient.
+    let w = Tensor::<3>::random(y.dims(), Distribution::Normal(0.0, 1.0), &y.device());
+    (y * w).sum()
+}
+
+#[test]
+fn encoders_train_end_to_end() {
+    let device = Device::flex().autodiff();
+    for (name, res) in [("mobilenetv5_tiny", 64), ("vit_tiny", 32)] {
+        let config = EncoderConfig::preset(name).unwrap();
+        let model = config.init(&device).unwrap();
+        step_changes_everything(model, |m| {
+            let x = Tensor::<4>::random([2, 3, res, res], Distribution::Uniform(0.0, 1.0), &device);
+            weighted_sum(m.tokens(x))
+        });
+    }
+}
+
+#[test]
+fn connectors_train() {
+    let device = Device::flex().autodiff();
+    for (downsample, layer_norm) in [(1, false), (2, true)] {
+        let cfg = ProjectorConfig { vision_dim: 8, hidden: 12, text_dim: 6, bias: true, downsample, layer_norm };
+        let proj = cfg.init(&device);
+        step_changes_everything(proj, |p| {
+            let x = Tensor::<3>::random([1, 16, 8], Distribution::Normal(0.0, 1.0), &device);
+            weighted_sum(p.forward(x, 4, 4))
+        });
+    }
+}
