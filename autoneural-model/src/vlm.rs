@@ -40,6 +40,18 @@ pub struct VlmConfig {
 }
 
 impl VlmConfig {
+    pub fn new(
+        format: VlmFormat,
+        encoder: EncoderConfig,
+        projector: ProjectorConfig,
+        text: Lfm2Config,
+        image_token_id: u32,
+        preprocess: Preprocess,
+        source_json: Option<serde_json::Value>,
+    ) -> Self {
+        Self { format, encoder, projector, text, image_token_id, preprocess, source_json, flat_vit_keys: false }
+    }
+
     /// Image tokens the language model sees for an encoder input of `h x w`.
     pub fn tokens_per_image(&self, h: usize, w: usize) -> usize {
         let (gh, gw, _) = self.encoder.token_grid(h, w);

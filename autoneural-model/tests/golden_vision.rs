@@ -65,6 +65,9 @@ fn mobilenetv5_300m_layout_matches_timm() {
     let theirs: BTreeMap<String, Vec<usize>> =
         g["keys"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), dims(v))).collect();
     assert_eq!(ours, theirs);
+    // timm's mobilenetv5_base without its classifier.
+    let base = MobileNetV5::new(&MobileNetV5Arch::preset("mobilenetv5_base").unwrap(), &Device::flex()).unwrap();
+    assert_eq!(base.num_params(), 80_598_976);
     // Output grid: 768 -> 16x16 tokens of 2048 channels (from the arch, without running 300M params).
     let resolved = arch.resolve().unwrap();
     assert_eq!(resolved.stages.iter().map(Vec::len).sum::<usize>(), 84);
@@ -165,4 +168,18 @@ impl autoneural_model::checkpoint::apply::KeyMap for NoMap {
     fn key_for(&self, p: &str) -> String {
         p.to_string()
     }
+}
+
+#[test]
+fn gemma3n_prefixed_weights_load_as_a_standalone_encoder() {
+    // The AutoNeural fixture stores its encoder under Gemma 3n's prefix, next to other keys.
+    let device = Device::flex();
+    let dir = vision_fixtures().join("autoneural-tiny");
+    let vlm = load_vlm(&dir, &device).unwrap();
+    let autoneural_model::vision::EncoderConfig::MobileNetV5(arch) = &vlm.config.encoder else { panic!("mnv5") };
+    let enc = load_mobilenetv5(&dir.join("model.safetensors"), Some(arch), &device).unwrap();
+    let x = Tensor::<4>::random([1, 3, 64, 64], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+    let a = values(enc.tokens(x.clone()));
+    let b = values(vlm.vision_tower.tokens(x));
+    assert_eq!(a, b);
 }

@@ -6,6 +6,18 @@ use serde_json::{Map, Value};
 
 use crate::error::{ModelError, Result};
 
+/// `dir/config.json`, or an error saying the directory is not a checkpoint.
+pub fn config_path(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("config.json");
+    if !path.exists() {
+        return Err(ModelError::io(
+            &path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no config.json (is this a checkpoint directory?)"),
+        ));
+    }
+    Ok(path)
+}
+
 /// Reads a JSON file that must hold an object.
 pub fn read_object(path: &Path) -> Result<Map<String, Value>> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;

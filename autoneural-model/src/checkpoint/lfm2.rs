@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use crate::checkpoint::apply::{KeyMap, collect_tensors, load_module};
-use crate::checkpoint::json::read_object;
+use crate::checkpoint::json::{config_path, read_object};
 use crate::checkpoint::safetensors::{WeightFiles, write_f32};
 use crate::error::{ModelError, Result};
 use crate::text::{Lfm2Config, Lfm2ForCausalLM};
@@ -27,13 +27,7 @@ impl KeyMap for Lfm2Keys {
 
 /// Reads `dir/config.json` as an LFM2 config.
 pub fn read_config(dir: &Path) -> Result<Lfm2Config> {
-    let path = dir.join("config.json");
-    if !path.exists() {
-        return Err(ModelError::io(
-            &path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no config.json (is this a checkpoint directory?)"),
-        ));
-    }
+    let path = config_path(dir)?;
     let map = read_object(&path)?;
     if let Some(mt) = map.get("model_type").and_then(|v| v.as_str()) {
         if mt != "lfm2" {

@@ -7,7 +7,7 @@ use burn::tensor::Device;
 use serde_json::{Map, Value, json};
 
 use crate::checkpoint::apply::{KeyMap, collect_tensors, load_module};
-use crate::checkpoint::json::{Fields, read_object};
+use crate::checkpoint::json::{Fields, config_path, read_object};
 use crate::checkpoint::safetensors::{WeightFiles, write_f32};
 use crate::connector::ProjectorConfig;
 use crate::error::{ModelError, Result};
@@ -65,16 +65,9 @@ impl KeyMap for VlmKeys {
     }
 }
 
-/// The model type a checkpoint directory declares.
+/// The model type a checkpoint directory declares (`lfm2` when absent).
 pub fn model_type(dir: &Path) -> Result<String> {
-    let path = dir.join("config.json");
-    if !path.exists() {
-        return Err(ModelError::io(
-            &path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no config.json (is this a checkpoint directory?)"),
-        ));
-    }
-    let map = read_object(&path)?;
+    let map = read_object(&config_path(dir)?)?;
     Ok(map.get("model_type").and_then(|v| v.as_str()).unwrap_or("lfm2").to_string())
 }
 
@@ -213,16 +206,7 @@ pub fn read_vlm_config(dir: &Path) -> Result<VlmConfig> {
             };
             let image_token_id = f.usize_req(&["image_token_id"])? as u32;
             check_token(&f, image_token_id, &text)?;
-            Ok(VlmConfig {
-                format: VlmFormat::AutoNeural,
-                encoder,
-                projector,
-                text,
-                image_token_id,
-                preprocess,
-                source_json,
-                flat_vit_keys: false,
-            })
+            Ok(VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token_id, preprocess, source_json))
         }
         "lfm2-vl" | "lfm2_vl" => {
             let vit = vit_config(&vf, 512)?;
@@ -253,16 +237,8 @@ pub fn read_vlm_config(dir: &Path) -> Result<VlmConfig> {
             };
             let image_token_id = f.usize_opt(&["image_token_id", "image_token_index"])?.unwrap_or(396) as u32;
             check_token(&f, image_token_id, &text)?;
-            Ok(VlmConfig {
-                format: VlmFormat::Lfm2Vl,
-                encoder: EncoderConfig::Vit(vit),
-                projector,
-                text,
-                image_token_id,
-                preprocess,
-                source_json,
-                flat_vit_keys: false,
-            })
+            let encoder = EncoderConfig::Vit(vit);
+            Ok(VlmConfig::new(VlmFormat::Lfm2Vl, encoder, projector, text, image_token_id, preprocess, source_json))
         }
         other => {
             Err(f.invalid("model_type", format!("{other:?} is not a VLM (expected \"autoneural\" or \"lfm2-vl\")")))

@@ -31,6 +31,12 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     with_flex(&x, pointwise::gelu_tanh).unwrap_or_else(|| burn::tensor::activation::gelu_approximate(x))
 }
 
+/// Softmax over the last dimension: fused on flex inference tensors, Burn's otherwise.
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let n = x.dims()[D - 1];
+    with_flex(&x, |xs| pointwise::softmax_rows(xs, n)).unwrap_or_else(|| burn::tensor::activation::softmax(x, D - 1))
+}
+
 /// Channel RMS norm of `[b, c, h, w]` times `weight` (then tanh-GELU when `act`): one fused
 /// pass on flex inference tensors, Burn's ops otherwise.
 pub fn rms_norm2d(x: Tensor<4>, weight: &Tensor<1>, eps: f64, act: bool) -> Tensor<4> {

@@ -128,6 +128,27 @@ pub fn rms_norm_channels_add(
     out
 }
 
+/// Softmax of every row of length `n` (numerically stable: max subtracted), one read and
+/// one write per element instead of Burn's five passes.
+pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    let rows_per_task = (CHUNK / n.max(1)).max(1);
+    out.par_chunks_mut(rows_per_task * n).zip(x.par_chunks(rows_per_task * n)).for_each(|(o, i)| {
+        for (o, i) in o.chunks_mut(n).zip(i.chunks(n)) {
+            let max = i.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0f32;
+            for (o, &v) in o.iter_mut().zip(i) {
+                let e = (v - max).exp();
+                *o = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|v| *v *= inv);
+        }
+    });
+    out
+}
+
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
@@ -150,6 +171,19 @@ mod tests {
             worst = worst.max((tanh_fast(x) - x.tanh()).abs());
         }
         assert!(worst < 5e-7, "max abs error {worst:e}");
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_keep_order() {
+        let x: Vec<f32> = (0..3 * 7).map(|i| (i as f32 * 0.7).sin() * 30.0).collect();
+        let y = softmax_rows(&x, 7);
+        for (r, row) in y.chunks(7).enumerate() {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            let xr = &x[r * 7..r * 7 + 7];
+            for j in 1..7 {
+                assert_eq!(row[j] > row[j - 1], xr[j] > xr[j - 1]);
+            }
+        }
     }
 
     #[test]

@@ -224,79 +224,83 @@ impl MobileNetV5Arch {
         })
     }
 
+    /// Gemma 3n's MobileNetV5 family: two shared stages (EdgeResidual, then UIR), a third
+    /// at `c2` channels (strided UIR, `s2_uir` repeats, a plain UIR, then `s2_pairs` x
+    /// (`mqa2`, UIR)) and a fourth at `c3` (strided UIR, then `s3_pairs` x (`mqa3`, UIR)).
+    fn gemma_family(
+        c2: usize,
+        s2_uir: &str,
+        s2_pairs: usize,
+        mqa2: &str,
+        c3: usize,
+        s3_pairs: usize,
+        mqa3: &str,
+    ) -> Vec<Vec<String>> {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut s2 =
+            vec![format!("uir_r1_a5_k5_s2_e6_c{c2}"), format!("{s2_uir}_c{c2}"), format!("uir_r1_a0_k0_s1_e1_c{c2}")];
+        for _ in 0..s2_pairs {
+            s2.push(format!("{mqa2}_c{c2}"));
+            s2.push(format!("uir_r1_a0_k0_s1_e2_c{c2}"));
+        }
+        let mut s3 = vec![format!("uir_r1_a5_k5_s2_e6_c{c3}")];
+        for _ in 0..s3_pairs {
+            s3.push(format!("{mqa3}_c{c3}"));
+            s3.push(format!("uir_r1_a0_k0_s1_e2_c{c3}"));
+        }
+        vec![
+            own(&["er_r1_k3_s2_e4_c128", "er_r2_k3_s1_e4_c128"]),
+            own(&[
+                "uir_r1_a3_k5_s2_e6_c256",
+                "uir_r1_a5_k0_s1_e4_c256",
+                "uir_r1_a3_k0_s1_e4_c256",
+                "uir_r1_a5_k0_s1_e4_c256",
+                "uir_r1_a3_k0_s1_e4_c256",
+            ]),
+            s2,
+            s3,
+        ]
+    }
+
     /// A named preset.
     pub fn preset(name: &str) -> Option<Self> {
         let stage = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let gemma = |block_args, pad_type, image_size| Self {
+            block_args,
+            stem_size: 64,
+            pad_type,
+            msfa_output_resolution: 16,
+            num_features: 2048,
+            image_size,
+            layer_scale_init_value: Some(1e-5),
+        };
         match name {
-            "mobilenetv5_300m_enc" | "mobilenetv5_300m" => {
-                let mut s2 = vec!["uir_r1_a5_k5_s2_e6_c640".to_string(), "uir_r7_a5_k0_s1_e4_c640".into()];
-                s2.push("uir_r1_a0_k0_s1_e1_c640".into());
-                for _ in 0..14 {
-                    s2.push("mqa_r1_k3_h12_v2_s1_d64_c640".into());
-                    s2.push("uir_r1_a0_k0_s1_e2_c640".into());
-                }
-                let mut s3 = vec!["uir_r1_a5_k5_s2_e6_c1280".to_string()];
-                for _ in 0..19 {
-                    s3.push("mqa_r1_k3_h16_s1_d96_c1280".into());
-                    s3.push("uir_r1_a0_k0_s1_e2_c1280".into());
-                }
-                Some(Self {
-                    block_args: vec![
-                        stage(&["er_r1_k3_s2_e4_c128", "er_r2_k3_s1_e4_c128"]),
-                        stage(&[
-                            "uir_r1_a3_k5_s2_e6_c256",
-                            "uir_r1_a5_k0_s1_e4_c256",
-                            "uir_r1_a3_k0_s1_e4_c256",
-                            "uir_r1_a5_k0_s1_e4_c256",
-                            "uir_r1_a3_k0_s1_e4_c256",
-                        ]),
-                        s2,
-                        s3,
-                    ],
-                    stem_size: 64,
-                    pad_type: if name == "mobilenetv5_300m_enc" { PadType::Same } else { PadType::Symmetric },
-                    msfa_output_resolution: 16,
-                    num_features: 2048,
-                    image_size: 768,
-                    layer_scale_init_value: Some(1e-5),
-                })
-            }
-            "mobilenetv5_base" => {
-                let mut s2 = vec![
-                    "uir_r1_a5_k5_s2_e6_c512".to_string(),
-                    "uir_r2_a5_k0_s1_e4_c512".into(),
-                    "uir_r1_a0_k0_s1_e1_c512".into(),
-                ];
-                for _ in 0..6 {
-                    s2.push("mqa_r1_k3_h8_s2_d64_c512".into());
-                    s2.push("uir_r1_a0_k0_s1_e2_c512".into());
-                }
-                let mut s3 = vec!["uir_r1_a5_k5_s2_e6_c1024".to_string()];
-                for _ in 0..7 {
-                    s3.push("mqa_r1_k3_h16_s1_d64_c1024".into());
-                    s3.push("uir_r1_a0_k0_s1_e2_c1024".into());
-                }
-                Some(Self {
-                    block_args: vec![
-                        stage(&["er_r1_k3_s2_e4_c128", "er_r2_k3_s1_e4_c128"]),
-                        stage(&[
-                            "uir_r1_a3_k5_s2_e6_c256",
-                            "uir_r1_a5_k0_s1_e4_c256",
-                            "uir_r1_a3_k0_s1_e4_c256",
-                            "uir_r1_a5_k0_s1_e4_c256",
-                            "uir_r1_a3_k0_s1_e4_c256",
-                        ]),
-                        s2,
-                        s3,
-                    ],
-                    stem_size: 64,
-                    pad_type: PadType::Symmetric,
-                    msfa_output_resolution: 16,
-                    num_features: 2048,
-                    image_size: 256,
-                    layer_scale_init_value: Some(1e-5),
-                })
-            }
+            "mobilenetv5_300m_enc" | "mobilenetv5_300m" => Some(gemma(
+                Self::gemma_family(
+                    640,
+                    "uir_r7_a5_k0_s1_e4",
+                    14,
+                    "mqa_r1_k3_h12_v2_s1_d64",
+                    1280,
+                    19,
+                    "mqa_r1_k3_h16_s1_d96",
+                ),
+                if name == "mobilenetv5_300m_enc" { PadType::Same } else { PadType::Symmetric },
+                768,
+            )),
+            "mobilenetv5_base" => Some(gemma(
+                Self::gemma_family(
+                    512,
+                    "uir_r2_a5_k0_s1_e4",
+                    6,
+                    "mqa_r1_k3_h8_s2_d64",
+                    1024,
+                    7,
+                    "mqa_r1_k3_h16_s1_d64",
+                ),
+                PadType::Symmetric,
+                256,
+            )),
             // Every block kind, small enough for tests and CPU training (output 2x2 at 64px).
             "mobilenetv5_tiny" => Some(Self {
                 block_args: vec![

@@ -2,7 +2,7 @@
 //! as they are).
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, activation};
+use burn::tensor::{Device, Tensor};
 
 use crate::kernels;
 use crate::vision::arch::{BlockKind, PadType, ResolvedBlock, make_divisible};
@@ -196,7 +196,7 @@ impl MultiQueryAttention2d {
         let k = to_rows(self.key.forward(x.clone())); // [b, p, d]
         let v = to_rows(self.value.forward(x)); // [b, p, d]
         let scores = q.matmul(k.swap_dims(1, 2)) * (d as f64).powf(-0.5);
-        let o = activation::softmax(scores, 2).matmul(v); // [b, nh*hw, d]
+        let o = kernels::softmax_last(scores).matmul(v); // [b, nh*hw, d]
         // [b, nh, hw, d] -> [b, hw, nh, d] -> [b, h, w, nh*d] -> [b, nh*d, h, w]
         let o = o.reshape([b, nh, h * w, d]).swap_dims(1, 2).reshape([b, h, w, nh * d]).permute([0, 3, 1, 2]);
         self.output.proj.forward(o)

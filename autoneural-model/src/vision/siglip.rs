@@ -5,7 +5,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::{Device, Tensor, activation};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::text::linear::project;
@@ -164,7 +164,7 @@ impl VitAttention {
         let k = heads(project(&self.k_proj, x.clone()));
         let v = heads(project(&self.v_proj, x));
         let scores = q.matmul(k.swap_dims(2, 3)) * (hd as f64).powf(-0.5);
-        let o = activation::softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let o = crate::kernels::softmax_last(scores).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
         project(&self.out_proj, o)
     }
 }
