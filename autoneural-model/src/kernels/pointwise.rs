@@ -37,9 +37,21 @@ pub fn gelu_tanh_scalar(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh_fast(SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)))
 }
 
+/// An output buffer every element of which the caller writes: no zeroing pass (a
+/// measurable cost on activations of tens of MiB).
+fn output(len: usize) -> Vec<f32> {
+    let mut v: Vec<std::mem::MaybeUninit<f32>> = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit needs no initialisation; every caller overwrites all `len` elements
+    // before the buffer is read, and f32 has no invalid bit patterns.
+    unsafe {
+        v.set_len(len);
+        std::mem::transmute::<Vec<std::mem::MaybeUninit<f32>>, Vec<f32>>(v)
+    }
+}
+
 /// tanh-GELU of every element.
 pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    let mut out = output(x.len());
     out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, i)| {
         for (o, &v) in o.iter_mut().zip(i) {
             *o = gelu_tanh_scalar(v);
@@ -50,7 +62,7 @@ pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
 
 /// `y * gamma[c] + residual` over `[b, c, hw]` (layer scale and skip in one pass).
 pub fn scale_add(y: &[f32], gamma: &[f32], residual: &[f32], c: usize, hw: usize) -> Vec<f32> {
-    let mut out = vec![0f32; y.len()];
+    let mut out = output(y.len());
     out.par_chunks_mut(hw).zip(y.par_chunks(hw)).zip(residual.par_chunks(hw)).enumerate().for_each(
         |(row, ((o, y), r))| {
             let g = gamma[row % c];
@@ -80,7 +92,7 @@ pub fn rms_norm_channels_add(
     eps: f32,
     act: bool,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    let mut out = output(x.len());
     // Tasks own a run of pixels of one image, across all channels.
     let px = (CHUNK / c.max(1)).max(64).min(hw.max(1));
     let tasks: Vec<(usize, usize)> = (0..b).flat_map(|n| (0..hw).step_by(px).map(move |p0| (n, p0))).collect();
@@ -131,7 +143,7 @@ pub fn rms_norm_channels_add(
 /// Softmax of every row of length `n` (numerically stable: max subtracted), one read and
 /// one write per element instead of Burn's five passes.
 pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    let mut out = output(x.len());
     let rows_per_task = (CHUNK / n.max(1)).max(1);
     out.par_chunks_mut(rows_per_task * n).zip(x.par_chunks(rows_per_task * n)).for_each(|(o, i)| {
         for (o, i) in o.chunks_mut(n).zip(i.chunks(n)) {
