@@ -137,7 +137,7 @@ impl VisionLanguageModel {
         raw: bool,
         tokens_per_image: &[usize],
     ) -> Result<Vec<u32>> {
-        const TAG: &str = "<image>";
+        const TAG: &str = IMAGE_TAG;
         let n = tokens_per_image.len();
         let text =
             if n > 0 && !prompt.contains(TAG) { format!("{}{prompt}", TAG.repeat(n)) } else { prompt.to_string() };
@@ -146,27 +146,12 @@ impl VisionLanguageModel {
             return Err(ModelError::Invalid(format!("the prompt has {tags} `<image>` tags but {n} images were given")));
         }
         let rendered = if raw { text } else { tok.render_chat(&[crate::tokenizer::ChatMessage::user(text)], true)? };
-        let wrap = match self.config.format {
-            VlmFormat::Lfm2Vl => tok.token_id("<|image_start|>").zip(tok.token_id("<|image_end|>")),
-            VlmFormat::AutoNeural => None,
-        };
-        let mut ids = Vec::new();
-        for (k, segment) in rendered.split(TAG).enumerate() {
-            if k > 0 {
-                let count = tokens_per_image[k - 1];
-                if let Some((start, _)) = wrap {
-                    ids.push(start);
-                }
-                ids.extend(std::iter::repeat_n(self.config.image_token_id, count));
-                if let Some((_, end)) = wrap {
-                    ids.push(end);
-                }
-            }
-            // Only the first segment gets the post-processor (BOS) in raw mode; the chat
-            // template writes its own.
-            ids.extend(tok.encode(segment, raw && k == 0)?);
-        }
-        Ok(ids)
+        self.image_tokens().encode(tok, &rendered, raw, tokens_per_image)
+    }
+
+    /// How this model's prompts spell images.
+    pub fn image_tokens(&self) -> ImageTokens {
+        ImageTokens { image_token_id: self.config.image_token_id, wrap: self.config.format == VlmFormat::Lfm2Vl }
     }
 
     /// Generates an answer to `prompt` about `images`.
@@ -201,6 +186,54 @@ impl VisionLanguageModel {
         Ok(VlmGeneration { generation, vision_ms, image_tokens: counts })
     }
 }
+
+/// How `<image>` tags in rendered text become token ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageTokens {
+    pub image_token_id: u32,
+    /// Wrap each image in `<|image_start|>` / `<|image_end|>` when the tokenizer has them
+    /// (LFM2-VL's convention).
+    pub wrap: bool,
+}
+
+impl ImageTokens {
+    /// Tokenizes `rendered` (text after any chat template), each `<image>` becoming
+    /// `tokens_per_image[k]` image ids. `special` runs the tokenizer's post-processor (BOS)
+    /// on the first segment only.
+    pub fn encode(
+        &self,
+        tok: &TextTokenizer,
+        rendered: &str,
+        special: bool,
+        tokens_per_image: &[usize],
+    ) -> Result<Vec<u32>> {
+        let tags = rendered.matches(IMAGE_TAG).count();
+        if tags != tokens_per_image.len() {
+            return Err(ModelError::Invalid(format!(
+                "the text has {tags} `<image>` tags but {} images were given",
+                tokens_per_image.len()
+            )));
+        }
+        let wrap = if self.wrap { tok.token_id("<|image_start|>").zip(tok.token_id("<|image_end|>")) } else { None };
+        let mut ids = Vec::new();
+        for (k, segment) in rendered.split(IMAGE_TAG).enumerate() {
+            if k > 0 {
+                if let Some((start, _)) = wrap {
+                    ids.push(start);
+                }
+                ids.extend(std::iter::repeat_n(self.image_token_id, tokens_per_image[k - 1]));
+                if let Some((_, end)) = wrap {
+                    ids.push(end);
+                }
+            }
+            ids.extend(tok.encode(segment, special && k == 0)?);
+        }
+        Ok(ids)
+    }
+}
+
+/// Where an image goes in a prompt.
+pub const IMAGE_TAG: &str = "<image>";
 
 /// A generation plus what the images cost.
 #[derive(Debug, Clone, serde::Serialize)]
