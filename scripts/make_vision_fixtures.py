@@ -128,17 +128,28 @@ def patchify(img, p):
     return img.reshape(c, h // p, p, w // p, p).permute(1, 3, 2, 4, 0).reshape((h // p) * (w // p), p * p * c)
 
 
+TINY_VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=8,
+                vision_use_head=False)
+
+
+def vit_checkpoint(name, config_cls, model_cls, model_type, seed, weights_of, **extra):
+    """A random tiny SigLIP-family tower saved as `name` (weights laid out by `weights_of`)."""
+    d = fresh(name)
+    cfg = config_cls(**TINY_VIT, **extra)
+    model = model_cls(cfg).eval()
+    perturb(model, seed)
+    save_file(weights_of(tensors(model)), os.path.join(d, "model.safetensors"))
+    cfg_d = cfg.to_dict()
+    cfg_d["model_type"] = model_type
+    dump(os.path.join(d, "config.json"), cfg_d)
+    return d, model
+
+
 def siglip2_fixture():
     from transformers import Siglip2VisionConfig, Siglip2VisionModel
-    d = fresh("siglip2-tiny")
-    cfg = Siglip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              patch_size=8, num_patches=16, vision_use_head=False)
-    model = Siglip2VisionModel(cfg).eval()
-    perturb(model, 11)
-    save_file(tensors(model), os.path.join(d, "model.safetensors"))
-    cfg_d = cfg.to_dict()
-    cfg_d["model_type"] = "siglip2_vision_model"
-    dump(os.path.join(d, "config.json"), cfg_d)
+    # transformers 5's own flat layout
+    d, model = vit_checkpoint("siglip2-tiny", Siglip2VisionConfig, Siglip2VisionModel, "siglip2_vision_model", 11,
+                              lambda sd: sd, num_patches=16)
     cases = []
     g = torch.Generator().manual_seed(12)
     for hw in [(40, 56), (24, 16), (32, 32)]:
@@ -154,15 +165,9 @@ def siglip2_fixture():
 
 def siglip_fixture():
     from transformers import SiglipVisionConfig, SiglipVisionModel
-    d = fresh("siglip-tiny")
-    cfg = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             patch_size=8, image_size=32, vision_use_head=False)
-    model = SiglipVisionModel(cfg).eval()
-    perturb(model, 21)
-    save_file(hub_style(tensors(model), ""), os.path.join(d, "model.safetensors"))
-    cfg_d = cfg.to_dict()
-    cfg_d["model_type"] = "siglip_vision_model"
-    dump(os.path.join(d, "config.json"), cfg_d)
+    # the hub's nested layout
+    d, model = vit_checkpoint("siglip-tiny", SiglipVisionConfig, SiglipVisionModel, "siglip_vision_model", 21,
+                              lambda sd: hub_style(sd, ""), image_size=32)
     g = torch.Generator().manual_seed(22)
     img = torch.rand((1, 3, 32, 32), generator=g) * 2 - 1
     with torch.no_grad():
@@ -217,8 +222,7 @@ def lfm2_vl_fixture():
     d = fresh("lfm2-vl-tiny")
     tok = vlm_tokenizer(d)
     tcfg, _ = text_model(336, 0)
-    vcfg = Siglip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                               patch_size=8, num_patches=16, vision_use_head=False)
+    vcfg = Siglip2VisionConfig(**TINY_VIT, num_patches=16)
     cfg = Lfm2VlConfig(vision_config=vcfg.to_dict(), text_config=tcfg.to_dict(), projector_hidden_size=48,
                        image_token_id=tok.convert_tokens_to_ids("<image>"), downsample_factor=2,
                        projector_use_layernorm=True)
