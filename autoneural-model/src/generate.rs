@@ -3,13 +3,13 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::error::{ModelError, Result};
-use crate::text::model::PREFILL_CHUNK;
+use crate::text::model::{PREFILL_CHUNK, ids_tensor};
 use crate::text::{DecodeState, Lfm2ForCausalLM, Logits, StateBytes};
 
 /// How the next token is chosen.
@@ -176,17 +176,15 @@ pub fn generate_from(
     if let Some(bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
         return Err(ModelError::Invalid(format!("prompt token id {bad} is outside the model's vocabulary of {vocab}")));
     }
-    let device = model.model.embed_tokens.weight.val().device();
-    let ids = |v: &[u32]| -> Tensor<2, Int> {
-        Tensor::from_data(TensorData::new(v.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, v.len()]), &device)
-    };
+    let device = model.device();
+    let ids = |v: &[u32]| ids_tensor(v, &device);
     let mut state: DecodeState = model.new_state(1, prompt_ids.len() + options.max_new_tokens, &device);
     let t0 = Instant::now();
     let mut new_ids = Vec::new();
     let mut stop_reason = StopReason::MaxNewTokens;
     let mut ttft = 0.0;
     if options.max_new_tokens > 0 {
-        let embeds = prompt_embeds.unwrap_or_else(|| model.embed(ids(prompt_ids)));
+        let embeds = prompt_embeds.unwrap_or_else(|| model.embed_ids(prompt_ids));
         let logits = last_row(model.prefill_embeds(embeds, &mut state, PREFILL_CHUNK));
         let mut next = sampler.sample(&logits);
         ttft = t0.elapsed().as_secs_f64();

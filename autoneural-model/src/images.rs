@@ -52,10 +52,7 @@ pub enum Preprocess {
 
 fn round_by(x: f64, f: usize) -> usize {
     // Python's round(): half to even.
-    let q = x / f as f64;
-    let r = q.round();
-    let r = if (q - q.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 { r - q.signum() } else { r };
-    r as usize * f
+    (x / f as f64).round_ties_even() as usize * f
 }
 
 /// LFM2-VL's `smart_resize` (height, width) for one tile.

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
 use crate::connector::{Projector, ProjectorConfig};
 use crate::error::{ModelError, Result};
@@ -91,13 +91,8 @@ impl VisionLanguageModel {
     /// Text embeddings of `ids` with the rows of `features` (`[n_image_tokens, hidden]`, in
     /// order) in place of every `image_token_id`: `[1, t, hidden]`.
     pub fn merge(&self, ids: &[u32], features: Option<Tensor<2>>) -> Result<Tensor<3>> {
-        let device = self.language.model.embed_tokens.weight.val().device();
         let t = ids.len();
-        let tensor_ids = Tensor::<2, Int>::from_data(
-            TensorData::new(ids.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, t]),
-            &device,
-        );
-        let text = self.language.embed(tensor_ids);
+        let text = self.language.embed_ids(ids);
         let image_positions = ids.iter().filter(|&&x| x == self.config.image_token_id).count();
         let rows = features.as_ref().map_or(0, |f| f.dims()[0]);
         if image_positions != rows {
@@ -137,14 +132,12 @@ impl VisionLanguageModel {
         raw: bool,
         tokens_per_image: &[usize],
     ) -> Result<Vec<u32>> {
-        const TAG: &str = IMAGE_TAG;
         let n = tokens_per_image.len();
-        let text =
-            if n > 0 && !prompt.contains(TAG) { format!("{}{prompt}", TAG.repeat(n)) } else { prompt.to_string() };
-        let tags = text.matches(TAG).count();
-        if tags != n {
-            return Err(ModelError::Invalid(format!("the prompt has {tags} `<image>` tags but {n} images were given")));
-        }
+        let text = if n > 0 && !prompt.contains(IMAGE_TAG) {
+            format!("{}{prompt}", IMAGE_TAG.repeat(n))
+        } else {
+            prompt.to_string()
+        };
         let rendered = if raw { text } else { tok.render_chat(&[crate::tokenizer::ChatMessage::user(text)], true)? };
         self.image_tokens().encode(tok, &rendered, raw, tokens_per_image)
     }
@@ -165,7 +158,7 @@ impl VisionLanguageModel {
         sampler: &mut Sampler,
         on_token: impl FnMut(u32) -> Result<()>,
     ) -> Result<VlmGeneration> {
-        let device = self.language.model.embed_tokens.weight.val().device();
+        let device = self.language.device();
         let t0 = Instant::now();
         let mut counts = Vec::new();
         let mut feats = Vec::new();

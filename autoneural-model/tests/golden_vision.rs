@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use autoneural_model::checkpoint::apply::collect_tensors;
+use autoneural_model::checkpoint::apply::{collect_tensors, param_shapes};
 use autoneural_model::checkpoint::{load_mobilenetv5, load_siglip_vision, load_vlm, save_vlm};
 use autoneural_model::generate::{GenerateOptions, Sampler, SamplingConfig};
 use autoneural_model::images::load_image;
@@ -61,7 +61,7 @@ fn mobilenetv5_300m_layout_matches_timm() {
     let model = MobileNetV5::new(&arch, &Device::flex()).unwrap();
     assert_eq!(model.num_params() as u64, g["num_params"].as_u64().unwrap());
     assert_eq!(model.num_params(), 294_126_912);
-    let ours: BTreeMap<String, Vec<usize>> = shapes(&model);
+    let ours: BTreeMap<String, Vec<usize>> = param_shapes(&model, &NoMap).into_iter().collect();
     let theirs: BTreeMap<String, Vec<usize>> =
         g["keys"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), dims(v))).collect();
     assert_eq!(ours, theirs);
@@ -72,28 +72,6 @@ fn mobilenetv5_300m_layout_matches_timm() {
     let resolved = arch.resolve().unwrap();
     assert_eq!(resolved.stages.iter().map(Vec::len).sum::<usize>(), 84);
     assert_eq!((arch.msfa_output_resolution, arch.num_features), (16, 2048));
-}
-
-/// Every parameter's key and PyTorch-layout shape, without touching lazy data.
-fn shapes<M: Module>(m: &M) -> BTreeMap<String, Vec<usize>> {
-    use burn::module::{ModuleVisitor, Param};
-    struct V(Vec<(String, String)>, BTreeMap<String, Vec<usize>>);
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, c: &str) {
-            self.0.push((name.into(), c.into()));
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            let key =
-                self.0.iter().filter(|(_, c)| !c.starts_with("Enum:")).map(|(n, _)| n.as_str()).collect::<Vec<_>>();
-            self.1.insert(key.join("."), p.lazy_shape().dims::<D>().to_vec());
-        }
-    }
-    let mut v = V(Vec::new(), BTreeMap::new());
-    m.visit(&mut v);
-    v.1
 }
 
 #[test]

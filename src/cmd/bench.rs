@@ -236,9 +236,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn lm(args: LmArgs) -> anyhow::Result<()> {
-    let mut config = Lfm2Config::preset(&args.preset).with_context(|| {
-        format!("unknown preset {:?} (expected one of {})", args.preset, Lfm2Config::PRESETS.join(", "))
-    })?;
+    let mut config = preset(&args.preset)?;
     if let Some(n) = args.attention_layers {
         if n > config.num_layers() {
             bail!("--attention-layers {n} is more than the {} layers of {}", config.num_layers(), args.preset);

@@ -159,6 +159,34 @@ pub fn load_module<M: Module, K: KeyMap>(module: M, files: &WeightFiles, keys: &
     }
 }
 
+/// Every parameter's checkpoint key and PyTorch-layout shape, without reading (or
+/// materialising) any values.
+pub fn param_shapes<M: Module, K: KeyMap>(module: &M, keys: &K) -> Vec<(String, Vec<usize>)> {
+    struct Shapes<'a, K: KeyMap> {
+        keys: &'a K,
+        stack: PathStack,
+        out: Vec<(String, Vec<usize>)>,
+    }
+    impl<K: KeyMap> ModuleVisitor for Shapes<'_, K> {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.stack.push(name, container);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let mut shape = param.lazy_shape().dims::<D>().to_vec();
+            if self.stack.is_linear_weight() {
+                shape.reverse();
+            }
+            self.out.push((self.keys.key_for(&self.stack.path()), shape));
+        }
+    }
+    let mut v = Shapes { keys, stack: PathStack::default(), out: Vec::new() };
+    module.visit(&mut v);
+    v.out
+}
+
 /// Every parameter as `(checkpoint key, PyTorch-layout shape, f32 values)`.
 pub fn collect_tensors<M: Module, K: KeyMap>(module: &M, keys: &K) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     struct Collector<'a, K: KeyMap> {

@@ -268,7 +268,7 @@ pub fn autoneural_config_json(config: &VlmConfig) -> Value {
             "encoder": "mobilenetv5",
             "block_args": a.block_args,
             "stem_size": a.stem_size,
-            "pad_type": match a.pad_type { PadType::Same => "same", PadType::Symmetric => "", PadType::Valid => "valid" },
+            "pad_type": a.pad_type,
             "msfa_output_resolution": a.msfa_output_resolution,
             "num_features": a.num_features,
             "image_size": a.image_size,

@@ -50,6 +50,12 @@ pub fn rms_norm2d(x: Tensor<4>, weight: &Tensor<1>, eps: f64, act: bool) -> Tens
     })
 }
 
+/// The flex storage of a contiguous f32 inference tensor.
+fn flex_primitive<const D: usize>(x: &Tensor<D>) -> Option<burn_flex::FlexTensor> {
+    let p = x.clone().try_into_primitive::<Flex>().ok()?;
+    p.as_slice::<f32>().is_some().then_some(p)
+}
+
 /// `rms_norm2d(x) * gamma + residual` (the end of a residual block with layer scale): one
 /// pass on flex inference tensors. `gamma` and `residual` are optional.
 pub fn rms_norm2d_scale_add(
@@ -61,42 +67,39 @@ pub fn rms_norm2d_scale_add(
 ) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let fused = (|| {
+        // Norm weight and layer scale are both per channel: fold them into one.
         let mut wv = flex_values(weight)?;
         if let Some(g) = gamma {
             wv.iter_mut().zip(flex_values(g)?).for_each(|(w, g)| *w *= g);
         }
         let r = match &residual {
-            Some(r) => Some(r.clone().try_into_primitive::<Flex>().ok()?),
+            Some(t) => Some(flex_primitive(t)?),
             None => None,
         };
-        let rs = match &r {
-            Some(p) => Some(p.as_slice::<f32>()?),
-            None => None,
-        };
+        let rs = r.as_ref().and_then(|p| p.as_slice::<f32>());
         with_flex(&x, |xs| pointwise::rms_norm_channels_add(xs, &wv, rs, b, c, h * w, eps as f32, false))
     })();
-    fused.unwrap_or_else(|| {
-        let mut y = rms_norm2d(x, weight, eps, false);
-        if let Some(g) = gamma {
-            y = y * g.clone().reshape([1, c, 1, 1]);
-        }
-        match residual {
-            Some(r) => y + r,
-            None => y,
-        }
-    })
+    fused.unwrap_or_else(|| scale_add(rms_norm2d(x, weight, eps, false), gamma, residual))
 }
 
-/// `y * gamma[c] + residual` over `[b, c, h, w]`: one pass on flex inference tensors.
-pub fn scale_add(y: Tensor<4>, gamma: &Tensor<1>, residual: Tensor<4>) -> Tensor<4> {
+/// `y * gamma[c] + residual` over `[b, c, h, w]`, either part optional: one pass on flex
+/// inference tensors when both are given.
+pub fn scale_add(y: Tensor<4>, gamma: Option<&Tensor<1>>, residual: Option<Tensor<4>>) -> Tensor<4> {
     let [_, c, h, w] = y.dims();
-    let fused = (|| {
-        let g = flex_values(gamma)?;
-        let r = residual.clone().try_into_primitive::<Flex>().ok()?;
-        let rs = r.as_slice::<f32>()?;
-        with_flex(&y, |ys| pointwise::scale_add(ys, &g, rs, c, h * w))
-    })();
-    fused.unwrap_or_else(|| y * gamma.clone().reshape([1, c, 1, 1]) + residual)
+    match (gamma, residual) {
+        (None, None) => y,
+        (None, Some(r)) => y + r,
+        (Some(g), None) => y * g.clone().reshape([1, c, 1, 1]),
+        (Some(g), Some(r)) => {
+            let fused = (|| {
+                let gv = flex_values(g)?;
+                let rp = flex_primitive(&r)?;
+                let rs = rp.as_slice::<f32>()?;
+                with_flex(&y, |ys| pointwise::scale_add(ys, &gv, rs, c, h * w))
+            })();
+            fused.unwrap_or_else(|| y * g.clone().reshape([1, c, 1, 1]) + r)
+        }
+    }
 }
 
 /// How a weight matrix is stored.

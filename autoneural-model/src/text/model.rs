@@ -4,7 +4,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::kernels::{WeightLayout, matmul_weight};
 use crate::text::attention::Attention;
@@ -87,6 +87,11 @@ pub enum Logits {
     Last,
 }
 
+/// One sequence of token ids as a `[1, t]` tensor.
+pub fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(ids.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids.len()]), device)
+}
+
 /// LFM2 with its LM head. `lm_head` is absent when the embedding is tied.
 #[derive(Module, Debug)]
 pub struct Lfm2ForCausalLM {
@@ -117,6 +122,16 @@ impl Lfm2ForCausalLM {
             config: config.clone(),
             rope: Rope::new(config.head_dim, config.rope_theta),
         }
+    }
+
+    /// The device the model's weights live on.
+    pub fn device(&self) -> Device {
+        self.model.embed_tokens.weight.val().device()
+    }
+
+    /// Embeddings of one sequence: `[1, t, hidden]`.
+    pub fn embed_ids(&self, ids: &[u32]) -> Tensor<3> {
+        self.embed(ids_tensor(ids, &self.device()))
     }
 
     /// `ids: [b, t]` -> embeddings `[b, t, hidden]`.

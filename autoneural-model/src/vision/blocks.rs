@@ -34,8 +34,7 @@ impl EdgeResidual {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.bn1.forward_gelu(self.conv_exp.forward(x.clone()));
-        let skip = self.has_skip.then_some(x);
-        kernels::rms_norm2d_scale_add(self.conv_pwl.forward(y), &self.bn2.weight.val(), self.bn2.eps, None, skip)
+        self.bn2.forward_scale_add(self.conv_pwl.forward(y), None, self.has_skip.then_some(x))
     }
 }
 
@@ -104,30 +103,12 @@ impl UniversalInvertedResidual {
         if let Some(c) = &self.dw_mid {
             y = c.forward(y);
         }
-        let gamma = self.layer_scale.as_ref().map(|ls| ls.gamma.val());
         let skip = self.has_skip.then_some(x);
+        let scale = self.layer_scale.as_ref();
         match &self.dw_end {
             // Projection norm, layer scale and skip in one pass.
-            None => {
-                let y = self.pw_proj.conv.forward(y);
-                kernels::rms_norm2d_scale_add(
-                    y,
-                    &self.pw_proj.bn.weight.val(),
-                    self.pw_proj.bn.eps,
-                    gamma.as_ref(),
-                    skip,
-                )
-            }
-            Some(end) => {
-                let y = end.forward(self.pw_proj.forward(y));
-                let c = y.dims()[1];
-                match (gamma, skip) {
-                    (Some(g), Some(x)) => kernels::scale_add(y, &g, x),
-                    (Some(g), None) => y * g.reshape([1, c, 1, 1]),
-                    (None, Some(x)) => y + x,
-                    (None, None) => y,
-                }
-            }
+            None => self.pw_proj.bn.forward_scale_add(self.pw_proj.conv.forward(y), scale, skip),
+            Some(end) => LayerScale2d::apply(scale, end.forward(self.pw_proj.forward(y)), skip),
         }
     }
 }
@@ -216,12 +197,7 @@ pub struct MobileAttention {
 impl MobileAttention {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.attn.forward(self.norm.forward(x.clone()));
-        match (&self.layer_scale, self.has_skip) {
-            (Some(ls), true) => kernels::scale_add(y, &ls.gamma.val(), x),
-            (Some(ls), false) => ls.forward(y),
-            (None, true) => y + x,
-            (None, false) => y,
-        }
+        LayerScale2d::apply(self.layer_scale.as_ref(), y, self.has_skip.then_some(x))
     }
 }
 

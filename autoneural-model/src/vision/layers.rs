@@ -130,6 +130,13 @@ impl RmsNorm2d {
     pub fn forward_gelu(&self, x: Tensor<4>) -> Tensor<4> {
         kernels::rms_norm2d(x, &self.weight.val(), self.eps, true)
     }
+
+    /// The end of a residual block: norm, then optional layer scale and skip, in one pass
+    /// on CPU.
+    pub fn forward_scale_add(&self, x: Tensor<4>, scale: Option<&LayerScale2d>, skip: Option<Tensor<4>>) -> Tensor<4> {
+        let gamma = scale.map(|s| s.gamma.val());
+        kernels::rms_norm2d_scale_add(x, &self.weight.val(), self.eps, gamma.as_ref(), skip)
+    }
 }
 
 /// Conv -> RmsNorm2d (-> tanh-GELU): timm's `ConvNormAct`. Keys: `conv.*`, `bn.weight`.
@@ -162,9 +169,10 @@ impl LayerScale2d {
         Self { gamma: Initializer::Constant { value: init }.init([channels], device) }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let c = self.gamma.lazy_shape().dims::<1>()[0];
-        x * self.gamma.val().reshape([1, c, 1, 1])
+    /// `x * gamma + skip`, either optional (one pass on CPU when both apply).
+    pub fn apply(scale: Option<&Self>, x: Tensor<4>, skip: Option<Tensor<4>>) -> Tensor<4> {
+        let gamma = scale.map(|s| s.gamma.val());
+        kernels::scale_add(x, gamma.as_ref(), skip)
     }
 }
 

@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::vision::arch::{MobileNetV5Arch, PadType};
+use crate::vision::arch::MobileNetV5Arch;
 use crate::vision::blocks::{MobileBlock, UirSpec, UniversalInvertedResidual};
 use crate::vision::layers::{ConvNorm, ConvSpec, RmsNorm2d};
 use crate::vision::resize;
@@ -120,9 +120,5 @@ impl MobileNetV5 {
         let y = self.forward(pixels);
         let [b, c, h, w] = y.dims();
         y.reshape([b, c, h * w]).swap_dims(1, 2)
-    }
-
-    pub fn pad_type(&self) -> PadType {
-        self.arch.pad_type
     }
 }

@@ -111,6 +111,7 @@ pub struct MixtureSampler {
     recipe: Recipe,
     readers: Vec<JsonlRecords>,
     credit: Vec<f64>,
+    total_weight: f64,
     /// Records drawn from each source so far.
     pub drawn: Vec<usize>,
 }
@@ -120,17 +121,17 @@ impl MixtureSampler {
         let readers =
             recipe.sources.iter().map(|s| JsonlRecords::open(&s.path, policy(&recipe))).collect::<Result<_, _>>()?;
         let n = recipe.sources.len();
-        Ok(Self { recipe, readers, credit: vec![0.0; n], drawn: vec![0; n] })
+        let total_weight = recipe.sources.iter().map(|s| s.weight).sum();
+        Ok(Self { recipe, readers, credit: vec![0.0; n], total_weight, drawn: vec![0; n] })
     }
 
     /// The source the schedule picks next (smooth weighted round-robin).
     fn pick(&mut self) -> usize {
-        let total: f64 = self.recipe.sources.iter().map(|s| s.weight).sum();
         for (c, s) in self.credit.iter_mut().zip(&self.recipe.sources) {
             *c += s.weight;
         }
         let best = (0..self.credit.len()).fold(0, |b, i| if self.credit[i] > self.credit[b] { i } else { b });
-        self.credit[best] -= total;
+        self.credit[best] -= self.total_weight;
         best
     }
 
