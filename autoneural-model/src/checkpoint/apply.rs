@@ -70,42 +70,7 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// First pass: compare every parameter with the files, touching no data.
-struct Checker<'a, K: KeyMap> {
-    files: &'a WeightFiles,
-    keys: &'a K,
-    stack: PathStack,
-    report: KeyReport,
-    used: BTreeSet<String>,
-}
-
-impl<K: KeyMap> ModuleVisitor for Checker<'_, K> {
-    fn enter_module(&mut self, name: &str, container: &str) {
-        self.stack.push(name, container);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.stack.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let key = self.keys.key_for(&self.stack.path());
-        let mut expected = param.lazy_shape().dims::<D>().to_vec();
-        if self.stack.is_linear_weight() {
-            expected.reverse();
-        }
-        match self.files.shape(&key) {
-            None => self.report.missing.push(key),
-            Some(found) if found != expected => {
-                self.used.insert(key.clone());
-                self.report.mismatched.push((key, expected, found));
-            }
-            Some(_) => {
-                self.used.insert(key);
-            }
-        }
-    }
-}
-
-/// Second pass: replace every parameter by its checkpoint value (f32, on the param's device).
+/// Replaces every parameter by its checkpoint value (f32, on the param's device).
 struct Loader<'a, K: KeyMap> {
     files: &'a WeightFiles,
     keys: &'a K,
@@ -143,11 +108,21 @@ impl<K: KeyMap> ModuleMapper for Loader<'_, K> {
 
 /// Loads every parameter of `module` from `files`, or reports every mismatch.
 pub fn load_module<M: Module, K: KeyMap>(module: M, files: &WeightFiles, keys: &K, dir: &Path) -> Result<M> {
-    let mut checker =
-        Checker { files, keys, stack: PathStack::default(), report: KeyReport::default(), used: BTreeSet::new() };
-    module.visit(&mut checker);
-    let mut report = checker.report;
-    report.unexpected = files.keys().filter(|k| !checker.used.contains(*k) && !keys.ignorable(k)).cloned().collect();
+    // First pass: compare every parameter with the files, touching no data.
+    let mut report = KeyReport::default();
+    let mut used = BTreeSet::new();
+    for (key, expected) in param_shapes(&module, keys) {
+        match files.shape(&key) {
+            None => report.missing.push(key),
+            Some(found) => {
+                if found != expected {
+                    report.mismatched.push((key.clone(), expected, found));
+                }
+                used.insert(key);
+            }
+        }
+    }
+    report.unexpected = files.keys().filter(|k| !used.contains(*k) && !keys.ignorable(k)).cloned().collect();
     if !report.is_empty() {
         return Err(ModelError::Checkpoint { dir: dir.to_path_buf(), report });
     }
