@@ -12,6 +12,14 @@ in its own process so its peak RSS is its own.
     pip install torch transformers timm
     python scripts/bench_reference.py --mode vision --encoders mobilenetv5_300m_enc,vit_300m_p14 \
         --resolutions 256,512,768 --threads 2
+
+Train (the model of an experiment file, shapes and optimizer of `autoneural bench train`):
+timm MobileNetV5 + Linear-GELU-Linear connector + transformers Lfm2ForCausalLM, one fixed
+synthetic batch, masked next-token CE, AdamW, clip_grad_norm_, fp32; samples/s and the
+forward / backward / clip / optimizer split. Parameter counts print next to ours.
+    pip install torch transformers timm
+    python scripts/bench_reference.py --mode train --experiment experiments/quickstart.toml \
+        --batch 16 --steps 10 --warmup 2 --threads 2
 """
 import argparse
 import json
@@ -94,9 +102,187 @@ def vision(args):
     return rows
 
 
+# Presets of autoneural-model (vision/arch.rs, text/config.rs) that `--mode train` knows.
+MNV5_PRESETS = {
+    # block args, stem size, num_features, image size, default msfa_output_resolution
+    "mobilenetv5_tiny": ([
+        ["er_r1_k3_s2_e4_c16", "er_r1_k3_s1_e2_c16"],
+        ["uir_r1_a3_k5_s2_e4_c24", "uir_r1_a5_k0_s1_e2_c24"],
+        ["uir_r1_a3_k3_s2_e4_c32", "mqa_r1_k3_h2_v2_s1_d8_c32", "uir_r1_a0_k0_s1_e2_c32"],
+        ["uir_r1_a0_k3_p3_s2_e3_c48", "mqa_r1_k3_h4_s1_d12_c48", "uir_r1_a0_k0_s1_e2_c48"],
+    ], 8, 64, 64, 2),
+}
+# vocab, hidden, intermediate (raw), heads, kv heads, layers, attention layers
+LM_PRESETS = {
+    "lfm2-tiny": (8192, 256, 1152, 4, 2, 8, 3),
+    "lfm2-nano": (512, 64, 288, 4, 2, 4, 2),
+}
+
+
+def attention_placement(num_layers, count):
+    """autoneural-model text/config.rs: evenly spaced, ending at the last layer."""
+    count = min(count, num_layers)
+    return [-(-((i + 1) * num_layers) // count) - 1 for i in range(count)]
+
+
+def train(args):
+    """`autoneural bench train` in PyTorch: same model, batch shapes, loss and optimizer."""
+    import tomllib
+    import timm  # noqa: F401  (registers the MobileNetV5 blocks)
+    from timm.layers import RmsNorm2d
+    from timm.models._efficientnet_builder import decode_arch_def
+    from timm.models.mobilenetv5 import MobileNetV5
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    with open(args.experiment, "rb") as f:
+        exp = tomllib.load(f)
+    stages = exp["stage"]
+    stage = next(s for s in stages if s["name"] == args.stage) if args.stage else stages[min(1, len(stages) - 1)]
+    vocab = exp["data"].get("vocab_size", 512)
+    m = exp["model"]
+    blocks, stem, num_features, size, out_res = MNV5_PRESETS[m["vision"]["preset"]]
+    size = m.get("image_size", size)
+    out_res = m["vision"].get("msfa_output_resolution", out_res)
+    lang = m["language"]
+    _, hidden, ff, heads, kv, layers, attn = LM_PRESETS[lang["preset"]]
+    hidden = lang.get("hidden_size", hidden)
+    ff = lang.get("intermediate_size", ff)
+    heads = lang.get("num_attention_heads", heads)
+    kv = lang.get("num_key_value_heads", kv)
+    layers = lang.get("num_layers", layers)
+    attn = attention_placement(layers, lang.get("attention_layers", attn))
+    proj_hidden = m.get("projector_hidden_size", hidden)
+
+    encoder = MobileNetV5(decode_arch_def(blocks), num_classes=0, stem_size=stem, num_features=num_features,
+                          pad_type="same", msfa_output_resolution=out_res, norm_layer=RmsNorm2d,
+                          layer_scale_init_value=1e-5, global_pool="")
+    projector = torch.nn.Sequential(torch.nn.Linear(num_features, proj_hidden), torch.nn.GELU(),
+                                    torch.nn.Linear(proj_hidden, hidden))
+    # Lfm2Config::to_hf_json of the experiment's text config (block_multiple_of 32 below
+    # hidden 1024, ff multiplier 1.0, auto-adjusted ff dim, no conv bias, tied embeddings).
+    cfg = Lfm2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers,
+                     num_attention_heads=heads, num_key_value_heads=kv, head_dim=hidden // heads,
+                     max_position_embeddings=128000, norm_eps=1e-5, conv_L_cache=3, conv_bias=False,
+                     block_multiple_of=256 if hidden >= 1024 else 32, block_ffn_dim_multiplier=1.0,
+                     block_auto_adjust_ff_dim=True, tie_word_embeddings=True, bos_token_id=1, eos_token_id=7,
+                     pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                     layer_types=["full_attention" if i in attn else "conv" for i in range(layers)])
+    cfg._attn_implementation = args.attn
+    lm = Lfm2ForCausalLM(cfg)
+    model = torch.nn.ModuleDict({"vision_tower": encoder, "multi_modal_projector": projector, "language": lm})
+    model.train()
+    count = lambda mod: sum(p.numel() for p in mod.parameters())
+    mlp_width = lm.model.layers[0].feed_forward.w1.out_features
+
+    # The batch: 3 leading tokens, the image's tokens, text; loss on the last positions.
+    with torch.no_grad():
+        image_tokens = encoder.forward_features(torch.zeros(1, 3, size, size)).flatten(2).shape[2]
+    image_id = vocab - 1
+    length = image_tokens + args.text_tokens
+    g = torch.Generator().manual_seed(0)
+    seq = torch.randint(0, vocab - 1, (args.batch, length + 1), generator=g)
+    seq[:, 3:3 + image_tokens] = image_id
+    inputs, targets = seq[:, :-1], seq[:, 1:].clone()
+    mask = torch.zeros(args.batch, length, dtype=torch.bool)
+    mask[:, length - min(args.loss_tokens, args.text_tokens - 3):] = True
+    image_pos = inputs == image_id
+    pixels = torch.rand(args.batch, 3, size, size, generator=g)
+    n_loss = int(mask.sum())
+
+    wd = stage.get("weight_decay", 0.0)
+    optim = torch.optim.AdamW(model.parameters(), lr=stage["lr"], betas=(stage.get("beta1", 0.9),
+                              stage.get("beta2", 0.95)), eps=1e-8, weight_decay=wd)
+    clip = stage.get("grad_clip", 1.0)
+    emb = lm.get_input_embeddings()
+
+    def forward():
+        feats = encoder.forward_features(pixels).flatten(2).transpose(1, 2)  # [n, tokens, C], row-major grid
+        feats = projector(feats)
+        e = emb(inputs)
+        e = e.masked_scatter(image_pos.unsqueeze(-1), feats.reshape(-1, hidden).to(e.dtype))
+        logits = lm(inputs_embeds=e, use_cache=False).logits
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none")
+        return (nll * mask.reshape(-1)).sum()
+
+    times, phases, last = [], [0.0, 0.0, 0.0, 0.0], float("nan")
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        nll = forward()
+        last = float(nll.detach()) / n_loss
+        t1 = time.perf_counter()
+        (nll / n_loss).backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        t3 = time.perf_counter()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if step >= args.warmup:
+            times.append((t4 - t0) * 1e3)
+            for i, (a, b) in enumerate([(t0, t1), (t1, t2), (t2, t3), (t3, t4)]):
+                phases[i] += (b - a) * 1e3
+    n = len(times)
+    mean = sum(times) / n
+    split = None
+    if args.breakdown:
+        # The halves as separate graphs (as `bench train --breakdown`): vision = encoder +
+        # connector, backward from the features' sum; language = merge with detached
+        # features, LM, loss. No optimizer step.
+        with torch.no_grad():
+            fixed = projector(encoder.forward_features(pixels).flatten(2).transpose(1, 2)).reshape(-1, hidden)
+        acc = [0.0, 0.0, 0.0, 0.0]
+        for run in range(args.steps + 1):
+            t0 = time.perf_counter()
+            f = projector(encoder.forward_features(pixels).flatten(2).transpose(1, 2))
+            t1 = time.perf_counter()
+            f.sum().backward()
+            t2 = time.perf_counter()
+            e = emb(inputs).masked_scatter(image_pos.unsqueeze(-1), fixed)
+            logits = lm(inputs_embeds=e, use_cache=False).logits
+            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1), reduction="none")
+            loss = (nll * mask.reshape(-1)).sum() / n_loss
+            float(loss.detach())
+            t3 = time.perf_counter()
+            loss.backward()
+            t4 = time.perf_counter()
+            optim.zero_grad(set_to_none=True)
+            if run > 0:
+                for i, (a, b) in enumerate([(t0, t1), (t1, t2), (t2, t3), (t3, t4)]):
+                    acc[i] += (b - a) * 1e3
+        split = dict(zip(["vision_forward", "vision_backward", "language_forward", "language_backward"],
+                         [a / args.steps for a in acc]))
+    out = {
+        "implementation": f"torch {torch.__version__}, timm {timm.__version__}, transformers "
+                          f"{__import__('transformers').__version__} ({args.attn} attention)",
+        "experiment": exp["name"], "stage": stage["name"],
+        "params_vision": count(encoder), "params_projector": count(projector), "params_language": count(lm),
+        "params_total": count(model), "image_size": size, "image_tokens": image_tokens,
+        "vision_dim": num_features, "text_hidden": hidden, "text_mlp_width": mlp_width, "text_layers": layers,
+        "attention_layers": attn, "vocab_size": vocab, "batch": args.batch, "seq_len": length,
+        "loss_tokens_per_row": n_loss // args.batch, "warmup": args.warmup, "steps": n,
+        "ms_per_step": mean, "median_ms": sorted(times)[n // 2], "min_ms": min(times),
+        "samples_per_s": args.batch * 1e3 / mean,
+        "phases_ms": dict(zip(["forward", "backward", "clip", "optimizer"], [p / n for p in phases])),
+        "breakdown_ms": split,
+        "step_ms": [round(t, 1) for t in times], "last_loss": last, "threads": args.threads,
+    }
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", default="lm", choices=["lm", "vision", "vision-one"])
+    ap.add_argument("--mode", default="lm", choices=["lm", "vision", "vision-one", "train"])
+    ap.add_argument("--experiment", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                         "experiments", "quickstart.toml"))
+    ap.add_argument("--stage", default=None, help="train: stage by name (default: the second)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--text-tokens", type=int, default=40)
+    ap.add_argument("--loss-tokens", type=int, default=8)
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    ap.add_argument("--breakdown", action="store_true", help="train: also time the vision and language halves")
     ap.add_argument("--encoders", default="mobilenetv5_300m_enc,vit_300m_p14")
     ap.add_argument("--resolutions", default="256,512,768")
     ap.add_argument("--runs", type=int, default=2)
@@ -107,6 +293,8 @@ def main():
     args = ap.parse_args()
     if args.mode == "vision":
         return vision(args)
+    if args.mode == "train":
+        return train(args)
     if args.mode == "vision-one":
         return vision_one(args.encoders, int(args.resolutions), args.runs, args.threads)
     torch.set_num_threads(args.threads)

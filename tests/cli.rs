@@ -192,3 +192,115 @@ fn image_errors_name_the_file_and_never_panic() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 `<image>` tags but 1 images"));
 }
+
+/// The research loop through the CLI on a tiny model: synthesize data, train a tokenizer,
+/// run an experiment, evaluate and generate with its final checkpoint.
+#[test]
+fn data_run_eval_generate_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let out = autoneural(&[
+        "data",
+        "synth",
+        "--out",
+        data_s,
+        "--samples",
+        "6",
+        "--image-size",
+        "64",
+        "--seed",
+        "1",
+        "--families",
+        "ocr,vqa",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(data.join("manifest.json").is_file());
+    let tok = tmp.path().join("tok");
+    let out =
+        autoneural(&["data", "tokenizer", "--data", data_s, "--vocab-size", "300", "--out", tok.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let exp = tmp.path().join("exp.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            r#"name = "cli"
+out_dir = "runs"
+[data]
+dir = "{data_s}"
+tokenizer = "tok"
+[model.vision]
+preset = "mobilenetv5_tiny"
+[model.language]
+preset = "lfm2-nano"
+[[stage]]
+name = "all"
+train = ["vision", "projector", "language"]
+steps = 2
+lr = 1e-3
+micro_batch = 2
+mixture = {{ ocr = 1, vqa = 1 }}
+[eval]
+max_per_task = 2
+max_new_tokens = 4
+"#
+        ),
+    )
+    .unwrap();
+    let exp_s = exp.to_str().unwrap();
+    let out = autoneural(&["run", exp_s]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| ocr |") && stdout.contains("majority baseline"), "{stdout}");
+    let run_dir = tmp.path().join("runs").join("cli");
+    for f in ["experiment.json", "metrics.jsonl", "stages.json", "eval.json", "eval.md", "report.md"] {
+        assert!(run_dir.join(f).is_file(), "missing {f}");
+    }
+    // A second run refuses to overwrite the first.
+    let out = autoneural(&["run", exp_s]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+
+    let final_dir = run_dir.join("final");
+    let final_s = final_dir.to_str().unwrap();
+    let test_file = data.join("ocr").join("test.jsonl");
+    let out = autoneural(&[
+        "eval",
+        "--model",
+        final_s,
+        "--data",
+        test_file.to_str().unwrap(),
+        "--max-per-task",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"]["ocr"]["answers"], 3);
+    let image = data.join("ocr").join("images").join("test-0.png");
+    let out = autoneural(&[
+        "generate",
+        "--model",
+        final_s,
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "What word is written?",
+        "--max-new-tokens",
+        "4",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_malformed_experiment_is_an_error_naming_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("bad.toml");
+    std::fs::write(&exp, "name = \"x\"\nseed = \"zero\"\n").unwrap();
+    let out = autoneural(&["run", exp.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("seed") && !err.contains("panicked"), "{err}");
+}

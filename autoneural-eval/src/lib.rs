@@ -1,7 +1,12 @@
-//! Evaluation: benchmarks of latency, throughput and memory (and, as the project grows,
-//! metrics, quantization-error analysis and the NPU cost model).
+//! Evaluation: task accuracy (exact match, ANLS) against baselines, the experiment runner
+//! and its report, and benchmarks of latency, throughput and memory.
 
+pub mod accuracy;
 pub mod bench_lm;
+pub mod bench_train;
 pub mod bench_vision;
+pub mod evaluate;
 pub mod membw;
 pub mod peak_alloc;
+pub mod report;
+pub mod runner;

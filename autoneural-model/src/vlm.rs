@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::connector::{Projector, ProjectorConfig};
 use crate::error::{ModelError, Result};
@@ -91,35 +91,46 @@ impl VisionLanguageModel {
     /// Text embeddings of `ids` with the rows of `features` (`[n_image_tokens, hidden]`, in
     /// order) in place of every `image_token_id`: `[1, t, hidden]`.
     pub fn merge(&self, ids: &[u32], features: Option<Tensor<2>>) -> Result<Tensor<3>> {
-        let t = ids.len();
-        let text = self.language.embed_ids(ids);
+        self.merge_batch(ids, 1, ids.len(), features)
+    }
+
+    /// [`merge`](Self::merge) for a padded batch: `ids` is row-major `[rows, len]` and the
+    /// feature rows fill the image-token positions in that order -> `[rows, len, hidden]`.
+    /// One gather from `[text rows; feature rows]`, so gradients reach both the embedding
+    /// table and the image features.
+    pub fn merge_batch(&self, ids: &[u32], rows: usize, len: usize, features: Option<Tensor<2>>) -> Result<Tensor<3>> {
+        let device = self.language.device();
+        let id_tensor = Tensor::<2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&x| x as i64).collect::<Vec<_>>(), [rows, len]),
+            &device,
+        );
+        let text = self.language.embed(id_tensor);
         let image_positions = ids.iter().filter(|&&x| x == self.config.image_token_id).count();
-        let rows = features.as_ref().map_or(0, |f| f.dims()[0]);
-        if image_positions != rows {
+        let n_features = features.as_ref().map_or(0, |f| f.dims()[0]);
+        if image_positions != n_features {
             return Err(ModelError::Invalid(format!(
-                "the prompt has {image_positions} image tokens but the images give {rows} features"
+                "the prompt has {image_positions} image tokens but the images give {n_features} features"
             )));
         }
         let Some(features) = features else { return Ok(text) };
         let d = text.dims()[2];
-        // Runs of text and image positions, concatenated in order (differentiable).
-        let mut pieces = Vec::new();
-        let (mut i, mut f) = (0, 0);
-        while i < t {
-            let is_image = ids[i] == self.config.image_token_id;
-            let mut j = i;
-            while j < t && (ids[j] == self.config.image_token_id) == is_image {
-                j += 1;
-            }
-            if is_image {
-                pieces.push(features.clone().slice([f..f + (j - i), 0..d]).unsqueeze::<3>());
-                f += j - i;
-            } else {
-                pieces.push(text.clone().slice([0..1, i..j, 0..d]));
-            }
-            i = j;
-        }
-        Ok(Tensor::cat(pieces, 1))
+        let n = rows * len;
+        let mut next_feature = n;
+        let index: Vec<i64> = ids
+            .iter()
+            .enumerate()
+            .map(|(p, &id)| {
+                if id == self.config.image_token_id {
+                    next_feature += 1;
+                    (next_feature - 1) as i64
+                } else {
+                    p as i64
+                }
+            })
+            .collect();
+        let table = Tensor::cat(vec![text.reshape([n, d]), features], 0);
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
+        Ok(table.select(0, index).reshape([rows, len, d]))
     }
 
     /// Prompt ids for `prompt` with `images`: each `<image>` becomes that image's tokens
@@ -147,6 +158,23 @@ impl VisionLanguageModel {
         ImageTokens { image_token_id: self.config.image_token_id, wrap: self.config.format == VlmFormat::Lfm2Vl }
     }
 
+    /// Preprocessed, encoded and projected `images`: their feature rows in order
+    /// (`[total image tokens, hidden]`, none without images) and each one's token count.
+    pub fn features_of(&self, images: &[LoadedImage]) -> (Option<Tensor<2>>, Vec<usize>) {
+        let device = self.language.device();
+        let mut counts = Vec::new();
+        let mut feats = Vec::new();
+        for img in images {
+            let pixels = self.config.preprocess.apply(img, &device);
+            let [_, _, h, w] = pixels.dims();
+            counts.push(self.config.tokens_per_image(h, w));
+            let f = self.image_features(pixels);
+            let [_, n, d] = f.dims();
+            feats.push(f.reshape([n, d]));
+        }
+        ((!feats.is_empty()).then(|| Tensor::cat(feats, 0)), counts)
+    }
+
     /// Generates an answer to `prompt` about `images`.
     pub fn generate(
         &self,
@@ -158,19 +186,8 @@ impl VisionLanguageModel {
         sampler: &mut Sampler,
         on_token: impl FnMut(u32) -> Result<()>,
     ) -> Result<VlmGeneration> {
-        let device = self.language.device();
         let t0 = Instant::now();
-        let mut counts = Vec::new();
-        let mut feats = Vec::new();
-        for img in images {
-            let pixels = self.config.preprocess.apply(img, &device);
-            let [_, _, h, w] = pixels.dims();
-            counts.push(self.config.tokens_per_image(h, w));
-            let f = self.image_features(pixels);
-            let [_, n, d] = f.dims();
-            feats.push(f.reshape([n, d]));
-        }
-        let features = (!feats.is_empty()).then(|| Tensor::cat(feats, 0));
+        let (features, counts) = self.features_of(images);
         let ids = self.prompt_ids(tok, prompt, raw, &counts)?;
         let embeds = self.merge(&ids, features)?;
         let vision_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -3,11 +3,13 @@
 
 use anyhow::{Context, bail};
 use autoneural_eval::bench_lm::{LmBenchOptions, random_model, run as run_bench};
+use autoneural_eval::bench_train::{self, TrainBenchOptions};
 use autoneural_eval::bench_vision;
 use autoneural_eval::membw::measure_read_bandwidth;
 use autoneural_model::device::parse_device;
 use autoneural_model::text::Lfm2Config;
 use autoneural_model::vision::EncoderConfig;
+use autoneural_train::config::Experiment;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -23,6 +25,9 @@ pub enum BenchCommand {
     /// Vision-encoder latency and peak memory per resolution; several encoders are timed in
     /// the same process and compared with the first.
     Vision(VisionArgs),
+    /// Training throughput of an experiment's model: optimizer steps (forward + loss,
+    /// backward, clipping, AdamW) on one synthetic batch of training shapes, per phase.
+    Train(TrainArgs),
     /// Memory read bandwidth of this machine (all threads).
     Membw {
         #[arg(long, default_value_t = 1024)]
@@ -92,6 +97,111 @@ pub struct VisionArgs {
     pub device: String,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The experiment file whose model (and stage optimizer settings) is benchmarked.
+    #[arg(long)]
+    pub experiment: std::path::PathBuf,
+    /// Stage whose trained parts and optimizer are used (default: the second stage).
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Timed optimizer steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Text positions per sequence besides the image tokens.
+    #[arg(long, default_value_t = 40)]
+    pub text_tokens: usize,
+    /// Trained positions at the end of each sequence.
+    #[arg(long, default_value_t = 8)]
+    pub loss_tokens: usize,
+    /// Also time the vision half (encoder + connector) and the language half (LM + loss)
+    /// as separate graphs, forward and backward.
+    #[arg(long)]
+    pub breakdown: bool,
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let exp = Experiment::from_file(&args.experiment)?;
+    let device = parse_device(&args.device)?;
+    let opts = TrainBenchOptions {
+        batch: args.batch,
+        steps: args.steps,
+        warmup: args.warmup,
+        text_tokens: args.text_tokens,
+        loss_tokens: args.loss_tokens,
+        stage: args.stage,
+        breakdown: args.breakdown,
+    };
+    let r = bench_train::run(&exp, &opts, &device)?;
+    match args.format {
+        Format::Json => {
+            let mut v = serde_json::to_value(&r)?;
+            v["device"] = json!(args.device);
+            println!("{}", serde_json::to_string(&v)?);
+        }
+        Format::Text => {
+            println!(
+                "{} stage {:?} (training {}): {} params = vision {} + projector {} + language {}",
+                r.experiment,
+                r.stage,
+                r.trained_parts.join(", "),
+                r.params_total,
+                r.params_vision,
+                r.params_projector,
+                r.params_language
+            );
+            println!(
+                "image {}px -> {} tokens of {}; LM hidden {}, MLP {}, {} layers (attention at {:?}), vocab {}",
+                r.image_size,
+                r.image_tokens,
+                r.vision_dim,
+                r.text_hidden,
+                r.text_mlp_width,
+                r.text_layers,
+                r.attention_layers,
+                r.vocab_size
+            );
+            println!(
+                "batch {} x {} positions ({} trained per row), {} timed steps after {} warm-up",
+                r.batch, r.seq_len, r.loss_tokens_per_row, r.steps, r.warmup
+            );
+            let p = &r.phases_ms;
+            println!(
+                "step: {:.1} ms mean ({:.1} median, {:.1} min) = {:.2} samples/s",
+                r.ms_per_step, r.median_ms, r.min_ms, r.samples_per_s
+            );
+            println!(
+                "phases: forward {:.1} ms, backward {:.1} ms, grads + clip {:.1} ms, optimizer {:.1} ms",
+                p.forward, p.backward, p.clip, p.optimizer
+            );
+            if let Some(b) = &r.breakdown_ms {
+                println!(
+                    "halves: vision forward {:.1} + backward {:.1} ms, language forward {:.1} + backward {:.1} ms",
+                    b.vision_forward, b.vision_backward, b.language_forward, b.language_backward
+                );
+            }
+            println!(
+                "last loss {:.3}, peak step heap {}, {} threads, device {}",
+                r.last_loss,
+                r.peak_step_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+                r.threads,
+                args.device
+            );
+        }
+    }
+    Ok(())
 }
 
 fn vision(args: VisionArgs) -> anyhow::Result<()> {
@@ -221,6 +331,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Lm(args) => lm(args),
         BenchCommand::Context(args) => context(args),
         BenchCommand::Vision(args) => vision(args),
+        BenchCommand::Train(args) => train(args),
         BenchCommand::Membw { mib, format } => {
             let bw = measure_read_bandwidth(mib << 20, 9);
             match format {

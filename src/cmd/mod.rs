@@ -1,7 +1,10 @@
 //! Subcommands.
 
 mod bench;
+mod data;
+mod eval;
 mod generate;
+mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -21,9 +24,17 @@ pub enum Command {
     /// Generate text from a checkpoint directory (LFM2, LFM2-VL or AutoNeural), with images
     /// for vision-language models.
     Generate(generate::GenerateArgs),
+    /// Run an experiment file: synthetic data, tokenizer, training stages, evaluation and a
+    /// report, in one run directory.
+    Run(run::RunArgs),
+    /// Per-task accuracy (exact match, ANLS) of a checkpoint on JSONL conversations.
+    Eval(eval::EvalArgs),
     /// Benchmarks (random weights, no checkpoint needed).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Synthetic datasets and tokenizer training.
+    #[command(subcommand)]
+    Data(data::DataCommand),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,5 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Data(cmd) => data::run(cmd),
+        Command::Run(args) => run::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }

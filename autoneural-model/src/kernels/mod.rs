@@ -28,7 +28,19 @@ fn with_flex<const D: usize>(x: &Tensor<D>, f: impl FnOnce(&[f32]) -> Vec<f32>) 
 
 /// tanh-GELU: fused on flex inference tensors, Burn's ops otherwise (autodiff, wgpu).
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    with_flex(&x, pointwise::gelu_tanh).unwrap_or_else(|| burn::tensor::activation::gelu_approximate(x))
+    with_flex(&x, pointwise::gelu_tanh).unwrap_or_else(|| gelu_tanh_ops(x))
+}
+
+/// tanh-GELU from differentiable tensor ops, for autodiff and other backends:
+/// `0.5 x (1 + tanh(z)) = x sigmoid(2z)` with `z = sqrt(2/pi) (x + 0.044715 x^3)`. The
+/// cube as two products and one sigmoid instead of Burn's `gelu_approximate` (`powf`,
+/// `tanh`) took the quickstart encoder's training forward from 37.6 to 17.2 ms per step
+/// and its backward from 52.8 to 41.3 ms (`bench train --breakdown`).
+fn gelu_tanh_ops<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const TWO_SQRT_2_OVER_PI: f64 = 1.595_769_121_605_730_7;
+    let cube = x.clone() * x.clone() * x.clone();
+    let z = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
+    x * burn::tensor::activation::sigmoid(z)
 }
 
 /// Softmax over the last dimension: fused on flex inference tensors, Burn's otherwise.
@@ -46,7 +58,7 @@ pub fn rms_norm2d(x: Tensor<4>, weight: &Tensor<1>, eps: f64, act: bool) -> Tens
     fused.unwrap_or_else(|| {
         let inv = (x.clone().square().mean_dim(1) + eps).sqrt().recip();
         let y = x * inv * weight.clone().reshape([1, c, 1, 1]);
-        if act { burn::tensor::activation::gelu_approximate(y) } else { y }
+        if act { gelu_tanh_ops(y) } else { y }
     })
 }
 

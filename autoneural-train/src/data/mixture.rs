@@ -43,7 +43,7 @@ pub struct Recipe {
     pub on_bad_record: BadRecordPolicy,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BadRecordPolicy {
     #[default]

@@ -1,0 +1,80 @@
+//! The run's one-page markdown report: model, stages, accuracy against the baseline.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use autoneural_model::vlm::VisionLanguageModel;
+use autoneural_train::config::Experiment;
+use autoneural_train::train::StageReport;
+use burn::module::Module;
+
+use crate::evaluate::EvalReport;
+
+pub fn render(
+    exp: &Experiment,
+    model: &VisionLanguageModel,
+    stages: &[StageReport],
+    eval: Option<&EvalReport>,
+    final_dir: &Path,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Run report: {}\n", exp.name);
+    let c = &model.config;
+    let size = c.encoder.image_size();
+    let _ = writeln!(
+        s,
+        "Model: vision {} ({} parameters), connector {} parameters, language {} layers ({} attention) of width {} \
+         ({} parameters); {size}x{size} images give {} tokens each. Device `{}`.\n",
+        exp.model.vision.preset,
+        model.vision_tower.num_params(),
+        model.multi_modal_projector.num_params(),
+        c.text.num_layers(),
+        c.text.layer_types.iter().filter(|k| **k == autoneural_model::text::LayerKind::Attention).count(),
+        c.text.hidden_size,
+        model.language.num_params(),
+        c.tokens_per_image(size, size),
+        exp.device,
+    );
+    s.push_str("## Stages\n\n| stage | steps | batch | trained params | frozen params | final train loss | val loss | val token acc | samples/s | time |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in stages {
+        let (vl, va) = r.val.as_ref().map_or(("-".into(), "-".into()), |v| {
+            (format!("{:.4}", v.loss), format!("{:.1}%", 100.0 * v.token_accuracy))
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.4} | {vl} | {va} | {:.1} | {:.0} s |",
+            r.name,
+            r.steps,
+            r.effective_batch,
+            r.trainable_params,
+            r.frozen_params,
+            r.final_train_loss,
+            r.samples_per_s,
+            r.seconds
+        );
+    }
+    match eval {
+        Some(e) => {
+            let _ = writeln!(s, "\n## Held-out accuracy ({} split)\n\n{}", exp.eval.split, e.markdown());
+            let below: Vec<&str> =
+                e.tasks.iter().filter(|(_, t)| t.exact_match <= t.majority_baseline).map(|(k, _)| k.as_str()).collect();
+            if below.is_empty() {
+                s.push_str("Every task family is above its majority-answer baseline.\n");
+            } else {
+                let _ = writeln!(s, "Not above the majority-answer baseline: {}.", below.join(", "));
+            }
+            s.push_str("\n### Examples\n\n| task | question | reference | answer |\n|---|---|---|---|\n");
+            for x in &e.examples {
+                let _ =
+                    writeln!(s, "| {} | {} | {} | {} |", x.task, x.question, x.gold, x.predicted.replace('|', "\\|"));
+            }
+        }
+        None => s.push_str("\nNo held-out split was found; nothing was evaluated.\n"),
+    }
+    let _ = writeln!(
+        s,
+        "\n## Use it\n\n```\ncargo run --release -- generate --model {} --image IMAGE.png --prompt \"What word is written?\"\n```",
+        final_dir.display()
+    );
+    s
+}

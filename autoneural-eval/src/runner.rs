@@ -1,0 +1,239 @@
+//! `autoneural run EXPERIMENT.toml`: synthetic data (when missing), a tokenizer (when none is
+//! given), the training stages, evaluation on the held-out split, and a run directory with
+//! the resolved config, metrics, the final checkpoint and a markdown report.
+//!
+//! ```text
+//! runs/<name>/
+//!   experiment.json       the experiment as resolved (absolute paths, defaults filled in)
+//!   tokenizer/            trained BPE tokenizer (unless the experiment names one)
+//!   metrics.jsonl         one line per step and per validation
+//!   checkpoints/          step-NNNNNN/ (+ `latest`), for --resume
+//!   stages.json           one report per finished stage
+//!   final/                the trained model: `autoneural generate --model runs/<name>/final`
+//!   eval.json, eval.md    per-task accuracy with the majority-answer baseline
+//!   report.md             all of the above in one page
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use autoneural_model::device::parse_device;
+use autoneural_model::tokenizer::TextTokenizer;
+use autoneural_model::vlm::VisionLanguageModel;
+use autoneural_train::config::Experiment;
+use autoneural_train::synth::{Family, SynthOptions, synthesize};
+use autoneural_train::tokenizer_train::train_tokenizer;
+use autoneural_train::train::{
+    Batcher, MetricsLog, StageReport, StageRun, build_model, latest_checkpoint, load_checkpoint, run_stage,
+    save_model_dir,
+};
+use burn::module::Module;
+
+use crate::evaluate::{EvalOptions, EvalReport, evaluate};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the run's latest checkpoint.
+    pub resume: bool,
+    /// Overrides the experiment's `device`.
+    pub device: Option<String>,
+    /// Stop after this many optimizer steps in total (for tests of interruption).
+    pub stop_after_steps: Option<usize>,
+    /// Print progress to stderr.
+    pub quiet: bool,
+}
+
+/// What a finished run produced.
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    pub final_dir: PathBuf,
+    pub stages: Vec<StageReport>,
+    pub eval: Option<EvalReport>,
+}
+
+fn families_in(dir: &Path, split: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path().join(format!("{split}.jsonl")))).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.is_file());
+    files.sort();
+    files
+}
+
+/// Generates the synthetic set when the experiment asks for one and it is not there yet.
+fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
+    let dir = &exp.data.dir;
+    if dir.join("manifest.json").is_file() {
+        return Ok(());
+    }
+    let Some(synth) = &exp.data.synth else {
+        if families_in(dir, "train").is_empty() {
+            bail!("data.dir {}: no <family>/train.jsonl files and no [data.synth] to generate them", dir.display());
+        }
+        return Ok(());
+    };
+    let families = if synth.families.is_empty() {
+        Family::ALL.to_vec()
+    } else {
+        synth
+            .families
+            .iter()
+            .map(|name| {
+                Family::ALL.iter().copied().find(|f| f.name() == name).with_context(|| {
+                    let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                    format!("data.synth.families: unknown family {name:?} (known: {})", known.join(", "))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    if !quiet {
+        eprintln!("generating synthetic data in {} ({} samples per family)", dir.display(), synth.samples);
+    }
+    synthesize(&SynthOptions {
+        out: dir.clone(),
+        samples: synth.samples,
+        image_size: synth.image_size,
+        seed: synth.seed,
+        families,
+    })?;
+    Ok(())
+}
+
+/// The tokenizer directory: the experiment's, or one trained on the training split.
+fn ensure_tokenizer(exp: &Experiment, run_dir: &Path, quiet: bool) -> Result<PathBuf> {
+    if let Some(dir) = &exp.data.tokenizer {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = &exp.model.language.checkpoint {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = &exp.model.checkpoint {
+        return Ok(dir.clone());
+    }
+    let dir = run_dir.join("tokenizer");
+    if !dir.join("tokenizer.json").is_file() {
+        if !quiet {
+            eprintln!("training a {}-token BPE tokenizer on {}", exp.data.vocab_size, exp.data.dir.display());
+        }
+        train_tokenizer(&families_in(&exp.data.dir, "train"), exp.data.vocab_size, &dir)?;
+    }
+    Ok(dir)
+}
+
+fn load_tokenizer(dir: &Path, model: &VisionLanguageModel) -> Result<TextTokenizer> {
+    Ok(TextTokenizer::from_dir(dir, &model.language.config.eos_token_ids)?)
+}
+
+/// Runs an experiment file end to end.
+pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
+    let mut exp = Experiment::from_file(path)?;
+    if let Some(d) = &options.device {
+        exp.device = d.clone();
+    }
+    let run_dir = exp.out_dir.join(&exp.name);
+    let latest = latest_checkpoint(&run_dir)?;
+    if latest.is_some() && !options.resume {
+        bail!(
+            "{} already holds checkpoints of an earlier run: pass --resume to continue it, or remove the \
+             directory (or rename the experiment) to start over",
+            run_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::write(run_dir.join("experiment.json"), serde_json::to_string_pretty(&exp)?)
+        .with_context(|| format!("writing {}", run_dir.join("experiment.json").display()))?;
+    ensure_data(&exp, options.quiet)?;
+    let tokenizer_dir = ensure_tokenizer(&exp, &run_dir, options.quiet)?;
+    let device = parse_device(&exp.device)?.autodiff();
+
+    // The model: the latest checkpoint when resuming, else the experiment's initialisation.
+    let (mut model, resume_state) = match (&latest, options.resume) {
+        (Some(dir), true) => {
+            let r = load_checkpoint(dir, &device)?;
+            if !options.quiet {
+                eprintln!("resuming from {} (stage {:?}, step {})", dir.display(), r.state.stage_name, r.state.step);
+            }
+            (r.model, Some((r.state, r.optimizer_file)))
+        }
+        _ => {
+            let plain = TextTokenizer::from_dir(&tokenizer_dir, &[])?;
+            (build_model(&exp.model, &plain, exp.seed, &device)?, None)
+        }
+    };
+    let tokenizer = load_tokenizer(&tokenizer_dir, &model)?;
+    let size = model.config.encoder.image_size();
+    let batcher = Batcher {
+        pad_id: model.language.config.pad_token_id.unwrap_or(0),
+        tokens_per_image: model.config.tokens_per_image(size, size),
+        image_tokens: model.image_tokens(),
+        preprocess: model.config.preprocess.clone(),
+        tokenizer,
+        device: device.clone(),
+    };
+
+    let mut log = MetricsLog::open(&run_dir)?;
+    log.echo = !options.quiet;
+    let stages_path = run_dir.join("stages.json");
+    let mut reports: Vec<StageReport> = match &resume_state {
+        Some(_) if stages_path.is_file() => serde_json::from_str(&std::fs::read_to_string(&stages_path)?)
+            .with_context(|| format!("{}: unreadable", stages_path.display()))?,
+        _ => Vec::new(),
+    };
+    let mut global = 0;
+    for (i, stage) in exp.stages.iter().enumerate() {
+        let mut resume = None;
+        if let Some((state, opt)) = &resume_state {
+            if i < state.stage || (i == state.stage && state.stage_done) {
+                global = state.global_step.max(global);
+                continue;
+            }
+            if i == state.stage {
+                resume = Some((state.clone(), opt.clone()));
+                global = state.global_step - state.step;
+            }
+        }
+        let run = StageRun {
+            run_dir: &run_dir,
+            data_dir: &exp.data.dir,
+            tokenizer_dir: &tokenizer_dir,
+            batcher: &batcher,
+            index: i,
+            count: exp.stages.len(),
+            stage,
+            on_bad_record: exp.data.on_bad_record,
+            global_step_base: global,
+            keep: 2,
+            stop_after: options.stop_after_steps,
+        };
+        let (m, report) = run_stage(model, &run, resume, &mut log)?;
+        model = m;
+        global += report.steps;
+        if !report.complete {
+            // Stopped on request (`stop_after_steps`): the checkpoint is written.
+            return Ok(RunOutcome { final_dir: run_dir.join("final"), run_dir, stages: reports, eval: None });
+        }
+        reports.push(report);
+        std::fs::write(&stages_path, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("writing {}", stages_path.display()))?;
+    }
+
+    let final_dir = run_dir.join("final");
+    let model = model.valid();
+    save_model_dir(&model, &tokenizer_dir, &final_dir)?;
+    let test_files = families_in(&exp.data.dir, &exp.eval.split);
+    let eval = if test_files.is_empty() {
+        None
+    } else {
+        if !options.quiet {
+            eprintln!("evaluating on {} ({} files)", exp.eval.split, test_files.len());
+        }
+        let opts = EvalOptions { max_new_tokens: exp.eval.max_new_tokens, max_per_task: exp.eval.max_per_task };
+        let report = evaluate(&model, &batcher.tokenizer, &test_files, &opts)?;
+        std::fs::write(run_dir.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(run_dir.join("eval.md"), report.markdown())?;
+        Some(report)
+    };
+    std::fs::write(run_dir.join("report.md"), crate::report::render(&exp, &model, &reports, eval.as_ref(), &final_dir))
+        .with_context(|| format!("writing {}", run_dir.join("report.md").display()))?;
+    Ok(RunOutcome { run_dir, final_dir, stages: reports, eval })
+}

@@ -1,0 +1,381 @@
+//! Experiment files: one TOML takes a model from nothing (or from public checkpoints) through
+//! the training stages to an evaluated checkpoint. Every table rejects unknown keys, and
+//! errors name the file, the key and what was expected (see `docs/training.md`).
+//!
+//! ```toml
+//! name = "quickstart"
+//! [data]                     # synthetic data, generated when missing
+//! dir = "../data/synthetic"
+//! [model.vision]
+//! preset = "mobilenetv5_tiny"
+//! [model.language]
+//! preset = "lfm2-nano"
+//! [[stage]]
+//! name = "connector"
+//! train = ["projector"]
+//! steps = 100
+//! lr = 1e-3
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A TOML syntax or type error; toml's message names the line, column and key.
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A whole experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub name: String,
+    /// Seeds model initialisation (data order is a deterministic schedule, see `data::mixture`).
+    #[serde(default)]
+    pub seed: u64,
+    /// Where runs go (`<out_dir>/<name>`); relative to the experiment file.
+    #[serde(default = "default_out_dir")]
+    pub out_dir: PathBuf,
+    /// `flex` (CPU) or `wgpu`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    #[serde(rename = "stage")]
+    pub stages: Vec<StageConfig>,
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+fn default_out_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+fn default_device() -> String {
+    "flex".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Directory with `<family>/{train,val,test}.jsonl` (relative to the experiment file).
+    pub dir: PathBuf,
+    /// When present and `dir` has no `manifest.json`, the synthetic set is generated first.
+    pub synth: Option<SynthConfig>,
+    /// A tokenizer directory to use as is; without one, a BPE tokenizer of `vocab_size` is
+    /// trained on the training split and stored in the run directory.
+    pub tokenizer: Option<PathBuf>,
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    /// Records that cannot be used: `"fail"` (default) or `"skip"`.
+    #[serde(default)]
+    pub on_bad_record: crate::data::mixture::BadRecordPolicy,
+}
+
+fn default_vocab() -> usize {
+    512
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynthConfig {
+    /// Training samples per task family.
+    pub samples: usize,
+    pub image_size: u32,
+    #[serde(default)]
+    pub seed: u64,
+    /// Task families (default: all).
+    #[serde(default)]
+    pub families: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub vision: VisionInit,
+    pub language: LanguageInit,
+    /// The connector's hidden width (default: the language model's hidden size).
+    pub projector_hidden_size: Option<usize>,
+    /// Encoder input side (default: the encoder preset's).
+    pub image_size: Option<usize>,
+    /// Start from a whole AutoNeural / LFM2-VL checkpoint instead (overrides the parts).
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// The vision tower: a preset (MobileNetV5 or ViT) initialised at random, optionally with
+/// weights from a timm / Gemma 3n MobileNetV5 safetensors file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisionInit {
+    pub preset: String,
+    pub checkpoint: Option<PathBuf>,
+    /// MobileNetV5 only: the adapter's output grid side (tokens per image = its square).
+    pub msfa_output_resolution: Option<usize>,
+}
+
+/// The language model: a preset at random (with optional shape overrides, for ablations),
+/// or a Hugging Face LFM2 checkpoint directory (its tokenizer is then used).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageInit {
+    pub preset: Option<String>,
+    pub checkpoint: Option<PathBuf>,
+    pub hidden_size: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub num_layers: Option<usize>,
+    /// How many of the layers are attention (the rest gated short convolutions).
+    pub attention_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    pub num_key_value_heads: Option<usize>,
+}
+
+/// Which part of the VLM a stage trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Vision,
+    Projector,
+    Language,
+}
+
+/// One training stage (the paper has four: connector alignment, full training, instruction
+/// tuning, quantization-aware training).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    pub name: String,
+    /// Parts whose weights change; the others stay bit-identical.
+    pub train: Vec<Part>,
+    /// Optimizer steps; or give `epochs` over the stage's data instead.
+    pub steps: Option<usize>,
+    pub epochs: Option<f64>,
+    /// Peak learning rate (after warmup), then cosine decay to `min_lr`.
+    pub lr: f64,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Default `lr / 10`.
+    pub min_lr: Option<f64>,
+    #[serde(default = "one")]
+    pub micro_batch: usize,
+    /// Micro-batches per optimizer step (effective batch = micro_batch * grad_accum).
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clipping (default 1.0; 0 turns it off).
+    #[serde(default = "default_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// Task family -> weight over `data.dir` (default: the paper's mixture); or a recipe file.
+    pub mixture: Option<BTreeMap<String, f64>>,
+    pub recipe: Option<PathBuf>,
+    /// Validate every this many steps (0: only at the end).
+    #[serde(default)]
+    pub val_every: usize,
+    #[serde(default = "default_val_batches")]
+    pub val_batches: usize,
+    /// Checkpoint every this many steps (0: only at the end of the stage).
+    #[serde(default)]
+    pub checkpoint_every: usize,
+    /// Log a line every this many steps.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Fake quantization for QAT (stage 4); the quantizers come with the quantization work.
+    pub quantization: Option<toml::Table>,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.95
+}
+fn default_val_batches() -> usize {
+    4
+}
+fn default_log_every() -> usize {
+    10
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    #[serde(default = "default_eval_split")]
+    pub split: String,
+    /// Records per task family (0: all).
+    #[serde(default)]
+    pub max_per_task: usize,
+    #[serde(default = "default_eval_tokens")]
+    pub max_new_tokens: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { split: default_eval_split(), max_per_task: 0, max_new_tokens: default_eval_tokens() }
+    }
+}
+
+fn default_eval_split() -> String {
+    "test".into()
+}
+fn default_eval_tokens() -> usize {
+    16
+}
+
+impl Experiment {
+    /// Reads and checks an experiment file; relative paths resolve against its directory.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        let mut exp = Self::from_toml(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        exp.resolve_paths(dir);
+        Ok(exp)
+    }
+
+    /// Parses and checks TOML text (paths stay as written).
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let exp: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        exp.check()?;
+        Ok(exp)
+    }
+
+    fn resolve_paths(&mut self, dir: &Path) {
+        let join = |p: &mut PathBuf| *p = lexical_join(dir, p);
+        join(&mut self.out_dir);
+        join(&mut self.data.dir);
+        self.data.tokenizer.as_mut().map(join);
+        self.model.checkpoint.as_mut().map(join);
+        self.model.vision.checkpoint.as_mut().map(join);
+        self.model.language.checkpoint.as_mut().map(join);
+        for s in &mut self.stages {
+            s.recipe.as_mut().map(join);
+        }
+    }
+
+    /// Checks what serde cannot: ranges and exclusive choices, naming the key.
+    fn check(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            return Err(format!("name: must be a non-empty directory name, found {:?}", self.name));
+        }
+        if self.stages.is_empty() {
+            return Err("no [[stage]] tables: an experiment needs at least one stage".into());
+        }
+        let lang = &self.model.language;
+        if self.model.checkpoint.is_none() && lang.preset.is_none() == lang.checkpoint.is_none() {
+            return Err("model.language: give exactly one of `preset` or `checkpoint`".into());
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            let key = |k: &str| format!("stage[{i}] ({:?}).{k}", s.name);
+            if s.train.is_empty() {
+                return Err(format!("{}: list at least one of \"vision\", \"projector\", \"language\"", key("train")));
+            }
+            match (s.steps, s.epochs) {
+                (Some(0), _) => return Err(format!("{}: must be at least 1", key("steps"))),
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(format!("{}: give exactly one of `steps` or `epochs`", key("steps")));
+                }
+                (None, Some(e)) if !(e.is_finite() && e > 0.0) => {
+                    return Err(format!("{}: must be a positive number, found {e}", key("epochs")));
+                }
+                _ => {}
+            }
+            if !(s.lr.is_finite() && s.lr > 0.0) {
+                return Err(format!("{}: must be a positive number, found {}", key("lr"), s.lr));
+            }
+            if let Some(m) = s.min_lr {
+                if !(m.is_finite() && m >= 0.0 && m <= s.lr) {
+                    return Err(format!("{}: must be in [0, lr], found {m}", key("min_lr")));
+                }
+            }
+            if s.micro_batch == 0 || s.grad_accum == 0 {
+                return Err(format!("{}: micro_batch and grad_accum must be at least 1", key("micro_batch")));
+            }
+            if !(0.0..1.0).contains(&s.beta1) || !(0.0..1.0).contains(&s.beta2) {
+                return Err(format!("{}: betas must be in [0, 1)", key("beta1")));
+            }
+            if s.grad_clip < 0.0 || s.weight_decay < 0.0 {
+                return Err(format!("{}: grad_clip and weight_decay must not be negative", key("grad_clip")));
+            }
+            if s.mixture.is_some() && s.recipe.is_some() {
+                return Err(format!("{}: give `mixture` or `recipe`, not both", key("mixture")));
+            }
+            if let Some(m) = &s.mixture {
+                if let Some((k, w)) = m.iter().find(|(_, w)| !(w.is_finite() && **w > 0.0)) {
+                    return Err(format!("{}: weight of {k:?} must be positive, found {w}", key("mixture")));
+                }
+            }
+            if s.quantization.is_some() {
+                return Err(format!(
+                    "{}: fake-quantization (QAT) is not available yet; it arrives with the quantization \
+                     work (docs/training.md). Remove the table to run this stage in float.",
+                    key("quantization")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `base/path` with `.` and `..` folded away lexically (`experiments/../runs` -> `runs`), so
+/// messages and reports show the paths a user would write.
+fn lexical_join(base: &Path, path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in base.join(path).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
+}
+
+impl StageConfig {
+    pub fn min_lr(&self) -> f64 {
+        self.min_lr.unwrap_or(self.lr / 10.0)
+    }
+
+    pub fn effective_batch(&self) -> usize {
+        self.micro_batch * self.grad_accum
+    }
+
+    /// Optimizer steps, given how many records the stage's data holds.
+    pub fn total_steps(&self, records: usize) -> usize {
+        match (self.steps, self.epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => ((e * records as f64) / self.effective_batch() as f64).ceil().max(1.0) as usize,
+            (None, None) => unreachable!("checked when the experiment was read"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lexical_join;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn paths_fold_dot_dot() {
+        assert_eq!(lexical_join(Path::new("experiments"), Path::new("../runs")), PathBuf::from("runs"));
+        assert_eq!(lexical_join(Path::new(""), Path::new("../x")), PathBuf::from("../x"));
+        assert_eq!(lexical_join(Path::new("/a/b"), Path::new("./c/../d")), PathBuf::from("/a/b/d"));
+        assert_eq!(lexical_join(Path::new("a"), Path::new("/abs")), PathBuf::from("/abs"));
+    }
+}

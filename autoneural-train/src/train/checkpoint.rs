@@ -1,0 +1,220 @@
+//! Training checkpoints: everything a run needs to continue exactly where it stopped.
+//!
+//! `<run>/checkpoints/step-000120/` holds the model in the AutoNeural format (`generate`
+//! loads it as it is), its tokenizer, the AdamW state (`optimizer.bpk`, Burn's burnpack),
+//! `param_ids.json` (the optimizer keys its state by parameter id, so a resumed model gets
+//! its old ids back) and `trainer_state.json` (stage, step, records drawn). A checkpoint is
+//! written into a temporary directory and renamed into place, then `<run>/checkpoints/latest`
+//! is replaced the same way: a crash at any moment leaves the previous checkpoint intact.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use autoneural_model::checkpoint::{load_vlm, save_vlm};
+use autoneural_model::vlm::VisionLanguageModel;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Where training stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Index of the stage in the experiment.
+    pub stage: usize,
+    pub stage_name: String,
+    /// Optimizer steps completed in this stage.
+    pub step: usize,
+    /// Steps completed over all stages.
+    pub global_step: usize,
+    /// Records the stage's sampler has handed out (the sampler is a deterministic schedule,
+    /// so drawing this many again puts it where it was).
+    pub records_drawn: usize,
+    /// The stage ran to its last step.
+    pub stage_done: bool,
+}
+
+/// Tokenizer files copied next to the weights, so the checkpoint is self-contained.
+pub const TOKENIZER_FILES: &[&str] =
+    &["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"];
+
+/// Dotted module path -> parameter id, for every float parameter.
+pub fn param_ids<M: Module>(model: &M) -> BTreeMap<String, u64> {
+    struct Ids {
+        path: Vec<String>,
+        out: BTreeMap<String, u64>,
+    }
+    impl ModuleVisitor for Ids {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.out.insert(self.path.join("."), p.id.val());
+        }
+    }
+    let mut v = Ids { path: Vec::new(), out: BTreeMap::new() };
+    model.visit(&mut v);
+    v.out
+}
+
+/// Gives every parameter the id `ids` records for its path (values untouched).
+pub fn restore_param_ids<M: Module>(model: M, ids: &BTreeMap<String, u64>) -> Result<M> {
+    struct Restore<'a> {
+        path: Vec<String>,
+        ids: &'a BTreeMap<String, u64>,
+        missing: Vec<String>,
+    }
+    impl ModuleMapper for Restore<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let path = self.path.join(".");
+            match self.ids.get(&path) {
+                Some(&id) => {
+                    let value = p.val();
+                    p.transform_for_load(value, ParamId::from(id))
+                }
+                None => {
+                    self.missing.push(path);
+                    p
+                }
+            }
+        }
+    }
+    let mut r = Restore { path: Vec::new(), ids, missing: Vec::new() };
+    let model = model.map(&mut r);
+    if !r.missing.is_empty() {
+        bail!("param_ids.json has no id for {} parameters (first: {})", r.missing.len(), r.missing[0]);
+    }
+    Ok(model)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a valid checkpoint file", path.display()))
+}
+
+/// Writes `name` in `dir` via a temporary file and a rename.
+fn replace_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name)).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+/// Copies the tokenizer files that exist in `from` into `to`.
+pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<()> {
+    for f in TOKENIZER_FILES {
+        let src = from.join(f);
+        if src.is_file() {
+            std::fs::copy(&src, to.join(f)).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a model (AutoNeural format) with its tokenizer into `dir`, atomically: into a
+/// sibling temporary directory first, renamed over `dir` at the end.
+pub fn save_model_dir(model: &VisionLanguageModel, tokenizer_dir: &Path, dir: &Path) -> Result<()> {
+    save_dir_atomically(dir, |tmp| {
+        save_vlm(model, tmp)?;
+        copy_tokenizer(tokenizer_dir, tmp)
+    })
+}
+
+fn save_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = dir.parent().context("checkpoint directory has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = dir.file_name().context("checkpoint directory has no name")?.to_string_lossy();
+    let tmp = parent.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    fill(&tmp)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
+}
+
+/// Saves a training checkpoint under `<run>/checkpoints/` and points `latest` at it;
+/// keeps the newest `keep` checkpoints.
+pub fn save_checkpoint(
+    run_dir: &Path,
+    model: &VisionLanguageModel,
+    optim: &ModuleOptimizer,
+    state: &TrainerState,
+    tokenizer_dir: &Path,
+    keep: usize,
+) -> Result<PathBuf> {
+    let root = run_dir.join("checkpoints");
+    let name = format!("step-{:06}", state.global_step);
+    let dir = root.join(&name);
+    save_dir_atomically(&dir, |tmp| {
+        save_vlm(model, tmp)?;
+        copy_tokenizer(tokenizer_dir, tmp)?;
+        optim.save(tmp.join("optimizer.bpk")).map_err(|e| anyhow::anyhow!("saving the optimizer state: {e:?}"))?;
+        write_json(&tmp.join("param_ids.json"), &param_ids(model))?;
+        write_json(&tmp.join("trainer_state.json"), state)
+    })?;
+    replace_file(&root, "latest", &name)?;
+    prune(&root, keep)?;
+    Ok(dir)
+}
+
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("listing {}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step-")))
+        .collect();
+    steps.sort();
+    let n = steps.len().saturating_sub(keep.max(1));
+    for old in &steps[..n] {
+        std::fs::remove_dir_all(old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// The checkpoint `latest` points at, if the run has one.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let root = run_dir.join("checkpoints");
+    let pointer = root.join("latest");
+    if !pointer.is_file() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&pointer).with_context(|| format!("reading {}", pointer.display()))?;
+    let dir = root.join(name.trim());
+    if !dir.join("trainer_state.json").is_file() {
+        bail!("{} points at {}, which is not a complete checkpoint", pointer.display(), dir.display());
+    }
+    Ok(Some(dir))
+}
+
+/// A checkpoint loaded back: model (with its old parameter ids), optimizer file and state.
+pub struct Restored {
+    pub model: VisionLanguageModel,
+    pub state: TrainerState,
+    pub optimizer_file: PathBuf,
+}
+
+pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Restored> {
+    let model = load_vlm(dir, device).with_context(|| format!("loading the model of {}", dir.display()))?;
+    let ids: BTreeMap<String, u64> = read_json(&dir.join("param_ids.json"))?;
+    let model = restore_param_ids(model, &ids)?;
+    let state = read_json(&dir.join("trainer_state.json"))?;
+    Ok(Restored { model, state, optimizer_file: dir.join("optimizer.bpk") })
+}

@@ -1,0 +1,130 @@
+//! Building the model an experiment starts from: presets at random (seeded), parts from
+//! public checkpoints (a timm / Gemma 3n MobileNetV5, a Hugging Face LFM2), or a whole
+//! AutoNeural / LFM2-VL checkpoint.
+
+use anyhow::{Context, Result, bail};
+use autoneural_model::checkpoint::{load_lfm2, load_mobilenetv5, load_vlm};
+use autoneural_model::connector::ProjectorConfig;
+use autoneural_model::images::Preprocess;
+use autoneural_model::text::{LayerKind, Lfm2Config};
+use autoneural_model::tokenizer::TextTokenizer;
+use autoneural_model::vision::{EncoderConfig, VisionEncoder};
+use autoneural_model::vlm::{IMAGE_TAG, VisionLanguageModel, VlmConfig, VlmFormat};
+use burn::tensor::Device;
+
+use crate::config::{LanguageInit, ModelConfig};
+
+/// The language model's shape: a preset with the experiment's overrides.
+pub fn text_config(init: &LanguageInit, vocab_size: usize) -> Result<Lfm2Config> {
+    let name = init.preset.as_deref().context("model.language.preset is missing")?;
+    let mut c = Lfm2Config::preset(name).with_context(|| {
+        format!("model.language.preset: unknown preset {name:?} (known: {})", Lfm2Config::PRESETS.join(", "))
+    })?;
+    c.vocab_size = vocab_size;
+    if let Some(h) = init.hidden_size {
+        c.hidden_size = h;
+    }
+    if let Some(f) = init.intermediate_size {
+        c.intermediate_size = f;
+    }
+    if let Some(n) = init.num_attention_heads {
+        c.num_attention_heads = n;
+    }
+    if let Some(n) = init.num_key_value_heads {
+        c.num_key_value_heads = n;
+    }
+    if c.hidden_size % c.num_attention_heads != 0 || c.num_attention_heads % c.num_key_value_heads != 0 {
+        bail!(
+            "model.language: hidden_size {} must divide into num_attention_heads {}, which must divide into \
+             num_key_value_heads {}",
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_key_value_heads
+        );
+    }
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+    let attention =
+        init.attention_layers.unwrap_or_else(|| c.layer_types.iter().filter(|k| **k == LayerKind::Attention).count());
+    if let Some(n) = init.num_layers {
+        c.layer_types = vec![LayerKind::Conv; n];
+    }
+    if attention > c.num_layers() {
+        bail!("model.language.attention_layers: {attention} is more than the {} layers", c.num_layers());
+    }
+    Ok(c.with_attention_layers(attention))
+}
+
+/// The VLM config an experiment's presets describe, for a vocabulary of `vocab_size` with
+/// the image token at `image_token_id`.
+pub fn vlm_config(config: &ModelConfig, vocab_size: usize, image_token_id: u32) -> Result<VlmConfig> {
+    let mut encoder = EncoderConfig::preset(&config.vision.preset).with_context(|| {
+        format!(
+            "model.vision.preset: unknown preset {:?} (known: {})",
+            config.vision.preset,
+            EncoderConfig::preset_names().join(", ")
+        )
+    })?;
+    if let Some(size) = config.image_size {
+        match &mut encoder {
+            EncoderConfig::MobileNetV5(a) => a.image_size = size,
+            EncoderConfig::Vit(v) => v.image_size = size,
+        }
+    }
+    if let Some(side) = config.vision.msfa_output_resolution {
+        match &mut encoder {
+            EncoderConfig::MobileNetV5(a) if side > 0 => a.msfa_output_resolution = side,
+            _ => bail!("model.vision.msfa_output_resolution: needs a MobileNetV5 preset and a side of at least 1"),
+        }
+    }
+    let text = match &config.language.checkpoint {
+        Some(dir) => autoneural_model::checkpoint::read_config(dir).with_context(|| format!("{}", dir.display()))?,
+        None => text_config(&config.language, vocab_size)?,
+    };
+    if image_token_id as usize >= text.vocab_size {
+        bail!("the tokenizer's {IMAGE_TAG} id {image_token_id} is outside the language model's vocabulary");
+    }
+    let size = encoder.image_size();
+    let (_, _, vision_dim) = encoder.token_grid(size, size);
+    let projector = ProjectorConfig {
+        vision_dim,
+        hidden: config.projector_hidden_size.unwrap_or(text.hidden_size),
+        text_dim: text.hidden_size,
+        bias: true,
+        downsample: 1,
+        layer_norm: false,
+    };
+    let preprocess = Preprocess::Fixed { size, mean: [0.0; 3], std: [1.0; 3] };
+    Ok(VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token_id, preprocess, None))
+}
+
+/// The experiment's starting model on `device`, seeded by `seed`. `tokenizer` decides the
+/// vocabulary and the image token of a model built from presets.
+pub fn build_model(
+    config: &ModelConfig,
+    tokenizer: &TextTokenizer,
+    seed: u64,
+    device: &Device,
+) -> Result<VisionLanguageModel> {
+    if let Some(dir) = &config.checkpoint {
+        return load_vlm(dir, device).with_context(|| format!("model.checkpoint {}", dir.display()));
+    }
+    let image_token_id = tokenizer.token_id(IMAGE_TAG).with_context(|| {
+        format!("the tokenizer has no {IMAGE_TAG} token; a VLM needs one (train one with `autoneural data tokenizer`)")
+    })?;
+    let vlm = vlm_config(config, tokenizer.vocab_size(), image_token_id)?;
+    device.seed(seed);
+    let mut model = VisionLanguageModel::new(&vlm, device)?;
+    if let Some(dir) = &config.language.checkpoint {
+        model.language =
+            load_lfm2(dir, device).with_context(|| format!("model.language.checkpoint {}", dir.display()))?;
+    }
+    if let Some(path) = &config.vision.checkpoint {
+        let EncoderConfig::MobileNetV5(arch) = &vlm.encoder else {
+            bail!("model.vision.checkpoint: only MobileNetV5 encoders load from timm / Gemma 3n files");
+        };
+        let tower = load_mobilenetv5(path, Some(arch), device)
+            .with_context(|| format!("model.vision.checkpoint {}", path.display()))?;
+        model.vision_tower = VisionEncoder::MobileNetV5(tower);
+    }
+    Ok(model)
+}

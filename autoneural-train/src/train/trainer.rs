@@ -1,0 +1,299 @@
+//! The training loop of one stage: AdamW (beta2 0.95 by default), warmup + cosine learning
+//! rate, gradient accumulation with the loss normalised over the whole effective batch,
+//! global-norm clipping, validation and checkpoints at intervals, and a hard stop on a
+//! non-finite loss or gradient (the last checkpoint stays as it was).
+//!
+//! Why a loop of our own and not burn-train's `Learner`: the Learner checkpoints and resumes
+//! per epoch and has no stop on NaN; the paper's stages are counted in optimizer steps, and
+//! a resumed run here must reproduce the uninterrupted one bit for bit.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use autoneural_model::vlm::VisionLanguageModel;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+
+use crate::config::{Part, StageConfig};
+use crate::data::mixture::{BadRecordPolicy, Source};
+use crate::data::{MixtureSampler, PAPER_MIXTURE, Recipe};
+use crate::train::batches::Batcher;
+use crate::train::checkpoint::{TrainerState, save_checkpoint};
+use crate::train::clip::clip_global_norm;
+use crate::train::loss::forward_loss;
+use crate::train::metrics::{MetricsLog, StepMetrics, ValMetrics};
+use crate::train::schedule::learning_rate;
+
+/// Everything a stage needs besides the model.
+pub struct StageRun<'a> {
+    pub run_dir: &'a Path,
+    pub data_dir: &'a Path,
+    pub tokenizer_dir: &'a Path,
+    pub batcher: &'a Batcher,
+    pub index: usize,
+    pub count: usize,
+    pub stage: &'a StageConfig,
+    pub on_bad_record: BadRecordPolicy,
+    /// Steps finished by earlier stages.
+    pub global_step_base: usize,
+    /// Checkpoints to keep.
+    pub keep: usize,
+    /// Stop (with a checkpoint) once this many steps are done over all stages: an
+    /// interruption on purpose, for tests and time-boxed jobs.
+    pub stop_after: Option<usize>,
+}
+
+/// What a finished stage reports.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StageReport {
+    pub name: String,
+    pub steps: usize,
+    pub effective_batch: usize,
+    pub trainable_params: usize,
+    pub frozen_params: usize,
+    pub final_train_loss: f64,
+    pub val: Option<ValMetrics>,
+    pub samples_per_s: f64,
+    pub seconds: f64,
+    pub checkpoint: PathBuf,
+    /// False when the stage stopped early on request (`stop_after`).
+    pub complete: bool,
+}
+
+/// The stage's data for `split`: its recipe file, its inline mixture, or the paper's.
+pub fn stage_recipe(run: &StageRun, split: &str) -> Result<Recipe> {
+    let s = run.stage;
+    let mut recipe = if let Some(path) = &s.recipe {
+        let mut r = Recipe::from_file(path)?;
+        if split != "train" {
+            // A recipe names training files; the same families' `split` files sit beside them.
+            for src in &mut r.sources {
+                src.path = src.path.with_file_name(format!("{split}.jsonl"));
+            }
+        }
+        r
+    } else {
+        let weights: Vec<(String, f64)> = match &s.mixture {
+            Some(m) => m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            None => PAPER_MIXTURE.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        let sources = weights
+            .into_iter()
+            .map(|(name, weight)| Source {
+                path: run.data_dir.join(&name).join(format!("{split}.jsonl")),
+                name,
+                weight,
+            })
+            .collect();
+        Recipe { sources, on_bad_record: BadRecordPolicy::Fail }
+    };
+    recipe.on_bad_record = run.on_bad_record;
+    for src in &recipe.sources {
+        if !src.path.is_file() {
+            bail!("stage {:?}: data source {:?} has no file {}", s.name, src.name, src.path.display());
+        }
+    }
+    Ok(recipe)
+}
+
+/// Lines (records) in the recipe's files, for `epochs`.
+fn count_records(recipe: &Recipe) -> Result<usize> {
+    let mut n = 0;
+    for s in &recipe.sources {
+        let text = std::fs::read_to_string(&s.path).with_context(|| format!("reading {}", s.path.display()))?;
+        n += text.lines().filter(|l| !l.trim().is_empty()).count();
+    }
+    Ok(n)
+}
+
+/// Sets which parts train; the others get no gradients, so no optimizer touches them.
+pub fn set_trainable(mut model: VisionLanguageModel, parts: &[Part]) -> VisionLanguageModel {
+    model.vision_tower = model.vision_tower.set_require_grad(parts.contains(&Part::Vision));
+    model.multi_modal_projector = model.multi_modal_projector.set_require_grad(parts.contains(&Part::Projector));
+    model.language = model.language.set_require_grad(parts.contains(&Part::Language));
+    model
+}
+
+fn param_counts(model: &VisionLanguageModel, parts: &[Part]) -> (usize, usize) {
+    let sizes = [
+        (Part::Vision, model.vision_tower.num_params()),
+        (Part::Projector, model.multi_modal_projector.num_params()),
+        (Part::Language, model.language.num_params()),
+    ];
+    let trainable = sizes.iter().filter(|(p, _)| parts.contains(p)).map(|(_, n)| n).sum();
+    let total: usize = sizes.iter().map(|(_, n)| n).sum();
+    (trainable, total - trainable)
+}
+
+pub fn optimizer(stage: &StageConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_beta_1(stage.beta1 as f32)
+        .with_beta_2(stage.beta2 as f32)
+        .with_epsilon(1e-8)
+        .with_weight_decay(stage.weight_decay as f32)
+        .init()
+}
+
+/// Mean loss and token accuracy on the first `val_batches` batches of the validation split.
+pub fn validate(model: &VisionLanguageModel, run: &StageRun) -> Result<ValMetrics> {
+    let model = model.valid();
+    let mut sampler = MixtureSampler::new(stage_recipe(run, "val")?)?;
+    let (mut nll, mut correct, mut tokens) = (0.0f64, 0.0f64, 0usize);
+    for _ in 0..run.stage.val_batches.max(1) {
+        let b = run.batcher.next_batch(&mut sampler, run.stage.micro_batch)?;
+        let parts = forward_loss(&model, &b)?;
+        nll += f64::from(parts.nll_sum.into_scalar::<f32>());
+        correct += f64::from(parts.correct.into_scalar::<f32>());
+        tokens += b.loss_tokens();
+    }
+    let tokens = tokens.max(1) as f64;
+    Ok(ValMetrics { loss: nll / tokens, token_accuracy: correct / tokens })
+}
+
+/// Trains one stage from `model`, continuing from `resume` (state and optimizer file of a
+/// checkpoint taken inside this stage) when given.
+pub fn run_stage(
+    model: VisionLanguageModel,
+    run: &StageRun,
+    resume: Option<(TrainerState, PathBuf)>,
+    log: &mut MetricsLog,
+) -> Result<(VisionLanguageModel, StageReport)> {
+    let s = run.stage;
+    let recipe = stage_recipe(run, "train")?;
+    let total = s.total_steps(count_records(&recipe)?);
+    let mut model = set_trainable(model, &s.train);
+    let (trainable_params, frozen_params) = param_counts(&model, &s.train);
+    let mut optim = optimizer(s);
+    let mut sampler = MixtureSampler::new(recipe)?;
+    let mut start = 0;
+    if let Some((state, optimizer_file)) = resume {
+        optim = optim
+            .load(&optimizer_file)
+            .map_err(|e| anyhow::anyhow!("{}: cannot load the optimizer state: {e:?}", optimizer_file.display()))?;
+        for _ in 0..state.records_drawn {
+            sampler.next_record()?;
+        }
+        start = state.step;
+    }
+    eprintln!(
+        "stage {}/{} {:?}: {} steps x {} samples, training {:?} ({} parameters, {} frozen)",
+        run.index + 1,
+        run.count,
+        s.name,
+        total,
+        s.effective_batch(),
+        s.train,
+        trainable_params,
+        frozen_params
+    );
+    let mut records_drawn = sampler.drawn.iter().sum::<usize>();
+    let (mut train_seconds, mut samples, mut last_loss) = (0.0f64, 0usize, f64::NAN);
+    let mut val = None;
+    let state_at = |step: usize, drawn: usize, done: bool| TrainerState {
+        stage: run.index,
+        stage_name: s.name.clone(),
+        step,
+        global_step: run.global_step_base + step,
+        records_drawn: drawn,
+        stage_done: done,
+    };
+    for step in start..total {
+        let t0 = Instant::now();
+        let lr = learning_rate(step, total, s.warmup_steps, s.lr, s.min_lr());
+        let micro = (0..s.grad_accum)
+            .map(|_| run.batcher.next_batch(&mut sampler, s.micro_batch))
+            .collect::<Result<Vec<_>>>()?;
+        records_drawn += s.effective_batch();
+        // The loss of the whole effective batch is the mean over all of its trained tokens,
+        // so accumulation gives the same gradient as one large batch.
+        let tokens = micro.iter().map(|b| b.loss_tokens()).sum::<usize>().max(1) as f64;
+        let mut accumulator = GradientsAccumulator::new();
+        let (mut nll, mut correct) = (0.0f64, 0.0f64);
+        for b in &micro {
+            let parts = forward_loss(&model, b)?;
+            let part_nll = f64::from(parts.nll_sum.clone().detach().into_scalar::<f32>());
+            if !part_nll.is_finite() {
+                bail!(non_finite(run, step, "loss", part_nll));
+            }
+            nll += part_nll;
+            correct += f64::from(parts.correct.into_scalar::<f32>());
+            let grads = (parts.nll_sum / tokens).backward();
+            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_global_norm(&model, &mut grads, s.grad_clip);
+        if !grad_norm.is_finite() {
+            bail!(non_finite(run, step, "gradient norm", grad_norm));
+        }
+        model = optim.step(lr, model, grads);
+        let dt = t0.elapsed().as_secs_f64();
+        train_seconds += dt;
+        samples += s.effective_batch();
+        last_loss = nll / tokens;
+        let m = StepMetrics {
+            stage: s.name.clone(),
+            step: step + 1,
+            global_step: run.global_step_base + step + 1,
+            loss: last_loss,
+            token_accuracy: correct / tokens,
+            lr,
+            grad_norm,
+            samples_per_s: s.effective_batch() as f64 / dt,
+        };
+        let last = step + 1 == total;
+        log.step(&m, last || (step + 1) % s.log_every.max(1) == 0, total)?;
+        if last || (s.val_every > 0 && (step + 1) % s.val_every == 0) {
+            let v = validate(&model, run)?;
+            log.val(&s.name, run.global_step_base + step + 1, &v)?;
+            val = Some(v);
+        }
+        let stop_here = run.stop_after == Some(run.global_step_base + step + 1);
+        if !last && (stop_here || (s.checkpoint_every > 0 && (step + 1) % s.checkpoint_every == 0)) {
+            let state = state_at(step + 1, records_drawn, false);
+            let checkpoint = save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
+            if stop_here {
+                let report = StageReport {
+                    name: s.name.clone(),
+                    steps: step + 1,
+                    effective_batch: s.effective_batch(),
+                    trainable_params,
+                    frozen_params,
+                    final_train_loss: last_loss,
+                    val,
+                    samples_per_s: samples as f64 / train_seconds.max(1e-9),
+                    seconds: train_seconds,
+                    checkpoint,
+                    complete: false,
+                };
+                return Ok((model, report));
+            }
+        }
+    }
+    let state = state_at(total, records_drawn, true);
+    let checkpoint = save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
+    let report = StageReport {
+        name: s.name.clone(),
+        steps: total,
+        effective_batch: s.effective_batch(),
+        trainable_params,
+        frozen_params,
+        final_train_loss: last_loss,
+        val,
+        samples_per_s: if train_seconds > 0.0 { samples as f64 / train_seconds } else { 0.0 },
+        seconds: train_seconds,
+        checkpoint,
+        complete: true,
+    };
+    Ok((model, report))
+}
+
+fn non_finite(run: &StageRun, step: usize, what: &str, value: f64) -> String {
+    format!(
+        "stage {:?} step {}: the {what} is {value}; training stopped. The last good checkpoint under {} is \
+         untouched; lower the learning rate (stage.lr) or tighten grad_clip, then run again with --resume",
+        run.stage.name,
+        step + 1,
+        run.run_dir.join("checkpoints").display()
+    )
+}

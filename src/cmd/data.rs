@@ -1,0 +1,109 @@
+//! `autoneural data`: generate the synthetic task families, train a tokenizer on them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use autoneural_train::synth::{Family, SynthOptions, synthesize};
+use autoneural_train::tokenizer_train::train_tokenizer;
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Render a deterministic synthetic dataset: DIR/<family>/{train,val,test}.jsonl, the
+    /// images beside them, and DIR/manifest.json (counts, majority-answer baselines).
+    Synth(SynthArgs),
+    /// Train a byte-level BPE tokenizer (LFM2 specials, `<image>`, LFM2 chat template) on
+    /// DIR/*/SPLIT.jsonl.
+    Tokenizer(TokenizerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training records per family; validation and test get max(N/10, 20) each.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// Side of the square images in pixels (64 to 2048).
+    #[arg(long, default_value_t = 64)]
+    pub image_size: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Comma-separated families (vqa, document, chart, ocr, multi_turn, parking); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub families: Vec<Family>,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizerArgs {
+    /// A synthesized (or any) directory holding <family>/<split>.jsonl files.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// BPE vocabulary size including the 8 LFM2 specials and 256 byte symbols (at least
+    /// 264); the 3 image specials come on top.
+    #[arg(long, default_value_t = 512)]
+    pub vocab_size: usize,
+    /// Output directory for tokenizer.json, tokenizer_config.json, chat_template.jinja.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
+    match cmd {
+        DataCommand::Synth(args) => synth(args),
+        DataCommand::Tokenizer(args) => tokenizer(args),
+    }
+}
+
+fn synth(args: SynthArgs) -> anyhow::Result<()> {
+    let families = if args.families.is_empty() { Family::ALL.to_vec() } else { args.families };
+    let opts =
+        SynthOptions { out: args.out, samples: args.samples, image_size: args.image_size, seed: args.seed, families };
+    let start = std::time::Instant::now();
+    let summary = synthesize(&opts)?;
+    println!("{:<11} {:<5} {:>8} {:>8}  {:<12} {:>6}", "family", "split", "records", "turns", "majority", "share");
+    for s in &summary.splits {
+        println!(
+            "{:<11} {:<5} {:>8} {:>8}  {:<12} {:>6.3}",
+            s.family.name(),
+            s.split.name(),
+            s.records,
+            s.turns,
+            s.majority_answer,
+            s.majority_share
+        );
+    }
+    println!("manifest: {} ({:.1} s)", summary.manifest.display(), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `dir/<family>/<split>.jsonl` for every subdirectory that has one, sorted by name.
+fn split_files(dir: &Path, split: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.with_context(|| format!("reading {}", dir.display()))?.path().join(format!("{split}.jsonl"));
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn tokenizer(args: TokenizerArgs) -> anyhow::Result<()> {
+    let files = split_files(&args.data, &args.split)?;
+    if files.is_empty() {
+        bail!("{}: no <family>/{}.jsonl files", args.data.display(), args.split);
+    }
+    let summary = train_tokenizer(&files, args.vocab_size, &args.out)?;
+    println!("trained on {} records from {} files", summary.records, files.len());
+    println!("vocabulary: {} tokens (<image> = {})", summary.vocab_size, summary.image_token_id);
+    let specials: Vec<String> = summary.special_ids.iter().map(|(t, id)| format!("{t}={id}")).collect();
+    println!("specials: {}", specials.join(" "));
+    println!("written: {}", summary.out_dir.display());
+    Ok(())
+}

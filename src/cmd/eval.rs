@@ -1,0 +1,52 @@
+//! `autoneural eval`: per-task accuracy of a checkpoint on JSONL conversations.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use autoneural_eval::evaluate::{EvalOptions, evaluate};
+use autoneural_model::checkpoint::load_vlm;
+use autoneural_model::device::parse_device;
+use autoneural_model::tokenizer::TextTokenizer;
+use clap::Args;
+
+use super::Format;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A vision-language checkpoint directory (AutoNeural or LFM2-VL).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// JSONL conversations with `task` labels; repeat for several files.
+    #[arg(long = "data", required = true)]
+    pub data: Vec<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    pub max_new_tokens: usize,
+    /// Records per task family (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_per_task: usize,
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// `text` prints the markdown table; `json` the full report.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write the JSON report here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let model = load_vlm(&args.model, &device)?;
+    let tok = TextTokenizer::from_dir(&args.model, &model.language.config.eos_token_ids)?;
+    let options = EvalOptions { max_new_tokens: args.max_new_tokens, max_per_task: args.max_per_task };
+    let report = evaluate(&model, &tok, &args.data, &options)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+    }
+    match args.format {
+        super::Format::Text => print!("{}", report.markdown()),
+        super::Format::Json => println!("{json}"),
+    }
+    Ok(())
+}
