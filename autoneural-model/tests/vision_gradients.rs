@@ -1,5 +1,5 @@
-//! Gradients reach every parameter of each encoder and of both connectors: one SGD step on
-//! the autodiff backend changes all of them.
+//! Gradients reach every parameter of each encoder and of both connectors (one SGD step on
+//! the autodiff backend changes all of them), and they are right (finite differences).
 
 use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::vision::EncoderConfig;
@@ -89,5 +89,37 @@ fn connectors_train() {
             let x = Tensor::<3>::random([1, 16, 8], Distribution::Normal(0.0, 1.0), &device);
             weighted_sum(p.forward(x, 4, 4))
         });
+    }
+}
+
+/// The encoders' backward agrees with finite differences: d(sum(w * tokens)) / d(pixel) at a
+/// few pixels, autodiff against central differences of the same forward.
+#[test]
+fn encoder_gradients_match_finite_differences() {
+    let device = Device::flex().autodiff();
+    for (name, res) in [("mobilenetv5_tiny", 64), ("vit_tiny", 32)] {
+        let enc = EncoderConfig::preset(name).unwrap().init(&device).unwrap();
+        let x = Tensor::<4>::random([1, 3, res, res], Distribution::Uniform(0.0, 1.0), &device);
+        let values: Vec<f32> = x.clone().into_data().try_into_vec_as::<f32>().unwrap();
+        let w = Tensor::<3>::random(enc.tokens(x.clone()).dims(), Distribution::Normal(0.0, 1.0), &device).inner();
+        let objective = |v: &[f32]| -> f64 {
+            let t = Tensor::<4>::from_data(burn::tensor::TensorData::new(v.to_vec(), [1, 3, res, res]), &device);
+            f64::from((enc.tokens(t).inner() * w.clone()).sum().into_scalar::<f32>())
+        };
+        let xg = x.inner().autodiff().require_grad();
+        let grads = (enc.tokens(xg.clone()) * w.clone().autodiff()).sum().backward();
+        let g: Vec<f32> = xg.grad(&grads).unwrap().into_data().try_into_vec_as::<f32>().unwrap();
+        for i in [5usize, 100, 777, 1234, 2000, 3000].map(|i| i % values.len()) {
+            let eps = 1e-2f32;
+            let (mut plus, mut minus) = (values.clone(), values.clone());
+            plus[i] += eps;
+            minus[i] -= eps;
+            let fd = (objective(&plus) - objective(&minus)) / (2.0 * f64::from(eps));
+            let ad = f64::from(g[i]);
+            assert!(
+                (fd - ad).abs() <= 0.05 * fd.abs().max(ad.abs()) + 2e-3,
+                "{name} pixel {i}: autodiff {ad}, finite differences {fd}"
+            );
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! Training metrics: one JSON line per step (and per validation) in `<run>/metrics.jsonl`
-//! for plots and reports, and a compact line on stderr every few steps for whoever
-//! watches the run.
+//! for plots and reports, and for whoever watches the run a live progress bar (step, loss,
+//! token accuracy, learning rate, samples/s, time left) when stderr is a terminal, or a
+//! plain line every few steps when it is a log file.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +38,7 @@ pub struct MetricsLog {
     path: PathBuf,
     /// Print to stderr (off in tests).
     pub echo: bool,
+    bar: Option<ProgressBar>,
 }
 
 impl MetricsLog {
@@ -48,7 +51,37 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { file, path, echo: true })
+        Ok(Self { file, path, echo: true, bar: None })
+    }
+
+    /// A stage begins (or resumes at `done` of `total` steps): the progress bar, on a terminal.
+    pub fn start_stage(&mut self, name: &str, done: usize, total: usize) {
+        self.finish_stage();
+        if self.echo && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total as u64).with_position(done as u64);
+            let style = ProgressStyle::with_template(
+                "  [{prefix}] {bar:30} {pos}/{len} steps  {msg}  {elapsed_precise} (eta {eta})",
+            )
+            .expect("valid template");
+            bar.set_style(style);
+            bar.set_prefix(name.to_string());
+            self.bar = Some(bar);
+        }
+    }
+
+    /// Leaves the finished bar on screen.
+    pub fn finish_stage(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+    }
+
+    /// A line for whoever watches, above the bar when there is one.
+    fn say(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
     }
 
     fn write(&mut self, value: serde_json::Value) -> Result<()> {
@@ -59,7 +92,13 @@ impl MetricsLog {
         let mut v = serde_json::to_value(m).expect("serialisable");
         v["kind"] = "train".into();
         self.write(v)?;
-        if self.echo && print {
+        if let Some(bar) = &self.bar {
+            bar.set_position(m.step as u64);
+            bar.set_message(format!(
+                "loss {:.4}  acc {:.3}  lr {:.2e}  {:.1} samples/s",
+                m.loss, m.token_accuracy, m.lr, m.samples_per_s
+            ));
+        } else if self.echo && print {
             eprintln!(
                 "  [{}] step {:>5}/{total}  loss {:.4}  token acc {:.3}  lr {:.2e}  |g| {:.3}  {:.1} samples/s",
                 m.stage, m.step, m.loss, m.token_accuracy, m.lr, m.grad_norm, m.samples_per_s
@@ -74,7 +113,7 @@ impl MetricsLog {
             "loss": m.loss, "token_accuracy": m.token_accuracy,
         }))?;
         if self.echo {
-            eprintln!("  [{stage}] validation: loss {:.4}  token acc {:.3}", m.loss, m.token_accuracy);
+            self.say(format!("  [{stage}] validation: loss {:.4}  token acc {:.3}", m.loss, m.token_accuracy));
         }
         Ok(())
     }

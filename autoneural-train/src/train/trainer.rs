@@ -187,6 +187,7 @@ pub fn run_stage(
         trainable_params,
         frozen_params
     );
+    log.start_stage(&s.name, start, total);
     let mut records_drawn = sampler.drawn.iter().sum::<usize>();
     let (mut train_seconds, mut samples, mut last_loss) = (0.0f64, 0usize, f64::NAN);
     let mut val = None;
@@ -266,10 +267,12 @@ pub fn run_stage(
                     checkpoint,
                     complete: false,
                 };
+                log.finish_stage();
                 return Ok((model, report));
             }
         }
     }
+    log.finish_stage();
     let state = state_at(total, records_drawn, true);
     let checkpoint = save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
     let report = StageReport {
