@@ -1,6 +1,7 @@
 //! Answer metrics for the task families: normalized exact match (VQA-style normalisation)
 //! and ANLS (average normalized Levenshtein similarity, the DocVQA metric, threshold 0.5)
-//! for document and OCR answers, plus the majority-answer baseline they are judged against.
+//! for document and OCR answers, plus two baselines they are judged against: the family's
+//! majority answer, and a blind model that knows each question's most frequent answer.
 
 use std::collections::BTreeMap;
 
@@ -109,6 +110,19 @@ pub struct TaskScore {
     /// Accuracy of always giving the family's most frequent gold answer.
     pub majority_baseline: f64,
     pub majority_answer: String,
+    /// Accuracy of a model that never looks at the image but knows, for each exact
+    /// question, its most frequent answer in this set: what answer priors alone reach.
+    pub blind_baseline: f64,
+}
+
+/// Most frequent normalized answer and its count; ties go to the alphabetically first, so
+/// the figure is reproducible.
+fn majority<'a>(answers: impl Iterator<Item = &'a str>) -> (String, usize) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for a in answers {
+        *counts.entry(normalize(a)).or_default() += 1;
+    }
+    counts.into_iter().fold((String::new(), 0), |best, (a, c)| if c > best.1 { (a, c) } else { best })
 }
 
 /// Aggregates scored answers by family (sorted by name), plus `"overall"` figures.
@@ -121,19 +135,19 @@ pub fn summarize(scored: &[Scored]) -> BTreeMap<String, TaskScore> {
         .into_iter()
         .map(|(task, items)| {
             let n = items.len() as f64;
-            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            let (majority_answer, majority_count) = majority(items.iter().map(|s| s.gold.as_str()));
+            let mut by_question: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
             for s in &items {
-                *counts.entry(normalize(&s.gold)).or_default() += 1;
+                by_question.entry(&s.question).or_default().push(&s.gold);
             }
-            // Ties go to the alphabetically first answer, so the figure is reproducible.
-            let (majority_answer, majority) =
-                counts.iter().fold((String::new(), 0), |best, (a, &c)| if c > best.1 { (a.clone(), c) } else { best });
+            let blind: usize = by_question.values().map(|golds| majority(golds.iter().copied()).1).sum();
             let score = TaskScore {
                 answers: items.len(),
                 exact_match: items.iter().filter(|s| s.exact).count() as f64 / n,
                 anls: uses_anls(task).then(|| items.iter().map(|s| s.anls).sum::<f64>() / n),
-                majority_baseline: majority as f64 / n,
+                majority_baseline: majority_count as f64 / n,
                 majority_answer,
+                blind_baseline: blind as f64 / n,
             };
             (task.to_string(), score)
         })
@@ -143,16 +157,17 @@ pub fn summarize(scored: &[Scored]) -> BTreeMap<String, TaskScore> {
 /// The markdown table of a summary.
 pub fn markdown_table(summary: &BTreeMap<String, TaskScore>) -> String {
     let mut out = String::from(
-        "| task | answers | exact match | ANLS | majority baseline (answer) |\n|---|---:|---:|---:|---|\n",
+        "| task | answers | exact match | ANLS | majority baseline (answer) | blind baseline |\n|---|---:|---:|---:|---|---:|\n",
     );
     for (task, s) in summary {
         let anls = s.anls.map_or_else(|| "-".to_string(), |a| format!("{:.1}%", 100.0 * a));
         out.push_str(&format!(
-            "| {task} | {} | {:.1}% | {anls} | {:.1}% ({:?}) |\n",
+            "| {task} | {} | {:.1}% | {anls} | {:.1}% ({:?}) | {:.1}% |\n",
             s.answers,
             100.0 * s.exact_match,
             100.0 * s.majority_baseline,
-            s.majority_answer
+            s.majority_answer,
+            100.0 * s.blind_baseline
         ));
     }
     out
@@ -202,6 +217,8 @@ mod tests {
         assert_eq!(sum["vqa"].majority_answer, "red");
         assert_eq!(sum["vqa"].anls, None);
         assert_eq!(sum["ocr"].anls, Some(1.0));
+        // Every question is "q": the blind baseline equals the majority here.
+        assert!((sum["vqa"].blind_baseline - 2.0 / 3.0).abs() < 1e-12);
         assert!(markdown_table(&sum).contains("| ocr | 1 | 100.0% | 100.0% |"));
     }
 }

@@ -63,6 +63,15 @@ pub fn render(
             } else {
                 let _ = writeln!(s, "Not above the majority-answer baseline: {}.", below.join(", "));
             }
+            let blind: Vec<&str> =
+                e.tasks.iter().filter(|(_, t)| t.exact_match <= t.blind_baseline).map(|(k, _)| k.as_str()).collect();
+            if !blind.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "Not above the blind baseline (each question's most frequent answer, no image): {}.",
+                    blind.join(", ")
+                );
+            }
             s.push_str("\n### Examples\n\n| task | question | reference | answer |\n|---|---|---|---|\n");
             for x in &e.examples {
                 let _ =
