@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use autoneural_model::device::parse_device;
 use autoneural_model::tokenizer::TextTokenizer;
-use autoneural_model::vlm::VisionLanguageModel;
 use autoneural_train::config::Experiment;
 use autoneural_train::synth::{Family, SynthOptions, synthesize};
 use autoneural_train::tokenizer_train::train_tokenizer;
@@ -78,12 +77,7 @@ fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
         synth
             .families
             .iter()
-            .map(|name| {
-                Family::ALL.iter().copied().find(|f| f.name() == name).with_context(|| {
-                    let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-                    format!("data.synth.families: unknown family {name:?} (known: {})", known.join(", "))
-                })
-            })
+            .map(|name| name.parse::<Family>().map_err(|e| anyhow::anyhow!("data.synth.families: {e}")))
             .collect::<Result<_>>()?
     };
     if !quiet {
@@ -118,10 +112,6 @@ fn ensure_tokenizer(exp: &Experiment, run_dir: &Path, quiet: bool) -> Result<Pat
         train_tokenizer(&families_in(&exp.data.dir, "train"), exp.data.vocab_size, &dir)?;
     }
     Ok(dir)
-}
-
-fn load_tokenizer(dir: &Path, model: &VisionLanguageModel) -> Result<TextTokenizer> {
-    Ok(TextTokenizer::from_dir(dir, &model.language.config.eos_token_ids)?)
 }
 
 /// Runs an experiment file end to end.
@@ -160,7 +150,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
             (build_model(&exp.model, &plain, exp.seed, &device)?, None)
         }
     };
-    let tokenizer = load_tokenizer(&tokenizer_dir, &model)?;
+    let tokenizer = TextTokenizer::from_dir(&tokenizer_dir, &model.language.config.eos_token_ids)?;
     let size = model.config.encoder.image_size();
     let batcher = Batcher {
         pad_id: model.language.config.pad_token_id.unwrap_or(0),

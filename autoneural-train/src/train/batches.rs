@@ -23,11 +23,11 @@ pub struct Batcher {
 
 impl Batcher {
     /// Encodes and pads `records`, loading their images; errors name the file and line.
-    pub fn batch(&self, records: &[(String, Record)], source: &str) -> Result<DeviceBatch> {
+    pub fn batch(&self, records: &[(String, Record)]) -> Result<DeviceBatch> {
         let mut seqs = Vec::with_capacity(records.len());
         let mut pixels = Vec::new();
         for (name, r) in records {
-            let at = || format!("{source} {name:?}, line {}", r.line);
+            let at = || format!("source {name:?}, line {}", r.line);
             let enc = encode_record(&self.tokenizer, r, self.image_tokens, self.tokens_per_image)
                 .map_err(anyhow::Error::msg)
                 .with_context(at)?;
@@ -45,6 +45,6 @@ impl Batcher {
     /// Draws `n` records from `sampler` and batches them.
     pub fn next_batch(&self, sampler: &mut MixtureSampler, n: usize) -> Result<DeviceBatch> {
         let records = (0..n).map(|_| sampler.next_record()).collect::<Result<Vec<_>, _>>()?;
-        self.batch(&records, "source")
+        self.batch(&records)
     }
 }

@@ -128,10 +128,13 @@ pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<()> {
 /// Writes a model (AutoNeural format) with its tokenizer into `dir`, atomically: into a
 /// sibling temporary directory first, renamed over `dir` at the end.
 pub fn save_model_dir(model: &VisionLanguageModel, tokenizer_dir: &Path, dir: &Path) -> Result<()> {
-    save_dir_atomically(dir, |tmp| {
-        save_vlm(model, tmp)?;
-        copy_tokenizer(tokenizer_dir, tmp)
-    })
+    save_dir_atomically(dir, |tmp| write_model(model, tokenizer_dir, tmp))
+}
+
+/// The weights, config and tokenizer: what `generate` needs.
+fn write_model(model: &VisionLanguageModel, tokenizer_dir: &Path, dir: &Path) -> Result<()> {
+    save_vlm(model, dir)?;
+    copy_tokenizer(tokenizer_dir, dir)
 }
 
 fn save_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
@@ -164,8 +167,7 @@ pub fn save_checkpoint(
     let name = format!("step-{:06}", state.global_step);
     let dir = root.join(&name);
     save_dir_atomically(&dir, |tmp| {
-        save_vlm(model, tmp)?;
-        copy_tokenizer(tokenizer_dir, tmp)?;
+        write_model(model, tokenizer_dir, tmp)?;
         optim.save(tmp.join("optimizer.bpk")).map_err(|e| anyhow::anyhow!("saving the optimizer state: {e:?}"))?;
         write_json(&tmp.join("param_ids.json"), &param_ids(model))?;
         write_json(&tmp.join("trainer_state.json"), state)

@@ -97,12 +97,16 @@ pub fn stage_recipe(run: &StageRun, split: &str) -> Result<Recipe> {
     Ok(recipe)
 }
 
-/// Lines (records) in the recipe's files, for `epochs`.
+/// Records (non-blank lines) in the recipe's files, for `epochs`; streamed, as the data is.
 fn count_records(recipe: &Recipe) -> Result<usize> {
+    use std::io::BufRead;
     let mut n = 0;
     for s in &recipe.sources {
-        let text = std::fs::read_to_string(&s.path).with_context(|| format!("reading {}", s.path.display()))?;
-        n += text.lines().filter(|l| !l.trim().is_empty()).count();
+        let file = std::fs::File::open(&s.path).with_context(|| format!("reading {}", s.path.display()))?;
+        for line in std::io::BufReader::new(file).lines() {
+            let line = line.with_context(|| format!("reading {}", s.path.display()))?;
+            n += usize::from(!line.trim().is_empty());
+        }
     }
     Ok(n)
 }
@@ -191,6 +195,7 @@ pub fn run_stage(
     let mut records_drawn = sampler.drawn.iter().sum::<usize>();
     let (mut train_seconds, mut samples, mut last_loss) = (0.0f64, 0usize, f64::NAN);
     let mut val = None;
+    let mut steps_done = start;
     let state_at = |step: usize, drawn: usize, done: bool| TrainerState {
         stage: run.index,
         stage_name: s.name.clone(),
@@ -249,35 +254,23 @@ pub fn run_stage(
             log.val(&s.name, run.global_step_base + step + 1, &v)?;
             val = Some(v);
         }
-        let stop_here = run.stop_after == Some(run.global_step_base + step + 1);
-        if !last && (stop_here || (s.checkpoint_every > 0 && (step + 1) % s.checkpoint_every == 0)) {
-            let state = state_at(step + 1, records_drawn, false);
-            let checkpoint = save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
-            if stop_here {
-                let report = StageReport {
-                    name: s.name.clone(),
-                    steps: step + 1,
-                    effective_batch: s.effective_batch(),
-                    trainable_params,
-                    frozen_params,
-                    final_train_loss: last_loss,
-                    val,
-                    samples_per_s: samples as f64 / train_seconds.max(1e-9),
-                    seconds: train_seconds,
-                    checkpoint,
-                    complete: false,
-                };
-                log.finish_stage();
-                return Ok((model, report));
-            }
+        steps_done = step + 1;
+        if !last && run.stop_after == Some(run.global_step_base + steps_done) {
+            break;
+        }
+        if !last && s.checkpoint_every > 0 && steps_done % s.checkpoint_every == 0 {
+            let state = state_at(steps_done, records_drawn, false);
+            save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
         }
     }
     log.finish_stage();
-    let state = state_at(total, records_drawn, true);
+    // The stage's last checkpoint: at its end, or where `stop_after` interrupted it.
+    let complete = steps_done == total;
+    let state = state_at(steps_done, records_drawn, complete);
     let checkpoint = save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
     let report = StageReport {
         name: s.name.clone(),
-        steps: total,
+        steps: steps_done,
         effective_batch: s.effective_batch(),
         trainable_params,
         frozen_params,
@@ -286,7 +279,7 @@ pub fn run_stage(
         samples_per_s: if train_seconds > 0.0 { samples as f64 / train_seconds } else { 0.0 },
         seconds: train_seconds,
         checkpoint,
-        complete: true,
+        complete,
     };
     Ok((model, report))
 }
