@@ -91,23 +91,34 @@ def flat(t):
     return [round(float(x), 7) for x in t.detach().flatten().tolist()]
 
 
-def tiny_mnv5(pad_type, out_res, num_features=64):
+def tiny_mnv5(pad_type, out_res, num_features=64, norm="rms"):
+    norm_layer = {"rms": RmsNorm2d, "batch": torch.nn.BatchNorm2d}[norm]
     return MobileNetV5(decode_arch_def(TINY_BLOCKS), num_classes=0, stem_size=8, num_features=num_features,
-                       pad_type=pad_type, msfa_output_resolution=out_res, norm_layer=RmsNorm2d,
+                       pad_type=pad_type, msfa_output_resolution=out_res, norm_layer=norm_layer,
                        layer_scale_init_value=1e-5, global_pool="").eval()
 
 
-def mnv5_fixture(name, pad_type, hw, seed):
+def perturb_running_stats(model, seed):
+    """BatchNorm running statistics away from (0, 1), so inference normalisation shows."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+
+
+def mnv5_fixture(name, pad_type, hw, seed, norm="rms"):
     d = fresh(name)
-    model = tiny_mnv5(pad_type, 2)
+    model = tiny_mnv5(pad_type, 2, norm=norm)
     perturb(model, seed)
+    perturb_running_stats(model, seed + 7)
     save_file(tensors(model), os.path.join(d, "model.safetensors"))
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.rand((1, 3, *hw), generator=g)
     with torch.no_grad():
         y = model.forward_features(x)
     arch = {"block_args": TINY_BLOCKS, "stem_size": 8, "pad_type": pad_type, "msfa_output_resolution": 2,
-            "num_features": 64, "image_size": hw[0], "layer_scale_init_value": 1e-5}
+            "num_features": 64, "image_size": hw[0], "layer_scale_init_value": 1e-5, "norm": norm}
     dump(os.path.join(d, "arch.json"), arch)
     dump(os.path.join(d, "golden.json"), {"input_shape": list(x.shape), "input": flat(x),
                                           "output_shape": list(y.shape), "output": flat(y)})
@@ -334,6 +345,7 @@ def main():
     os.makedirs(ROOT, exist_ok=True)
     mnv5_fixture("mnv5-tiny-same", "same", (70, 58), 1)
     mnv5_fixture("mnv5-tiny-sym", "", (64, 64), 2)
+    mnv5_fixture("mnv5-tiny-bn", "same", (64, 64), 3, norm="batch")
     mnv5_300m_keys()
     siglip2_fixture()
     siglip_fixture()

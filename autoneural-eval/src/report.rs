@@ -35,14 +35,15 @@ pub fn render(
         c.tokens_per_image(size, size),
         exp.device,
     );
-    s.push_str("## Stages\n\n| stage | steps | batch | trained params | frozen params | final train loss | val loss | val token acc | samples/s | time |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("## Stages\n\n| stage | steps | batch | trained params | frozen params | final train loss | val loss | val loss, images rotated | val token acc | samples/s | time |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in stages {
-        let (vl, va) = r.val.as_ref().map_or(("-".into(), "-".into()), |v| {
-            (format!("{:.4}", v.loss), format!("{:.1}%", 100.0 * v.token_accuracy))
+        let (vl, vr, va) = r.val.as_ref().map_or(("-".into(), "-".into(), "-".into()), |v| {
+            let rotated = v.loss_images_rotated.map_or("-".into(), |x| format!("{x:.4}"));
+            (format!("{:.4}", v.loss), rotated, format!("{:.1}%", 100.0 * v.token_accuracy))
         });
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.4} | {vl} | {va} | {:.1} | {:.0} s |",
+            "| {} | {} | {} | {} | {} | {:.4} | {vl} | {vr} | {va} | {:.1} | {:.0} s |",
             r.name,
             r.steps,
             r.effective_batch,

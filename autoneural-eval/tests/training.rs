@@ -38,6 +38,12 @@ fn shared() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 fn experiment(out: &Path, stages: &str) -> String {
+    experiment_with_norm(out, stages, "rms")
+}
+
+/// `norm`: the MobileNetV5 norm ("rms" or "batch", whose running statistics are state that
+/// freezing and resuming must also keep exact).
+fn experiment_with_norm(out: &Path, stages: &str, norm: &str) -> String {
     let (_, data, tok) = shared();
     format!(
         r#"
@@ -49,6 +55,7 @@ dir = "{data}"
 tokenizer = "{tok}"
 [model.vision]
 preset = "mobilenetv5_tiny"
+norm = "{norm}"
 [model.language]
 preset = "lfm2-nano"
 [eval]
@@ -81,9 +88,9 @@ weight_decay = 0.1
 checkpoint_every = 1
 "#;
 
-fn write_experiment(dir: &Path, stages: &str) -> PathBuf {
+fn write_experiment(dir: &Path, stages: &str, norm: &str) -> PathBuf {
     let path = dir.join("exp.toml");
-    std::fs::write(&path, experiment(&dir.join("runs"), stages)).unwrap();
+    std::fs::write(&path, experiment_with_norm(&dir.join("runs"), stages, norm)).unwrap();
     path
 }
 
@@ -108,9 +115,15 @@ fn weights<M: Module>(m: &M) -> BTreeMap<String, Vec<f32>> {
 
 #[test]
 fn frozen_parts_stay_bit_identical() {
+    for norm in ["rms", "batch"] {
+        frozen_parts_stay_bit_identical_with(norm);
+    }
+}
+
+fn frozen_parts_stay_bit_identical_with(norm: &str) {
     let (_, data, tok_dir) = shared();
     let tmp = tempfile::tempdir().unwrap();
-    let exp = Experiment::from_toml(&experiment(tmp.path(), TWO_STAGES)).unwrap();
+    let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), TWO_STAGES, norm)).unwrap();
     let device = Device::flex().autodiff();
     let plain = TextTokenizer::from_dir(tok_dir, &[]).unwrap();
     let model = build_model(&exp.model, &plain, 5, &device).unwrap();
@@ -149,7 +162,7 @@ fn frozen_parts_stay_bit_identical() {
         if path.starts_with("multi_modal_projector") {
             changed += usize::from(&after[path] != w);
         } else {
-            assert!(after[path] == *w, "frozen parameter {path} changed");
+            assert!(after[path] == *w, "{norm}: frozen parameter {path} changed");
         }
     }
     assert_eq!(changed, 4, "every projector tensor (2 weights, 2 biases) should move");
@@ -158,9 +171,10 @@ fn frozen_parts_stay_bit_identical() {
 
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
+    // Batch norm: its running statistics must also resume exactly.
     let a = tempfile::tempdir().unwrap();
     let quiet = RunOptions { quiet: true, ..Default::default() };
-    let full = run_experiment(&write_experiment(a.path(), TWO_STAGES), &quiet).unwrap();
+    let full = run_experiment(&write_experiment(a.path(), TWO_STAGES, "batch"), &quiet).unwrap();
     assert_eq!(full.stages.len(), 2);
     let eval = full.eval.as_ref().unwrap();
     assert_eq!(eval.tasks.len(), Family::ALL.len());
@@ -168,7 +182,7 @@ fn resumed_run_matches_uninterrupted_run() {
 
     // Interrupted inside stage 2 (after 2 + 1 steps), then resumed.
     let b = tempfile::tempdir().unwrap();
-    let exp_b = write_experiment(b.path(), TWO_STAGES);
+    let exp_b = write_experiment(b.path(), TWO_STAGES, "batch");
     let stopped = run_experiment(&exp_b, &RunOptions { stop_after_steps: Some(3), ..quiet.clone() }).unwrap();
     assert!(stopped.eval.is_none() && !stopped.final_dir.exists());
     // Without --resume an existing run is refused rather than overwritten.
@@ -199,7 +213,7 @@ micro_batch = 2
 grad_clip = 0
 checkpoint_every = 1
 "#;
-    let path = write_experiment(tmp.path(), stages);
+    let path = write_experiment(tmp.path(), stages, "rms");
     let err = run_experiment(&path, &RunOptions { quiet: true, ..Default::default() }).err().unwrap();
     let msg = format!("{err:#}");
     assert!(msg.contains("training stopped") && msg.contains("--resume"), "{msg}");
@@ -235,6 +249,14 @@ fn experiment_errors_name_the_key() {
                 "[[stage]]\nname = \"q\"\ntrain = [\"language\"]\nsteps = 1\nlr = 1e-3\n[stage.quantization]\nbits = 4\n",
             ),
             "quantization",
+        ),
+        (
+            &experiment_with_norm(
+                Path::new("o"),
+                "[[stage]]\nname = \"s\"\ntrain = [\"projector\"]\nsteps = 1\nlr = 1e-3\n",
+                "layer",
+            ),
+            "norm",
         ),
     ];
     for (text, key) in cases {

@@ -42,7 +42,7 @@ fn input4(case: &serde_json::Value, device: &Device) -> Tensor<4> {
 #[test]
 fn mobilenetv5_matches_timm() {
     let device = Device::flex();
-    for name in ["mnv5-tiny-same", "mnv5-tiny-sym"] {
+    for name in ["mnv5-tiny-same", "mnv5-tiny-sym", "mnv5-tiny-bn"] {
         let dir = vision_fixtures().join(name);
         let arch: MobileNetV5Arch = serde_json::from_value(json(dir.join("arch.json"))).unwrap();
         let model = load_mobilenetv5(&dir.join("model.safetensors"), Some(&arch), &device).unwrap();

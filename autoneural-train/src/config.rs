@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use autoneural_model::vision::NormKind;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +117,11 @@ pub struct VisionInit {
     pub checkpoint: Option<PathBuf>,
     /// MobileNetV5 only: the adapter's output grid side (tokens per image = its square).
     pub msfa_output_resolution: Option<usize>,
+    /// MobileNetV5 only: `"rms"` (Gemma 3n's RmsNorm2d, the preset's) or `"batch"`
+    /// (BatchNorm2d, which trains from scratch; see docs/training.md).
+    pub norm: Option<NormKind>,
+    /// MobileNetV5 only: the layer-scale init of UIR and attention blocks (preset: 1e-5).
+    pub layer_scale_init: Option<f64>,
 }
 
 /// The language model: a preset at random (with optional shape overrides, for ablations),

@@ -22,6 +22,10 @@ impl KeyMap for TimmKeys {
         format!("{}{p}", self.prefix)
     }
     fn ignorable(&self, key: &str) -> bool {
+        // PyTorch's BatchNorm2d step counter: only used when momentum is None (not timm's).
+        if key.ends_with(".num_batches_tracked") {
+            return true;
+        }
         if !self.prefix.is_empty() {
             // A Gemma 3n checkpoint holds the whole multimodal model.
             return !key.starts_with(self.prefix);

@@ -13,7 +13,7 @@ use crate::connector::ProjectorConfig;
 use crate::error::{ModelError, Result};
 use crate::images::Preprocess;
 use crate::text::Lfm2Config;
-use crate::vision::{EncoderConfig, MobileNetV5Arch, PadType, VitConfig};
+use crate::vision::{EncoderConfig, MobileNetV5Arch, NormKind, PadType, VitConfig};
 use crate::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
 
 /// Module paths -> checkpoint keys for both formats.
@@ -142,6 +142,7 @@ fn autoneural_encoder(f: &Fields) -> Result<EncoderConfig> {
                 num_features: 2048,
                 image_size: f.usize_req(&["image_size"])?,
                 layer_scale_init_value: Some(1e-5),
+                norm: NormKind::Rms,
             }
         }
     };
@@ -163,6 +164,10 @@ fn autoneural_encoder(f: &Fields) -> Result<EncoderConfig> {
             "" => PadType::Symmetric,
             other => return Err(f.invalid("pad_type", format!("{other:?}: expected \"same\" or \"\""))),
         };
+    }
+    if let Some(n) = f.str_opt(&["norm"])? {
+        arch.norm =
+            NormKind::parse(n).ok_or_else(|| f.invalid("norm", format!("{n:?}: expected \"rms\" or \"batch\"")))?;
     }
     arch.resolve().map_err(|e| f.invalid("block_args", e))?;
     Ok(EncoderConfig::MobileNetV5(arch))
@@ -272,6 +277,7 @@ pub fn autoneural_config_json(config: &VlmConfig) -> Value {
             "msfa_output_resolution": a.msfa_output_resolution,
             "num_features": a.num_features,
             "image_size": a.image_size,
+            "norm": a.norm,
         }),
         EncoderConfig::Vit(v) => json!({
             "encoder": "vit",

@@ -123,6 +123,29 @@ pub fn make_divisible(v: f64, divisor: usize) -> usize {
     new_v
 }
 
+/// The normalisation after every convolution (timm's `norm_layer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// `RmsNorm2d`: RMS over the channels of each pixel, as Gemma 3n's checkpoints.
+    #[default]
+    Rms,
+    /// `BatchNorm2d`: per channel over the batch and the pixels, with running statistics
+    /// for inference. Trains from scratch where `Rms` stalls (docs/training.md) and folds
+    /// into the preceding convolution for deployment.
+    Batch,
+}
+
+impl NormKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rms" => Some(Self::Rms),
+            "batch" => Some(Self::Batch),
+            _ => None,
+        }
+    }
+}
+
 /// The whole encoder as data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MobileNetV5Arch {
@@ -140,6 +163,9 @@ pub struct MobileNetV5Arch {
     /// Layer scale init on UIR/MQA blocks (`None`: no layer scale parameters).
     #[serde(default = "default_layer_scale")]
     pub layer_scale_init_value: Option<f64>,
+    /// The norm after convolutions and in the attention blocks.
+    #[serde(default)]
+    pub norm: NormKind,
 }
 
 fn default_num_features() -> usize {
@@ -273,6 +299,7 @@ impl MobileNetV5Arch {
             num_features: 2048,
             image_size,
             layer_scale_init_value: Some(1e-5),
+            norm: NormKind::Rms,
         };
         match name {
             "mobilenetv5_300m_enc" | "mobilenetv5_300m" => Some(gemma(
@@ -315,6 +342,7 @@ impl MobileNetV5Arch {
                 num_features: 64,
                 image_size: 64,
                 layer_scale_init_value: Some(1e-5),
+                norm: NormKind::Rms,
             }),
             _ => None,
         }

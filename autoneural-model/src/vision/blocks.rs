@@ -5,29 +5,30 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::kernels;
-use crate::vision::arch::{BlockKind, PadType, ResolvedBlock, make_divisible};
-use crate::vision::layers::{Conv2d, ConvNorm, ConvSpec, LayerScale2d, RmsNorm2d};
+use crate::vision::arch::{BlockKind, NormKind, PadType, ResolvedBlock, make_divisible};
+use crate::vision::layers::{Conv2d, ConvNorm, ConvSpec, LayerScale2d, Norm2d};
 
 /// Full conv expansion -> norm+GELU -> 1x1 projection -> norm (no layer scale).
-/// Keys: `conv_exp.weight`, `bn1.weight`, `conv_pwl.weight`, `bn2.weight`.
+/// Keys: `conv_exp.weight`, `bn1.*`, `conv_pwl.weight`, `bn2.*`.
 #[derive(Module, Debug)]
 pub struct EdgeResidual {
     pub conv_exp: Conv2d,
-    pub bn1: RmsNorm2d,
+    pub bn1: Norm2d,
     pub conv_pwl: Conv2d,
-    pub bn2: RmsNorm2d,
+    pub bn2: Norm2d,
     pub has_skip: bool,
 }
 
 impl EdgeResidual {
-    pub fn new(b: &ResolvedBlock, kernel: usize, exp_ratio: f64, pad: PadType, device: &Device) -> Self {
+    pub fn new(b: &ResolvedBlock, kernel: usize, exp_ratio: f64, style: Style, device: &Device) -> Self {
+        let Style { pad, norm } = style;
         let mid = make_divisible(b.in_chs as f64 * exp_ratio, 8);
         let out = b.spec.out_chs;
         Self {
             conv_exp: ConvSpec::new(b.in_chs, mid, kernel, pad).stride(b.spec.stride).dilation(b.dilation).init(device),
-            bn1: RmsNorm2d::new(mid, device),
+            bn1: Norm2d::new(norm, mid, device),
             conv_pwl: ConvSpec::new(mid, out, 1, pad).init(device),
-            bn2: RmsNorm2d::new(out, device),
+            bn2: Norm2d::new(norm, out, device),
             has_skip: b.in_chs == out && b.spec.stride == 1 && !b.spec.noskip,
         }
     }
@@ -65,7 +66,14 @@ pub struct UirSpec {
     pub dilation: usize,
     pub noskip: bool,
     pub layer_scale: Option<f64>,
+    pub style: Style,
+}
+
+/// How an encoder's convolutions pad and normalise, shared by all its blocks.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
     pub pad: PadType,
+    pub norm: NormKind,
 }
 
 impl UniversalInvertedResidual {
@@ -73,7 +81,8 @@ impl UniversalInvertedResidual {
         let dw = |chs: usize, k: usize, stride: usize, act: bool| {
             (k > 0).then(|| {
                 ConvNorm::new(
-                    ConvSpec::new(chs, chs, k, s.pad).stride(stride).dilation(s.dilation).depthwise(),
+                    ConvSpec::new(chs, chs, k, s.style.pad).stride(stride).dilation(s.dilation).depthwise(),
+                    s.style.norm,
                     act,
                     device,
                 )
@@ -85,9 +94,9 @@ impl UniversalInvertedResidual {
         let end_stride = if s.start_kernel == 0 && s.mid_kernel == 0 { s.stride } else { 1 };
         Self {
             dw_start: dw(s.in_chs, s.start_kernel, start_stride, false),
-            pw_exp: ConvNorm::new(ConvSpec::new(s.in_chs, mid, 1, s.pad), true, device),
+            pw_exp: ConvNorm::new(ConvSpec::new(s.in_chs, mid, 1, s.style.pad), s.style.norm, true, device),
             dw_mid: dw(mid, s.mid_kernel, s.stride, true),
-            pw_proj: ConvNorm::new(ConvSpec::new(mid, s.out_chs, 1, s.pad), false, device),
+            pw_proj: ConvNorm::new(ConvSpec::new(mid, s.out_chs, 1, s.style.pad), s.style.norm, false, device),
             dw_end: dw(s.out_chs, s.end_kernel, end_stride, false),
             layer_scale: s.layer_scale.map(|v| LayerScale2d::new(s.out_chs, v, device)),
             has_skip: s.in_chs == s.out_chs && s.stride == 1 && !s.noskip,
@@ -114,21 +123,21 @@ impl UniversalInvertedResidual {
 }
 
 /// Key or value path: optional strided depthwise downsample + norm, then a 1x1 projection
-/// to one head. Keys: `down_conv.weight`, `norm.weight`, `proj.weight`.
+/// to one head. Keys: `down_conv.weight`, `norm.*`, `proj.weight`.
 #[derive(Module, Debug)]
 pub struct KvProjection {
     pub down_conv: Option<Conv2d>,
-    pub norm: Option<RmsNorm2d>,
+    pub norm: Option<Norm2d>,
     pub proj: Conv2d,
 }
 
 impl KvProjection {
-    fn new(dim: usize, out: usize, kernel: usize, stride: usize, dilation: usize, pad: PadType, d: &Device) -> Self {
-        let down = stride > 1;
+    fn new(dim: usize, out: usize, kernel: usize, stride: usize, dilation: usize, style: Style, d: &Device) -> Self {
+        let (down, pad) = (stride > 1, style.pad);
         Self {
             down_conv: down
                 .then(|| ConvSpec::new(dim, dim, kernel, pad).stride(stride).dilation(dilation).depthwise().init(d)),
-            norm: down.then(|| RmsNorm2d::new(dim, d)),
+            norm: down.then(|| Norm2d::new(style.norm, dim, d)),
             proj: ConvSpec::new(dim, out, 1, pad).init(d),
         }
     }
@@ -184,11 +193,11 @@ impl MultiQueryAttention2d {
     }
 }
 
-/// Pre-norm multi-query attention block with layer scale. Keys: `norm.weight`, `attn.*`,
+/// Pre-norm multi-query attention block with layer scale. Keys: `norm.*`, `attn.*`,
 /// `layer_scale.gamma`.
 #[derive(Module, Debug)]
 pub struct MobileAttention {
-    pub norm: RmsNorm2d,
+    pub norm: Norm2d,
     pub attn: MultiQueryAttention2d,
     pub layer_scale: Option<LayerScale2d>,
     pub has_skip: bool,
@@ -210,10 +219,11 @@ pub enum MobileBlock {
 }
 
 impl MobileBlock {
-    pub fn new(b: &ResolvedBlock, pad: PadType, layer_scale: Option<f64>, device: &Device) -> Self {
+    pub fn new(b: &ResolvedBlock, style: Style, layer_scale: Option<f64>, device: &Device) -> Self {
+        let pad = style.pad;
         match b.spec.kind {
             BlockKind::EdgeResidual { kernel, exp_ratio } => {
-                Self::EdgeResidual(EdgeResidual::new(b, kernel, exp_ratio, pad, device))
+                Self::EdgeResidual(EdgeResidual::new(b, kernel, exp_ratio, style, device))
             }
             BlockKind::UniversalInvertedResidual { start_kernel, mid_kernel, end_kernel, exp_ratio } => {
                 Self::UniversalInvertedResidual(UniversalInvertedResidual::new(
@@ -228,7 +238,7 @@ impl MobileBlock {
                         dilation: b.dilation,
                         noskip: b.spec.noskip,
                         layer_scale,
-                        pad,
+                        style,
                     },
                     device,
                 ))
@@ -236,9 +246,9 @@ impl MobileBlock {
             BlockKind::MultiQueryAttention { kv_kernel, num_heads, key_dim, kv_stride } => {
                 let c = b.in_chs;
                 let out = b.spec.out_chs;
-                let kv = |d: &Device| KvProjection::new(c, key_dim, kv_kernel, kv_stride, b.dilation, pad, d);
+                let kv = |d: &Device| KvProjection::new(c, key_dim, kv_kernel, kv_stride, b.dilation, style, d);
                 Self::MobileAttention(MobileAttention {
-                    norm: RmsNorm2d::new(c, device),
+                    norm: Norm2d::new(style.norm, c, device),
                     attn: MultiQueryAttention2d {
                         query: Projection { proj: ConvSpec::new(c, num_heads * key_dim, 1, pad).init(device) },
                         key: kv(device),

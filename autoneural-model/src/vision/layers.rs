@@ -1,15 +1,15 @@
-//! Convolution building blocks shared by the MobileNetV5 blocks: a padded conv, RmsNorm2d,
-//! conv + norm (+ act), layer scale, tanh-GELU.
+//! Convolution building blocks shared by the MobileNetV5 blocks: a padded conv, the norm
+//! (RMS or batch), conv + norm (+ act), layer scale, tanh-GELU.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, RunningState};
 use burn::nn::Initializer;
-use burn::tensor::module::conv2d;
+use burn::tensor::module::{batch_norm, batch_norm_train, conv2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::kernels;
 
-use crate::vision::arch::PadType;
+use crate::vision::arch::{NormKind, PadType};
 
 /// tanh-approximated GELU, MobileNetV5's and SigLIP's activation (fused on CPU).
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -109,47 +109,105 @@ impl Conv2d {
     }
 }
 
-/// RMS norm over channels at every pixel (timm `RmsNorm2d`, eps 1e-6). Key: `weight` `[c]`.
+/// The norm after a convolution (timm's `norm_layer`), by [`NormKind`]:
+/// - `Rms`: `RmsNorm2d`, RMS over the channels of each pixel, eps 1e-6. Key: `weight`.
+/// - `Batch`: `BatchNorm2d`, per channel over batch and pixels, eps 1e-5, momentum 0.1.
+///   Keys: `weight`, `bias`, `running_mean`, `running_var`. It uses the batch's statistics
+///   (and updates the running ones) only when its weight takes gradients on an autodiff
+///   device, so a frozen encoder and inference both use the running statistics and stay
+///   bit-identical.
 #[derive(Module, Debug)]
-pub struct RmsNorm2d {
+pub struct Norm2d {
     pub weight: Param<Tensor<1>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub running_mean: Option<RunningState<Tensor<1>>>,
+    pub running_var: Option<RunningState<Tensor<1>>>,
     pub eps: f64,
 }
 
-impl RmsNorm2d {
-    pub fn new(channels: usize, device: &Device) -> Self {
-        Self { weight: Initializer::Ones.init([channels], device), eps: 1e-6 }
+const BATCH_NORM_MOMENTUM: f64 = 0.1;
+
+impl Norm2d {
+    pub fn new(kind: NormKind, channels: usize, device: &Device) -> Self {
+        let weight = Initializer::Ones.init([channels], device);
+        match kind {
+            NormKind::Rms => Self { weight, bias: None, running_mean: None, running_var: None, eps: 1e-6 },
+            NormKind::Batch => Self {
+                weight,
+                bias: Some(Initializer::Zeros.init([channels], device)),
+                running_mean: Some(RunningState::new(Tensor::zeros([channels], device))),
+                running_var: Some(RunningState::new(Tensor::ones([channels], device))),
+                eps: 1e-5,
+            },
+        }
+    }
+
+    pub fn kind(&self) -> NormKind {
+        if self.running_mean.is_some() { NormKind::Batch } else { NormKind::Rms }
     }
 
     /// `[b, c, h, w] -> [b, c, h, w]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        kernels::rms_norm2d(x, &self.weight.val(), self.eps, false)
+        match self.kind() {
+            NormKind::Rms => kernels::rms_norm2d(x, &self.weight.val(), self.eps, false),
+            NormKind::Batch => self.batch_norm(x),
+        }
     }
 
-    /// Norm then tanh-GELU, fused on CPU.
+    /// Norm then tanh-GELU (one pass on CPU for `Rms`).
     pub fn forward_gelu(&self, x: Tensor<4>) -> Tensor<4> {
-        kernels::rms_norm2d(x, &self.weight.val(), self.eps, true)
+        match self.kind() {
+            NormKind::Rms => kernels::rms_norm2d(x, &self.weight.val(), self.eps, true),
+            NormKind::Batch => gelu_tanh(self.batch_norm(x)),
+        }
     }
 
-    /// The end of a residual block: norm, then optional layer scale and skip, in one pass
-    /// on CPU.
+    /// The end of a residual block: norm, then optional layer scale and skip (one pass on
+    /// CPU for `Rms`).
     pub fn forward_scale_add(&self, x: Tensor<4>, scale: Option<&LayerScale2d>, skip: Option<Tensor<4>>) -> Tensor<4> {
-        let gamma = scale.map(|s| s.gamma.val());
-        kernels::rms_norm2d_scale_add(x, &self.weight.val(), self.eps, gamma.as_ref(), skip)
+        match self.kind() {
+            NormKind::Rms => {
+                let gamma = scale.map(|s| s.gamma.val());
+                kernels::rms_norm2d_scale_add(x, &self.weight.val(), self.eps, gamma.as_ref(), skip)
+            }
+            NormKind::Batch => LayerScale2d::apply(scale, self.batch_norm(x), skip),
+        }
+    }
+
+    fn batch_norm(&self, x: Tensor<4>) -> Tensor<4> {
+        let (Some(bias), Some(mean), Some(var)) = (&self.bias, &self.running_mean, &self.running_var) else {
+            unreachable!("a batch norm has its bias and running statistics")
+        };
+        let device = x.device();
+        let weight = self.weight.val();
+        if !(device.is_autodiff() && weight.is_require_grad()) {
+            let (m, v) = (mean.value().to_device(&device), var.value().to_device(&device));
+            return batch_norm(x, weight, bias.val(), m, v, self.eps);
+        }
+        let out = batch_norm_train(x, weight, bias.val(), self.eps);
+        let k = BATCH_NORM_MOMENTUM;
+        let m = mean.value_sync().to_device(&device) * (1.0 - k) + out.mean.detach() * k;
+        let v = var.value_sync().to_device(&device) * (1.0 - k) + out.variance.detach() * k;
+        mean.update(m.detach());
+        var.update(v.detach());
+        // Commit now: `RunningState` otherwise holds the update per thread until the next
+        // one, and a checkpoint written in between would miss it (breaking exact resume).
+        let _ = (mean.value_sync(), var.value_sync());
+        out.output
     }
 }
 
-/// Conv -> RmsNorm2d (-> tanh-GELU): timm's `ConvNormAct`. Keys: `conv.*`, `bn.weight`.
+/// Conv -> norm (-> tanh-GELU): timm's `ConvNormAct`. Keys: `conv.*`, `bn.*`.
 #[derive(Module, Debug)]
 pub struct ConvNorm {
     pub conv: Conv2d,
-    pub bn: RmsNorm2d,
+    pub bn: Norm2d,
     pub act: bool,
 }
 
 impl ConvNorm {
-    pub fn new(spec: ConvSpec, act: bool, device: &Device) -> Self {
-        Self { conv: spec.init(device), bn: RmsNorm2d::new(spec.out_chs, device), act }
+    pub fn new(spec: ConvSpec, norm: NormKind, act: bool, device: &Device) -> Self {
+        Self { conv: spec.init(device), bn: Norm2d::new(norm, spec.out_chs, device), act }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -179,6 +237,38 @@ impl LayerScale2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Distribution;
+
+    fn values(t: Tensor<1>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn batch_norm_trains_on_batch_statistics_and_infers_with_running_ones() {
+        let device = Device::flex().autodiff();
+        let norm = Norm2d::new(NormKind::Batch, 3, &device);
+        let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(2.0, 3.0), &device);
+        // Training: each channel comes out with mean 0 and (biased) variance 1 ...
+        let y = norm.forward(x.clone());
+        let flat = y.swap_dims(0, 1).reshape([3, 100]);
+        let (var, mean) = flat.var_mean_bias(1);
+        assert!(values(mean.reshape([3])).iter().all(|m| m.abs() < 1e-4));
+        assert!(values(var.reshape([3])).iter().all(|v| (v - 1.0).abs() < 1e-3));
+        // ... and the running mean moved 10% of the way to the batch mean.
+        let batch_mean = values(x.clone().swap_dims(0, 1).reshape([3, 100]).mean_dim(1).reshape([3]));
+        let running = values(norm.running_mean.as_ref().unwrap().value());
+        for (r, b) in running.iter().zip(&batch_mean) {
+            assert!((r - 0.1 * b).abs() < 1e-4, "running {r} vs batch {b}");
+        }
+        // A frozen norm (no gradients) on the autodiff device uses and keeps the running
+        // statistics, as inference does.
+        let frozen = norm.clone().set_require_grad(false);
+        let before = values(frozen.running_var.as_ref().unwrap().value());
+        let a = frozen.forward(x.clone()).inner().into_data();
+        assert_eq!(values(frozen.running_var.as_ref().unwrap().value()), before);
+        let b = norm.valid().forward(x.inner()).into_data();
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn same_padding_matches_tensorflow() {

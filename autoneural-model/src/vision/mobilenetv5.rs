@@ -5,18 +5,18 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::vision::arch::MobileNetV5Arch;
-use crate::vision::blocks::{MobileBlock, UirSpec, UniversalInvertedResidual};
-use crate::vision::layers::{ConvNorm, ConvSpec, RmsNorm2d};
+use crate::vision::blocks::{MobileBlock, Style, UirSpec, UniversalInvertedResidual};
+use crate::vision::layers::{ConvNorm, ConvSpec, Norm2d};
 use crate::vision::resize;
 
 /// Multi-Scale Fusion Adapter: nearest-upsample the tapped stages to the finest grid,
 /// concatenate channels, a pointwise UIR FFN (x2 expansion, no depthwise, no skip), then
 /// average-pool (or bilinear-resize when the sizes do not divide) to the output grid and
-/// normalise. Keys: `ffn.pw_exp.*`, `ffn.pw_proj.*`, `norm.weight`.
+/// normalise. Keys: `ffn.pw_exp.*`, `ffn.pw_proj.*`, `norm.*`.
 #[derive(Module, Debug)]
 pub struct MultiScaleFusionAdapter {
     pub ffn: UniversalInvertedResidual,
-    pub norm: RmsNorm2d,
+    pub norm: Norm2d,
     pub output_resolution: usize,
 }
 
@@ -61,12 +61,15 @@ pub struct MobileNetV5 {
 impl MobileNetV5 {
     pub fn new(arch: &MobileNetV5Arch, device: &Device) -> Result<Self, String> {
         let resolved = arch.resolve()?;
-        let pad = arch.pad_type;
-        let conv_stem = ConvNorm::new(ConvSpec::new(3, arch.stem_size, 3, pad).stride(2).bias(true), true, device);
+        let style = Style { pad: arch.pad_type, norm: arch.norm };
+        let stem = ConvSpec::new(3, arch.stem_size, 3, style.pad).stride(2).bias(true);
+        let conv_stem = ConvNorm::new(stem, style.norm, true, device);
         let blocks = resolved
             .stages
             .iter()
-            .map(|stage| stage.iter().map(|b| MobileBlock::new(b, pad, arch.layer_scale_init_value, device)).collect())
+            .map(|stage| {
+                stage.iter().map(|b| MobileBlock::new(b, style, arch.layer_scale_init_value, device)).collect()
+            })
             .collect();
         let ffn = UniversalInvertedResidual::new(
             UirSpec {
@@ -80,7 +83,7 @@ impl MobileNetV5 {
                 dilation: 1,
                 noskip: true,
                 layer_scale: None,
-                pad,
+                style,
             },
             device,
         );
@@ -89,7 +92,7 @@ impl MobileNetV5 {
             blocks,
             msfa: MultiScaleFusionAdapter {
                 ffn,
-                norm: RmsNorm2d::new(arch.num_features, device),
+                norm: Norm2d::new(arch.norm, arch.num_features, device),
                 output_resolution: arch.msfa_output_resolution,
             },
             msfa_taps: resolved.msfa_taps,

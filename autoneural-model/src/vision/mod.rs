@@ -10,7 +10,7 @@ pub mod siglip;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-pub use arch::{MobileNetV5Arch, PadType};
+pub use arch::{MobileNetV5Arch, NormKind, PadType};
 pub use mobilenetv5::MobileNetV5;
 pub use siglip::{SiglipVision, VitConfig};
 

@@ -76,6 +76,13 @@ pub fn vlm_config(config: &ModelConfig, vocab_size: usize, image_token_id: u32) 
             _ => bail!("model.vision.msfa_output_resolution: needs a MobileNetV5 preset and a side of at least 1"),
         }
     }
+    if config.vision.norm.is_some() || config.vision.layer_scale_init.is_some() {
+        let EncoderConfig::MobileNetV5(a) = &mut encoder else {
+            bail!("model.vision: `norm` and `layer_scale_init` need a MobileNetV5 preset");
+        };
+        a.norm = config.vision.norm.unwrap_or(a.norm);
+        a.layer_scale_init_value = config.vision.layer_scale_init.or(a.layer_scale_init_value);
+    }
     let text = match &config.language.checkpoint {
         Some(dir) => autoneural_model::checkpoint::read_config(dir).with_context(|| format!("{}", dir.display()))?,
         None => text_config(&config.language, vocab_size)?,

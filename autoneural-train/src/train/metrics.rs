@@ -31,6 +31,11 @@ pub struct StepMetrics {
 pub struct ValMetrics {
     pub loss: f64,
     pub token_accuracy: f64,
+    /// The same loss with each batch's images rotated by one (every conversation sees
+    /// another's image). Equal to `loss` when the model ignores its images; the gap is how
+    /// much the images help. `None` when no batch had two images.
+    #[serde(default)]
+    pub loss_images_rotated: Option<f64>,
 }
 
 pub struct MetricsLog {
@@ -110,10 +115,11 @@ impl MetricsLog {
     pub fn val(&mut self, stage: &str, global_step: usize, m: &ValMetrics) -> Result<()> {
         self.write(serde_json::json!({
             "kind": "val", "stage": stage, "global_step": global_step,
-            "loss": m.loss, "token_accuracy": m.token_accuracy,
+            "loss": m.loss, "token_accuracy": m.token_accuracy, "loss_images_rotated": m.loss_images_rotated,
         }))?;
         if self.echo {
-            self.say(format!("  [{stage}] validation: loss {:.4}  token acc {:.3}", m.loss, m.token_accuracy));
+            let rotated = m.loss_images_rotated.map_or(String::new(), |r| format!("  (images rotated: {r:.4})"));
+            self.say(format!("  [{stage}] validation: loss {:.4}  token acc {:.3}{rotated}", m.loss, m.token_accuracy));
         }
         Ok(())
     }

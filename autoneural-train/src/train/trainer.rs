@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
 
 use crate::config::{Part, StageConfig};
 use crate::data::mixture::{BadRecordPolicy, Source};
@@ -144,15 +145,32 @@ pub fn validate(model: &VisionLanguageModel, run: &StageRun) -> Result<ValMetric
     let model = model.valid();
     let mut sampler = MixtureSampler::new(stage_recipe(run, "val")?)?;
     let (mut nll, mut correct, mut tokens) = (0.0f64, 0.0f64, 0usize);
+    let (mut rotated_nll, mut rotated_tokens) = (0.0f64, 0usize);
     for _ in 0..run.stage.val_batches.max(1) {
-        let b = run.batcher.next_batch(&mut sampler, run.stage.micro_batch)?;
+        let mut b = run.batcher.next_batch(&mut sampler, run.stage.micro_batch)?;
         let parts = forward_loss(&model, &b)?;
         nll += f64::from(parts.nll_sum.into_scalar::<f32>());
         correct += f64::from(parts.correct.into_scalar::<f32>());
         tokens += b.loss_tokens();
+        if let Some(rotated) = b.pixels.as_ref().and_then(rotate_images) {
+            b.pixels = Some(rotated);
+            rotated_nll += f64::from(forward_loss(&model, &b)?.nll_sum.into_scalar::<f32>());
+            rotated_tokens += b.loss_tokens();
+        }
     }
     let tokens = tokens.max(1) as f64;
-    Ok(ValMetrics { loss: nll / tokens, token_accuracy: correct / tokens })
+    Ok(ValMetrics {
+        loss: nll / tokens,
+        token_accuracy: correct / tokens,
+        loss_images_rotated: (rotated_tokens > 0).then(|| rotated_nll / rotated_tokens as f64),
+    })
+}
+
+/// `[n, 3, h, w]` with image `i` in place of image `i + 1` (the last first); `None` for
+/// fewer than two images.
+fn rotate_images(pixels: &Tensor<4>) -> Option<Tensor<4>> {
+    let n = pixels.dims()[0];
+    (n >= 2).then(|| Tensor::cat(vec![pixels.clone().narrow(0, n - 1, 1), pixels.clone().narrow(0, 0, n - 1)], 0))
 }
 
 /// Trains one stage from `model`, continuing from `resume` (state and optimizer file of a
