@@ -111,10 +111,9 @@ class PatchEncoder(torch.nn.Module):
 
 
 class PlainCnn(torch.nn.Module):
-    """Stride-2 3x3 conv + LayerNorm2d + GELU down to the same token grid (a diagnostic)."""
+    """Stride-2 3x3 conv + BatchNorm2d + GELU down to the same token grid (a diagnostic)."""
     def __init__(self, size, tokens, dim):
         super().__init__()
-        from timm.layers import LayerNorm2d
         side, layers, c = int(round(tokens ** 0.5)), [], 3
         widths = [16, 32, 48, dim][-int(math.log2(size // side)):]
         for o in widths:
@@ -284,6 +283,8 @@ def main():
             optim.zero_grad(set_to_none=True)
             if (step + 1) % stage.get("log_every", 25) == 0 or step + 1 == steps:
                 with torch.no_grad():
+                    # How much the image tokens differ between the batch's images, relative
+                    # to their size (0: the encoder gives every image the same tokens).
                     f = model.multi_modal_projector(model.vision_tower.forward_features(pixels).flatten(2).transpose(1, 2))
                     spread = float(f.std(0).mean() / (f.pow(2).mean().sqrt() + 1e-12))
                 print(json.dumps({"feature_spread": spread, "stage": stage["name"], "step": step + 1, "loss": float(nll) / n,
