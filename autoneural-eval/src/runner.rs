@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub stop_after_steps: Option<usize>,
     /// Print progress to stderr.
     pub quiet: bool,
+    /// burn-train's dashboard while training when stdout and stderr are a terminal
+    /// (`q` stops with a checkpoint); otherwise a progress bar or plain lines.
+    pub dashboard: bool,
 }
 
 /// What a finished run produced.
@@ -163,6 +166,9 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
 
     let mut log = MetricsLog::open(&run_dir)?;
     log.echo = !options.quiet;
+    if options.dashboard {
+        log.open_dashboard();
+    }
     let stages_path = run_dir.join("stages.json");
     let mut reports: Vec<StageReport> = match &resume_state {
         Some(_) if stages_path.is_file() => serde_json::from_str(&std::fs::read_to_string(&stages_path)?)
@@ -199,7 +205,9 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
         model = m;
         global += report.steps;
         if !report.complete {
-            // Stopped on request (`stop_after_steps`): the checkpoint is written.
+            // Stopped on request (`stop_after_steps`, or `q` in the dashboard): the
+            // checkpoint is written.
+            log.close_dashboard();
             return Ok(RunOutcome { final_dir: run_dir.join("final"), run_dir, stages: reports, eval: None });
         }
         reports.push(report);
@@ -207,6 +215,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
             .with_context(|| format!("writing {}", stages_path.display()))?;
     }
 
+    log.close_dashboard();
     let final_dir = run_dir.join("final");
     let model = model.valid();
     save_model_dir(&model, &tokenizer_dir, &final_dir)?;

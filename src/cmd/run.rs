@@ -20,11 +20,19 @@ pub struct RunArgs {
     /// interruption; `--resume` continues it).
     #[arg(long)]
     pub stop_after_steps: Option<usize>,
+    /// Show a progress bar (or plain lines) instead of burn-train's dashboard on a terminal.
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let options =
-        RunOptions { resume: args.resume, device: args.device, stop_after_steps: args.stop_after_steps, quiet: false };
+    let options = RunOptions {
+        resume: args.resume,
+        device: args.device,
+        stop_after_steps: args.stop_after_steps,
+        quiet: false,
+        dashboard: !args.no_dashboard,
+    };
     let out = run_experiment(&args.experiment, &options)?;
     match &out.eval {
         Some(e) => {

@@ -1,7 +1,8 @@
 //! Training metrics: one JSON line per step (and per validation) in `<run>/metrics.jsonl`
-//! for plots and reports, and for whoever watches the run a live progress bar (step, loss,
-//! token accuracy, learning rate, samples/s, time left) when stderr is a terminal, or a
-//! plain line every few steps when it is a log file.
+//! for plots and reports, and for whoever watches the run: burn-train's dashboard when it
+//! is turned on (a terminal), else a live progress bar (step, loss, token accuracy, learning
+//! rate, samples/s, time left) when stderr is a terminal, or a plain line every few steps
+//! when it is a log file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+
+use crate::train::dashboard::Dashboard;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepMetrics {
@@ -44,6 +47,7 @@ pub struct MetricsLog {
     /// Print to stderr (off in tests).
     pub echo: bool,
     bar: Option<ProgressBar>,
+    dashboard: Option<Dashboard>,
 }
 
 impl MetricsLog {
@@ -56,13 +60,35 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { file, path, echo: true, bar: None })
+        Ok(Self { file, path, echo: true, bar: None, dashboard: None })
     }
 
-    /// A stage begins (or resumes at `done` of `total` steps): the progress bar, on a terminal.
-    pub fn start_stage(&mut self, name: &str, done: usize, total: usize) {
+    /// Shows burn-train's dashboard from now on, when stdout and stderr are a terminal
+    /// (else the progress bar or plain lines stay). Returns whether it opened.
+    pub fn open_dashboard(&mut self) -> bool {
+        if self.echo && std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
+            self.dashboard = Some(Dashboard::open());
+        }
+        self.dashboard.is_some()
+    }
+
+    /// Gives the terminal back.
+    pub fn close_dashboard(&mut self) {
+        self.dashboard = None;
+    }
+
+    /// The user stopped the run from the dashboard.
+    pub fn interrupted(&self) -> bool {
+        self.dashboard.as_ref().is_some_and(Dashboard::interrupted)
+    }
+
+    /// Stage `index` of `count` begins (or resumes at `done` of `total` steps): the
+    /// dashboard or, on a terminal, the progress bar.
+    pub fn start_stage(&mut self, name: &str, index: usize, count: usize, done: usize, total: usize) {
         self.finish_stage();
-        if self.echo && std::io::stderr().is_terminal() {
+        if let Some(d) = &mut self.dashboard {
+            d.start_stage(name, index, count, done, total);
+        } else if self.echo && std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total as u64).with_position(done as u64);
             let style = ProgressStyle::with_template(
                 "  [{prefix}] {bar:30} {pos}/{len} steps  {msg}  {elapsed_precise} (eta {eta})",
@@ -81,11 +107,16 @@ impl MetricsLog {
         }
     }
 
-    /// A line for whoever watches, above the bar when there is one.
-    fn say(&self, line: String) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+    /// A line for whoever watches: the dashboard's event line, or above the bar when there
+    /// is one.
+    pub fn say(&mut self, line: String) {
+        if !self.echo {
+            return;
+        }
+        match (&mut self.dashboard, &self.bar) {
+            (Some(d), _) => d.note(&line),
+            (None, Some(bar)) => bar.println(line),
+            (None, None) => eprintln!("{line}"),
         }
     }
 
@@ -97,7 +128,9 @@ impl MetricsLog {
         let mut v = serde_json::to_value(m).expect("serialisable");
         v["kind"] = "train".into();
         self.write(v)?;
-        if let Some(bar) = &self.bar {
+        if let Some(d) = &mut self.dashboard {
+            d.step(m);
+        } else if let Some(bar) = &self.bar {
             bar.set_position(m.step as u64);
             bar.set_message(format!(
                 "loss {:.4}  acc {:.3}  lr {:.2e}  {:.1} samples/s",
@@ -117,6 +150,9 @@ impl MetricsLog {
             "kind": "val", "stage": stage, "global_step": global_step,
             "loss": m.loss, "token_accuracy": m.token_accuracy, "loss_images_rotated": m.loss_images_rotated,
         }))?;
+        if let Some(d) = &mut self.dashboard {
+            d.val(m);
+        }
         if self.echo {
             let rotated = m.loss_images_rotated.map_or(String::new(), |r| format!("  (images rotated: {r:.4})"));
             self.say(format!("  [{stage}] validation: loss {:.4}  token acc {:.3}{rotated}", m.loss, m.token_accuracy));

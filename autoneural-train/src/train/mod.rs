@@ -3,6 +3,7 @@
 pub mod batches;
 pub mod checkpoint;
 pub mod clip;
+pub mod dashboard;
 pub mod init;
 pub mod loss;
 pub mod metrics;

@@ -198,7 +198,7 @@ pub fn run_stage(
         }
         start = state.step;
     }
-    eprintln!(
+    log.say(format!(
         "stage {}/{} {:?}: {} steps x {} samples, training {:?} ({} parameters, {} frozen)",
         run.index + 1,
         run.count,
@@ -208,8 +208,8 @@ pub fn run_stage(
         s.train,
         trainable_params,
         frozen_params
-    );
-    log.start_stage(&s.name, start, total);
+    ));
+    log.start_stage(&s.name, run.index, run.count, start, total);
     let mut records_drawn = sampler.drawn.iter().sum::<usize>();
     let (mut train_seconds, mut samples, mut last_loss) = (0.0f64, 0usize, f64::NAN);
     let mut val = None;
@@ -273,7 +273,7 @@ pub fn run_stage(
             val = Some(v);
         }
         steps_done = step + 1;
-        if !last && run.stop_after == Some(run.global_step_base + steps_done) {
+        if !last && (run.stop_after == Some(run.global_step_base + steps_done) || log.interrupted()) {
             break;
         }
         if !last && s.checkpoint_every > 0 && steps_done % s.checkpoint_every == 0 {
