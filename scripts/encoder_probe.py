@@ -16,12 +16,11 @@ import random
 import torch
 from timm.layers import LayerNorm2d, RmsNorm2d
 
+from reference_vlm import MNV5_PRESETS
 from train_reference import Data
 
 NORMS = {"rms": RmsNorm2d, "layer": LayerNorm2d, "batch": torch.nn.BatchNorm2d}
-TINY = [["er_r1_k3_s2_e4_c16", "er_r1_k3_s1_e2_c16"], ["uir_r1_a3_k5_s2_e4_c24", "uir_r1_a5_k0_s1_e2_c24"],
-        ["uir_r1_a3_k3_s2_e4_c32", "mqa_r1_k3_h2_v2_s1_d8_c32", "uir_r1_a0_k0_s1_e2_c32"],
-        ["uir_r1_a0_k3_p3_s2_e3_c48", "mqa_r1_k3_h4_s1_d12_c48", "uir_r1_a0_k0_s1_e2_c48"]]
+TINY = MNV5_PRESETS["mobilenetv5_tiny"][0]
 
 
 class Cnn(torch.nn.Module):

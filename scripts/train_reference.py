@@ -72,7 +72,7 @@ class Data:
 
     def encode(self, messages):
         """Token ids and loss mask of a conversation (the LFM2 chat template)."""
-        ids, mask = self.ids("<|startoftext|>"), []
+        ids = self.ids("<|startoftext|>")
         mask = [False] * len(ids)
         for m in messages:
             head = self.ids(f"<|im_start|>{m['role']}\n")
@@ -161,8 +161,10 @@ def validate(model, data, families, n_batches, micro, rng):
     tokens = 0
     with torch.no_grad():
         for b in range(n_batches):
-            items = [data.split(families[(b * micro + i) % len(families)], "val")[rng.randrange(10**9) % len(
-                data.split(families[(b * micro + i) % len(families)], "val"))] for i in range(micro)]
+            items = []
+            for i in range(micro):
+                recs = data.split(families[(b * micro + i) % len(families)], "val")
+                items.append(recs[rng.randrange(10**9) % len(recs)])
             inputs, targets, mask, pixels = batch(data, items)
             tokens += int(mask.sum())
             sums[0] += float(model.nll(inputs, targets, mask, pixels)[0])

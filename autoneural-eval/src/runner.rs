@@ -206,8 +206,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
         global += report.steps;
         if !report.complete {
             // Stopped on request (`stop_after_steps`, or `q` in the dashboard): the
-            // checkpoint is written.
-            log.close_dashboard();
+            // checkpoint is written (and dropping `log` gives the terminal back).
             return Ok(RunOutcome { final_dir: run_dir.join("final"), run_dir, stages: reports, eval: None });
         }
         reports.push(report);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use autoneural_eval::runner::{RunOptions, run_experiment};
+use autoneural_model::checkpoint::apply::{Identity, collect_tensors};
 use autoneural_model::checkpoint::load_vlm;
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_train::config::{Experiment, Part};
@@ -13,8 +14,8 @@ use autoneural_train::data::mixture::BadRecordPolicy;
 use autoneural_train::synth::{Family, SynthOptions, synthesize};
 use autoneural_train::tokenizer_train::train_tokenizer;
 use autoneural_train::train::{Batcher, MetricsLog, StageRun, build_model, latest_checkpoint, run_stage};
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::module::Module;
+use burn::tensor::Device;
 
 /// Synthetic data and a tokenizer, made once for all tests.
 fn shared() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
@@ -94,23 +95,9 @@ fn write_experiment(dir: &Path, stages: &str, norm: &str) -> PathBuf {
     path
 }
 
-/// Every float parameter by path.
+/// Every float parameter by key.
 fn weights<M: Module>(m: &M) -> BTreeMap<String, Vec<f32>> {
-    struct V(Vec<String>, BTreeMap<String, Vec<f32>>);
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.0.push(name.into());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.1.insert(self.0.join("."), p.val().into_data().try_into_vec_as::<f32>().unwrap());
-        }
-    }
-    let mut v = V(Vec::new(), BTreeMap::new());
-    m.visit(&mut v);
-    v.1
+    collect_tensors(m, &Identity).into_iter().map(|(key, _, values)| (key, values)).collect()
 }
 
 #[test]

@@ -1,28 +1,15 @@
 //! Gradients reach every parameter of each encoder and of both connectors (one SGD step on
 //! the autodiff backend changes all of them), and they are right (finite differences).
 
+use autoneural_model::checkpoint::apply::{Identity, collect_tensors};
 use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::vision::EncoderConfig;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Distribution, Gradients, Tensor};
 
-/// Every float parameter's values, in visiting order.
+/// Every float parameter's values by key, in visiting order.
 fn snapshot<M: Module>(m: &M) -> Vec<(String, Vec<f32>)> {
-    struct V(Vec<String>, Vec<(String, Vec<f32>)>);
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.0.push(name.into());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.1.push((self.0.join("."), p.val().into_data().try_into_vec_as::<f32>().unwrap()));
-        }
-    }
-    let mut v = V(Vec::new(), Vec::new());
-    m.visit(&mut v);
-    v.1
+    collect_tensors(m, &Identity).into_iter().map(|(key, _, values)| (key, values)).collect()
 }
 
 /// `p <- p - lr * grad(p)`; records parameters that got no gradient.

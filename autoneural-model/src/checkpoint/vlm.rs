@@ -166,8 +166,8 @@ fn autoneural_encoder(f: &Fields) -> Result<EncoderConfig> {
         };
     }
     if let Some(n) = f.str_opt(&["norm"])? {
-        arch.norm =
-            NormKind::parse(n).ok_or_else(|| f.invalid("norm", format!("{n:?}: expected \"rms\" or \"batch\"")))?;
+        arch.norm = serde_json::from_value(Value::String(n.to_string()))
+            .map_err(|_| f.invalid("norm", format!("{n:?}: expected \"rms\" or \"batch\"")))?;
     }
     arch.resolve().map_err(|e| f.invalid("block_args", e))?;
     Ok(EncoderConfig::MobileNetV5(arch))

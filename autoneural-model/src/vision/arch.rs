@@ -136,16 +136,6 @@ pub enum NormKind {
     Batch,
 }
 
-impl NormKind {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "rms" => Some(Self::Rms),
-            "batch" => Some(Self::Batch),
-            _ => None,
-        }
-    }
-}
-
 /// The whole encoder as data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MobileNetV5Arch {

@@ -186,8 +186,9 @@ impl Norm2d {
         }
         let out = batch_norm_train(x, weight, bias.val(), self.eps);
         let k = BATCH_NORM_MOMENTUM;
-        let m = mean.value_sync().to_device(&device) * (1.0 - k) + out.mean.detach() * k;
-        let v = var.value_sync().to_device(&device) * (1.0 - k) + out.variance.detach() * k;
+        // `value()` is current: every update below is committed at once.
+        let m = mean.value().to_device(&device) * (1.0 - k) + out.mean.detach() * k;
+        let v = var.value().to_device(&device) * (1.0 - k) + out.variance.detach() * k;
         mean.update(m.detach());
         var.update(v.detach());
         // Commit now: `RunningState` otherwise holds the update per thread until the next

@@ -153,10 +153,8 @@ impl MetricsLog {
         if let Some(d) = &mut self.dashboard {
             d.val(m);
         }
-        if self.echo {
-            let rotated = m.loss_images_rotated.map_or(String::new(), |r| format!("  (images rotated: {r:.4})"));
-            self.say(format!("  [{stage}] validation: loss {:.4}  token acc {:.3}{rotated}", m.loss, m.token_accuracy));
-        }
+        let rotated = m.loss_images_rotated.map_or(String::new(), |r| format!("  (images rotated: {r:.4})"));
+        self.say(format!("  [{stage}] validation: loss {:.4}  token acc {:.3}{rotated}", m.loss, m.token_accuracy));
         Ok(())
     }
 }

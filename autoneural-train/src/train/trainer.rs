@@ -282,7 +282,8 @@ pub fn run_stage(
         }
     }
     log.finish_stage();
-    // The stage's last checkpoint: at its end, or where `stop_after` interrupted it.
+    // The stage's last checkpoint: at its end, or where `stop_after` or the dashboard
+    // stopped it.
     let complete = steps_done == total;
     let state = state_at(steps_done, records_drawn, complete);
     let checkpoint = save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
