@@ -13,6 +13,7 @@ use autoneural_train::config::{Experiment, StageConfig};
 use autoneural_train::data::Batch;
 use autoneural_train::train::clip::clip_global_norm;
 use autoneural_train::train::loss::{DeviceBatch, forward_loss};
+use autoneural_train::train::parallel::{Replicas, shard_sizes};
 use autoneural_train::train::trainer::{optimizer, set_trainable};
 use autoneural_train::train::vlm_config;
 use burn::module::Module;
@@ -52,6 +53,8 @@ impl Default for TrainBenchOptions {
 pub struct PhaseMs {
     /// Encoder + connector + merge + LM + loss, and reading the loss back (as the trainer does).
     pub forward: f64,
+    /// 0 with several devices: their forward and backward passes overlap, and `forward`
+    /// holds both.
     pub backward: f64,
     /// `GradientsParams::from_grads` + global-norm clipping.
     pub clip: f64,
@@ -178,6 +181,22 @@ pub fn synthetic_batch(cfg: &VlmConfig, opts: &TrainBenchOptions, seed: u64, dev
     DeviceBatch { batch, pixels: Some(pixels), records: rows }
 }
 
+/// Rows `start..start + n` of `b` (its pixels: one image per row).
+fn shard_rows(b: &DeviceBatch, start: usize, n: usize) -> DeviceBatch {
+    let len = b.batch.len;
+    let cut = |v: &[u32]| v[start * len..(start + n) * len].to_vec();
+    let cut_mask = |v: &[bool]| v[start * len..(start + n) * len].to_vec();
+    let batch = Batch {
+        rows: n,
+        len,
+        inputs: cut(&b.batch.inputs),
+        targets: cut(&b.batch.targets),
+        loss_mask: cut_mask(&b.batch.loss_mask),
+        attention_mask: cut_mask(&b.batch.attention_mask),
+    };
+    DeviceBatch { batch, pixels: b.pixels.clone().map(|p| p.narrow(0, start, n)), records: n }
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
@@ -241,25 +260,41 @@ pub fn breakdown(model: &VisionLanguageModel, b: &DeviceBatch, runs: usize) -> R
 
 /// Builds the experiment's model on `device` (made differentiable here) and times
 /// `opts.steps` optimizer steps after `opts.warmup` untimed ones.
-pub fn run(exp: &Experiment, opts: &TrainBenchOptions, device: &Device) -> Result<TrainBenchResult> {
+/// Times the stage's optimizer steps on `devices` (more than one: data-parallel, see
+/// `autoneural_train::train::parallel`).
+pub fn run(exp: &Experiment, opts: &TrainBenchOptions, devices: &[Device]) -> Result<TrainBenchResult> {
     if opts.batch == 0 || opts.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
+    if devices.is_empty() || opts.batch < devices.len() {
+        bail!("--batch {} must give every one of the {} devices a row", opts.batch, devices.len());
+    }
+    let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
     if opts.text_tokens < 4 || opts.loss_tokens == 0 {
         bail!("--text-tokens must be at least 4 and --loss-tokens at least 1");
     }
     let stage = pick_stage(exp, opts.stage.as_deref())?;
     let cfg = model_config(exp)?;
-    let device = device.clone().autodiff();
+    let device = devices[0].clone();
     device.seed(exp.seed);
     let model = VisionLanguageModel::new(&cfg, &device)?;
     let mut model = set_trainable(model, &stage.train);
     let (pv, pp, pl) =
         (model.vision_tower.num_params(), model.multi_modal_projector.num_params(), model.language.num_params());
     let b = synthetic_batch(&cfg, opts, exp.seed, &device);
+    // With several devices the batch's rows are split into one shard per device.
+    let mut row = 0;
+    let shards: Vec<DeviceBatch> = shard_sizes(opts.batch, devices.len())
+        .into_iter()
+        .map(|n| {
+            row += n;
+            shard_rows(&b, row - n, n)
+        })
+        .collect();
     let tokens = b.loss_tokens().max(1) as f64;
     let mut optim = optimizer(stage);
     let lr = stage.lr;
+    let replicas = Replicas::new(&devices)?;
 
     let mut times = Vec::new();
     let (mut fwd, mut bwd, mut clip, mut opt) = (0.0, 0.0, 0.0, 0.0);
@@ -273,18 +308,25 @@ pub fn run(exp: &Experiment, opts: &TrainBenchOptions, device: &Device) -> Resul
         }
         let t_step = Instant::now();
         let t = Instant::now();
-        let parts = forward_loss(&model, &b)?;
-        let nll = f64::from(parts.nll_sum.clone().detach().into_scalar::<f32>());
-        let _correct = parts.correct.into_scalar::<f32>();
-        let f = ms(t);
-        if !nll.is_finite() {
-            bail!("step {}: the loss is {nll}", step + 1);
-        }
+        let (nll, grads, f, bw) = if devices.len() == 1 {
+            let parts = forward_loss(&model, &b)?;
+            let nll = f64::from(parts.nll_sum.clone().detach().into_scalar::<f32>());
+            let _correct = parts.correct.into_scalar::<f32>();
+            let f = ms(t);
+            if !nll.is_finite() {
+                bail!("step {}: the loss is {nll}", step + 1);
+            }
+            let t = Instant::now();
+            let grads = GradientsParams::from_grads((parts.nll_sum / tokens).backward(), &model);
+            (nll, grads, f, ms(t))
+        } else {
+            let out = replicas.step_gradients(&model, &shards, tokens)?;
+            let grads = out.grads.with_context(|| format!("step {}: the loss is {}", step + 1, out.nll))?;
+            // Forward and backward overlap across the replicas: one phase.
+            (out.nll, grads, ms(t), 0.0)
+        };
+        let mut grads = grads;
         let t = Instant::now();
-        let grads = (parts.nll_sum / tokens).backward();
-        let bw = ms(t);
-        let t = Instant::now();
-        let mut grads = GradientsParams::from_grads(grads, &model);
         let norm = clip_global_norm(&model, &mut grads, stage.grad_clip);
         let c = ms(t);
         if !norm.is_finite() {
@@ -390,10 +432,15 @@ lr = 1e-3
     fn steps_run_and_loss_falls() {
         let exp = Experiment::from_toml(EXP).unwrap();
         let opts = TrainBenchOptions { batch: 2, steps: 3, warmup: 1, breakdown: true, ..Default::default() };
-        let r = run(&exp, &opts, &Device::flex()).unwrap();
+        let r = run(&exp, &opts, &[Device::flex()]).unwrap();
         assert!(r.breakdown_ms.is_some_and(|b| b.vision_backward > 0.0 && b.language_backward > 0.0));
         assert_eq!(r.stage, "full");
         assert!(r.samples_per_s > 0.0 && r.last_loss.is_finite());
         assert_eq!(r.params_total, r.params_vision + r.params_projector + r.params_language);
+        // Two replicas: one row each, forward and backward timed together.
+        let opts = TrainBenchOptions { breakdown: false, ..opts };
+        let two = run(&exp, &opts, &[Device::flex(), Device::flex()]).unwrap();
+        assert!(two.last_loss.is_finite() && two.phases_ms.forward > 0.0 && two.phases_ms.backward == 0.0);
+        assert!(run(&exp, &TrainBenchOptions { batch: 1, ..opts }, &[Device::flex(), Device::flex()]).is_err());
     }
 }

@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use autoneural_model::device::parse_device;
+use autoneural_model::device::parse_devices;
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_train::config::Experiment;
 use autoneural_train::synth::{Family, SynthOptions, synthesize};
@@ -27,6 +27,7 @@ use autoneural_train::train::{
     save_model_dir,
 };
 use burn::module::Module;
+use burn::tensor::Device;
 
 use crate::evaluate::{EvalOptions, EvalReport, evaluate};
 
@@ -137,7 +138,19 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
         .with_context(|| format!("writing {}", run_dir.join("experiment.json").display()))?;
     ensure_data(&exp, options.quiet)?;
     let tokenizer_dir = ensure_tokenizer(&exp, &run_dir, options.quiet)?;
-    let device = parse_device(&exp.device)?.autodiff();
+    let devices: Vec<Device> = parse_devices(&exp.device)?.into_iter().map(|d| d.autodiff()).collect();
+    let device = devices[0].clone();
+    if let Some(s) = exp.stages.iter().find(|s| s.micro_batch < devices.len()) {
+        bail!(
+            "{}: stage {:?} has micro_batch {}, fewer rows than the {} devices of device = {:?} (each device \
+             takes a shard of every micro-batch)",
+            path.display(),
+            s.name,
+            s.micro_batch,
+            devices.len(),
+            exp.device
+        );
+    }
 
     // The model: the latest checkpoint when resuming, else the experiment's initialisation.
     let (mut model, resume_state) = match (&latest, options.resume) {
@@ -193,6 +206,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
             data_dir: &exp.data.dir,
             tokenizer_dir: &tokenizer_dir,
             batcher: &batcher,
+            devices: &devices,
             index: i,
             count: exp.stages.len(),
             stage,

@@ -7,13 +7,19 @@ use std::sync::OnceLock;
 
 use autoneural_eval::runner::{RunOptions, run_experiment};
 use autoneural_model::checkpoint::apply::{Identity, collect_tensors};
-use autoneural_model::checkpoint::load_vlm;
+use autoneural_model::checkpoint::{load_vlm, save_vlm};
 use autoneural_model::tokenizer::TextTokenizer;
+use autoneural_model::vlm::VisionLanguageModel;
 use autoneural_train::config::{Experiment, Part};
+use autoneural_train::data::MixtureSampler;
 use autoneural_train::data::mixture::BadRecordPolicy;
 use autoneural_train::synth::{Family, SynthOptions, synthesize};
 use autoneural_train::tokenizer_train::train_tokenizer;
-use autoneural_train::train::{Batcher, MetricsLog, StageRun, build_model, latest_checkpoint, run_stage};
+use autoneural_train::train::parallel::Replicas;
+use autoneural_train::train::trainer::{optimizer, stage_recipe};
+use autoneural_train::train::{
+    Batcher, MetricsLog, StageRun, build_model, latest_checkpoint, run_stage, set_trainable,
+};
 use burn::module::Module;
 use burn::tensor::Device;
 
@@ -107,14 +113,12 @@ fn frozen_parts_stay_bit_identical() {
     }
 }
 
-fn frozen_parts_stay_bit_identical_with(norm: &str) {
-    let (_, data, tok_dir) = shared();
-    let tmp = tempfile::tempdir().unwrap();
-    let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), TWO_STAGES, norm)).unwrap();
+/// A model built from `exp` (seed 5) and a batcher for it, on the autodiff flex device.
+fn model_and_batcher(exp: &Experiment) -> (VisionLanguageModel, Batcher) {
+    let (_, _, tok_dir) = shared();
     let device = Device::flex().autodiff();
     let plain = TextTokenizer::from_dir(tok_dir, &[]).unwrap();
     let model = build_model(&exp.model, &plain, 5, &device).unwrap();
-    let before = weights(&model);
     let size = model.config.encoder.image_size();
     let batcher = Batcher {
         tokenizer: TextTokenizer::from_dir(tok_dir, &model.language.config.eos_token_ids).unwrap(),
@@ -122,23 +126,44 @@ fn frozen_parts_stay_bit_identical_with(norm: &str) {
         tokens_per_image: model.config.tokens_per_image(size, size),
         preprocess: model.config.preprocess.clone(),
         pad_id: 0,
-        device: device.clone(),
+        device,
     };
-    let stage = &exp.stages[0];
-    assert_eq!(stage.train, vec![Part::Projector]);
-    let run = StageRun {
-        run_dir: tmp.path(),
+    (model, batcher)
+}
+
+/// Stage `index` of `exp` as a one-stage run in `dir`.
+fn stage_run<'a>(
+    exp: &'a Experiment,
+    index: usize,
+    batcher: &'a Batcher,
+    devices: &'a [Device],
+    dir: &'a Path,
+) -> StageRun<'a> {
+    let (_, data, tok_dir) = shared();
+    StageRun {
+        run_dir: dir,
         data_dir: data,
         tokenizer_dir: tok_dir,
-        batcher: &batcher,
+        batcher,
+        devices,
         index: 0,
         count: 1,
-        stage,
+        stage: &exp.stages[index],
         on_bad_record: BadRecordPolicy::Fail,
         global_step_base: 0,
         keep: 1,
         stop_after: None,
-    };
+    }
+}
+
+fn frozen_parts_stay_bit_identical_with(norm: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), TWO_STAGES, norm)).unwrap();
+    let (model, batcher) = model_and_batcher(&exp);
+    let before = weights(&model);
+    assert_eq!(exp.stages[0].train, vec![Part::Projector]);
+    let devices = [batcher.device.clone()];
+    let run = stage_run(&exp, 0, &batcher, &devices, tmp.path());
     let mut log = MetricsLog::open(tmp.path()).unwrap();
     log.echo = false;
     let (model, report) = run_stage(model, &run, None, &mut log).unwrap();
@@ -156,11 +181,59 @@ fn frozen_parts_stay_bit_identical_with(norm: &str) {
     assert!(report.frozen_params > report.trainable_params);
 }
 
+/// Data parallelism changes nothing but where the shards run: two shards on two replicas
+/// (threads) give bit for bit the gradients, loss and accuracy of the same two shards run
+/// one after the other on one device.
+#[test]
+fn data_parallel_gradients_equal_sequential_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), TWO_STAGES, "batch")).unwrap();
+    let stage = &exp.stages[1];
+    // Two copies of one model through a checkpoint: clones would share the batch-norm
+    // running statistics, and building twice races with other tests over the device's seed.
+    let (model, batcher) = model_and_batcher(&exp);
+    let saved = tmp.path().join("model");
+    save_vlm(&model, &saved).unwrap();
+    let mut results = Vec::new();
+    for replicas in [1, 2] {
+        let model = set_trainable(load_vlm(&saved, &batcher.device).unwrap(), &stage.train);
+        let devices = vec![batcher.device.clone(); replicas];
+        let run = stage_run(&exp, 1, &batcher, &devices, tmp.path());
+        let mut sampler = MixtureSampler::new(stage_recipe(&run, "train").unwrap()).unwrap();
+        let shards: Vec<_> = (0..2).map(|_| batcher.next_batch(&mut sampler, 2).unwrap()).collect();
+        let tokens = shards.iter().map(|b| b.loss_tokens()).sum::<usize>() as f64;
+        let out = Replicas::new(&devices).unwrap().step_gradients(&model, &shards, tokens).unwrap();
+        let model = optimizer(stage).step(1e-3, model, out.grads.expect("finite loss"));
+        results.push((out.nll, out.correct, weights(&model)));
+    }
+    let ((nll1, correct1, w1), (nll2, correct2, w2)) = (&results[0], &results[1]);
+    assert!(nll1.is_finite() && nll1 == nll2 && correct1 == correct2, "{nll1} {nll2} {correct1} {correct2}");
+    let mut stats = 0;
+    for (k, v) in w1 {
+        if k.contains("running_") {
+            // Sequential updates against the mean of the replicas' updates.
+            stats += 1;
+            assert!(w2[k].iter().all(|x| x.is_finite()), "{k}");
+        } else {
+            assert!(w2[k] == *v, "{k}: the data-parallel step differs from the sequential one");
+        }
+    }
+    assert!(stats > 0, "the batch-norm running statistics are part of the model");
+}
+
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
+    // One device, and two replicas (data parallel on the CPU): same data order, same
+    // summation order, so both resume exactly.
+    for device in ["flex", "flex,flex"] {
+        resumed_run_matches_uninterrupted_run_on(device);
+    }
+}
+
+fn resumed_run_matches_uninterrupted_run_on(device: &str) {
     // Batch norm: its running statistics must also resume exactly.
     let a = tempfile::tempdir().unwrap();
-    let quiet = RunOptions { quiet: true, ..Default::default() };
+    let quiet = RunOptions { quiet: true, device: Some(device.into()), ..Default::default() };
     let full = run_experiment(&write_experiment(a.path(), TWO_STAGES, "batch"), &quiet).unwrap();
     assert_eq!(full.stages.len(), 2);
     let eval = full.eval.as_ref().unwrap();
@@ -178,12 +251,12 @@ fn resumed_run_matches_uninterrupted_run() {
     let resumed = run_experiment(&exp_b, &RunOptions { resume: true, ..quiet }).unwrap();
     assert_eq!(resumed.stages.len(), 2);
 
-    let device = Device::flex();
-    let w_full = weights(&load_vlm(&full.final_dir, &device).unwrap());
-    let w_resumed = weights(&load_vlm(&resumed.final_dir, &device).unwrap());
+    let device_cpu = Device::flex();
+    let w_full = weights(&load_vlm(&full.final_dir, &device_cpu).unwrap());
+    let w_resumed = weights(&load_vlm(&resumed.final_dir, &device_cpu).unwrap());
     assert_eq!(w_full.len(), w_resumed.len());
     for (k, v) in &w_full {
-        assert!(w_resumed[k] == *v, "{k} differs between the resumed and the uninterrupted run");
+        assert!(w_resumed[k] == *v, "{device}: {k} differs between the resumed and the uninterrupted run");
     }
 }
 
@@ -208,6 +281,22 @@ checkpoint_every = 1
     let last = latest_checkpoint(&run_dir).unwrap().expect("the checkpoint before the blow-up");
     load_vlm(&last, &Device::flex()).unwrap();
     assert!(!run_dir.join("final").exists());
+}
+
+#[test]
+fn devices_are_checked_against_the_micro_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_experiment(tmp.path(), TWO_STAGES, "rms");
+    let run = |device: &str| {
+        let options = RunOptions { quiet: true, device: Some(device.into()), ..Default::default() };
+        format!("{:#}", run_experiment(&path, &options).err().unwrap())
+    };
+    let err = run("flex,flex,flex");
+    assert!(err.contains("exp.toml") && err.contains("micro_batch 2") && err.contains("3 devices"), "{err}");
+    let err = run("flex,,flex");
+    assert!(err.contains("empty entry"), "{err}");
+    let err = run("tpu");
+    assert!(err.contains("\"tpu\"") && err.contains("expected flex, wgpu or wgpu:N"), "{err}");
 }
 
 #[test]

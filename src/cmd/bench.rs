@@ -6,7 +6,7 @@ use autoneural_eval::bench_lm::{LmBenchOptions, random_model, run as run_bench};
 use autoneural_eval::bench_train::{self, TrainBenchOptions};
 use autoneural_eval::bench_vision;
 use autoneural_eval::membw::measure_read_bandwidth;
-use autoneural_model::device::parse_device;
+use autoneural_model::device::{parse_device, parse_devices};
 use autoneural_model::text::Lfm2Config;
 use autoneural_model::vision::EncoderConfig;
 use autoneural_train::config::Experiment;
@@ -126,6 +126,8 @@ pub struct TrainArgs {
     /// as separate graphs, forward and backward.
     #[arg(long)]
     pub breakdown: bool,
+    /// A device, or a comma-separated list for data-parallel training (`flex,flex`: two
+    /// replicas sharing the CPU; `wgpu:0,wgpu:1`: two GPUs); the batch is split over them.
     #[arg(long, default_value = "flex")]
     pub device: String,
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -134,7 +136,7 @@ pub struct TrainArgs {
 
 fn train(args: TrainArgs) -> anyhow::Result<()> {
     let exp = Experiment::from_file(&args.experiment)?;
-    let device = parse_device(&args.device)?;
+    let devices = parse_devices(&args.device)?;
     let opts = TrainBenchOptions {
         batch: args.batch,
         steps: args.steps,
@@ -144,7 +146,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         stage: args.stage,
         breakdown: args.breakdown,
     };
-    let r = bench_train::run(&exp, &opts, &device)?;
+    let r = bench_train::run(&exp, &opts, &devices)?;
     match args.format {
         Format::Json => {
             let mut v = serde_json::to_value(&r)?;

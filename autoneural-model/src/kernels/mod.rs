@@ -26,9 +26,42 @@ fn with_flex<const D: usize>(x: &Tensor<D>, f: impl FnOnce(&[f32]) -> Vec<f32>) 
     Some(Tensor::from_data(TensorData::new(out, x.dims()), &x.device()))
 }
 
-/// tanh-GELU: fused on flex inference tensors, Burn's ops otherwise (autodiff, wgpu).
+/// tanh-GELU: fused on flex (inference tensors in one pass, autodiff tensors through
+/// [`linearised`]), Burn's ops otherwise (wgpu).
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    with_flex(&x, pointwise::gelu_tanh).unwrap_or_else(|| gelu_tanh_ops(x))
+    with_flex(&x, pointwise::gelu_tanh)
+        .or_else(|| linearised(&x, pointwise::gelu_tanh_and_slope))
+        .unwrap_or_else(|| gelu_tanh_ops(x))
+}
+
+/// SiLU `x sigmoid(x)`: fused on flex as [`gelu_tanh`] is, Burn's `silu` otherwise.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    with_flex(&x, pointwise::silu)
+        .or_else(|| linearised(&x, pointwise::silu_and_slope))
+        .unwrap_or_else(|| burn::tensor::activation::silu(x))
+}
+
+/// An element-wise `f` of an autodiff flex tensor, for training: `x * slope + offset`, where
+/// one fused pass over the values gives the slope `f'(x)` and the offset `f(x) - x f'(x)`,
+/// both constants to autodiff. The value is `f(x)` (to rounding) and the gradient with
+/// respect to `x` is `f'(x)`, as with Burn's composite ops, for two multiply-adds forward
+/// and one multiply backward instead of a chain of ops. Burn's autodiff sigmoid alone runs a
+/// serial libm `expf` loop twice (forward, and again in backward); on the quickstart model
+/// that was 14% of a training step (`perf`, docs/benchmarks.md). `None` off flex, on an
+/// inference tensor, or on non-contiguous storage.
+fn linearised<const D: usize, F>(x: &Tensor<D>, f: F) -> Option<Tensor<D>>
+where
+    F: Fn(f32) -> (f32, f32) + Sync + Copy,
+{
+    let device = x.device();
+    if !device.is_autodiff() {
+        return None;
+    }
+    let values = x.clone().inner().try_into_primitive::<Flex>().ok()?;
+    let (slope, offset) = pointwise::linearise(values.as_slice::<f32>()?, f);
+    let dims = x.dims();
+    let constant = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device);
+    Some(x.clone() * constant(slope) + constant(offset))
 }
 
 /// tanh-GELU from differentiable tensor ops, for autodiff and other backends:
@@ -58,7 +91,7 @@ pub fn rms_norm2d(x: Tensor<4>, weight: &Tensor<1>, eps: f64, act: bool) -> Tens
     fused.unwrap_or_else(|| {
         let inv = (x.clone().square().mean_dim(1) + eps).sqrt().recip();
         let y = x * inv * weight.clone().reshape([1, c, 1, 1]);
-        if act { gelu_tanh_ops(y) } else { y }
+        if act { gelu_tanh(y) } else { y }
     })
 }
 

@@ -2,9 +2,9 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
+use crate::kernels::silu;
 use crate::text::linear::project;
 
 /// Keys: `feed_forward.{w1,w2,w3}.weight`.

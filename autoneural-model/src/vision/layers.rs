@@ -193,9 +193,34 @@ impl Norm2d {
         var.update(v.detach());
         // Commit now: `RunningState` otherwise holds the update per thread until the next
         // one, and a checkpoint written in between would miss it (breaking exact resume).
-        let _ = (mean.value_sync(), var.value_sync());
+        // Replicas running at once leave theirs pending instead: committing one while
+        // another still reads the old value would race; see `commit_running_stats`.
+        if !DEFER_COMMIT.get() {
+            let _ = (mean.value_sync(), var.value_sync());
+        }
         out.output
     }
+}
+
+thread_local! {
+    static DEFER_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a data-parallel replica's forward pass) with batch-norm running-statistic
+/// updates left pending on this thread; [`commit_running_stats`] then averages every
+/// replica's update, as Burn's `RunningState` defines it.
+pub fn defer_running_stats<R>(f: impl FnOnce() -> R) -> R {
+    DEFER_COMMIT.set(true);
+    let r = f();
+    DEFER_COMMIT.set(false);
+    r
+}
+
+/// Commits the pending running-statistic updates of every thread (their mean) in `module`.
+/// `Module::valid` is the public way to make a `RunningState` sync; the copy it returns
+/// shares the parameters and is dropped.
+pub fn commit_running_stats(module: &impl Module) {
+    let _ = module.valid();
 }
 
 /// Conv -> norm (-> tanh-GELU): timm's `ConvNormAct`. Keys: `conv.*`, `bn.*`.

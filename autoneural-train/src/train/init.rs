@@ -10,7 +10,8 @@ use autoneural_model::text::{LayerKind, Lfm2Config};
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_model::vision::{EncoderConfig, VisionEncoder};
 use autoneural_model::vlm::{IMAGE_TAG, VisionLanguageModel, VlmConfig, VlmFormat};
-use burn::tensor::Device;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
 
 use crate::config::{LanguageInit, ModelConfig};
 
@@ -119,6 +120,10 @@ pub fn build_model(
         format!("the tokenizer has no {IMAGE_TAG} token; a VLM needs one (train one with `autoneural data tokenizer`)")
     })?;
     let vlm = vlm_config(config, tokenizer.vocab_size(), image_token_id)?;
+    // The backend's generator is global to the process: hold it from the seed until every
+    // parameter has drawn its values, so models built on other threads cannot interleave.
+    static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = SEEDED_INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     device.seed(seed);
     let mut model = VisionLanguageModel::new(&vlm, device)?;
     if let Some(dir) = &config.language.checkpoint {
@@ -133,5 +138,21 @@ pub fn build_model(
             .with_context(|| format!("model.vision.checkpoint {}", path.display()))?;
         model.vision_tower = VisionEncoder::MobileNetV5(tower);
     }
+    // After the parts from checkpoints replaced theirs, which then never draw values.
+    initialise_now(&model);
+    drop(guard);
     Ok(model)
+}
+
+/// Draws every still-lazy parameter's initial values now, in module order. Burn initialises
+/// a parameter when it is first read, so without this the weights would depend on which
+/// code touched them first (a forward pass, a data-parallel fork, a checkpoint).
+fn initialise_now(model: &VisionLanguageModel) {
+    struct Touch;
+    impl ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let _ = p.val();
+        }
+    }
+    model.visit(&mut Touch);
 }

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod init;
 pub mod loss;
 pub mod metrics;
+pub mod parallel;
 pub mod schedule;
 pub mod trainer;
 

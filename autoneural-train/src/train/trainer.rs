@@ -13,8 +13,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
 
 use crate::config::{Part, StageConfig};
 use crate::data::mixture::{BadRecordPolicy, Source};
@@ -24,6 +24,7 @@ use crate::train::checkpoint::{TrainerState, save_checkpoint};
 use crate::train::clip::clip_global_norm;
 use crate::train::loss::forward_loss;
 use crate::train::metrics::{MetricsLog, StepMetrics, ValMetrics};
+use crate::train::parallel::{Replicas, shard_sizes};
 use crate::train::schedule::learning_rate;
 
 /// Everything a stage needs besides the model.
@@ -32,6 +33,9 @@ pub struct StageRun<'a> {
     pub data_dir: &'a Path,
     pub tokenizer_dir: &'a Path,
     pub batcher: &'a Batcher,
+    /// Training devices, the main one (the batcher's and the model's) first; more than one
+    /// trains data-parallel (see `parallel`).
+    pub devices: &'a [Device],
     pub index: usize,
     pub count: usize,
     pub stage: &'a StageConfig,
@@ -188,6 +192,7 @@ pub fn run_stage(
     let (trainable_params, frozen_params) = param_counts(&model, &s.train);
     let mut optim = optimizer(s);
     let mut sampler = MixtureSampler::new(recipe)?;
+    let replicas = Replicas::new(run.devices)?;
     let mut start = 0;
     if let Some((state, optimizer_file)) = resume {
         optim = optim
@@ -225,27 +230,21 @@ pub fn run_stage(
     for step in start..total {
         let t0 = Instant::now();
         let lr = learning_rate(step, total, s.warmup_steps, s.lr, s.min_lr());
-        let micro = (0..s.grad_accum)
-            .map(|_| run.batcher.next_batch(&mut sampler, s.micro_batch))
+        // Each micro-batch is drawn as one shard per device, in order, so the records of a
+        // step are the same with any number of devices.
+        let shards = (0..s.grad_accum)
+            .flat_map(|_| shard_sizes(s.micro_batch, replicas.count()))
+            .map(|n| run.batcher.next_batch(&mut sampler, n))
             .collect::<Result<Vec<_>>>()?;
         records_drawn += s.effective_batch();
         // The loss of the whole effective batch is the mean over all of its trained tokens,
         // so accumulation gives the same gradient as one large batch.
-        let tokens = micro.iter().map(|b| b.loss_tokens()).sum::<usize>().max(1) as f64;
-        let mut accumulator = GradientsAccumulator::new();
-        let (mut nll, mut correct) = (0.0f64, 0.0f64);
-        for b in &micro {
-            let parts = forward_loss(&model, b)?;
-            let part_nll = f64::from(parts.nll_sum.clone().detach().into_scalar::<f32>());
-            if !part_nll.is_finite() {
-                bail!(non_finite(run, step, "loss", part_nll));
-            }
-            nll += part_nll;
-            correct += f64::from(parts.correct.into_scalar::<f32>());
-            let grads = (parts.nll_sum / tokens).backward();
-            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
-        }
-        let mut grads = accumulator.grads();
+        let tokens = shards.iter().map(|b| b.loss_tokens()).sum::<usize>().max(1) as f64;
+        let out = replicas.step_gradients(&model, &shards, tokens)?;
+        let (nll, correct) = (out.nll, out.correct);
+        let Some(mut grads) = out.grads else {
+            bail!(non_finite(run, step, "loss", nll));
+        };
         let grad_norm = clip_global_norm(&model, &mut grads, s.grad_clip);
         if !grad_norm.is_finite() {
             bail!(non_finite(run, step, "gradient norm", grad_norm));

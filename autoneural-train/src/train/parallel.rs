@@ -1,0 +1,202 @@
+//! Data parallelism, the way burn-train's multi-device strategy does it: each shard of an
+//! optimizer step runs forward and backward on a replica of the model forked to its device,
+//! one thread per device, and the gradients are summed on the main device (the first) in
+//! shard order, so the sum does not depend on which thread finishes first.
+//!
+//! The effective batch is the same with any number of devices: the experiment's
+//! `micro_batch` is split into one shard per device, and `grad_accum` micro-batches run as
+//! that many waves. Only batch-norm statistics see the split: each replica normalises with
+//! its own shard's statistics (as PyTorch DDP without SyncBatchNorm), and the running
+//! statistics become the mean of the replicas' updates (Burn's `RunningState` semantics).
+//! On a CPU, `device = "flex,flex"` runs two replicas on the same cores: the element-wise
+//! work Burn's flex backend does on one thread then runs on two.
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+use anyhow::{Result, anyhow};
+use autoneural_model::vision::layers::{commit_running_stats, defer_running_stats};
+use autoneural_model::vlm::VisionLanguageModel;
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::Device;
+
+use crate::train::loss::{DeviceBatch, forward_loss};
+
+/// What the shards of one optimizer step produced.
+pub struct StepGradients {
+    /// Summed gradients of `nll / tokens`; `None` when a shard's loss was not finite (its
+    /// backward was skipped).
+    pub grads: Option<GradientsParams>,
+    /// Summed negative log-likelihood over the trained tokens (the first non-finite shard's
+    /// value when there is one).
+    pub nll: f64,
+    /// Trained tokens the argmax predicts.
+    pub correct: f64,
+}
+
+/// One shard's contribution.
+struct ShardOutput {
+    grads: Option<GradientsParams>,
+    nll: f64,
+    correct: f64,
+}
+
+/// A replica, its shard and the step's trained-token count.
+type Job = (VisionLanguageModel, DeviceBatch, f64);
+
+/// A long-lived thread for one secondary device. Threads are kept for the whole stage: a
+/// thread per step would also cost its allocator heap, whose fresh pages the kernel must
+/// zero again every step.
+struct Worker {
+    device: Device,
+    jobs: Option<Sender<Job>>,
+    results: Receiver<Result<ShardOutput, String>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn spawn(device: Device) -> Self {
+        let (jobs, inbox) = channel::<Job>();
+        let (outbox, results) = channel();
+        let thread = std::thread::spawn(move || {
+            for (replica, batch, tokens) in inbox {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    defer_running_stats(|| shard(&replica, &batch, tokens))
+                }));
+                let r = match r {
+                    Ok(Ok(out)) => Ok(out),
+                    Ok(Err(e)) => Err(format!("{e:#}")),
+                    Err(p) => Err(format!("panicked: {}", panic_text(p.as_ref()))),
+                };
+                if outbox.send(r).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { device, jobs: Some(jobs), results, thread: Some(thread) }
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        let jobs = self.jobs.as_ref().expect("open until drop");
+        jobs.send(job).map_err(|_| anyhow!("the training worker on device {:?} has stopped", self.device))
+    }
+
+    fn receive(&self) -> Result<ShardOutput> {
+        let r =
+            self.results.recv().map_err(|_| anyhow!("the training worker on device {:?} has stopped", self.device))?;
+        r.map_err(|e| anyhow!("the training worker on device {:?}: {e}", self.device))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.jobs = None; // closes the channel: the thread's loop ends
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The training devices: the main one, on the calling thread, and a worker thread for each
+/// other one.
+pub struct Replicas {
+    main: Device,
+    workers: Vec<Worker>,
+}
+
+impl Replicas {
+    /// `devices`: the main device (the model's) first. Errors on an empty list.
+    pub fn new(devices: &[Device]) -> Result<Self> {
+        let (main, rest) = devices.split_first().ok_or_else(|| anyhow!("no training device"))?;
+        Ok(Self { main: main.clone(), workers: rest.iter().cloned().map(Worker::spawn).collect() })
+    }
+
+    pub fn count(&self) -> usize {
+        1 + self.workers.len()
+    }
+
+    /// Forward and backward of `shards`, in waves of [`Replicas::count`] shards at once,
+    /// with the loss divided by `tokens`, the trained-token count of the whole step.
+    pub fn step_gradients(
+        &self,
+        model: &VisionLanguageModel,
+        shards: &[DeviceBatch],
+        tokens: f64,
+    ) -> Result<StepGradients> {
+        let parallel = !self.workers.is_empty();
+        let mut accumulator = GradientsAccumulator::new();
+        let (mut nll, mut correct) = (0.0, 0.0);
+        for wave in shards.chunks(self.count()) {
+            let results = if parallel {
+                self.run_wave(model, wave, tokens)?
+            } else {
+                // One device: batch-norm statistics are committed as they are computed.
+                wave.iter().map(|b| shard(model, b, tokens)).collect::<Result<Vec<_>>>()?
+            };
+            for r in results {
+                if !r.nll.is_finite() {
+                    return Ok(StepGradients { grads: None, nll: r.nll, correct });
+                }
+                nll += r.nll;
+                correct += r.correct;
+                if let Some(g) = r.grads {
+                    accumulator.accumulate(model, if parallel { g.to_device(&self.main, model) } else { g });
+                }
+            }
+            if parallel {
+                commit_running_stats(&model.vision_tower);
+            }
+        }
+        Ok(StepGradients { grads: Some(accumulator.grads()), nll, correct })
+    }
+
+    /// Shard 0 on this thread with `model` itself, shard `i` on worker `i - 1` with a
+    /// replica forked to its device; results in shard order.
+    fn run_wave(&self, model: &VisionLanguageModel, wave: &[DeviceBatch], tokens: f64) -> Result<Vec<ShardOutput>> {
+        let (first, rest) = wave.split_first().expect("chunks are never empty");
+        for (b, worker) in rest.iter().zip(&self.workers) {
+            // `fork` detaches the parameters: each replica records its own autodiff graph
+            // (a graph shared between threads would serialise their backward passes), and
+            // the parameter ids stay those of `model`.
+            let replica = model.clone().fork(&worker.device);
+            let b = DeviceBatch {
+                batch: b.batch.clone(),
+                pixels: b.pixels.clone().map(|p| p.to_device(&worker.device)),
+                records: b.records,
+            };
+            worker.submit((replica, b, tokens))?;
+        }
+        // Gather every submitted result even when this thread's shard fails, so that no
+        // result of this step is left in a channel for the next one.
+        let own = defer_running_stats(|| shard(model, first, tokens));
+        let others: Vec<Result<ShardOutput>> = self.workers[..rest.len()].iter().map(Worker::receive).collect();
+        std::iter::once(own).chain(others).collect()
+    }
+}
+
+/// Rows of each device's shard of a `micro_batch`: as even as possible, the larger first.
+pub fn shard_sizes(micro_batch: usize, devices: usize) -> Vec<usize> {
+    let n = devices.max(1);
+    (0..n).map(|i| micro_batch / n + usize::from(i < micro_batch % n)).collect()
+}
+
+/// One shard's forward and backward on `model` (already on the shard's device).
+fn shard(model: &VisionLanguageModel, b: &DeviceBatch, tokens: f64) -> Result<ShardOutput> {
+    let parts = forward_loss(model, b)?;
+    let nll = f64::from(parts.nll_sum.clone().detach().into_scalar::<f32>());
+    let correct = f64::from(parts.correct.into_scalar::<f32>());
+    if !nll.is_finite() {
+        return Ok(ShardOutput { grads: None, nll, correct });
+    }
+    let grads = (parts.nll_sum / tokens).backward();
+    Ok(ShardOutput { grads: Some(GradientsParams::from_grads(grads, model)), nll, correct })
+}
