@@ -292,6 +292,37 @@ max_new_tokens = 4
         "4",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Quantization error of the trained model: per group, at the encoder output, swept.
+    let report_dir = tmp.path().join("quant");
+    let out = autoneural(&[
+        "quant-report",
+        "--model",
+        final_s,
+        "--precision",
+        "autoneural",
+        "--data",
+        test_file.to_str().unwrap(),
+        "--samples",
+        "3",
+        "--out",
+        report_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("| Vision |") && stdout.contains("Encoder output") && stdout.contains("| 16 |"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("quant_report.json")).unwrap()).unwrap();
+    assert_eq!(v["encoder"]["images"], 3);
+    assert!(v["weights"].as_array().unwrap().iter().all(|w| w["sqnr_db"].as_f64().unwrap() > 10.0));
+    let policy = tmp.path().join("bad.toml");
+    std::fs::write(&policy, "[visoin]\nweights = { bits = 8 }\n").unwrap();
+    let out = autoneural(&["quant-report", "--model", final_s, "--precision", policy.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.toml") && err.contains("visoin"), "{err}");
 }
 
 #[test]

@@ -8,5 +8,6 @@ pub mod bench_vision;
 pub mod evaluate;
 pub mod membw;
 pub mod peak_alloc;
+pub mod quant_report;
 pub mod report;
 pub mod runner;

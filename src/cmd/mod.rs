@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod eval;
 mod generate;
+mod quant;
 mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -35,6 +36,9 @@ pub enum Command {
     /// Synthetic datasets and tokenizer training.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Quantization error (SQNR, relative RMS) of a checkpoint under a precision policy:
+    /// per weight, per group, at the encoder's output, and over a bit-width sweep.
+    QuantReport(quant::QuantReportArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,5 +54,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd),
         Command::Run(args) => run::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::QuantReport(args) => quant::run(args),
     }
 }

@@ -191,3 +191,46 @@ pub fn collect_tensors<M: Module, K: KeyMap>(module: &M, keys: &K) -> Vec<(Strin
     module.visit(&mut c);
     c.out
 }
+
+/// Rewrites parameters by path: `f(key, PyTorch-layout shape, values)` returns new values
+/// (same layout) or `None` to keep the parameter as it is.
+pub fn map_tensors<M, K, F>(module: M, keys: &K, f: F) -> M
+where
+    M: Module,
+    K: KeyMap,
+    F: FnMut(&str, &[usize], Vec<f32>) -> Option<Vec<f32>>,
+{
+    struct Rewriter<'a, K: KeyMap, F> {
+        keys: &'a K,
+        stack: PathStack,
+        f: F,
+    }
+    impl<K: KeyMap, F: FnMut(&str, &[usize], Vec<f32>) -> Option<Vec<f32>>> ModuleMapper for Rewriter<'_, K, F> {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.stack.push(name, container);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.stack.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let tensor = param.val();
+            let dims = tensor.dims();
+            let linear = self.stack.is_linear_weight();
+            let mut values: Vec<f32> = tensor.into_data().try_into_vec_as::<f32>().expect("float parameter");
+            let mut shape = dims.to_vec();
+            if linear {
+                values = transpose(&values, shape[0], shape[1]);
+                shape.reverse();
+            }
+            let key = self.keys.key_for(&self.stack.path());
+            let Some(new) = (self.f)(&key, &shape, values) else {
+                return param;
+            };
+            let new = if linear { transpose(&new, shape[0], shape[1]) } else { new };
+            let device = param.lazy_device();
+            let id = param.id;
+            param.transform_for_load(Tensor::from_data(TensorData::new(new, dims), &device), id)
+        }
+    }
+    module.map(&mut Rewriter { keys, stack: PathStack::default(), f })
+}

@@ -1,0 +1,90 @@
+//! Post-training weight quantization of a whole VLM by policy: what is quantized, that the
+//! error falls with the bit-width, and that the model still computes nearly the same.
+
+mod common;
+
+use autoneural_model::checkpoint::apply::{Identity, collect_tensors};
+use autoneural_model::connector::ProjectorConfig;
+use autoneural_model::images::Preprocess;
+use autoneural_model::quant::apply::quantize_weights;
+use autoneural_model::quant::policy::{Group, PrecisionPolicy};
+use autoneural_model::quant::{Granularity, sqnr_db};
+use autoneural_model::text::{Lfm2Config, Logits};
+use autoneural_model::vision::EncoderConfig;
+use autoneural_model::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{ids, values};
+
+fn tiny_vlm(device: &Device) -> VisionLanguageModel {
+    let encoder = EncoderConfig::preset("mobilenetv5_tiny").unwrap();
+    let text = Lfm2Config::preset("lfm2-nano").unwrap();
+    let (_, _, vision_dim) = encoder.token_grid(64, 64);
+    let projector = ProjectorConfig {
+        vision_dim,
+        hidden: text.hidden_size,
+        text_dim: text.hidden_size,
+        bias: true,
+        downsample: 1,
+        layer_norm: false,
+    };
+    let preprocess = Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] };
+    let image_token = (text.vocab_size - 1) as u32;
+    let config = VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token, preprocess, None);
+    // One seed, one generator for the process: build and draw every weight under a lock so
+    // that the two tests get the same model.
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(11);
+    let model = VisionLanguageModel::new(&config, device).unwrap();
+    collect_tensors(&model, &Identity); // parameters draw their values on first use
+    model
+}
+
+#[test]
+fn fp32_changes_nothing_and_autoneural_follows_its_groups() {
+    let device = Device::flex();
+    let model = tiny_vlm(&device);
+    let before = collect_tensors(&model, &Identity);
+    let (same, reports) = quantize_weights(model.clone(), &PrecisionPolicy::preset("fp32").unwrap()).unwrap();
+    assert!(reports.is_empty());
+    assert_eq!(collect_tensors(&same, &Identity), before);
+
+    let (_, reports) = quantize_weights(model, &PrecisionPolicy::preset("autoneural").unwrap()).unwrap();
+    let of = |g: Group| reports.iter().filter(move |r| r.group == g);
+    assert!(of(Group::Vision).count() > 10 && of(Group::Vision).all(|r| r.bits == 8));
+    assert!(of(Group::Connector).count() == 2 && of(Group::Connector).all(|r| r.bits == 8));
+    assert!(of(Group::Language).all(|r| r.bits == 4));
+    let lpbq = of(Group::Language).filter(|r| matches!(r.granularity, Granularity::Lpbq { .. })).count();
+    let fallback = of(Group::Language).filter(|r| r.granularity == Granularity::PerChannel).count();
+    assert!(lpbq > 0 && lpbq + fallback == of(Group::Language).count());
+    // Depthwise conv kernels [hidden, 1, 3] have no block of 64: per channel.
+    assert!(of(Group::Language).filter(|r| r.shape.len() == 3).all(|r| r.granularity == Granularity::PerChannel));
+    let head: Vec<_> = of(Group::LmHead).collect();
+    assert_eq!(head.len(), 1);
+    assert_eq!(head[0].key, "language.model.embed_tokens.weight");
+    // Norms, biases and layer scales stay float.
+    assert!(reports.iter().all(|r| r.shape.len() >= 2));
+}
+
+#[test]
+fn error_falls_with_bits_and_the_model_still_agrees() {
+    let device = Device::flex();
+    let model = tiny_vlm(&device);
+    let waves: Vec<f32> = (0..2 * 3 * 64 * 64).map(|i| 0.5 + 0.5 * (i as f32 * 0.013).sin()).collect();
+    let pixels = Tensor::<4>::from_data(TensorData::new(waves, [2, 3, 64, 64]), &device);
+    let tokens = ids(&[1, 5, 9, 42, 7, 3], &device);
+    let float_features = values(model.image_features(pixels.clone()));
+    let float_logits = values(model.language.forward(tokens.clone(), None, Logits::All));
+    let mut last = (0.0, f64::NEG_INFINITY, f64::NEG_INFINITY);
+    for preset in ["w4a16", "w8a16"] {
+        let (q, reports) = quantize_weights(model.clone(), &PrecisionPolicy::preset(preset).unwrap()).unwrap();
+        let mean = reports.iter().map(|r| r.sqnr_db).sum::<f64>() / reports.len() as f64;
+        let features = sqnr_db(&float_features, &values(q.image_features(pixels.clone())));
+        let logits = sqnr_db(&float_logits, &values(q.language.forward(tokens.clone(), None, Logits::All)));
+        eprintln!("{preset}: weights {mean:.1} dB, image features {features:.1} dB, logits {logits:.1} dB");
+        assert!(mean > last.0 + 15.0 && features > last.1 + 10.0 && logits > last.2 + 10.0, "{preset}");
+        last = (mean, features, logits);
+    }
+    // 8-bit per-channel weights: ~6 dB per bit, less the crest of each channel.
+    assert!(last.0 > 35.0 && last.1 > 20.0 && last.2 > 20.0, "{last:?}");
+}

@@ -1,0 +1,60 @@
+//! `autoneural quant-report`: the quantization error of a checkpoint under a precision
+//! policy, per weight, per group, at the encoder's output, and over a bit-width sweep.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use autoneural_eval::quant_report::quant_report;
+use autoneural_model::checkpoint::load_vlm;
+use autoneural_model::device::parse_device;
+use autoneural_model::quant::PrecisionPolicy;
+use clap::Args;
+
+use super::Format;
+
+#[derive(Args, Debug)]
+pub struct QuantReportArgs {
+    /// A vision-language checkpoint directory (AutoNeural or LFM2-VL).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A preset (fp32, w8a16, w4a16, autoneural) or a policy TOML file (docs/quantization.md).
+    #[arg(long, default_value = "autoneural")]
+    pub precision: String,
+    /// JSONL conversations whose images measure the encoder's output error.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Images to use from `--data`.
+    #[arg(long, default_value_t = 16)]
+    pub samples: usize,
+    /// Uniform per-channel weight bit-widths to sweep (empty: none).
+    #[arg(long, value_delimiter = ',', default_value = "4,8,16")]
+    pub sweep: Vec<u32>,
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+    /// `text` prints the markdown report; `json` the full report with every weight.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also write `quant_report.json` and `quant_report.md` into this directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: QuantReportArgs) -> Result<()> {
+    let policy = PrecisionPolicy::load(&args.precision)?;
+    let device = parse_device(&args.device)?;
+    let model = load_vlm(&args.model, &device)?;
+    let name = args.model.display().to_string();
+    let report = quant_report(model, &name, &policy, args.data.as_deref(), args.samples, &args.sweep)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("quant_report.json"), &json)
+            .with_context(|| format!("writing into {}", dir.display()))?;
+        std::fs::write(dir.join("quant_report.md"), report.markdown())?;
+    }
+    match args.format {
+        Format::Text => print!("{}", report.markdown()),
+        Format::Json => println!("{json}"),
+    }
+    Ok(())
+}
