@@ -318,6 +318,56 @@ max_new_tokens = 4
         serde_json::from_str(&std::fs::read_to_string(report_dir.join("quant_report.json")).unwrap()).unwrap();
     assert_eq!(v["encoder"]["images"], 3);
     assert!(v["weights"].as_array().unwrap().iter().all(|w| w["sqnr_db"].as_f64().unwrap() > 10.0));
+    // Post-training quantization, then the quantized checkpoint through eval and generate.
+    let qdir = tmp.path().join("w8a16");
+    let quantize = |out_dir: &str| {
+        let calib = test_file.to_str().unwrap();
+        autoneural(&[
+            "quantize",
+            "--model",
+            final_s,
+            "--precision",
+            "w8a16",
+            "--calib",
+            calib,
+            "--samples",
+            "3",
+            "--out",
+            out_dir,
+        ])
+    };
+    let out = quantize(qdir.to_str().unwrap());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let q: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(qdir.join("quantization.json")).unwrap()).unwrap();
+    // Never over the input checkpoint.
+    let out = quantize(final_s);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("choose a new directory"));
+    assert!(final_dir.join("model.safetensors").is_file());
+    assert!(q["weights"].as_object().unwrap().len() > 10 && q["activations"].as_object().unwrap().len() > 10);
+    let out = autoneural(&[
+        "eval",
+        "--model",
+        qdir.to_str().unwrap(),
+        "--data",
+        test_file.to_str().unwrap(),
+        "--max-per-task",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = autoneural(&[
+        "generate",
+        "--model",
+        qdir.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "What word is written?",
+        "--max-new-tokens",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     let policy = tmp.path().join("bad.toml");
     std::fs::write(&policy, "[visoin]\nweights = { bits = 8 }\n").unwrap();
     let out = autoneural(&["quant-report", "--model", final_s, "--precision", policy.to_str().unwrap()]);

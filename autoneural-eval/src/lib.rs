@@ -9,5 +9,6 @@ pub mod evaluate;
 pub mod membw;
 pub mod peak_alloc;
 pub mod quant_report;
+pub mod quantize;
 pub mod report;
 pub mod runner;

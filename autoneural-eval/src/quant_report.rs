@@ -2,13 +2,15 @@
 //! SQNR and relative RMS error at the policy; per group, their mean and worst; with images,
 //! the SQNR and relative RMS error of the encoder's output (image features after the
 //! connector) against the float model; and the same for a sweep of uniform per-channel
-//! bit-widths. Weights only for now: activation quantization arrives with calibration.
+//! bit-widths (weights only). Activations are quantized at the inputs of every weight op
+//! (see `autoneural_model::quant::activations`), with ranges calibrated on the same images.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use autoneural_model::images::load_image;
-use autoneural_model::quant::apply::{WeightReport, quantize_weights};
+use autoneural_model::quant::activations::{observe, quantize_with};
+use autoneural_model::quant::apply::{WeightReport, activation_encodings, quantize_weights};
 use autoneural_model::quant::policy::{Group, Precision, PrecisionPolicy, WeightScheme};
 use autoneural_model::quant::{Granularity, relative_rms, sqnr_db};
 use autoneural_model::vlm::VisionLanguageModel;
@@ -48,10 +50,16 @@ pub struct SweepRow {
 pub struct QuantReport {
     pub model: String,
     pub policy: PrecisionPolicy,
-    /// False: activations stay float in every figure of this report.
+    /// Whether `encoder` has the policy's activation quantization too (calibrated min-max
+    /// or percentile ranges on the same images), or only its weights.
     pub activations_quantized: bool,
     pub groups: Vec<GroupSummary>,
+    /// The encoder output at the policy: weights and activations.
     pub encoder: Option<OutputError>,
+    /// The same with float activations.
+    pub encoder_weights_only: Option<OutputError>,
+    /// Float weights, activations quantized (when the policy quantizes them).
+    pub encoder_activations_only: Option<OutputError>,
     pub sweep: Vec<SweepRow>,
     pub weights: Vec<WeightReport>,
 }
@@ -157,7 +165,21 @@ pub fn quant_report(
     let reference = (!images.is_empty()).then(|| features(&model, &images));
     let (quantized, weights) = quantize_weights(model.clone(), policy)?;
     let groups = summarise(&weights);
-    let encoder = encoder_error(&reference, &quantized, &images);
+    let encoder_weights_only = encoder_error(&reference, &quantized, &images);
+    let quantizes_activations = policy.vision.activations.is_some() || policy.connector.activations.is_some();
+    let (encoder, encoder_activations_only, activations_quantized) = if quantizes_activations && reference.is_some() {
+        // Ranges from the float model on the same images, then the model with every op
+        // input fake-quantized: with quantized weights, and with float weights.
+        let ((), ranges) = observe(|| {
+            features(&model, &images);
+        });
+        let encodings = activation_encodings(&model, policy, &ranges)?;
+        let both = quantize_with(encodings.clone(), || encoder_error(&reference, &quantized, &images));
+        let activations_only = quantize_with(encodings, || encoder_error(&reference, &model, &images));
+        (both, activations_only, true)
+    } else {
+        (encoder_weights_only.clone(), None, false)
+    };
     let mut sweep = Vec::new();
     for &bits in sweep_bits {
         let (q, w) = quantize_weights(model.clone(), &uniform(bits))?;
@@ -166,9 +188,11 @@ pub fn quant_report(
     Ok(QuantReport {
         model: model_name.into(),
         policy: policy.clone(),
-        activations_quantized: false,
+        activations_quantized,
         groups,
         encoder,
+        encoder_weights_only,
+        encoder_activations_only,
         sweep,
         weights,
     })
@@ -181,8 +205,8 @@ fn fmt_db(x: f64) -> String {
 impl QuantReport {
     pub fn markdown(&self) -> String {
         let mut s = format!(
-            "# Quantization error: {} at {}\n\nWeights only (activations float). SQNR = 10 log10(E[x^2] / E[(x - xq)^2]); \
-             relative RMS = sqrt(E[(x - xq)^2] / E[x^2]).\n\n| group | weights | mean SQNR (dB) | worst SQNR (dB) | relative RMS |\n|---|---:|---:|---:|---:|\n",
+            "# Quantization error: {} at {}\n\nSQNR = 10 log10(E[x^2] / E[(x - xq)^2]); relative RMS = sqrt(E[(x - xq)^2] / \
+             E[x^2]).\n\nWeights:\n\n| group | weights | mean SQNR (dB) | worst SQNR (dB) | relative RMS |\n|---|---:|---:|---:|---:|\n",
             self.model, self.policy.name
         );
         for g in &self.groups {
@@ -195,13 +219,24 @@ impl QuantReport {
                 100.0 * g.relative_rms
             );
         }
-        if let Some(e) = &self.encoder {
+        if let (Some(e), Some(w)) = (&self.encoder, &self.encoder_weights_only) {
+            let what = if self.activations_quantized { "weights and activations" } else { "weights only" };
             s += &format!(
-                "\nEncoder output (image features after the connector, {} images): SQNR {} dB, relative RMS {:.3}%\n",
+                "\nEncoder output (image features after the connector, {} images), {what}: SQNR {} dB, relative RMS \
+                 {:.3}%; weights only: SQNR {} dB, relative RMS {:.3}%\n",
                 e.images,
                 fmt_db(e.sqnr_db),
-                100.0 * e.relative_rms
+                100.0 * e.relative_rms,
+                fmt_db(w.sqnr_db),
+                100.0 * w.relative_rms
             );
+            if let Some(a) = &self.encoder_activations_only {
+                s += &format!(
+                    "activations only (float weights): SQNR {} dB, relative RMS {:.3}%\n",
+                    fmt_db(a.sqnr_db),
+                    100.0 * a.relative_rms
+                );
+            }
         }
         if !self.sweep.is_empty() {
             let groups: Vec<Group> = self.sweep[0].groups.iter().map(|g| g.group).collect();

@@ -8,6 +8,8 @@ use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type}
 use autoneural_model::device::parse_device;
 use autoneural_model::generate::{GenerateOptions, Generation, Sampler, SamplingConfig, generate};
 use autoneural_model::images::load_image;
+use autoneural_model::quant::activations::quantize_with;
+use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::tokenizer::{StreamDecoder, TextTokenizer};
 use clap::Args;
 use serde_json::json;
@@ -75,7 +77,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         let tokenizer = TextTokenizer::from_dir(&args.model, &model.config.text.eos_token_ids)?;
         let options = options_for(&args, &tokenizer);
         let mut sink = sink(&tokenizer, streaming);
-        let out = model.generate(&tokenizer, &args.prompt, args.raw, &images, &options, &mut sampler, &mut sink)?;
+        // A quantized checkpoint: its op inputs are fake-quantized as they were calibrated.
+        let encodings = match QuantizationFile::read(&args.model)? {
+            Some(q) => q.activation_encodings(&model)?,
+            None => Default::default(),
+        };
+        let out = quantize_with(encodings, || {
+            model.generate(&tokenizer, &args.prompt, args.raw, &images, &options, &mut sampler, &mut sink)
+        })?;
         drop(sink);
         (tokenizer, out.generation, Some((out.vision_ms, out.image_tokens)))
     } else {

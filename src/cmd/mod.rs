@@ -39,6 +39,9 @@ pub enum Command {
     /// Quantization error (SQNR, relative RMS) of a checkpoint under a precision policy:
     /// per weight, per group, at the encoder's output, and over a bit-width sweep.
     QuantReport(quant::QuantReportArgs),
+    /// Post-training quantization by policy: calibrates activation ranges, writes the model
+    /// with QDQ weights and quantization.json (read by generate, eval and the exporter).
+    Quantize(quant::QuantizeArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,5 +58,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Eval(args) => eval::run(args),
         Command::QuantReport(args) => quant::run(args),
+        Command::Quantize(args) => quant::quantize(args),
     }
 }

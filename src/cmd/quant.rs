@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use autoneural_eval::quant_report::quant_report;
+use autoneural_eval::quantize::quantize_checkpoint;
 use autoneural_model::checkpoint::load_vlm;
 use autoneural_model::device::parse_device;
 use autoneural_model::quant::PrecisionPolicy;
@@ -56,5 +57,42 @@ pub fn run(args: QuantReportArgs) -> Result<()> {
         Format::Text => print!("{}", report.markdown()),
         Format::Json => println!("{json}"),
     }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// A vision-language checkpoint directory (AutoNeural or LFM2-VL).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A preset (fp32, w8a16, w4a16, autoneural) or a policy TOML file.
+    #[arg(long)]
+    pub precision: String,
+    /// JSONL conversations to calibrate activation ranges on; repeat for several files
+    /// (e.g. one per task family).
+    #[arg(long, required = true)]
+    pub calib: Vec<PathBuf>,
+    /// Conversations to use from each `--calib` file.
+    #[arg(long, default_value_t = 64)]
+    pub samples: usize,
+    /// Output directory: the model with QDQ weights, its tokenizer, and quantization.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "flex")]
+    pub device: String,
+}
+
+pub fn quantize(args: QuantizeArgs) -> Result<()> {
+    let policy = PrecisionPolicy::load(&args.precision)?;
+    let device = parse_device(&args.device)?;
+    let r = quantize_checkpoint(&args.model, &policy, &args.calib, args.samples, &args.out, &device)?;
+    println!(
+        "{}: {} weights and {} op inputs quantized at {} (calibrated on {} conversations)",
+        args.out.display(),
+        r.weights.len(),
+        r.activations,
+        policy.name,
+        r.calibration_records
+    );
     Ok(())
 }

@@ -234,3 +234,26 @@ where
     }
     module.map(&mut Rewriter { keys, stack: PathStack::default(), f })
 }
+
+/// Every float parameter's key and id, in module order.
+pub fn param_keys<M: Module, K: KeyMap>(module: &M, keys: &K) -> Vec<(String, burn::module::ParamId)> {
+    struct Keys<'a, K: KeyMap> {
+        keys: &'a K,
+        stack: PathStack,
+        out: Vec<(String, burn::module::ParamId)>,
+    }
+    impl<K: KeyMap> ModuleVisitor for Keys<'_, K> {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.stack.push(name, container);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.out.push((self.keys.key_for(&self.stack.path()), param.id));
+        }
+    }
+    let mut v = Keys { keys, stack: PathStack::default(), out: Vec::new() };
+    module.visit(&mut v);
+    v.out
+}

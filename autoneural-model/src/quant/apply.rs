@@ -3,13 +3,17 @@
 //! Biases, norm weights, layer scales and position embeddings stay float (they are added,
 //! not multiplied through a matmul, and NPU toolchains keep them at higher precision).
 
-use burn::module::Module;
+use std::collections::HashMap;
+
+use burn::module::{Module, ParamId};
 use serde::Serialize;
 
+use super::activations::Ranges;
+
 use super::encoding::{Axes, Encoding, Granularity};
-use super::policy::{Group, PrecisionPolicy, WeightScheme};
+use super::policy::{Calibration, Group, PrecisionPolicy, WeightScheme};
 use super::sqnr::{relative_rms, sqnr_db};
-use crate::checkpoint::apply::{Identity, map_tensors};
+use crate::checkpoint::apply::{Identity, map_tensors, param_keys};
 use crate::error::{ModelError, Result};
 
 /// One quantized weight and its error.
@@ -26,6 +30,9 @@ pub struct WeightReport {
     pub relative_rms: f64,
     /// `E[x^2]` of the float weight (to pool errors over a group).
     pub mean_square: f64,
+    /// Its scales (in `quantization.json`, not in reports).
+    #[serde(skip)]
+    pub encoding: Encoding,
 }
 
 /// The policy group of a parameter, or `None` when it stays float.
@@ -48,6 +55,32 @@ pub fn weight_group(key: &str, rank: usize) -> Option<Group> {
     }
 }
 
+/// The activation encodings of every op input observed in `ranges` (keyed by the op's
+/// weight), at the bits and calibration the policy gives the op's group; ops whose group
+/// keeps float activations get none.
+pub fn activation_encodings<M: Module>(
+    model: &M,
+    policy: &PrecisionPolicy,
+    ranges: &Ranges,
+) -> Result<HashMap<ParamId, Encoding>> {
+    let mut out = HashMap::new();
+    for (key, id) in param_keys(model, &Identity) {
+        let (Some(observer), Some(group)) = (ranges.get(&id), weight_group(&key, 2)) else {
+            continue;
+        };
+        let Some(scheme) = policy.precision_of(group, &key).activations else {
+            continue;
+        };
+        let (lo, hi) = match scheme.calibration {
+            Calibration::MinMax => (observer.min, observer.max),
+            Calibration::Percentile(p) => observer.percentile_range(p),
+        };
+        let enc = Encoding::activation(lo, hi, scheme.bits).map_err(|e| ModelError::Invalid(format!("{key}: {e}")))?;
+        out.insert(id, enc);
+    }
+    Ok(out)
+}
+
 /// The encoding of one weight in PyTorch layout (`[out, in, ...]`). A blocked scheme whose
 /// block does not divide the input dimension (depthwise kernels, narrow layers) falls back
 /// to per channel, and the report says so.
@@ -57,7 +90,7 @@ pub fn weight_encoding(values: &[f32], shape: &[usize], scheme: WeightScheme) ->
         _ => None,
     };
     let granularity = match blocked {
-        Some(b) if shape[1] % b != 0 => Granularity::PerChannel,
+        Some(b) if !shape[1].is_multiple_of(b) => Granularity::PerChannel,
         _ => scheme.granularity,
     };
     Encoding::weights(values, shape, scheme.bits, granularity, Axes::OUT_IN)
@@ -76,16 +109,18 @@ pub fn quantize_weights<M: Module>(model: M, policy: &PrecisionPolicy) -> Result
         match weight_encoding(&values, shape, scheme) {
             Ok(enc) => {
                 let q = enc.fake_quant(&values);
+                let granularity = enc.granularity;
                 reports.push(WeightReport {
                     key: key.to_string(),
                     group,
                     shape: shape.to_vec(),
                     bits: scheme.bits,
-                    granularity: enc.granularity,
+                    granularity,
                     sqnr_db: sqnr_db(&values, &q),
                     relative_rms: relative_rms(&values, &q),
                     mean_square: values.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()
                         / values.len().max(1) as f64,
+                    encoding: enc,
                 });
                 Some(q)
             }

@@ -142,7 +142,7 @@ impl Encoding {
         }
         if let Some(b) = self.block_size() {
             let along = self.shape[self.axes.block];
-            if b == 0 || along % b != 0 {
+            if b == 0 || !along.is_multiple_of(b) {
                 return Err(ModelError::Invalid(format!(
                     "block size {b} does not divide the {along} values along axis {} of a {:?} weight",
                     self.axes.block, self.shape

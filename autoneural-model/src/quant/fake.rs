@@ -10,17 +10,26 @@ use super::encoding::Encoding;
 /// `qdq(x)` with straight-through gradients. `x`'s shape must be the encoding's (any shape
 /// for a per-tensor encoding).
 pub fn fake_quant<const D: usize>(x: Tensor<D>, enc: &Encoding) -> Tensor<D> {
-    let dims = x.dims();
-    let device = x.device();
-    let len: usize = dims.iter().product();
-    let (scales, zero_points) = enc.expanded(len);
-    let constant = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device);
-    let (scale, zero_point) = (constant(scales), constant(zero_points));
     let (lo, hi) = enc.grid.range();
-    let unclipped = (x.clone().detach() / scale.clone()).round() + zero_point.clone();
+    let xd = x.clone().detach();
+    let (unclipped, xq) = if enc.scales.len() == 1 {
+        // Per tensor (activations): scalar operands, nothing expanded.
+        let (scale, zero_point) = (enc.scales[0], enc.zero_points[0]);
+        let unclipped = (xd / scale).round() + zero_point;
+        let xq = (unclipped.clone().clamp(lo, hi) - zero_point) * scale;
+        (unclipped, xq)
+    } else {
+        let dims = x.dims();
+        let device = x.device();
+        let (scales, zero_points) = enc.expanded(dims.iter().product());
+        let constant = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device);
+        let (scale, zero_point) = (constant(scales), constant(zero_points));
+        let unclipped = (xd / scale.clone()).round() + zero_point.clone();
+        let xq = (unclipped.clone().clamp(lo, hi) - zero_point) * scale;
+        (unclipped, xq)
+    };
     // Straight through where the value was representable, zero where it saturated.
-    let inside = unclipped.clone().greater_equal_elem(lo).bool_and(unclipped.clone().lower_equal_elem(hi)).float();
-    let xq = (unclipped.clamp(lo, hi) - zero_point) * scale;
+    let inside = unclipped.clone().greater_equal_elem(lo).bool_and(unclipped.lower_equal_elem(hi)).float();
     // `x - x.detach()` is exactly 0, so the value is exactly `xq`; its gradient is `inside`.
     xq + (x.clone() - x.detach()) * inside
 }
@@ -47,5 +56,9 @@ mod tests {
         let grads = (y * 3.0).sum().backward();
         let g = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(g, vec![0.0, 3.0, 3.0, 3.0, 3.0, 3.0]);
+        // Per tensor (the activation path): the same formula with scalar operands.
+        let act = Encoding::activation(-0.5, 0.8, 16).unwrap();
+        let y = fake_quant(x.clone(), &act).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(y, act.fake_quant(&wider));
     }
 }

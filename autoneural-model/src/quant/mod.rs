@@ -5,11 +5,13 @@
 //! same numbers; [`fake::fake_quant`] is differentiable with straight-through gradients
 //! for quantization-aware training; [`sqnr`] measures the error as the paper reports it.
 
+pub mod activations;
 pub mod apply;
 pub mod encoding;
 pub mod fake;
 pub mod grid;
 pub mod policy;
+pub mod saved;
 pub mod sqnr;
 
 pub use encoding::{Axes, Encoding, Granularity};

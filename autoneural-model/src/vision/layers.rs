@@ -100,6 +100,7 @@ impl ConvSpec {
 impl Conv2d {
     /// `[b, in, h, w] -> [b, out, h', w']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = crate::quant::activations::at_weight_input(self.weight.id, x);
         let [_, _, h, w] = x.dims();
         let [_, _, kh, kw] = self.weight.lazy_shape().dims::<4>();
         let ph = conv_padding(self.pad, h, kh, self.stride, self.dilation);
