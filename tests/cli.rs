@@ -355,18 +355,21 @@ max_new_tokens = 4
         "2",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = autoneural(&[
-        "generate",
-        "--model",
-        qdir.to_str().unwrap(),
-        "--image",
-        image.to_str().unwrap(),
-        "--prompt",
-        "What word is written?",
-        "--max-new-tokens",
-        "2",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let generate = |model: &str, precision: Option<&str>| {
+        let mut a = vec!["generate", "--model", model, "--image", image.to_str().unwrap()];
+        a.extend(["--prompt", "What word is written?", "--max-new-tokens", "2"]);
+        a.extend(precision.map(|p| ["--precision", p]).into_iter().flatten());
+        autoneural(&a)
+    };
+    // The quantized checkpoint decodes from its packed int8 weights; so does the float one
+    // with --precision; a quantized checkpoint refuses a second quantization.
+    for (model, precision) in [(qdir.to_str().unwrap(), None), (final_s, Some("w4a16"))] {
+        let out = generate(model, precision);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.contains("decode from int8/int4"), "{err}");
+    }
+    let out = generate(qdir.to_str().unwrap(), Some("w4a16"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("quantized already"));
 
     let policy = tmp.path().join("bad.toml");
     std::fs::write(&policy, "[visoin]\nweights = { bits = 8 }\n").unwrap();

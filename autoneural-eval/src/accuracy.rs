@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Lowercase, punctuation dropped (a decimal point between digits is kept), articles
 /// removed, number words zero..twenty as digits, whitespace collapsed.
@@ -90,7 +90,7 @@ pub fn uses_anls(task: &str) -> bool {
 }
 
 /// One scored answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scored {
     pub task: String,
     pub question: String,
@@ -101,7 +101,7 @@ pub struct Scored {
 }
 
 /// Per-family results.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskScore {
     pub answers: usize,
     pub exact_match: f64,

@@ -1,8 +1,11 @@
 //! Language-model throughput on random weights: prefill and decode tokens/s, and the
 //! decode state (KV cache + conv windows) at the final context.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use autoneural_model::quant::PrecisionPolicy;
+use autoneural_model::quant::packed::{quantize_and_pack, with_packed};
 use autoneural_model::text::model::PREFILL_CHUNK;
 use autoneural_model::text::{DecodeState, Lfm2Config, Lfm2ForCausalLM, Logits};
 use burn::module::Module;
@@ -20,6 +23,10 @@ pub struct LmBenchOptions {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LmBenchResult {
+    /// `fp32`, or the precision policy whose weights decoding read packed.
+    pub precision: String,
+    /// Weight matrices read as int8/int4 during decoding (0 in fp32).
+    pub packed_matrices: usize,
     pub attention_layers: Vec<usize>,
     pub num_layers: usize,
     pub params: usize,
@@ -79,6 +86,8 @@ pub fn run(model: &Lfm2ForCausalLM, device: &Device, opts: &LmBenchOptions) -> L
     let decode = t.elapsed().as_secs_f64();
     let bytes = state.bytes();
     LmBenchResult {
+        precision: "fp32".into(),
+        packed_matrices: 0,
         attention_layers: cfg.attention_layers(),
         num_layers: cfg.num_layers(),
         params: model.num_params(),
@@ -97,4 +106,26 @@ pub fn run(model: &Lfm2ForCausalLM, device: &Device, opts: &LmBenchOptions) -> L
         state_total_bytes: bytes.total(),
         threads: rayon::current_num_threads(),
     }
+}
+
+/// [`run`] at a precision policy: `fp32` as is; otherwise on the model's weights quantized by
+/// the policy, decoding through the packed low-bit kernels (`decode_weight_bytes` then
+/// counts the packed bytes of those matrices).
+pub fn run_at(
+    model: &Lfm2ForCausalLM,
+    policy: &PrecisionPolicy,
+    device: &Device,
+    opts: &LmBenchOptions,
+) -> autoneural_model::Result<LmBenchResult> {
+    if policy.name == "fp32" {
+        return Ok(run(model, device, opts));
+    }
+    let (quantized, packed) = quantize_and_pack(model.clone(), policy)?;
+    let bytes = model.decode_weight_bytes() - packed.float_bytes + packed.packed_bytes;
+    let matrices = packed.len();
+    let mut r = with_packed(Arc::new(packed), || run(&quantized, device, opts));
+    r.precision = policy.name.clone();
+    r.packed_matrices = matrices;
+    r.decode_weight_bytes = bytes;
+    Ok(r)
 }

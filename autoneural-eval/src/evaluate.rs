@@ -11,7 +11,7 @@ use autoneural_model::images::load_image;
 use autoneural_model::tokenizer::{ChatMessage, TextTokenizer};
 use autoneural_model::vlm::{IMAGE_TAG, VisionLanguageModel};
 use autoneural_train::data::{JsonlRecords, OnBadRecord, Record, Role};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::accuracy::{Scored, TaskScore, anls, exact_match, markdown_table, summarize};
 
@@ -22,7 +22,7 @@ pub struct EvalOptions {
     pub max_per_task: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
     pub files: Vec<PathBuf>,
     pub tasks: BTreeMap<String, TaskScore>,

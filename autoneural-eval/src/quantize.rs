@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use autoneural_model::checkpoint::apply::{Identity, param_keys};
 use autoneural_model::checkpoint::load_vlm;
-use autoneural_model::quant::activations::observe;
+use autoneural_model::quant::activations::{Ranges, observe};
 use autoneural_model::quant::apply::{WeightReport, activation_encodings, quantize_weights};
 use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::quant::{Encoding, PrecisionPolicy};
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_model::vlm::VisionLanguageModel;
 use autoneural_train::data::OnBadRecord;
-use autoneural_train::data::records::JsonlRecords;
+use autoneural_train::data::records::{JsonlRecords, Record};
 use autoneural_train::train::Batcher;
 use autoneural_train::train::loss::forward_loss;
 use autoneural_train::train::save_model_dir;
@@ -31,43 +31,80 @@ pub struct PtqOutcome {
     pub calibration_records: usize,
 }
 
-/// Records the input range of every weight op over the first `samples` conversations of
-/// each file of `calib`, run through `model` one at a time.
-fn calibrate(
-    model: &VisionLanguageModel,
-    model_dir: &Path,
-    calib: &[PathBuf],
-    samples: usize,
-) -> Result<(autoneural_model::quant::activations::Ranges, usize)> {
-    let device = model.language.device();
-    let size = model.config.encoder.image_size();
-    let batcher = Batcher {
-        tokenizer: TextTokenizer::from_dir(model_dir, &model.config.text.eos_token_ids)?,
-        image_tokens: model.image_tokens(),
-        tokens_per_image: model.config.tokens_per_image(size, size),
-        preprocess: model.config.preprocess.clone(),
-        pad_id: model.language.config.pad_token_id.unwrap_or(0),
-        device,
-    };
+/// The first `samples` conversations of each file of `calib`.
+pub fn calibration_records(calib: &[PathBuf], samples: usize) -> Result<Vec<(PathBuf, Record)>> {
     let mut records = Vec::new();
     for file in calib {
         let before = records.len();
         for r in JsonlRecords::open(file, OnBadRecord::Fail)?.take(samples) {
-            records.push((file, ("calibration".to_string(), r?)));
+            records.push((file.clone(), r?));
         }
         if records.len() == before {
             bail!("{}: no calibration conversations", file.display());
         }
     }
+    Ok(records)
+}
+
+/// Records the input range of every weight op over `records`, run through `model` (its
+/// image, connector and language model) one at a time.
+fn calibrate(model: &VisionLanguageModel, batcher: &Batcher, records: &[(PathBuf, Record)]) -> Result<Ranges> {
     let (result, ranges) = observe(|| -> Result<()> {
-        for (file, r) in &records {
-            let b = batcher.batch(std::slice::from_ref(r))?;
-            forward_loss(model, &b).with_context(|| format!("{}, line {}", file.display(), r.1.line))?;
+        for (file, r) in records {
+            let b = batcher.batch(&[("calibration".to_string(), r.clone())])?;
+            forward_loss(model, &b).with_context(|| format!("{}, line {}", file.display(), r.line))?;
         }
         Ok(())
     });
     result?;
-    Ok((ranges, records.len()))
+    Ok(ranges)
+}
+
+/// Post-training quantization in memory: `model` calibrated on `records`, then its weights
+/// replaced by their QDQ values. Returns the quantized model and its `quantization.json`.
+pub fn post_training_quantize(
+    model: VisionLanguageModel,
+    batcher: &Batcher,
+    records: &[(PathBuf, Record)],
+    policy: &PrecisionPolicy,
+) -> Result<(VisionLanguageModel, QuantizationFile, Vec<WeightReport>)> {
+    let ranges = calibrate(&model, batcher, records)?;
+    let activations = activation_encodings(&model, policy, &ranges)?;
+    let (quantized, weights) = quantize_weights(model, policy)?;
+    let file = quantization_file(&quantized, policy, &weights, &activations);
+    Ok((quantized, file, weights))
+}
+
+/// The `quantization.json` of a model quantized by `policy`: its weights' encodings and its
+/// op inputs' (by the ids of `model`).
+pub fn quantization_file(
+    model: &VisionLanguageModel,
+    policy: &PrecisionPolicy,
+    weights: &[WeightReport],
+    activations: &HashMap<ParamId, Encoding>,
+) -> QuantizationFile {
+    let mut file = QuantizationFile::new(policy);
+    for w in weights {
+        file.weights.insert(w.key.clone(), w.encoding.clone());
+    }
+    let keys: HashMap<ParamId, String> = param_keys(model, &Identity).into_iter().map(|(k, id)| (id, k)).collect();
+    for (id, enc) in activations {
+        file.activations.insert(keys[id].clone(), enc.clone());
+    }
+    file
+}
+
+/// A batcher for `model` with the tokenizer of `model_dir`.
+fn batcher_for(model: &VisionLanguageModel, model_dir: &Path) -> Result<Batcher> {
+    let size = model.config.encoder.image_size();
+    Ok(Batcher {
+        tokenizer: TextTokenizer::from_dir(model_dir, &model.config.text.eos_token_ids)?,
+        image_tokens: model.image_tokens(),
+        tokens_per_image: model.config.tokens_per_image(size, size),
+        preprocess: model.config.preprocess.clone(),
+        pad_id: model.language.config.pad_token_id.unwrap_or(0),
+        device: model.language.device(),
+    })
 }
 
 /// Quantizes the checkpoint in `model_dir` by `policy` into `out`.
@@ -92,18 +129,10 @@ pub fn quantize_checkpoint(
         );
     }
     let model = load_vlm(model_dir, device).with_context(|| format!("loading {}", model_dir.display()))?;
-    let (ranges, calibration_records) = calibrate(&model, model_dir, calib, samples)?;
-    let activations: HashMap<ParamId, Encoding> = activation_encodings(&model, policy, &ranges)?;
-    let (quantized, weights) = quantize_weights(model, policy)?;
+    let records = calibration_records(calib, samples)?;
+    let batcher = batcher_for(&model, model_dir)?;
+    let (quantized, file, weights) = post_training_quantize(model, &batcher, &records, policy)?;
     save_model_dir(&quantized, model_dir, out)?;
-    let mut file = QuantizationFile::new(policy);
-    for w in &weights {
-        file.weights.insert(w.key.clone(), w.encoding.clone());
-    }
-    let keys: HashMap<ParamId, String> = param_keys(&quantized, &Identity).into_iter().map(|(k, id)| (id, k)).collect();
-    for (id, enc) in &activations {
-        file.activations.insert(keys[id].clone(), enc.clone());
-    }
     file.write(out)?;
-    Ok(PtqOutcome { weights, activations: activations.len(), calibration_records })
+    Ok(PtqOutcome { weights, activations: file.activations.len(), calibration_records: records.len() })
 }

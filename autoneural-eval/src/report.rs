@@ -9,12 +9,14 @@ use autoneural_train::train::StageReport;
 use burn::module::Module;
 
 use crate::evaluate::EvalReport;
+use crate::quant_compare::QuantComparison;
 
 pub fn render(
     exp: &Experiment,
     model: &VisionLanguageModel,
     stages: &[StageReport],
     eval: Option<&EvalReport>,
+    quantization: Option<&QuantComparison>,
     final_dir: &Path,
 ) -> String {
     let mut s = String::new();
@@ -80,6 +82,19 @@ pub fn render(
             }
         }
         None => s.push_str("\nNo held-out split was found; nothing was evaluated.\n"),
+    }
+    if let Some(q) = quantization {
+        let _ = writeln!(
+            s,
+            "\n## Quantization: PTQ against QAT at {}\n\nExact match on the {} split. PTQ quantizes the model \
+             before the QAT stage (ranges calibrated on {} training conversations per family); QAT is the final \
+             model, quantized with the ranges it trained with. Both run quantized weights and activations \
+             (`final/quantization.json`).\n\n{}",
+            q.policy,
+            exp.eval.split,
+            crate::quant_compare::CALIBRATION_SAMPLES,
+            q.markdown()
+        );
     }
     let _ = writeln!(
         s,

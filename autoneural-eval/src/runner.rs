@@ -10,7 +10,9 @@
 //!   checkpoints/          step-NNNNNN/ (+ `latest`), for --resume
 //!   stages.json           one report per finished stage
 //!   final/                the trained model: `autoneural generate --model runs/<name>/final`
+//!                         (quantized, with quantization.json, when the last stage is QAT)
 //!   eval.json, eval.md    per-task accuracy with the majority-answer baseline
+//!   quantization_comparison.json   a QAT run: float and PTQ before QAT, QAT after
 //!   report.md             all of the above in one page
 //! ```
 
@@ -18,6 +20,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use autoneural_model::device::parse_devices;
+use autoneural_model::quant::apply::quantize_weights;
+use autoneural_model::quant::qat::Qat;
+use autoneural_model::quant::runtime::QuantizedRuntime;
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_train::config::Experiment;
 use autoneural_train::synth::{Family, SynthOptions, synthesize};
@@ -30,6 +35,8 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use crate::evaluate::{EvalOptions, EvalReport, evaluate};
+use crate::quant_compare::QuantComparison;
+use crate::quantize::quantization_file;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -188,6 +195,8 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
             .with_context(|| format!("{}: unreadable", stages_path.display()))?,
         _ => Vec::new(),
     };
+    let test_files = families_in(&exp.data.dir, &exp.eval.split);
+    let eval_opts = EvalOptions { max_new_tokens: exp.eval.max_new_tokens, max_per_task: exp.eval.max_per_task };
     let mut global = 0;
     for (i, stage) in exp.stages.iter().enumerate() {
         let mut resume = None;
@@ -200,6 +209,16 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
                 resume = Some((state.clone(), opt.clone()));
                 global = state.global_step - state.step;
             }
+        }
+        // Before a QAT stage starts: the model in float and after PTQ at the stage's policy,
+        // for the report's PTQ-against-QAT table.
+        if let (Some(q), None, false) = (&stage.quantization, &resume, test_files.is_empty()) {
+            let policy = q.load_policy().with_context(|| format!("stage {:?}: quantization.policy", stage.name))?;
+            log.say(format!("evaluating float and PTQ at {} before quantization-aware training", policy.name));
+            let calib = families_in(&exp.data.dir, "train");
+            let valid = model.clone().valid();
+            let cmp = QuantComparison::before_qat(&valid, &batcher, &policy, &calib, &test_files, &eval_opts)?;
+            cmp.write(&run_dir)?;
         }
         let run = StageRun {
             run_dir: &run_dir,
@@ -231,21 +250,49 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
     log.close_dashboard();
     let final_dir = run_dir.join("final");
     let model = model.valid();
-    save_model_dir(&model, &tokenizer_dir, &final_dir)?;
-    let test_files = families_in(&exp.data.dir, &exp.eval.split);
+    // After QAT the final checkpoint is the quantized model, as `autoneural quantize` writes
+    // one: QDQ weights and quantization.json (op-input ranges from training).
+    let (model, runtime) = match exp.stages.last().and_then(|s| s.quantization.as_ref()) {
+        Some(q) => {
+            let policy = q.load_policy()?;
+            let qat = Qat::new(&model, policy.clone(), q.range_momentum);
+            if let Some(r) = reports.last().and_then(|r| r.qat_ranges.as_ref()) {
+                qat.restore_ranges(r)?;
+            }
+            let activations = qat.activation_encodings()?;
+            let (quantized, weights) = quantize_weights(model, &policy)?;
+            let file = quantization_file(&quantized, &policy, &weights, &activations);
+            save_model_dir(&quantized, &tokenizer_dir, &final_dir)?;
+            file.write(&final_dir)?;
+            let runtime = QuantizedRuntime::from_file(&quantized, &file)?;
+            (quantized, runtime)
+        }
+        None => {
+            save_model_dir(&model, &tokenizer_dir, &final_dir)?;
+            (model, QuantizedRuntime::default())
+        }
+    };
     let eval = if test_files.is_empty() {
         None
     } else {
         if !options.quiet {
             eprintln!("evaluating on {} ({} files)", exp.eval.split, test_files.len());
         }
-        let opts = EvalOptions { max_new_tokens: exp.eval.max_new_tokens, max_per_task: exp.eval.max_per_task };
-        let report = evaluate(&model, &batcher.tokenizer, &test_files, &opts)?;
+        let report = runtime.run(|| evaluate(&model, &batcher.tokenizer, &test_files, &eval_opts))?;
         std::fs::write(run_dir.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
         std::fs::write(run_dir.join("eval.md"), report.markdown())?;
         Some(report)
     };
-    std::fs::write(run_dir.join("report.md"), crate::report::render(&exp, &model, &reports, eval.as_ref(), &final_dir))
+    let comparison = match (QuantComparison::read(&run_dir), &eval, &runtime.name) {
+        (Some(mut c), Some(e), Some(_)) => {
+            c.qat = Some(e.clone());
+            c.write(&run_dir)?;
+            Some(c)
+        }
+        _ => None,
+    };
+    let report = crate::report::render(&exp, &model, &reports, eval.as_ref(), comparison.as_ref(), &final_dir);
+    std::fs::write(run_dir.join("report.md"), report)
         .with_context(|| format!("writing {}", run_dir.join("report.md").display()))?;
     Ok(RunOutcome { run_dir, final_dir, stages: reports, eval })
 }

@@ -260,6 +260,56 @@ fn resumed_run_matches_uninterrupted_run_on(device: &str) {
     }
 }
 
+/// A last stage with quantization-aware training: interrupted inside it and resumed, it
+/// reaches the weights of an uninterrupted run (activation ranges resume with it, on two
+/// replicas); the final checkpoint is quantized, and the report compares PTQ with QAT.
+#[test]
+fn qat_stage_resumes_exactly_and_reports_ptq_against_qat() {
+    const QAT: &str = r#"
+[[stage]]
+name = "connector"
+train = ["projector"]
+steps = 2
+lr = 1e-3
+micro_batch = 2
+[[stage]]
+name = "qat"
+train = ["vision", "projector", "language"]
+steps = 3
+lr = 1e-4
+micro_batch = 2
+checkpoint_every = 1
+[stage.quantization]
+policy = "w4a16"
+"#;
+    let quiet = RunOptions { quiet: true, device: Some("flex,flex".into()), ..Default::default() };
+    let a = tempfile::tempdir().unwrap();
+    let full = run_experiment(&write_experiment(a.path(), QAT, "batch"), &quiet).unwrap();
+    let q = full.final_dir.join("quantization.json");
+    assert!(q.is_file());
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&q).unwrap()).unwrap();
+    assert!(file["activations"].as_object().unwrap().len() > 10 && file["weights"].as_object().unwrap().len() > 10);
+    let report = std::fs::read_to_string(full.run_dir.join("report.md")).unwrap();
+    assert!(report.contains("PTQ against QAT at w4a16"), "{report}");
+    let cmp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(full.run_dir.join("quantization_comparison.json")).unwrap())
+            .unwrap();
+    assert!(cmp["ptq"]["answers"].as_u64().unwrap() > 0 && cmp["qat"]["answers"] == cmp["ptq"]["answers"]);
+
+    let b = tempfile::tempdir().unwrap();
+    let exp_b = write_experiment(b.path(), QAT, "batch");
+    run_experiment(&exp_b, &RunOptions { stop_after_steps: Some(3), ..quiet.clone() }).unwrap();
+    let resumed = run_experiment(&exp_b, &RunOptions { resume: true, ..quiet }).unwrap();
+    let cpu = Device::flex();
+    let w_full = weights(&load_vlm(&full.final_dir, &cpu).unwrap());
+    let w_resumed = weights(&load_vlm(&resumed.final_dir, &cpu).unwrap());
+    for (k, v) in &w_full {
+        assert!(w_resumed[k] == *v, "{k} differs between the resumed and the uninterrupted QAT run");
+    }
+    let q_resumed = std::fs::read_to_string(resumed.final_dir.join("quantization.json")).unwrap();
+    assert_eq!(q_resumed, std::fs::read_to_string(&q).unwrap(), "activation ranges differ after resuming");
+}
+
 #[test]
 fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -322,7 +372,7 @@ fn experiment_errors_name_the_key() {
         (
             &experiment(
                 Path::new("o"),
-                "[[stage]]\nname = \"q\"\ntrain = [\"language\"]\nsteps = 1\nlr = 1e-3\n[stage.quantization]\nbits = 4\n",
+                "[[stage]]\nname = \"q\"\ntrain = [\"language\"]\nsteps = 1\nlr = 1e-3\n[stage.quantization]\npolicy = \"int3\"\n",
             ),
             "quantization",
         ),

@@ -116,3 +116,95 @@ fn activations_are_calibrated_then_quantized_at_every_weight_input() {
     // Activations only (float weights): 8 more bits buy tens of dB.
     assert!(sqnr[0] > 10.0 && sqnr[1] > sqnr[0] + 30.0, "{sqnr:?}");
 }
+
+/// Decoding on packed int8/int4 weights (the low-bit CPU path) computes the fake-quantized
+/// model: the same logits as the model whose f32 weights are their QDQ values, to the int16
+/// rounding of the activations the kernels take (stated tolerance: 1e-3 relative).
+#[test]
+fn packed_low_bit_decoding_matches_the_fake_quantized_model() {
+    use autoneural_model::quant::packed::{quantize_and_pack, with_packed};
+    use autoneural_model::text::Lfm2ForCausalLM;
+    use burn::module::Module;
+    use std::sync::Arc;
+
+    let device = Device::flex();
+    let config = Lfm2Config::preset("lfm2-nano").unwrap();
+    device.seed(5);
+    let model = Lfm2ForCausalLM::new(&config, &device).materialize();
+    let seq = [3u32, 17, 400, 9, 250, 77, 1];
+    // a prompt of three positions (within the kernels' eight rows), then one at a time
+    let logits = |m: &Lfm2ForCausalLM| {
+        let mut state = m.new_state(1, 16, &device);
+        let mut out = values(m.forward(ids(&seq[..3], &device), Some(&mut state), Logits::All));
+        for &t in &seq[3..] {
+            out.extend(values(m.forward(ids(&[t], &device), Some(&mut state), Logits::Last)));
+        }
+        out
+    };
+    for name in ["w8a16", "w4a16", "autoneural"] {
+        let policy = PrecisionPolicy::preset(name).unwrap();
+        let (quantized, packed) = quantize_and_pack(model.clone(), &policy).unwrap();
+        // every projection and the tied head; the short convolutions' depthwise kernels
+        // stay on the float path
+        assert!(packed.len() >= 4 * 3 + 1, "{name}: {} packed", packed.len());
+        assert!(packed.unpacked.iter().all(|k| k.ends_with("conv.conv.weight")), "{name}: {:?}", packed.unpacked);
+        let ratio = packed.packed_bytes as f64 / packed.float_bytes as f64;
+        let want = logits(&quantized);
+        let got = with_packed(Arc::new(packed), || logits(&quantized));
+        let err = common::rel_err(&got, &want);
+        assert!(err < 1e-3, "{name}: packed logits differ from the fake-quantized model's by {err:e}");
+        // int8 reads about a quarter of f32's bytes, int4 about an eighth (plus scales and
+        // padding); autoneural keeps the head at 8 bits
+        let limit = if name == "w4a16" { 0.16 } else { 0.27 };
+        assert!(ratio < limit, "{name}: packed/f32 bytes {ratio}");
+        println!("{name}: relative error {err:e}, packed/f32 bytes {ratio:.3}");
+    }
+}
+
+/// Under a QAT context the forward pass is the fake-quantized model: once a step's ranges
+/// are committed, the logits equal those of the PTQ-style model (QDQ weights, op inputs
+/// fake-quantized with the same encodings), and gradients reach every quantized weight
+/// through the straight-through estimator.
+#[test]
+fn qat_forward_is_the_fake_quantized_model_and_gradients_reach_the_weights() {
+    use autoneural_model::checkpoint::apply::param_keys;
+    use autoneural_model::quant::activations::with_qat;
+    use autoneural_model::quant::qat::Qat;
+    use autoneural_model::text::Lfm2ForCausalLM;
+    use burn::module::Module;
+    use std::sync::Arc;
+
+    let device = Device::flex().autodiff();
+    let config = Lfm2Config::preset("lfm2-nano").unwrap();
+    device.seed(9);
+    let model = Lfm2ForCausalLM::new(&config, &device).materialize();
+    let policy = PrecisionPolicy::preset("w4a16").unwrap();
+    let qat = Arc::new(Qat::new(&model, policy.clone(), 0.9));
+    let (weights, inputs) = qat.counts();
+    assert!(weights > 10 && inputs > 10, "{weights} weights, {inputs} inputs");
+    let seq = [5u32, 77, 300, 2, 41];
+
+    // A training step: ranges calibrate on this batch; gradients flow to the float weights.
+    let logits = with_qat(Some(qat.clone()), || model.forward(ids(&seq, &device), None, Logits::All));
+    let grads = logits.sum().backward();
+    let mut reached = 0;
+    for (key, _) in param_keys(&model, &Identity) {
+        if key.ends_with("proj.weight") || key.contains("feed_forward.w") {
+            reached += 1;
+        }
+    }
+    let grads = burn::optim::GradientsParams::from_grads(grads, &model);
+    assert!(reached > 10 && grads.len() >= reached, "{} gradients for {reached} projections", grads.len());
+    qat.commit_step();
+
+    // Validation: QAT's forward equals the quantized model's with the same encodings.
+    let inference = model.valid();
+    let got = with_qat(Some(qat.clone()), || values(inference.forward(ids(&seq, &Device::flex()), None, Logits::All)));
+    let (quantized, _) = quantize_weights(inference.clone(), &policy).unwrap();
+    let encodings = qat.activation_encodings().unwrap();
+    let want = quantize_with(encodings, || values(quantized.forward(ids(&seq, &Device::flex()), None, Logits::All)));
+    let err = common::rel_err(&got, &want);
+    assert!(err == 0.0, "QAT's logits differ from the quantized model's by {err:e}");
+    let float = values(inference.forward(ids(&seq, &Device::flex()), None, Logits::All));
+    assert!(common::rel_err(&got, &float) > 1e-4, "W4 must change the logits");
+}

@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::vision::NormKind;
 use serde::{Deserialize, Serialize};
 
@@ -194,8 +195,30 @@ pub struct StageConfig {
     /// Log a line every this many steps.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
-    /// Fake quantization for QAT (stage 4); the quantizers come with the quantization work.
-    pub quantization: Option<toml::Table>,
+    /// Quantization-aware training (stage 4): the stage trains through fake quantizers.
+    pub quantization: Option<QatConfig>,
+}
+
+/// A stage's quantization-aware training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QatConfig {
+    /// A precision preset (`w8a16`, `w4a16`, `autoneural`) or a policy TOML file (relative to
+    /// the experiment file); docs/quantization.md.
+    pub policy: String,
+    /// Weight of the running activation range against each step's batch range.
+    #[serde(default = "default_range_momentum")]
+    pub range_momentum: f32,
+}
+
+fn default_range_momentum() -> f32 {
+    0.9
+}
+
+impl QatConfig {
+    pub fn load_policy(&self) -> autoneural_model::Result<PrecisionPolicy> {
+        PrecisionPolicy::load(&self.policy)
+    }
 }
 
 fn one() -> usize {
@@ -269,6 +292,11 @@ impl Experiment {
         self.model.language.checkpoint.as_mut().map(join);
         for s in &mut self.stages {
             s.recipe.as_mut().map(join);
+            if let Some(q) = &mut s.quantization {
+                if PrecisionPolicy::preset(&q.policy).is_none() {
+                    q.policy = lexical_join(dir, Path::new(&q.policy)).to_string_lossy().into_owned();
+                }
+            }
         }
     }
 
@@ -324,12 +352,22 @@ impl Experiment {
                     return Err(format!("{}: weight of {k:?} must be positive, found {w}", key("mixture")));
                 }
             }
-            if s.quantization.is_some() {
-                return Err(format!(
-                    "{}: fake-quantization (QAT) is not available yet; it arrives with the quantization \
-                     work (docs/training.md). Remove the table to run this stage in float.",
-                    key("quantization")
-                ));
+            if let Some(q) = &s.quantization {
+                if PrecisionPolicy::preset(&q.policy).is_none() && !q.policy.ends_with(".toml") {
+                    return Err(format!(
+                        "{}: {:?} is neither a preset ({}) nor a policy .toml file",
+                        key("quantization.policy"),
+                        q.policy,
+                        autoneural_model::quant::policy::PRESETS.join(", ")
+                    ));
+                }
+                if !(0.0..1.0).contains(&q.range_momentum) {
+                    return Err(format!(
+                        "{}: must be in [0, 1), found {}",
+                        key("quantization.range_momentum"),
+                        q.range_momentum
+                    ));
+                }
             }
         }
         Ok(())

@@ -2,11 +2,12 @@
 //! weights, next to this machine's memory-bandwidth bound measured in the same process.
 
 use anyhow::{Context, bail};
-use autoneural_eval::bench_lm::{LmBenchOptions, random_model, run as run_bench};
+use autoneural_eval::bench_lm::{LmBenchOptions, random_model, run as run_bench, run_at};
 use autoneural_eval::bench_train::{self, TrainBenchOptions};
 use autoneural_eval::bench_vision;
 use autoneural_eval::membw::measure_read_bandwidth;
 use autoneural_model::device::{parse_device, parse_devices};
+use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::text::Lfm2Config;
 use autoneural_model::vision::EncoderConfig;
 use autoneural_train::config::Experiment;
@@ -60,6 +61,12 @@ pub struct LmArgs {
     /// Skip the memory-bandwidth measurement (and the bound it gives).
     #[arg(long)]
     pub no_bandwidth: bool,
+    /// Precisions, comma-separated, each run on the same random weights in this process
+    /// (the first is the baseline of the ratios): fp32, w8a16, w4a16, autoneural or a policy
+    /// file. Quantized weights decode through the int8/int4 kernels.
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// JSON prints one line per precision.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -359,6 +366,11 @@ fn lm(args: LmArgs) -> anyhow::Result<()> {
     if args.prompt_len == 0 {
         bail!("--prompt-len must be at least 1");
     }
+    let policies = args
+        .precision
+        .split(',')
+        .map(|p| PrecisionPolicy::load(p.trim()).with_context(|| format!("--precision {p}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let device = parse_device(&args.device)?;
     let model = random_model(&config, &device);
     let opts = LmBenchOptions {
@@ -367,52 +379,65 @@ fn lm(args: LmArgs) -> anyhow::Result<()> {
         context: args.context,
         batch: args.batch,
     };
-    let r = run_bench(&model, &device, &opts);
-    // measured after the model run so both see the same machine state
+    let mut results = Vec::new();
+    for policy in &policies {
+        results.push(run_at(&model, policy, &device, &opts)?);
+    }
+    // measured after the model runs so both see the same machine state
     let bw = (!args.no_bandwidth).then(|| measure_read_bandwidth(1 << 30, 9));
-    let bound = bw.map(|b| b.gb_per_s * 1e9 / r.decode_weight_bytes as f64);
-    match args.format {
-        Format::Json => {
-            let mut obj = serde_json::to_value(&r)?;
-            obj["preset"] = json!(args.preset);
-            obj["device"] = json!(args.device);
-            obj["bandwidth_gb_s"] = json!(bw.map(|b| b.gb_per_s));
-            obj["decode_bound_tok_s"] = json!(bound);
-            obj["decode_fraction_of_bound"] = json!(bound.map(|b| r.decode_tok_s / (b * r.batch as f64)));
-            println!("{}", serde_json::to_string(&obj)?);
-        }
-        Format::Text => {
-            println!(
-                "{} ({} layers, attention at {:?}), {} params, {} threads, device {}",
-                args.preset, r.num_layers, r.attention_layers, r.params, r.threads, args.device
-            );
-            println!(
-                "prefill: {} tokens in {:.1} ms = {:.1} tok/s",
-                r.prompt_len * r.batch,
-                r.prefill_ms,
-                r.prefill_tok_s
-            );
-            println!(
-                "decode:  {} tokens, {:.2} ms/token = {:.2} tok/s",
-                r.new_tokens * r.batch,
-                r.decode_ms_per_token,
-                r.decode_tok_s
-            );
-            println!(
-                "state at context {}: KV {:.2} MiB + conv {:.3} MiB = {:.2} MiB",
-                r.final_context,
-                r.state_kv_bytes as f64 / 1048576.0,
-                r.state_conv_bytes as f64 / 1048576.0,
-                r.state_total_bytes as f64 / 1048576.0
-            );
-            if let (Some(bw), Some(bound)) = (bw, bound) {
+    let base = &results[0];
+    for r in &results {
+        let bound = bw.map(|b| b.gb_per_s * 1e9 / r.decode_weight_bytes as f64);
+        let speedup = r.decode_tok_s / base.decode_tok_s;
+        match args.format {
+            Format::Json => {
+                let mut obj = serde_json::to_value(r)?;
+                obj["preset"] = json!(args.preset);
+                obj["device"] = json!(args.device);
+                obj["bandwidth_gb_s"] = json!(bw.map(|b| b.gb_per_s));
+                obj["decode_bound_tok_s"] = json!(bound);
+                obj["decode_fraction_of_bound"] = json!(bound.map(|b| r.decode_tok_s / (b * r.batch as f64)));
+                obj["decode_speedup"] = json!(speedup);
+                println!("{}", serde_json::to_string(&obj)?);
+            }
+            Format::Text => {
                 println!(
-                    "bound:   {:.2} GB/s (median read bandwidth) / {:.1} MB per token = {:.2} tok/s; decode reaches {:.0}% of it",
-                    bw.gb_per_s,
-                    r.decode_weight_bytes as f64 / 1e6,
-                    bound,
-                    100.0 * r.decode_tok_s / (bound * r.batch as f64)
+                    "{} at {} ({} layers, attention at {:?}), {} params, {} threads, device {}",
+                    args.preset, r.precision, r.num_layers, r.attention_layers, r.params, r.threads, args.device
                 );
+                if r.packed_matrices > 0 {
+                    println!("weights: {} matrices decode from int8/int4", r.packed_matrices);
+                }
+                println!(
+                    "prefill: {} tokens in {:.1} ms = {:.1} tok/s",
+                    r.prompt_len * r.batch,
+                    r.prefill_ms,
+                    r.prefill_tok_s
+                );
+                println!(
+                    "decode:  {} tokens, {:.2} ms/token = {:.2} tok/s ({:.2}x {})",
+                    r.new_tokens * r.batch,
+                    r.decode_ms_per_token,
+                    r.decode_tok_s,
+                    speedup,
+                    base.precision
+                );
+                println!(
+                    "state at context {}: KV {:.2} MiB + conv {:.3} MiB = {:.2} MiB",
+                    r.final_context,
+                    r.state_kv_bytes as f64 / 1048576.0,
+                    r.state_conv_bytes as f64 / 1048576.0,
+                    r.state_total_bytes as f64 / 1048576.0
+                );
+                if let (Some(bw), Some(bound)) = (bw, bound) {
+                    println!(
+                        "bound:   {:.2} GB/s (median read bandwidth) / {:.1} MB per token = {:.2} tok/s; decode reaches {:.0}% of it",
+                        bw.gb_per_s,
+                        r.decode_weight_bytes as f64 / 1e6,
+                        bound,
+                        100.0 * r.decode_tok_s / (bound * r.batch as f64)
+                    );
+                }
             }
         }
     }

@@ -6,8 +6,7 @@ use anyhow::{Context, Result};
 use autoneural_eval::evaluate::{EvalOptions, evaluate};
 use autoneural_model::checkpoint::load_vlm;
 use autoneural_model::device::parse_device;
-use autoneural_model::quant::activations::quantize_with;
-use autoneural_model::quant::saved::QuantizationFile;
+use autoneural_model::quant::runtime::QuantizedRuntime;
 use autoneural_model::tokenizer::TextTokenizer;
 use clap::Args;
 
@@ -41,11 +40,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let model = load_vlm(&args.model, &device)?;
     let tok = TextTokenizer::from_dir(&args.model, &model.language.config.eos_token_ids)?;
     let options = EvalOptions { max_new_tokens: args.max_new_tokens, max_per_task: args.max_per_task };
-    // A quantized checkpoint: its op inputs are fake-quantized as they were calibrated.
-    let report = match QuantizationFile::read(&args.model)? {
-        Some(q) => quantize_with(q.activation_encodings(&model)?, || evaluate(&model, &tok, &args.data, &options))?,
-        None => evaluate(&model, &tok, &args.data, &options)?,
-    };
+    // A quantized checkpoint runs as calibrated (op inputs fake-quantized) and decodes from
+    // its packed low-bit weights.
+    let (model, quantized) = QuantizedRuntime::for_checkpoint(model, &args.model, None)?;
+    let report = quantized.run(|| evaluate(&model, &tok, &args.data, &options))?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {
         std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;

@@ -8,8 +8,7 @@ use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type}
 use autoneural_model::device::parse_device;
 use autoneural_model::generate::{GenerateOptions, Generation, Sampler, SamplingConfig, generate};
 use autoneural_model::images::load_image;
-use autoneural_model::quant::activations::quantize_with;
-use autoneural_model::quant::saved::QuantizationFile;
+use autoneural_model::quant::runtime::QuantizedRuntime;
 use autoneural_model::tokenizer::{StreamDecoder, TextTokenizer};
 use clap::Args;
 use serde_json::json;
@@ -49,6 +48,11 @@ pub struct GenerateArgs {
     /// flex (CPU) or wgpu (needs the `wgpu` cargo feature).
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// Quantize the weights by this precision (w8a16, w4a16, autoneural or a policy file)
+    /// and decode from int8/int4 on the CPU. A checkpoint written by `autoneural quantize`
+    /// decodes from its own encodings without this flag.
+    #[arg(long)]
+    pub precision: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -76,15 +80,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         let model = load_vlm(&args.model, &device).with_context(|| format!("loading {}", args.model.display()))?;
         let tokenizer = TextTokenizer::from_dir(&args.model, &model.config.text.eos_token_ids)?;
         let options = options_for(&args, &tokenizer);
+        let (model, quantized) = QuantizedRuntime::for_checkpoint(model, &args.model, args.precision.as_deref())?;
+        announce(&quantized);
         let mut sink = sink(&tokenizer, streaming);
-        // A quantized checkpoint: its op inputs are fake-quantized as they were calibrated.
-        let encodings = match QuantizationFile::read(&args.model)? {
-            Some(q) => q.activation_encodings(&model)?,
-            None => Default::default(),
-        };
-        let out = quantize_with(encodings, || {
-            model.generate(&tokenizer, &args.prompt, args.raw, &images, &options, &mut sampler, &mut sink)
-        })?;
+        let out = quantized
+            .run(|| model.generate(&tokenizer, &args.prompt, args.raw, &images, &options, &mut sampler, &mut sink))?;
         drop(sink);
         (tokenizer, out.generation, Some((out.vision_ms, out.image_tokens)))
     } else {
@@ -92,8 +92,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         let tokenizer = TextTokenizer::from_dir(&args.model, &model.config.eos_token_ids)?;
         let prompt_ids = tokenizer.encode_prompt(&args.prompt, args.raw)?;
         let options = options_for(&args, &tokenizer);
+        let (model, quantized) = QuantizedRuntime::for_checkpoint(model, &args.model, args.precision.as_deref())?;
+        announce(&quantized);
         let mut sink = sink(&tokenizer, streaming);
-        let out = generate(&model, &prompt_ids, &options, &mut sampler, &mut sink)?;
+        let out = quantized.run(|| generate(&model, &prompt_ids, &options, &mut sampler, &mut sink))?;
         drop(sink);
         (tokenizer, out, None)
     };
@@ -130,6 +132,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn announce(quantized: &QuantizedRuntime) {
+    if let Some(line) = quantized.summary() {
+        eprintln!("[{line}]");
+    }
 }
 
 fn options_for(args: &GenerateArgs, tokenizer: &TextTokenizer) -> GenerateOptions {

@@ -7,6 +7,7 @@
 //! one model definition for every backend.
 
 pub mod gemv;
+pub mod lowbit;
 pub mod pointwise;
 
 use burn::tensor::{Tensor, TensorData};

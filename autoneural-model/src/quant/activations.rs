@@ -9,12 +9,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use burn::module::ParamId;
 use burn::tensor::Tensor;
 
 use super::encoding::Encoding;
 use super::fake::fake_quant;
+use super::qat::{Qat, qat_input};
 
 /// The range of one op input over the calibration data, with a strided sample of its values
 /// for percentile ranges.
@@ -30,7 +32,7 @@ pub struct Observer {
 const SAMPLE_CAP: usize = 1 << 16;
 
 impl Observer {
-    fn record(&mut self, values: &[f32]) {
+    pub(crate) fn record(&mut self, values: &[f32]) {
         let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         if self.count == 0 {
             (self.min, self.max) = (lo, hi);
@@ -65,6 +67,7 @@ pub type Ranges = HashMap<ParamId, Observer>;
 enum Mode {
     Observe(Ranges),
     Quantize(HashMap<ParamId, Encoding>),
+    Train(Arc<Qat>),
 }
 
 thread_local! {
@@ -74,6 +77,9 @@ thread_local! {
 /// The input `x` of the op whose weight is `weight`: recorded, fake-quantized or returned
 /// as is, by the context of this thread.
 pub fn at_weight_input<const D: usize>(weight: ParamId, x: Tensor<D>) -> Tensor<D> {
+    if let Some(q) = current_qat() {
+        return qat_input(&q, weight, x);
+    }
     MODE.with_borrow_mut(|mode| match mode {
         None => x,
         Some(Mode::Observe(ranges)) => {
@@ -85,7 +91,26 @@ pub fn at_weight_input<const D: usize>(weight: ParamId, x: Tensor<D>) -> Tensor<
             Some(enc) => fake_quant(x, enc),
             None => x,
         },
+        Some(Mode::Train(_)) => unreachable!("handled above"),
     })
+}
+
+/// The QAT context installed on this thread, if any.
+pub fn current_qat() -> Option<Arc<Qat>> {
+    MODE.with_borrow(|mode| match mode {
+        Some(Mode::Train(q)) => Some(q.clone()),
+        _ => None,
+    })
+}
+
+/// Runs `f` with `qat`'s fake quantizers installed on this thread (as is when `None`): the
+/// training loop installs it on its own thread and on every replica's worker.
+pub fn with_qat<R>(qat: Option<Arc<Qat>>, f: impl FnOnce() -> R) -> R {
+    let Some(q) = qat else { return f() };
+    let previous = MODE.replace(Some(Mode::Train(q)));
+    let r = f();
+    MODE.set(previous);
+    r
 }
 
 /// Runs `f` recording the range of every weight op's input; returns its result and the

@@ -50,7 +50,8 @@ pub fn weight_group(key: &str, rank: usize) -> Option<Group> {
     match key.split('.').next() {
         Some("vision_tower") => Some(Group::Vision),
         Some("multi_modal_projector") => Some(Group::Connector),
-        Some("language") => Some(Group::Language),
+        // `model.` is a bare LFM2 checkpoint's backbone (its head is `lm_head`, above).
+        Some("language" | "model") => Some(Group::Language),
         _ => None,
     }
 }
@@ -85,15 +86,21 @@ pub fn activation_encodings<M: Module>(
 /// block does not divide the input dimension (depthwise kernels, narrow layers) falls back
 /// to per channel, and the report says so.
 pub fn weight_encoding(values: &[f32], shape: &[usize], scheme: WeightScheme) -> Result<Encoding> {
+    weight_encoding_in(values, shape, scheme, Axes::OUT_IN)
+}
+
+/// [`weight_encoding`] for a weight whose channels and blocks lie on `axes` (Burn's layout
+/// during training: `Axes::LINEAR` for a `Linear`).
+pub fn weight_encoding_in(values: &[f32], shape: &[usize], scheme: WeightScheme, axes: Axes) -> Result<Encoding> {
     let blocked = match scheme.granularity {
         Granularity::PerBlock { block_size } | Granularity::Lpbq { block_size, .. } => Some(block_size),
         _ => None,
     };
     let granularity = match blocked {
-        Some(b) if !shape[1].is_multiple_of(b) => Granularity::PerChannel,
+        Some(b) if !shape[axes.block].is_multiple_of(b) => Granularity::PerChannel,
         _ => scheme.granularity,
     };
-    Encoding::weights(values, shape, scheme.bits, granularity, Axes::OUT_IN)
+    Encoding::weights(values, shape, scheme.bits, granularity, axes)
 }
 
 /// `model` with every weight the policy quantizes replaced by its QDQ values.
@@ -148,6 +155,8 @@ mod tests {
         assert_eq!(weight_group("language.model.layers.0.feed_forward.w1.weight", 2), Some(Group::Language));
         assert_eq!(weight_group("language.model.embed_tokens.weight", 2), Some(Group::LmHead));
         assert_eq!(weight_group("language.lm_head.weight", 2), Some(Group::LmHead));
+        assert_eq!(weight_group("model.layers.2.conv.in_proj.weight", 2), Some(Group::Language));
+        assert_eq!(weight_group("model.embed_tokens.weight", 2), Some(Group::LmHead));
         assert_eq!(weight_group("vision_tower.embeddings.position_embedding.weight", 2), None);
         assert_eq!(weight_group("vision_tower.embeddings.patch_embedding.weight", 4), Some(Group::Vision));
     }

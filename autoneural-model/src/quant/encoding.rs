@@ -87,9 +87,18 @@ impl Encoding {
         };
         enc.check_layout(values.len())?;
         let mut absmax = vec![0f32; enc.groups()];
-        for (i, &v) in values.iter().enumerate() {
-            let g = enc.group_of(i);
-            absmax[g] = absmax[g].max(v.abs());
+        match enc.run() {
+            Some(run) => {
+                for (m, chunk) in absmax.iter_mut().zip(values.chunks(run)) {
+                    *m = chunk.iter().fold(0f32, |a, &v| a.max(v.abs()));
+                }
+            }
+            None => {
+                for (i, &v) in values.iter().enumerate() {
+                    let g = enc.group_of(i);
+                    absmax[g] = absmax[g].max(v.abs());
+                }
+            }
         }
         enc.scales = match granularity {
             Granularity::Lpbq { scale_bits, .. } => {
@@ -184,16 +193,36 @@ impl Encoding {
         }
     }
 
+    /// When the groups are consecutive runs of values in group order (per tensor, or the
+    /// channel the first axis and blocks along the second, as in PyTorch's layout), the
+    /// run length.
+    pub fn run(&self) -> Option<usize> {
+        let len: usize = self.shape.iter().product();
+        match self.granularity {
+            Granularity::PerTensor => Some(len.max(1)),
+            _ if self.axes == Axes::OUT_IN => Some(len / self.groups().max(1)).filter(|&r| r > 0),
+            _ => None,
+        }
+    }
+
+    /// Applies `f(value, group)` to every value (row-major, this encoding's shape).
+    pub fn map_groups<T>(&self, values: &[f32], f: impl Fn(f32, usize) -> T) -> Vec<T> {
+        match self.run() {
+            // A per-tensor activation encoding applies to any number of values.
+            Some(_) if self.granularity == Granularity::PerTensor => values.iter().map(|&v| f(v, 0)).collect(),
+            Some(run) => values
+                .chunks(run)
+                .enumerate()
+                .flat_map(|(g, c)| c.iter().map(move |&v| (v, g)))
+                .map(|(v, g)| f(v, g))
+                .collect(),
+            None => values.iter().enumerate().map(|(i, &v)| f(v, self.group_of(i))).collect(),
+        }
+    }
+
     /// Quantize-dequantize every value (row-major, this encoding's shape).
     pub fn fake_quant(&self, values: &[f32]) -> Vec<f32> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let g = self.group_of(i);
-                qdq(v, self.scales[g], self.zero_points[g], self.grid)
-            })
-            .collect()
+        self.map_groups(values, |v, g| qdq(v, self.scales[g], self.zero_points[g], self.grid))
     }
 
     /// Each element's scale and zero point, row-major over `len` elements (`len` = the

@@ -3,14 +3,18 @@
 //! asymmetric int8/int16 per tensor from calibrated ranges. Values follow ONNX
 //! QuantizeLinear/DequantizeLinear exactly ([`grid`]), so exported QDQ graphs compute the
 //! same numbers; [`fake::fake_quant`] is differentiable with straight-through gradients
-//! for quantization-aware training; [`sqnr`] measures the error as the paper reports it.
+//! for quantization-aware training; [`sqnr`] measures the error as the paper reports it;
+//! [`packed`] runs decoding on int8/int4 weights.
 
 pub mod activations;
 pub mod apply;
 pub mod encoding;
 pub mod fake;
 pub mod grid;
+pub mod packed;
 pub mod policy;
+pub mod qat;
+pub mod runtime;
 pub mod saved;
 pub mod sqnr;
 

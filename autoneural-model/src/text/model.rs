@@ -7,6 +7,10 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::kernels::{WeightLayout, matmul_weight};
+use crate::quant::Axes;
+use crate::quant::activations::{at_weight_input, current_qat};
+use crate::quant::packed::packed_product;
+use crate::quant::qat::weight_value;
 use crate::text::attention::Attention;
 use crate::text::config::{LayerKind, Lfm2Config};
 use crate::text::linear::project;
@@ -136,7 +140,15 @@ impl Lfm2ForCausalLM {
 
     /// `ids: [b, t]` -> embeddings `[b, t, hidden]`.
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        self.model.embed_tokens.forward(ids)
+        match current_qat() {
+            // QAT: the table is looked up as deployment stores it (quantized with the head).
+            Some(_) => {
+                let [b, t] = ids.dims();
+                let table = weight_value(&self.model.embed_tokens.weight, Axes::OUT_IN);
+                table.select(0, ids.reshape([b * t])).reshape([b, t, self.config.hidden_size])
+            }
+            None => self.model.embed_tokens.forward(ids),
+        }
     }
 
     /// Runs the decoder stack on input embeddings and returns the normalised hidden states
@@ -166,7 +178,15 @@ impl Lfm2ForCausalLM {
         };
         match &self.lm_head {
             Some(head) => project(head, hidden),
-            None => matmul_weight(hidden, &self.model.embed_tokens.weight.val(), WeightLayout::OutIn),
+            None => {
+                // The tied head: the embedding table `[vocab, hidden]` is the `[out, in]` weight.
+                let table = &self.model.embed_tokens.weight;
+                let hidden = at_weight_input(table.id, hidden);
+                match packed_product(table.id, &hidden) {
+                    Some(y) => y,
+                    None => matmul_weight(hidden, &weight_value(table, Axes::OUT_IN), WeightLayout::OutIn),
+                }
+            }
         }
     }
 

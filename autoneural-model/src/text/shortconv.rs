@@ -9,6 +9,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::quant::Axes;
+use crate::quant::qat::weight_value;
 use crate::text::linear::project;
 use crate::text::state::ConvState;
 
@@ -61,7 +63,7 @@ impl ShortConv {
         };
         let window = Tensor::cat(vec![past, v], 1); // [b, t + l - 1, d]
         // y[t] = sum_j w[j] * window[t + j]; tap l-1 multiplies the current token
-        let weight = self.conv.weight.val().reshape([d, l]).transpose(); // [l, d]
+        let weight = weight_value(&self.conv.weight, Axes::OUT_IN).reshape([d, l]).transpose(); // [l, d]
         let mut y: Option<Tensor<3>> = None;
         for j in 0..l {
             let tap = weight.clone().slice([j..j + 1, 0..d]).reshape([1, 1, d]);

@@ -106,7 +106,8 @@ impl Conv2d {
         let ph = conv_padding(self.pad, h, kh, self.stride, self.dilation);
         let pw = conv_padding(self.pad, w, kw, self.stride, self.dilation);
         let options = ConvOptions::new_with_padding([self.stride; 2], [ph, pw], [self.dilation; 2], self.groups);
-        conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+        let weight = crate::quant::qat::weight_value(&self.weight, crate::quant::Axes::OUT_IN);
+        conv2d(x, weight, self.bias.as_ref().map(|b| b.val()), options)
     }
 }
 

@@ -33,6 +33,9 @@ pub struct TrainerState {
     pub records_drawn: usize,
     /// The stage ran to its last step.
     pub stage_done: bool,
+    /// A QAT stage's running activation ranges by op (its weight's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat_ranges: Option<BTreeMap<String, (f32, f32)>>,
 }
 
 /// Tokenizer files copied next to the weights, so the checkpoint is self-contained.

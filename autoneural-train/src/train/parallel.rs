@@ -11,10 +11,13 @@
 //! On a CPU, `device = "flex,flex"` runs two replicas on the same cores: the element-wise
 //! work Burn's flex backend does on one thread then runs on two.
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
 use anyhow::{Result, anyhow};
+use autoneural_model::quant::activations::{current_qat, with_qat};
+use autoneural_model::quant::qat::Qat;
 use autoneural_model::vision::layers::{commit_running_stats, defer_running_stats};
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::module::Module;
@@ -42,8 +45,9 @@ struct ShardOutput {
     correct: f64,
 }
 
-/// A replica, its shard and the step's trained-token count.
-type Job = (VisionLanguageModel, DeviceBatch, f64);
+/// A replica, its shard, the step's trained-token count, and the QAT quantizers of the
+/// calling thread (thread-local state, so each job carries them to its worker).
+type Job = (VisionLanguageModel, DeviceBatch, f64, Option<Arc<Qat>>);
 
 /// A long-lived thread for one secondary device. Threads are kept for the whole stage: a
 /// thread per step would also cost its allocator heap, whose fresh pages the kernel must
@@ -60,9 +64,9 @@ impl Worker {
         let (jobs, inbox) = channel::<Job>();
         let (outbox, results) = channel();
         let thread = std::thread::spawn(move || {
-            for (replica, batch, tokens) in inbox {
+            for (replica, batch, tokens, qat) in inbox {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    defer_running_stats(|| shard(&replica, &batch, tokens))
+                    with_qat(qat, || defer_running_stats(|| shard(&replica, &batch, tokens)))
                 }));
                 let r = match r {
                     Ok(Ok(out)) => Ok(out),
@@ -163,6 +167,7 @@ impl Replicas {
     /// replica forked to its device; results in shard order.
     fn run_wave(&self, model: &VisionLanguageModel, wave: &[DeviceBatch], tokens: f64) -> Result<Vec<ShardOutput>> {
         let (first, rest) = wave.split_first().expect("chunks are never empty");
+        let qat = current_qat();
         for (b, worker) in rest.iter().zip(&self.workers) {
             // `fork` detaches the parameters: each replica records its own autodiff graph
             // (a graph shared between threads would serialise their backward passes), and
@@ -173,7 +178,7 @@ impl Replicas {
                 pixels: b.pixels.clone().map(|p| p.to_device(&worker.device)),
                 records: b.records,
             };
-            worker.submit((replica, b, tokens))?;
+            worker.submit((replica, b, tokens, qat.clone()))?;
         }
         // Gather every submitted result even when this thread's shard fails, so that no
         // result of this step is left in a channel for the next one.

@@ -7,10 +7,14 @@
 //! per epoch and has no stop on NaN; the paper's stages are counted in optimizer steps, and
 //! a resumed run here must reproduce the uninterrupted one bit for bit.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use autoneural_model::quant::activations::with_qat;
+use autoneural_model::quant::qat::Qat;
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
@@ -64,6 +68,9 @@ pub struct StageReport {
     pub checkpoint: PathBuf,
     /// False when the stage stopped early on request (`stop_after`).
     pub complete: bool,
+    /// A QAT stage's activation ranges at its end, by op (its weight's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat_ranges: Option<BTreeMap<String, (f32, f32)>>,
 }
 
 /// The stage's data for `split`: its recipe file, its inline mixture, or the paper's.
@@ -193,8 +200,19 @@ pub fn run_stage(
     let mut optim = optimizer(s);
     let mut sampler = MixtureSampler::new(recipe)?;
     let replicas = Replicas::new(run.devices)?;
+    // QAT: fake quantizers on every quantized weight and op input, for this stage only.
+    let qat = match &s.quantization {
+        Some(q) => {
+            let policy = q.load_policy().with_context(|| format!("stage {:?}: quantization.policy", s.name))?;
+            Some(Arc::new(Qat::new(&model, policy, q.range_momentum)))
+        }
+        None => None,
+    };
     let mut start = 0;
     if let Some((state, optimizer_file)) = resume {
+        if let (Some(q), Some(ranges)) = (&qat, &state.qat_ranges) {
+            q.restore_ranges(ranges)?;
+        }
         optim = optim
             .load(&optimizer_file)
             .map_err(|e| anyhow::anyhow!("{}: cannot load the optimizer state: {e:?}", optimizer_file.display()))?;
@@ -214,6 +232,10 @@ pub fn run_stage(
         trainable_params,
         frozen_params
     ));
+    if let Some(q) = &qat {
+        let (w, a) = q.counts();
+        log.say(format!("  quantization-aware at {}: {w} weights and {a} op inputs fake-quantized", q.policy.name));
+    }
     log.start_stage(&s.name, run.index, run.count, start, total);
     let mut records_drawn = sampler.drawn.iter().sum::<usize>();
     let (mut train_seconds, mut samples, mut last_loss) = (0.0f64, 0usize, f64::NAN);
@@ -226,6 +248,7 @@ pub fn run_stage(
         global_step: run.global_step_base + step,
         records_drawn: drawn,
         stage_done: done,
+        qat_ranges: qat.as_ref().map(|q| q.ranges_by_key()),
     };
     for step in start..total {
         let t0 = Instant::now();
@@ -240,7 +263,7 @@ pub fn run_stage(
         // The loss of the whole effective batch is the mean over all of its trained tokens,
         // so accumulation gives the same gradient as one large batch.
         let tokens = shards.iter().map(|b| b.loss_tokens()).sum::<usize>().max(1) as f64;
-        let out = replicas.step_gradients(&model, &shards, tokens)?;
+        let out = with_qat(qat.clone(), || replicas.step_gradients(&model, &shards, tokens))?;
         let (nll, correct) = (out.nll, out.correct);
         let Some(mut grads) = out.grads else {
             bail!(non_finite(run, step, "loss", nll));
@@ -250,6 +273,9 @@ pub fn run_stage(
             bail!(non_finite(run, step, "gradient norm", grad_norm));
         }
         model = optim.step(lr, model, grads);
+        if let Some(q) = &qat {
+            q.commit_step();
+        }
         let dt = t0.elapsed().as_secs_f64();
         train_seconds += dt;
         samples += s.effective_batch();
@@ -267,7 +293,7 @@ pub fn run_stage(
         let last = step + 1 == total;
         log.step(&m, last || (step + 1) % s.log_every.max(1) == 0, total)?;
         if last || (s.val_every > 0 && (step + 1) % s.val_every == 0) {
-            let v = validate(&model, run)?;
+            let v = with_qat(qat.clone(), || validate(&model, run))?;
             log.val(&s.name, run.global_step_base + step + 1, &v)?;
             val = Some(v);
         }
@@ -298,6 +324,7 @@ pub fn run_stage(
         seconds: train_seconds,
         checkpoint,
         complete,
+        qat_ranges: qat.as_ref().map(|q| q.ranges_by_key()),
     };
     Ok((model, report))
 }
