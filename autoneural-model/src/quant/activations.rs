@@ -16,7 +16,7 @@ use burn::tensor::Tensor;
 
 use super::encoding::Encoding;
 use super::fake::fake_quant;
-use super::qat::{Qat, qat_input};
+use super::qat::Qat;
 
 /// The range of one op input over the calibration data, with a strided sample of its values
 /// for percentile ranges.
@@ -78,7 +78,7 @@ thread_local! {
 /// as is, by the context of this thread.
 pub fn at_weight_input<const D: usize>(weight: ParamId, x: Tensor<D>) -> Tensor<D> {
     if let Some(q) = current_qat() {
-        return qat_input(&q, weight, x);
+        return q.input(weight, x);
     }
     MODE.with_borrow_mut(|mode| match mode {
         None => x,

@@ -14,7 +14,7 @@
 //! changes nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::Tensor;
@@ -136,7 +136,8 @@ impl Qat {
         }
     }
 
-    fn input<const D: usize>(&self, id: ParamId, x: Tensor<D>) -> Tensor<D> {
+    /// The op input `x` under QAT (called by [`super::activations::at_weight_input`]).
+    pub(crate) fn input<const D: usize>(&self, id: ParamId, x: Tensor<D>) -> Tensor<D> {
         let Some(&scheme) = self.activations.get(&id) else { return x };
         let training = x.device().is_autodiff();
         let batch = || {
@@ -178,9 +179,4 @@ pub fn weight_value<const D: usize>(param: &Param<Tensor<D>>, axes: Axes) -> Ten
         Some(q) => q.weight(param, axes),
         None => param.val(),
     }
-}
-
-/// The op input `x` under QAT (called by [`super::activations::at_weight_input`]).
-pub(crate) fn qat_input<const D: usize>(qat: &Arc<Qat>, id: ParamId, x: Tensor<D>) -> Tensor<D> {
-    qat.input(id, x)
 }
