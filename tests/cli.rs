@@ -370,6 +370,38 @@ max_new_tokens = 4
     }
     let out = generate(qdir.to_str().unwrap(), Some("w4a16"));
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("quantized already"));
+    // quant-report measures against the float model: a quantized checkpoint is refused.
+    let out = autoneural(&["quant-report", "--model", qdir.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("quantized already"));
+    // Several models in one report (as the ViT-vs-MobileNetV5 comparison): each, then side
+    // by side, with the two plots.
+    let compare_dir = tmp.path().join("compare");
+    let out = autoneural(&[
+        "quant-report",
+        "--model",
+        final_s,
+        "--model",
+        final_s,
+        "--precision",
+        "w8a16",
+        "--data",
+        test_file.to_str().unwrap(),
+        "--samples",
+        "2",
+        "--sweep",
+        "4,8",
+        "--out",
+        compare_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = std::fs::read_to_string(compare_dir.join("quant_report.md")).unwrap();
+    assert!(md.contains("Quantization error compared at w8a16") && md.contains("| 1.00x |"), "{md}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(compare_dir.join("quant_report.json")).unwrap()).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    for svg in ["quant_report_sweep.svg", "quant_report_layers.svg"] {
+        assert!(std::fs::read_to_string(compare_dir.join(svg)).unwrap().starts_with("<svg"), "{svg}");
+    }
 
     let policy = tmp.path().join("bad.toml");
     std::fs::write(&policy, "[visoin]\nweights = { bits = 8 }\n").unwrap();

@@ -8,6 +8,7 @@ pub mod bench_vision;
 pub mod evaluate;
 pub mod membw;
 pub mod peak_alloc;
+pub mod plot;
 pub mod quant_compare;
 pub mod quant_report;
 pub mod quantize;

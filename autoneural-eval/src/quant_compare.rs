@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::quant::runtime::QuantizedRuntime;
 use autoneural_model::vlm::VisionLanguageModel;
-use autoneural_train::train::Batcher;
+use autoneural_train::train::{Batcher, StageRun, ValMetrics, validate};
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::{EvalOptions, EvalReport, evaluate};
@@ -32,24 +32,45 @@ pub struct QuantComparison {
     pub ptq: EvalReport,
     /// The final model, after quantization-aware training, at `policy`.
     pub qat: Option<EvalReport>,
+    /// Teacher-forced loss and token accuracy on the QAT stage's validation mixture, for
+    /// the same three models: finer than exact match, which a small model's guessing
+    /// dominates.
+    #[serde(default)]
+    pub float_val: Option<ValMetrics>,
+    #[serde(default)]
+    pub ptq_val: Option<ValMetrics>,
+    #[serde(default)]
+    pub qat_val: Option<ValMetrics>,
 }
 
 impl QuantComparison {
-    /// Float and PTQ evaluations of `model` (inference, before QAT) at `policy`.
+    /// Float and PTQ evaluations of `model` (inference, before QAT) at `policy`; `stage` is
+    /// the QAT stage, whose validation mixture gives the teacher-forced figures.
     pub fn before_qat(
         model: &VisionLanguageModel,
-        batcher: &Batcher,
+        stage: &StageRun,
         policy: &PrecisionPolicy,
         calib: &[PathBuf],
         test: &[PathBuf],
         opts: &EvalOptions,
     ) -> Result<Self> {
+        let batcher: &Batcher = stage.batcher;
         let float = evaluate(model, &batcher.tokenizer, test, opts)?;
+        let float_val = validate(model, stage)?;
         let records = calibration_records(calib, CALIBRATION_SAMPLES)?;
         let (quantized, file, _) = post_training_quantize(model.clone(), batcher, &records, policy)?;
         let runtime = QuantizedRuntime::from_file(&quantized, &file)?;
         let ptq = runtime.run(|| evaluate(&quantized, &batcher.tokenizer, test, opts))?;
-        Ok(Self { policy: policy.name.clone(), float, ptq, qat: None })
+        let ptq_val = runtime.run(|| validate(&quantized, stage))?;
+        Ok(Self {
+            policy: policy.name.clone(),
+            float,
+            ptq,
+            qat: None,
+            float_val: Some(float_val),
+            ptq_val: Some(ptq_val),
+            qat_val: None,
+        })
     }
 
     pub fn read(run_dir: &Path) -> Option<Self> {
@@ -88,6 +109,25 @@ impl QuantComparison {
             overall(Some(&self.ptq)),
             overall(self.qat.as_ref())
         );
+        if self.float_val.is_some() {
+            let val = |v: &Option<ValMetrics>, f: fn(&ValMetrics) -> String| v.as_ref().map_or("-".into(), f);
+            let loss = |m: &ValMetrics| format!("{:.4}", m.loss);
+            let acc = |m: &ValMetrics| format!("{:.1}%", 100.0 * m.token_accuracy);
+            let _ = writeln!(
+                s,
+                "| validation loss (teacher-forced) | {} | {} | {} |",
+                val(&self.float_val, loss),
+                val(&self.ptq_val, loss),
+                val(&self.qat_val, loss)
+            );
+            let _ = writeln!(
+                s,
+                "| validation token accuracy | {} | {} | {} |",
+                val(&self.float_val, acc),
+                val(&self.ptq_val, acc),
+                val(&self.qat_val, acc)
+            );
+        }
         s
     }
 }

@@ -13,11 +13,14 @@ use autoneural_model::quant::activations::{observe, quantize_with};
 use autoneural_model::quant::apply::{WeightReport, activation_encodings, quantize_weights};
 use autoneural_model::quant::policy::{Group, Precision, PrecisionPolicy, WeightScheme};
 use autoneural_model::quant::{Granularity, relative_rms, sqnr_db};
+use autoneural_model::vision::EncoderConfig;
 use autoneural_model::vlm::VisionLanguageModel;
 use autoneural_train::data::OnBadRecord;
 use autoneural_train::data::records::JsonlRecords;
 use burn::tensor::Tensor;
 use serde::Serialize;
+
+use crate::plot::{LineChart, Series};
 
 /// Error of one output tensor against the float model's, over every value.
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +52,8 @@ pub struct SweepRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct QuantReport {
     pub model: String,
+    /// The vision encoder's family: `MobileNetV5` or `ViT`.
+    pub encoder_kind: String,
     pub policy: PrecisionPolicy,
     /// Whether `encoder` has the policy's activation quantization too (calibrated min-max
     /// or percentile ranges on the same images), or only its weights.
@@ -185,8 +190,13 @@ pub fn quant_report(
         let (q, w) = quantize_weights(model.clone(), &uniform(bits))?;
         sweep.push(SweepRow { bits, groups: summarise(&w), encoder: encoder_error(&reference, &q, &images) });
     }
+    let encoder_kind = match &model.config.encoder {
+        EncoderConfig::MobileNetV5(_) => "MobileNetV5",
+        EncoderConfig::Vit(_) => "ViT",
+    };
     Ok(QuantReport {
         model: model_name.into(),
+        encoder_kind: encoder_kind.into(),
         policy: policy.clone(),
         activations_quantized,
         groups,
@@ -259,9 +269,145 @@ impl QuantReport {
             }
         }
         if self.encoder.is_some() {
-            s += "\nThe paper, for comparison (SA8295P NPU, W8A16 with activations quantized too, on device): \
-                  MobileNetV5 45 dB / 0.562%, InternViT (InternVL-2B) 28 dB / 3.98%.\n";
+            s += PAPER_FIGURES;
         }
         s
     }
+}
+
+const PAPER_FIGURES: &str = "\nThe paper, for comparison (SA8295P NPU, W8A16 with activations quantized too, on \
+                             device): MobileNetV5 45 dB / 0.562%, InternViT (InternVL-2B) 28 dB / 3.98% (7.1x the \
+                             relative RMS error).\n";
+
+/// The paper's W8A16 encoder figures: (encoder kind, SQNR dB, relative RMS).
+const PAPER_W8A16: [(&str, f64, f64); 2] = [("MobileNetV5", 45.0, 0.00562), ("ViT", 28.0, 0.0398)];
+
+fn pct(e: &Option<OutputError>) -> String {
+    e.as_ref().map_or("-".into(), |e| format!("{:.3}%", 100.0 * e.relative_rms))
+}
+
+fn db(e: &Option<OutputError>) -> String {
+    e.as_ref().map_or("-".into(), |e| fmt_db(e.sqnr_db))
+}
+
+/// Several models' reports side by side (e.g. the ViT baseline against MobileNetV5): the
+/// encoder output's error at the policy and over the sweep, the vision weights', and the
+/// ratio of relative RMS errors against the first model, next to the paper's.
+pub fn comparison_markdown(reports: &[QuantReport]) -> String {
+    let Some(first) = reports.first() else { return String::new() };
+    let mut s = format!(
+        "# Quantization error compared at {}\n\nEncoder output = image features after the connector, against \
+         the same model in float.\n\n| model | encoder | vision weights mean SQNR (dB) | vision weights relative \
+         RMS | encoder output SQNR (dB) | encoder output relative RMS | relative RMS vs {} | weights only (dB) | \
+         activations only (dB) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        first.policy.name, first.model
+    );
+    let base = first.encoder.as_ref().map(|e| e.relative_rms);
+    for r in reports {
+        let vision = r.groups.iter().find(|g| g.group == Group::Vision);
+        let ratio = match (base, &r.encoder) {
+            (Some(b), Some(e)) if b > 0.0 => format!("{:.2}x", e.relative_rms / b),
+            _ => "-".into(),
+        };
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {ratio} | {} | {} |\n",
+            r.model,
+            r.encoder_kind,
+            vision.map_or("-".into(), |g| fmt_db(g.mean_sqnr_db)),
+            vision.map_or("-".into(), |g| format!("{:.3}%", 100.0 * g.relative_rms)),
+            db(&r.encoder),
+            pct(&r.encoder),
+            db(&r.encoder_weights_only),
+            db(&r.encoder_activations_only),
+        );
+    }
+    let bits: Vec<u32> = first.sweep.iter().map(|row| row.bits).collect();
+    if !bits.is_empty() {
+        s += "\nEncoder output over the sweep (every group per channel, weights only), SQNR (dB) / relative RMS:\n\n| \
+              model |";
+        for b in &bits {
+            s += &format!(" W{b} |");
+        }
+        s += &format!("\n|---|{}\n", "---:|".repeat(bits.len()));
+        for r in reports {
+            s += &format!("| {} |", r.model);
+            for b in &bits {
+                let e = r.sweep.iter().find(|row| row.bits == *b).and_then(|row| row.encoder.clone());
+                s += &format!(" {} / {} |", db(&e), pct(&e));
+            }
+            s += "\n";
+        }
+    }
+    s += PAPER_FIGURES;
+    s
+}
+
+/// The charts of a comparison, into `dir`: `quant_report_sweep.svg` (encoder-output SQNR
+/// against weight bits per model, the paper's W8A16 figures as markers) and
+/// `quant_report_layers.svg` (every vision weight's SQNR at the policy, in model order).
+pub fn write_plots(reports: &[QuantReport], dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let with_encoder = reports.iter().any(|r| r.sweep.iter().any(|row| row.encoder.is_some()));
+    let mut sweep: Vec<Series> = reports
+        .iter()
+        .map(|r| {
+            let points = r
+                .sweep
+                .iter()
+                .filter_map(|row| {
+                    let y = if with_encoder {
+                        row.encoder.as_ref()?.sqnr_db
+                    } else {
+                        row.groups.iter().find(|g| g.group == Group::Vision)?.mean_sqnr_db
+                    };
+                    Some((f64::from(row.bits), y))
+                })
+                .collect();
+            Series::line(format!("{} ({})", r.model, r.encoder_kind), points)
+        })
+        .collect();
+    if with_encoder {
+        for (kind, db, _) in PAPER_W8A16 {
+            sweep.push(Series::markers(format!("paper, {kind} W8A16 on device"), vec![(8.0, db)]));
+        }
+    }
+    let what = if with_encoder { "encoder output" } else { "vision weights (mean)" };
+    let charts = [
+        (
+            "quant_report_sweep.svg",
+            LineChart {
+                title: format!("SQNR of the {what} against weight bits (per channel)"),
+                x_label: "weight bits".into(),
+                y_label: "SQNR (dB)".into(),
+                series: sweep,
+            },
+        ),
+        (
+            "quant_report_layers.svg",
+            LineChart {
+                title: format!("Vision weights at {}: SQNR per weight, in model order", reports[0].policy.name),
+                x_label: "weight (input to output)".into(),
+                y_label: "SQNR (dB)".into(),
+                series: reports
+                    .iter()
+                    .map(|r| {
+                        let points = r
+                            .weights
+                            .iter()
+                            .filter(|w| w.group == Group::Vision)
+                            .enumerate()
+                            .map(|(i, w)| (i as f64, w.sqnr_db))
+                            .collect();
+                        Series::line(format!("{} ({})", r.model, r.encoder_kind), points)
+                    })
+                    .collect(),
+            },
+        ),
+    ];
+    let mut written = Vec::new();
+    for (name, chart) in charts {
+        let path = dir.join(name);
+        chart.write_svg(&path)?;
+        written.push(path);
+    }
+    Ok(written)
 }

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use autoneural_model::checkpoint::apply::{Identity, param_keys};
 use autoneural_model::checkpoint::load_vlm;
 use autoneural_model::quant::activations::{Ranges, observe};
 use autoneural_model::quant::apply::{WeightReport, activation_encodings, quantize_weights};
+use autoneural_model::quant::kv::activation_keys;
 use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::quant::{Encoding, PrecisionPolicy};
 use autoneural_model::tokenizer::TextTokenizer;
@@ -87,7 +87,7 @@ pub fn quantization_file(
     for w in weights {
         file.weights.insert(w.key.clone(), w.encoding.clone());
     }
-    let keys: HashMap<ParamId, String> = param_keys(model, &Identity).into_iter().map(|(k, id)| (id, k)).collect();
+    let keys: HashMap<ParamId, String> = activation_keys(model).into_iter().map(|(k, id)| (id, k)).collect();
     for (id, enc) in activations {
         file.activations.insert(keys[id].clone(), enc.clone());
     }

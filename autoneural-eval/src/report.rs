@@ -89,7 +89,9 @@ pub fn render(
             "\n## Quantization: PTQ against QAT at {}\n\nExact match on the {} split. PTQ quantizes the model \
              before the QAT stage (ranges calibrated on {} training conversations per family); QAT is the final \
              model, quantized with the ranges it trained with. Both run quantized weights and activations \
-             (`final/quantization.json`).\n\n{}",
+             (`final/quantization.json`). The last two rows are teacher-forced on the QAT stage's validation \
+             batches: loss and next-token accuracy over every answer token, a finer measure than exact match. \
+             The float model before QAT is in `before_qat/`.\n\n{}",
             q.policy,
             exp.eval.split,
             crate::quant_compare::CALIBRATION_SAMPLES,

@@ -13,6 +13,7 @@
 //!                         (quantized, with quantization.json, when the last stage is QAT)
 //!   eval.json, eval.md    per-task accuracy with the majority-answer baseline
 //!   quantization_comparison.json   a QAT run: float and PTQ before QAT, QAT after
+//!   before_qat/           a QAT run: the float model before the QAT stage
 //!   report.md             all of the above in one page
 //! ```
 
@@ -29,7 +30,7 @@ use autoneural_train::synth::{Family, SynthOptions, synthesize};
 use autoneural_train::tokenizer_train::train_tokenizer;
 use autoneural_train::train::{
     Batcher, MetricsLog, StageReport, StageRun, build_model, latest_checkpoint, load_checkpoint, run_stage,
-    save_model_dir,
+    save_model_dir, validate,
 };
 use burn::module::Module;
 use burn::tensor::Device;
@@ -37,6 +38,9 @@ use burn::tensor::Device;
 use crate::evaluate::{EvalOptions, EvalReport, evaluate};
 use crate::quant_compare::QuantComparison;
 use crate::quantize::quantization_file;
+
+/// A QAT run's float model before its QAT stage (under the run directory).
+pub const BEFORE_QAT: &str = "before_qat";
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -197,6 +201,20 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
     };
     let test_files = families_in(&exp.data.dir, &exp.eval.split);
     let eval_opts = EvalOptions { max_new_tokens: exp.eval.max_new_tokens, max_per_task: exp.eval.max_per_task };
+    let stage_run = |index: usize, global_step_base: usize| StageRun {
+        run_dir: &run_dir,
+        data_dir: &exp.data.dir,
+        tokenizer_dir: &tokenizer_dir,
+        batcher: &batcher,
+        devices: &devices,
+        index,
+        count: exp.stages.len(),
+        stage: &exp.stages[index],
+        on_bad_record: exp.data.on_bad_record,
+        global_step_base,
+        keep: 2,
+        stop_after: options.stop_after_steps,
+    };
     let mut global = 0;
     for (i, stage) in exp.stages.iter().enumerate() {
         let mut resume = None;
@@ -210,6 +228,7 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
                 global = state.global_step - state.step;
             }
         }
+        let run = stage_run(i, global);
         // Before a QAT stage starts: the model in float and after PTQ at the stage's policy,
         // for the report's PTQ-against-QAT table.
         if let (Some(q), None, false) = (&stage.quantization, &resume, test_files.is_empty()) {
@@ -217,23 +236,11 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
             log.say(format!("evaluating float and PTQ at {} before quantization-aware training", policy.name));
             let calib = families_in(&exp.data.dir, "train");
             let valid = model.clone().valid();
-            let cmp = QuantComparison::before_qat(&valid, &batcher, &policy, &calib, &test_files, &eval_opts)?;
+            let cmp = QuantComparison::before_qat(&valid, &run, &policy, &calib, &test_files, &eval_opts)?;
             cmp.write(&run_dir)?;
+            // The float model QAT starts from: what `quant-report` and `quantize` measure.
+            save_model_dir(&valid, &tokenizer_dir, &run_dir.join(BEFORE_QAT))?;
         }
-        let run = StageRun {
-            run_dir: &run_dir,
-            data_dir: &exp.data.dir,
-            tokenizer_dir: &tokenizer_dir,
-            batcher: &batcher,
-            devices: &devices,
-            index: i,
-            count: exp.stages.len(),
-            stage,
-            on_bad_record: exp.data.on_bad_record,
-            global_step_base: global,
-            keep: 2,
-            stop_after: options.stop_after_steps,
-        };
         let (m, report) = run_stage(model, &run, resume, &mut log)?;
         model = m;
         global += report.steps;
@@ -286,6 +293,8 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
     let comparison = match (QuantComparison::read(&run_dir), &eval, &runtime.name) {
         (Some(mut c), Some(e), Some(_)) => {
             c.qat = Some(e.clone());
+            let last = stage_run(exp.stages.len() - 1, global);
+            c.qat_val = Some(runtime.run(|| validate(&model, &last))?);
             c.write(&run_dir)?;
             Some(c)
         }

@@ -295,6 +295,13 @@ policy = "w4a16"
         serde_json::from_str(&std::fs::read_to_string(full.run_dir.join("quantization_comparison.json")).unwrap())
             .unwrap();
     assert!(cmp["ptq"]["answers"].as_u64().unwrap() > 0 && cmp["qat"]["answers"] == cmp["ptq"]["answers"]);
+    for model in ["float_val", "ptq_val", "qat_val"] {
+        assert!(cmp[model]["token_accuracy"].as_f64().is_some(), "{model}: {cmp}");
+    }
+    assert!(report.contains("validation token accuracy"), "{report}");
+    // The float model QAT started from stays beside the quantized final one.
+    let before = full.run_dir.join("before_qat");
+    assert!(before.join("model.safetensors").is_file() && !before.join("quantization.json").exists());
 
     let b = tempfile::tempdir().unwrap();
     let exp_b = write_experiment(b.path(), QAT, "batch");
@@ -398,7 +405,7 @@ fn experiment_errors_name_the_key() {
 
 #[test]
 fn the_shipped_experiments_parse() {
-    for name in ["quickstart", "paper"] {
+    for name in ["quickstart", "quickstart_vit", "paper"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("experiments").join(format!("{name}.toml"));
         let exp = Experiment::from_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!exp.stages.is_empty());

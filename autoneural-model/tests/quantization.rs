@@ -8,13 +8,15 @@ use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::images::Preprocess;
 use autoneural_model::quant::activations::{observe, quantize_with};
 use autoneural_model::quant::apply::{activation_encodings, quantize_weights};
+use autoneural_model::quant::kv::cache_entries;
 use autoneural_model::quant::policy::{Group, PrecisionPolicy};
-use autoneural_model::quant::{Granularity, sqnr_db};
-use autoneural_model::text::{Lfm2Config, Logits};
+use autoneural_model::quant::saved::QuantizationFile;
+use autoneural_model::quant::{Encoding, Granularity, sqnr_db};
+use autoneural_model::text::{LayerKind, Lfm2Config, Logits};
 use autoneural_model::vision::EncoderConfig;
 use autoneural_model::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{ids, values};
+use common::{ids, rel_err, values};
 
 fn tiny_vlm(device: &Device) -> VisionLanguageModel {
     let encoder = EncoderConfig::preset("mobilenetv5_tiny").unwrap();
@@ -115,6 +117,50 @@ fn activations_are_calibrated_then_quantized_at_every_weight_input() {
     }
     // Activations only (float weights): 8 more bits buy tens of dB.
     assert!(sqnr[0] > 10.0 && sqnr[1] > sqnr[0] + 30.0, "{sqnr:?}");
+}
+
+/// The KV cache at the policy's `kv_cache_bits`: calibration records every attention
+/// layer's keys and values as they enter the cache; quantized, cached decoding (prefill,
+/// then one token at a time) equals the uncached forward, since the cache holds the values
+/// the full pass quantizes; 8-bit caches move the logits more than 16-bit ones; and
+/// `quantization.json` names the caches.
+#[test]
+fn kv_cache_is_calibrated_and_quantized_consistently_with_cached_decoding() {
+    let device = Device::flex();
+    let model = tiny_vlm(&device);
+    let lm = &model.language;
+    let seq = [1u32, 5, 9, 42, 7, 3, 11, 2];
+    let ((), ranges) = observe(|| {
+        lm.forward(ids(&seq, &device), None, Logits::All);
+    });
+    let caches = cache_entries(&model);
+    let attention = lm.config.layer_types.iter().filter(|k| **k == LayerKind::Attention).count();
+    assert!(attention > 0 && caches.len() == 2 * attention, "{caches:?}");
+    assert!(caches.iter().all(|(name, id)| name.ends_with("_cache") && ranges.contains_key(id)));
+    let float = values(lm.forward(ids(&seq, &device), None, Logits::All));
+    let mut err = Vec::new();
+    for bits in [16, 8] {
+        let policy = PrecisionPolicy::from_toml(&format!("[kv_cache]\nbits = {bits}\n"), "kv").unwrap();
+        let encodings = activation_encodings(&model, &policy, &ranges).unwrap();
+        assert_eq!(encodings.len(), caches.len(), "only the caches: this policy keeps op inputs float");
+        let (full, cached) = quantize_with(encodings, || {
+            let full = values(lm.forward(ids(&seq, &device), None, Logits::All));
+            let mut state = lm.new_state(1, 4, &device);
+            let mut cached = values(lm.forward(ids(&seq[..3], &device), Some(&mut state), Logits::All));
+            for &t in &seq[3..] {
+                cached.extend(values(lm.forward(ids(&[t], &device), Some(&mut state), Logits::All)));
+            }
+            (full, cached)
+        });
+        let e = rel_err(&cached, &full);
+        assert!(e < 1e-5, "{bits}-bit cache: cached against uncached {e:e}");
+        err.push(rel_err(&full, &float));
+    }
+    assert!(err[0] > 0.0 && err[1] > 10.0 * err[0], "logit error at 16 and 8 bits: {err:?}");
+    let mut file = QuantizationFile::new(&PrecisionPolicy::preset("autoneural").unwrap());
+    let (name, id) = &caches[0];
+    file.activations.insert(name.clone(), Encoding::activation(-1.0, 1.0, 8).unwrap());
+    assert!(file.activation_encodings(&model).unwrap().contains_key(id));
 }
 
 /// Decoding on packed int8/int4 weights (the low-bit CPU path) computes the fake-quantized

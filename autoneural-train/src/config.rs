@@ -103,6 +103,9 @@ pub struct ModelConfig {
     pub language: LanguageInit,
     /// The connector's hidden width (default: the language model's hidden size).
     pub projector_hidden_size: Option<usize>,
+    /// The connector's pixel-unshuffle factor (1: none; LFM2-VL's is 2: 4x fewer tokens of 4x
+    /// the channels). Default 1.
+    pub projector_downsample: Option<usize>,
     /// Encoder input side (default: the encoder preset's).
     pub image_size: Option<usize>,
     /// Start from a whole AutoNeural / LFM2-VL checkpoint instead (overrides the parts).

@@ -3,21 +3,23 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use autoneural_eval::quant_report::quant_report;
+use anyhow::{Context, Result, bail};
+use autoneural_eval::quant_report::{comparison_markdown, quant_report, write_plots};
 use autoneural_eval::quantize::quantize_checkpoint;
 use autoneural_model::checkpoint::load_vlm;
 use autoneural_model::device::parse_device;
 use autoneural_model::quant::PrecisionPolicy;
+use autoneural_model::quant::saved::{self, QuantizationFile};
 use clap::Args;
 
 use super::Format;
 
 #[derive(Args, Debug)]
 pub struct QuantReportArgs {
-    /// A vision-language checkpoint directory (AutoNeural or LFM2-VL).
-    #[arg(long)]
-    pub model: PathBuf,
+    /// A float vision-language checkpoint directory (AutoNeural or LFM2-VL); repeat to
+    /// compare several (e.g. the ViT baseline against MobileNetV5) in one report.
+    #[arg(long, required = true)]
+    pub model: Vec<PathBuf>,
     /// A preset (fp32, w8a16, w4a16, autoneural) or a policy TOML file (docs/quantization.md).
     #[arg(long, default_value = "autoneural")]
     pub precision: String,
@@ -35,7 +37,8 @@ pub struct QuantReportArgs {
     /// `text` prints the markdown report; `json` the full report with every weight.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Also write `quant_report.json` and `quant_report.md` into this directory.
+    /// Also write `quant_report.json`, `quant_report.md` and the plots
+    /// (`quant_report_sweep.svg`, `quant_report_layers.svg`) into this directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -43,18 +46,41 @@ pub struct QuantReportArgs {
 pub fn run(args: QuantReportArgs) -> Result<()> {
     let policy = PrecisionPolicy::load(&args.precision)?;
     let device = parse_device(&args.device)?;
-    let model = load_vlm(&args.model, &device)?;
-    let name = args.model.display().to_string();
-    let report = quant_report(model, &name, &policy, args.data.as_deref(), args.samples, &args.sweep)?;
-    let json = serde_json::to_string_pretty(&report)?;
+    let mut reports = Vec::new();
+    for dir in &args.model {
+        if QuantizationFile::read(dir)?.is_some() {
+            bail!(
+                "{} is quantized already ({}): the report measures quantization against the float model; give \
+                 the float checkpoint (a QAT run keeps it in before_qat/)",
+                dir.display(),
+                saved::FILE
+            );
+        }
+        let model = load_vlm(dir, &device)?;
+        let name = dir.display().to_string();
+        reports.push(quant_report(model, &name, &policy, args.data.as_deref(), args.samples, &args.sweep)?);
+    }
+    // One model: its report; several: each report, then the comparison.
+    let json = match reports.as_slice() {
+        [one] => serde_json::to_string_pretty(one)?,
+        all => serde_json::to_string_pretty(all)?,
+    };
+    let mut markdown: String = reports.iter().map(|r| r.markdown() + "\n").collect();
+    if reports.len() > 1 {
+        markdown += &comparison_markdown(&reports);
+    }
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("quant_report.json"), &json)
             .with_context(|| format!("writing into {}", dir.display()))?;
-        std::fs::write(dir.join("quant_report.md"), report.markdown())?;
+        std::fs::write(dir.join("quant_report.md"), &markdown)
+            .with_context(|| format!("writing into {}", dir.display()))?;
+        for path in write_plots(&reports, dir)? {
+            eprintln!("plot: {}", path.display());
+        }
     }
     match args.format {
-        Format::Text => print!("{}", report.markdown()),
+        Format::Text => print!("{markdown}"),
         Format::Json => println!("{json}"),
     }
     Ok(())

@@ -201,7 +201,7 @@ pub fn read_vlm_config(dir: &Path) -> Result<VlmConfig> {
                 hidden: f.usize_req(&["projector_hidden_size"])?,
                 text_dim: text.hidden_size,
                 bias: f.bool_opt(&["projector_bias"])?.unwrap_or(true),
-                downsample: 1,
+                downsample: f.usize_opt(&["downsample_factor"])?.unwrap_or(1),
                 layer_norm: false,
             };
             let preprocess = Preprocess::Fixed {
@@ -300,6 +300,7 @@ pub fn autoneural_config_json(config: &VlmConfig) -> Value {
         "text_config": config.text.to_hf_json(),
         "projector_hidden_size": config.projector.hidden,
         "projector_bias": config.projector.bias,
+        "downsample_factor": config.projector.downsample,
         "image_token_id": config.image_token_id,
         "tie_word_embeddings": config.text.tie_word_embeddings,
     })

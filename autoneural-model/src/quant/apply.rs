@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use burn::module::{Module, ParamId};
 use serde::Serialize;
 
-use super::activations::Ranges;
-
+use super::activations::{Observer, Ranges};
 use super::encoding::{Axes, Encoding, Granularity};
-use super::policy::{Calibration, Group, PrecisionPolicy, WeightScheme};
+use super::kv::{cache_entries, cache_scheme};
+use super::policy::{ActivationScheme, Calibration, Group, PrecisionPolicy, WeightScheme};
 use super::sqnr::{relative_rms, sqnr_db};
 use crate::checkpoint::apply::{Identity, map_tensors, param_keys};
 use crate::error::{ModelError, Result};
@@ -65,6 +65,13 @@ pub fn activation_encodings<M: Module>(
     ranges: &Ranges,
 ) -> Result<HashMap<ParamId, Encoding>> {
     let mut out = HashMap::new();
+    let encode = |key: &str, observer: &Observer, scheme: ActivationScheme| {
+        let (lo, hi) = match scheme.calibration {
+            Calibration::MinMax => (observer.min, observer.max),
+            Calibration::Percentile(p) => observer.percentile_range(p),
+        };
+        Encoding::activation(lo, hi, scheme.bits).map_err(|e| ModelError::Invalid(format!("{key}: {e}")))
+    };
     for (key, id) in param_keys(model, &Identity) {
         let (Some(observer), Some(group)) = (ranges.get(&id), weight_group(&key, 2)) else {
             continue;
@@ -72,12 +79,15 @@ pub fn activation_encodings<M: Module>(
         let Some(scheme) = policy.precision_of(group, &key).activations else {
             continue;
         };
-        let (lo, hi) = match scheme.calibration {
-            Calibration::MinMax => (observer.min, observer.max),
-            Calibration::Percentile(p) => observer.percentile_range(p),
-        };
-        let enc = Encoding::activation(lo, hi, scheme.bits).map_err(|e| ModelError::Invalid(format!("{key}: {e}")))?;
-        out.insert(id, enc);
+        out.insert(id, encode(&key, observer, scheme)?);
+    }
+    // The KV caches, at the policy's `kv_cache_bits`.
+    if let Some(scheme) = cache_scheme(policy) {
+        for (key, id) in cache_entries(model) {
+            if let Some(observer) = ranges.get(&id) {
+                out.insert(id, encode(&key, observer, scheme)?);
+            }
+        }
     }
     Ok(out)
 }

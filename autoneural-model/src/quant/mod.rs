@@ -11,6 +11,7 @@ pub mod apply;
 pub mod encoding;
 pub mod fake;
 pub mod grid;
+pub mod kv;
 pub mod packed;
 pub mod policy;
 pub mod qat;

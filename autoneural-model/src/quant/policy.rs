@@ -159,8 +159,9 @@ impl PrecisionPolicy {
             }
         }
         if let Some(kv) = &file.kv_cache {
-            if !WEIGHT_BITS.contains(&kv.bits) {
-                return Err(format!("kv_cache.bits = {}: expected 2 to 16", kv.bits));
+            // The cache is held as activations are (asymmetric, per tensor): int8 or int16.
+            if ![8, 16].contains(&kv.bits) {
+                return Err(format!("kv_cache.bits = {}: expected 8 or 16", kv.bits));
             }
             policy.kv_cache_bits = Some(kv.bits);
         }
@@ -387,6 +388,7 @@ weights = { bits = 8 }
             ("[language]\nweights = { bits = 4, granularity = \"rows\" }", "granularity = \"rows\""),
             ("preset = \"int3\"", "preset = \"int3\""),
             ("[kv_cache]\nbits = 0", "kv_cache.bits"),
+            ("[kv_cache]\nbits = 4", "kv_cache.bits = 4: expected 8 or 16"),
             ("[vision]\nweights = { bits = 8, scale = 2 }", "scale"),
             ("[vision]\nlayers = \"x\"", "only [[override]]"),
             ("[[override]]\nweights = { bits = 8 }", "needs layers"),

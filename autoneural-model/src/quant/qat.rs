@@ -23,6 +23,7 @@ use super::activations::{Observer, current_qat};
 use super::apply::{weight_encoding_in, weight_group};
 use super::encoding::{Axes, Encoding};
 use super::fake::fake_quant;
+use super::kv::{cache_entries, cache_scheme};
 use super::policy::{ActivationScheme, Calibration, PrecisionPolicy, WeightScheme};
 use crate::checkpoint::apply::{Identity, param_keys, param_shapes};
 use crate::error::{ModelError, Result};
@@ -65,6 +66,12 @@ impl Qat {
                 activations.insert(id, a);
             }
             keys.insert(id, key);
+        }
+        if let Some(scheme) = cache_scheme(&policy) {
+            for (key, id) in cache_entries(model) {
+                activations.insert(id, scheme);
+                keys.insert(id, key);
+            }
         }
         Self { policy, momentum, weights, activations, keys, ranges: Mutex::new(Ranges::default()) }
     }

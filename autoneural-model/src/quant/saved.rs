@@ -11,8 +11,8 @@ use burn::module::{Module, ParamId};
 use serde::{Deserialize, Serialize};
 
 use super::encoding::Encoding;
+use super::kv::activation_keys;
 use super::policy::PrecisionPolicy;
-use crate::checkpoint::apply::{Identity, param_keys};
 use crate::error::{ModelError, Result};
 
 pub const FILE: &str = "quantization.json";
@@ -24,7 +24,8 @@ pub struct QuantizationFile {
     /// The policy's name and what it set (informative; the encodings are what count).
     pub policy: serde_json::Value,
     pub weights: BTreeMap<String, Encoding>,
-    /// Op inputs, by the path of the op's weight.
+    /// Op inputs, by the path of the op's weight; KV caches as `...self_attn.k_cache` and
+    /// `...self_attn.v_cache` ([`super::kv`]).
     pub activations: BTreeMap<String, Encoding>,
 }
 
@@ -66,7 +67,7 @@ impl QuantizationFile {
     /// Op-input encodings by the ids of `model`'s weights; a path the model does not have
     /// is an error naming it.
     pub fn activation_encodings<M: Module>(&self, model: &M) -> Result<HashMap<ParamId, Encoding>> {
-        let ids: HashMap<String, ParamId> = param_keys(model, &Identity).into_iter().collect();
+        let ids: HashMap<String, ParamId> = activation_keys(model).into_iter().collect();
         self.activations
             .iter()
             .map(|(key, enc)| match ids.get(key) {

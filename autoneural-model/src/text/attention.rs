@@ -6,6 +6,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
+use crate::quant::kv::at_cache_input;
 use crate::text::linear::project;
 use crate::text::norm::RmsNorm;
 use crate::text::rope::Rope;
@@ -57,7 +58,10 @@ impl Attention {
         let k = self.k_layernorm.forward(heads(project(&self.k_proj, x.clone()), kvh)).swap_dims(1, 2);
         let v = heads(project(&self.v_proj, x), kvh).swap_dims(1, 2);
         let q = Rope::apply(q, rope.0, rope.1);
-        let k = Rope::apply(k, rope.0, rope.1);
+        // What the cache holds (an NPU's past_key / past_value state), quantized at the
+        // policy's KV-cache bits when a quantization context says so.
+        let k = at_cache_input(self.k_proj.weight.id, Rope::apply(k, rope.0, rope.1));
+        let v = at_cache_input(self.v_proj.weight.id, v);
         let (k, v) = match cache {
             Some(c) => c.append(k, v),
             None => (k, v),

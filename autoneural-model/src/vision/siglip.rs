@@ -46,7 +46,8 @@ fn yes() -> bool {
 
 impl VitConfig {
     /// Named shapes: `siglip2_base_p16` (86M), `siglip2_large_p16` (303M), `vit_300m_p14`
-    /// (InternViT-300M / ViT-L/14 shapes, 304M), `vit_tiny` (tests).
+    /// (InternViT-300M / ViT-L/14 shapes, 304M), `vit_mini` (the quickstart's baseline), `vit_tiny`
+    /// (tests).
     pub fn preset(name: &str) -> Option<Self> {
         let make = |hidden, inter, layers, heads, patch, image| Self {
             hidden_size: hidden,
@@ -65,11 +66,15 @@ impl VitConfig {
             "siglip2_large_p16" => Some(make(1024, 4096, 24, 16, 16, 256)),
             "vit_300m_p14" => Some(Self { num_patches: 1024, ..make(1024, 4096, 24, 16, 14, 448) }),
             "vit_tiny" => Some(Self { num_patches: 16, ..make(32, 64, 2, 4, 8, 32) }),
+            // The quickstart's ViT baseline: 0.11M parameters (MobileNetV5-tiny: 0.08M), an
+            // 8x8 patch grid on 64-pixel images.
+            "vit_mini" => Some(Self { num_patches: 64, ..make(64, 256, 2, 4, 8, 64) }),
             _ => None,
         }
     }
 
-    pub const PRESETS: &'static [&'static str] = &["siglip2_base_p16", "siglip2_large_p16", "vit_300m_p14", "vit_tiny"];
+    pub const PRESETS: &'static [&'static str] =
+        &["siglip2_base_p16", "siglip2_large_p16", "vit_300m_p14", "vit_tiny", "vit_mini"];
 
     /// Tokens for an `h x w` image.
     pub fn grid(&self, h: usize, w: usize) -> (usize, usize) {
@@ -241,7 +246,12 @@ impl SiglipVision {
             vision_model: VitTransformer {
                 embeddings: VitEmbeddings {
                     patch_embedding,
-                    position_embedding: EmbeddingConfig::new(config.num_patches, d).init(device),
+                    // transformers' SigLIP init: N(0, 1/d). Burn's default N(0, 1) makes the
+                    // table outweigh the patch embeddings ~3x, and a ViT trained from
+                    // scratch then never learns to look at the pixels.
+                    position_embedding: EmbeddingConfig::new(config.num_patches, d)
+                        .with_initializer(Initializer::Normal { mean: 0.0, std: 1.0 / (d as f64).sqrt() })
+                        .init(device),
                     patch_size: p,
                 },
                 encoder: VitEncoder { layers },

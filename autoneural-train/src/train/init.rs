@@ -92,13 +92,20 @@ pub fn vlm_config(config: &ModelConfig, vocab_size: usize, image_token_id: u32) 
         bail!("the tokenizer's {IMAGE_TAG} id {image_token_id} is outside the language model's vocabulary");
     }
     let size = encoder.image_size();
-    let (_, _, vision_dim) = encoder.token_grid(size, size);
+    let (gh, gw, vision_dim) = encoder.token_grid(size, size);
+    let downsample = config.projector_downsample.unwrap_or(1);
+    if downsample == 0 || gh % downsample != 0 || gw % downsample != 0 {
+        bail!(
+            "model.projector_downsample: {downsample} must divide the encoder's {gh}x{gw} token grid (at image \
+             size {size})"
+        );
+    }
     let projector = ProjectorConfig {
         vision_dim,
         hidden: config.projector_hidden_size.unwrap_or(text.hidden_size),
         text_dim: text.hidden_size,
         bias: true,
-        downsample: 1,
+        downsample,
         layer_norm: false,
     };
     let preprocess = Preprocess::Fixed { size, mean: [0.0; 3], std: [1.0; 3] };
@@ -155,4 +162,26 @@ fn initialise_now(model: &VisionLanguageModel) {
         }
     }
     model.visit(&mut Touch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model_config(extra: &str) -> ModelConfig {
+        let text = format!(
+            "{extra}\n[vision]\npreset = \"vit_mini\"\n[language]\npreset = \"lfm2-nano\"\nhidden_size = 64\nnum_layers = 2\n"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn the_vit_baseline_pixel_unshuffles_to_the_quickstart_token_count() {
+        let config = vlm_config(&model_config("projector_downsample = 2"), 64, 3).unwrap();
+        // An 8x8 patch grid on 64-pixel images, unshuffled by 2: MobileNetV5-tiny's 16 tokens.
+        assert_eq!(config.tokens_per_image(64, 64), 16);
+        assert_eq!(vlm_config(&model_config(""), 64, 3).unwrap().tokens_per_image(64, 64), 64);
+        let err = vlm_config(&model_config("projector_downsample = 3"), 64, 3).unwrap_err().to_string();
+        assert!(err.contains("model.projector_downsample") && err.contains("8x8"), "{err}");
+    }
 }

@@ -15,4 +15,4 @@ pub use batches::Batcher;
 pub use checkpoint::{TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint, save_model_dir};
 pub use init::{build_model, vlm_config};
 pub use metrics::{MetricsLog, StepMetrics, ValMetrics};
-pub use trainer::{StageReport, StageRun, run_stage, set_trainable};
+pub use trainer::{StageReport, StageRun, run_stage, set_trainable, validate};
