@@ -420,3 +420,32 @@ fn a_malformed_experiment_is_an_error_naming_file_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("seed") && !err.contains("panicked"), "{err}");
 }
+
+/// `export` on the hybrid fixture; then, when `AUTONEURAL_PYTHON` names a Python with onnx,
+/// onnxruntime, safetensors and numpy (CI sets it), `scripts/verify_onnx.py`: onnx.checker
+/// and strict shape inference on every graph, and the Burn model's greedy generation
+/// replayed through onnxruntime (logits within 1e-4 relative, the same tokens).
+#[test]
+fn export_writes_graphs_that_onnxruntime_runs_like_the_burn_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("onnx");
+    let out_s = out.to_str().unwrap();
+    let fixture = "tests/fixtures/lfm2/hybrid-hub-bf16";
+    let args = ["export", "--model", fixture, "--out", out_s, "--prefill-len", "4", "--context", "32"];
+    let o = autoneural(&[&args[..], &["--reference-tokens", "8"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for file in ["embed_tokens.onnx", "prefill.onnx", "decode.onnx", "manifest.json", "reference.safetensors"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let o = autoneural(&[&args[..], &["--precision", "w8a16"]].concat());
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("only fp32"));
+    match std::env::var("AUTONEURAL_PYTHON") {
+        Ok(python) => {
+            let o = Command::new(python).args(["scripts/verify_onnx.py", out_s]).output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(o.status.success() && text.contains("greedy tokens equal"), "{text}");
+            eprintln!("{text}");
+        }
+        Err(_) => eprintln!("AUTONEURAL_PYTHON is not set: scripts/verify_onnx.py not run"),
+    }
+}

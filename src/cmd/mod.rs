@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod eval;
+mod export;
 mod generate;
 mod quant;
 mod run;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Post-training quantization by policy: calibrates activation ranges, writes the model
     /// with QDQ weights and quantization.json (read by generate, eval and the exporter).
     Quantize(quant::QuantizeArgs),
+    /// ONNX graphs of the language model (embed_tokens, prefill, decode) with explicit
+    /// per-layer state and manifest.json, for onnxruntime and Qualcomm's tools.
+    Export(export::ExportArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,5 +63,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::QuantReport(args) => quant::run(args),
         Command::Quantize(args) => quant::quantize(args),
+        Command::Export(args) => export::run(args),
     }
 }

@@ -1,0 +1,346 @@
+//! A small ONNX graph builder over the `onnx-protobuf` messages: named inputs and outputs
+//! with static shapes, initializers stored as raw little-endian data, and nodes whose
+//! outputs get unique names. Ops are written as ONNX defines them at opset [`OPSET`].
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
+use onnx_protobuf::type_proto::{self, Value as TypeValue};
+use onnx_protobuf::{
+    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use protobuf::{EnumOrUnknown, MessageField};
+
+/// Opset 21: QuantizeLinear / DequantizeLinear with int4 and blocked scales (IR version 10).
+pub const OPSET: i64 = 21;
+pub const IR_VERSION: i64 = 10;
+/// The protobuf limit of one file; heavier graphs keep their weights in external data.
+pub const PROTOBUF_LIMIT: usize = 2 << 30;
+
+/// Element types used by the exported graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    Float32,
+    Int64,
+}
+
+impl DType {
+    fn onnx(self) -> DataType {
+        match self {
+            Self::Float32 => DataType::FLOAT,
+            Self::Int64 => DataType::INT64,
+        }
+    }
+}
+
+/// An attribute value.
+pub enum Attr {
+    Int(i64),
+    Ints(Vec<i64>),
+    Float(f32),
+}
+
+/// One graph input or output as the manifest lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Port {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+/// A graph under construction.
+pub struct Graph {
+    name: String,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    pub input_ports: Vec<Port>,
+    pub output_ports: Vec<Port>,
+    next: usize,
+}
+
+fn value_info(name: &str, dtype: DType, shape: &[usize]) -> ValueInfoProto {
+    let dims = shape
+        .iter()
+        .map(|&d| Dimension { value: Some(dimension::Value::DimValue(d as i64)), ..Default::default() })
+        .collect();
+    let tensor = type_proto::Tensor {
+        elem_type: dtype.onnx() as i32,
+        shape: MessageField::some(TensorShapeProto { dim: dims, ..Default::default() }),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: name.into(),
+        type_: MessageField::some(TypeProto { value: Some(TypeValue::TensorType(tensor)), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn attribute(name: &str, value: Attr) -> AttributeProto {
+    let mut a = AttributeProto { name: name.into(), ..Default::default() };
+    match value {
+        Attr::Int(i) => {
+            a.type_ = EnumOrUnknown::new(AttributeType::INT);
+            a.i = i;
+        }
+        Attr::Ints(v) => {
+            a.type_ = EnumOrUnknown::new(AttributeType::INTS);
+            a.ints = v;
+        }
+        Attr::Float(f) => {
+            a.type_ = EnumOrUnknown::new(AttributeType::FLOAT);
+            a.f = f;
+        }
+    }
+    a
+}
+
+impl Graph {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            input_ports: Vec::new(),
+            output_ports: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// A graph input with a static shape; returns its name.
+    pub fn input(&mut self, name: &str, dtype: DType, shape: &[usize]) -> String {
+        self.inputs.push(value_info(name, dtype, shape));
+        self.input_ports.push(Port { name: name.into(), dtype, shape: shape.to_vec() });
+        name.into()
+    }
+
+    /// Marks `value` as the graph output `name` (through an Identity when it has another name).
+    pub fn output(&mut self, value: &str, name: &str, dtype: DType, shape: &[usize]) {
+        if value != name {
+            self.nodes.push(NodeProto {
+                op_type: "Identity".into(),
+                input: vec![value.into()],
+                output: vec![name.into()],
+                name: format!("{name}/identity"),
+                ..Default::default()
+            });
+        }
+        self.outputs.push(value_info(name, dtype, shape));
+        self.output_ports.push(Port { name: name.into(), dtype, shape: shape.to_vec() });
+    }
+
+    /// A float initializer named `name` (a checkpoint key, so encodings can name it).
+    pub fn weight(&mut self, name: &str, shape: &[usize], values: &[f32]) -> String {
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "{name}: shape {shape:?}");
+        self.initializers.push(TensorProto {
+            name: name.into(),
+            dims: shape.iter().map(|&d| d as i64).collect(),
+            data_type: DataType::FLOAT as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    /// An int64 constant initializer (shapes, axes, indices).
+    pub fn ints(&mut self, values: &[i64]) -> String {
+        let name = self.fresh("const");
+        self.initializers.push(TensorProto {
+            name: name.clone(),
+            dims: vec![values.len() as i64],
+            data_type: DataType::INT64 as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// A float scalar constant initializer.
+    pub fn scalar(&mut self, value: f32) -> String {
+        let name = self.fresh("const");
+        self.weight(&name, &[], &[value])
+    }
+
+    fn fresh(&mut self, what: &str) -> String {
+        self.next += 1;
+        format!("{what}_{}", self.next)
+    }
+
+    /// A node with one output, named after its op and a counter.
+    pub fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
+        self.op_n(op_type, inputs, attrs, 1).pop().expect("one output")
+    }
+
+    /// A node with `n` outputs.
+    pub fn op_n(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>, n: usize) -> Vec<String> {
+        let base = self.fresh(op_type);
+        let outputs: Vec<String> = (0..n).map(|i| if n == 1 { base.clone() } else { format!("{base}_{i}") }).collect();
+        self.nodes.push(NodeProto {
+            op_type: op_type.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.clone(),
+            name: base,
+            attribute: attrs.into_iter().map(|(k, v)| attribute(k, v)).collect(),
+            ..Default::default()
+        });
+        outputs
+    }
+
+    // Ops used often enough to name.
+
+    pub fn matmul(&mut self, a: &str, b: &str) -> String {
+        self.op("MatMul", &[a, b], vec![])
+    }
+    pub fn add(&mut self, a: &str, b: &str) -> String {
+        self.op("Add", &[a, b], vec![])
+    }
+    pub fn mul(&mut self, a: &str, b: &str) -> String {
+        self.op("Mul", &[a, b], vec![])
+    }
+    pub fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
+        let s = self.ints(shape);
+        self.op("Reshape", &[x, &s], vec![])
+    }
+    pub fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
+        self.op("Transpose", &[x], vec![("perm", Attr::Ints(perm.to_vec()))])
+    }
+    /// `x[starts..ends]` on `axes`.
+    pub fn slice(&mut self, x: &str, starts: &[i64], ends: &[i64], axes: &[i64]) -> String {
+        let (s, e, a) = (self.ints(starts), self.ints(ends), self.ints(axes));
+        self.op("Slice", &[x, &s, &e, &a], vec![])
+    }
+    pub fn concat(&mut self, xs: &[&str], axis: i64) -> String {
+        self.op("Concat", xs, vec![("axis", Attr::Int(axis))])
+    }
+    /// `x * sigmoid(x)`.
+    pub fn silu(&mut self, x: &str) -> String {
+        let s = self.op("Sigmoid", &[x], vec![]);
+        self.mul(x, &s)
+    }
+    /// RMS norm over the last axis: `x / sqrt(mean(x^2) + eps) * weight`.
+    pub fn rms_norm(&mut self, x: &str, weight: &str, eps: f64) -> String {
+        let sq = self.mul(x, x);
+        let axes = self.ints(&[-1]);
+        let mean = self.op("ReduceMean", &[&sq, &axes], vec![("keepdims", Attr::Int(1))]);
+        let e = self.scalar(eps as f32);
+        let var = self.add(&mean, &e);
+        let root = self.op("Sqrt", &[&var], vec![]);
+        let normed = self.op("Div", &[x, &root], vec![]);
+        self.mul(&normed, weight)
+    }
+
+    /// The model: this graph at [`OPSET`], with its producer recorded.
+    pub fn into_model(self, doc: &str) -> ModelProto {
+        let graph = GraphProto {
+            name: self.name,
+            node: self.nodes,
+            initializer: self.initializers,
+            input: self.inputs,
+            output: self.outputs,
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET, ..Default::default() }],
+            producer_name: "autoneural".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: doc.into(),
+            graph: MessageField::some(graph),
+            metadata_props: vec![StringStringEntryProto {
+                key: "source".into(),
+                value: "https://github.com/autoneural/autoneural".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+}
+
+/// Writes `model` to `path`. A model over the protobuf limit keeps its initializers in
+/// `<file>.data` beside it (ONNX external data, one file, 64-byte aligned offsets).
+pub fn write_model(model: ModelProto, path: &Path) -> Result<()> {
+    write_model_within(model, path, PROTOBUF_LIMIT - (16 << 20))
+}
+
+/// [`write_model`] with initializers moved to external data once they pass `inline_limit`
+/// bytes.
+fn write_model_within(mut model: ModelProto, path: &Path, inline_limit: usize) -> Result<()> {
+    let weights: usize = model.graph.initializer.iter().map(|t| t.raw_data.len()).sum();
+    if weights > inline_limit {
+        let file_name =
+            format!("{}.data", path.file_name().and_then(|f| f.to_str()).context("an ONNX path needs a file name")?);
+        // Streamed tensor by tensor: a multi-GB model is never copied whole.
+        let data_path = path.with_file_name(&file_name);
+        let file = std::fs::File::create(&data_path).with_context(|| format!("creating {}", data_path.display()))?;
+        let mut data = std::io::BufWriter::new(file);
+        let mut offset = 0usize;
+        for t in model.graph.as_mut().expect("graph").initializer.iter_mut() {
+            if t.raw_data.len() < 1024 {
+                continue;
+            }
+            let pad = offset.next_multiple_of(64) - offset;
+            data.write_all(&[0u8; 64][..pad]).with_context(|| format!("writing {}", data_path.display()))?;
+            offset += pad;
+            data.write_all(&t.raw_data).with_context(|| format!("writing {}", data_path.display()))?;
+            let entry = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v, ..Default::default() };
+            t.external_data = vec![
+                entry("location", file_name.clone()),
+                entry("offset", offset.to_string()),
+                entry("length", t.raw_data.len().to_string()),
+            ];
+            t.data_location = EnumOrUnknown::new(onnx_protobuf::tensor_proto::DataLocation::EXTERNAL);
+            offset += t.raw_data.len();
+            t.raw_data = Vec::new();
+        }
+        data.flush().with_context(|| format!("writing {}", data_path.display()))?;
+    }
+    let bytes = model.write_to_bytes().with_context(|| format!("encoding {}", path.display()))?;
+    if bytes.len() > PROTOBUF_LIMIT {
+        bail!("{}: {} bytes of graph over the protobuf limit", path.display(), bytes.len());
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> ModelProto {
+        let mut g = Graph::new("tiny");
+        let x = g.input("x", DType::Float32, &[1, 4]);
+        let w = g.weight("w", &[4, 300], &vec![0.5; 1200]);
+        let y = g.matmul(&x, &w);
+        g.output(&y, "y", DType::Float32, &[1, 300]);
+        g.into_model("test")
+    }
+
+    #[test]
+    fn large_initializers_move_to_external_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let inline = dir.path().join("inline.onnx");
+        write_model(tiny(), &inline).unwrap();
+        let back = ModelProto::parse_from_bytes(&std::fs::read(&inline).unwrap()).unwrap();
+        assert_eq!(back.graph.initializer[0].raw_data.len(), 4800);
+        assert_eq!((back.ir_version, back.opset_import[0].version), (IR_VERSION, OPSET));
+
+        let split = dir.path().join("split.onnx");
+        write_model_within(tiny(), &split, 1000).unwrap();
+        let back = ModelProto::parse_from_bytes(&std::fs::read(&split).unwrap()).unwrap();
+        let w = &back.graph.initializer[0];
+        assert!(w.raw_data.is_empty());
+        let entries: Vec<(&str, &str)> = w.external_data.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        assert_eq!(entries, [("location", "split.onnx.data"), ("offset", "0"), ("length", "4800")]);
+        let data = std::fs::read(dir.path().join("split.onnx.data")).unwrap();
+        assert_eq!(data.len(), 4800);
+        assert_eq!(&data[..4], &0.5f32.to_le_bytes());
+    }
+}

@@ -1,0 +1,243 @@
+//! The LFM2 language model as static-shape ONNX graphs with explicit state, one graph per
+//! step length: `prefill` (`prefill_len` positions) and `decode` (one position), plus
+//! `embed_tokens` (token ids -> embeddings). Every op mirrors `autoneural_model::text`.
+//!
+//! The state contract (also in `manifest.json`):
+//! - a conv layer `L` takes `conv_state_L` `[1, kernel - 1, hidden]` (the gated inputs of
+//!   the previous `kernel - 1` positions, zeros at the start) and returns `new_conv_state_L`;
+//! - an attention layer `L` takes `past_key_L` / `past_value_L` `[1, kv_heads, context,
+//!   head_dim]` (the host's cache: slot `p` holds position `p`, unused slots anything) and
+//!   returns `present_key_L` / `present_value_L` `[1, kv_heads, T, head_dim]`, the keys
+//!   (after norm and RoPE) and values of this step's `T` positions, which the host writes
+//!   into slots `position .. position + T`;
+//! - `attention_mask` `[1, 1, T, context + T]` is added to the attention scores: query `i`
+//!   sees cache slot `j < context` when `j < position` and this step's key `k` (column
+//!   `context + k`) when `k <= i`; [`MASK_VISIBLE`] there, [`MASK_HIDDEN`] elsewhere;
+//! - `position_ids` `[1, T]` are `position .. position + T` (RoPE).
+
+use anyhow::{Result, bail};
+use autoneural_model::text::attention::Attention;
+use autoneural_model::text::rope::Rope;
+use autoneural_model::text::shortconv::ShortConv;
+use autoneural_model::text::{LayerKind, Lfm2ForCausalLM};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+
+use crate::graph::{Attr, DType, Graph};
+
+/// Mask value of a visible key.
+pub const MASK_VISIBLE: f32 = 0.0;
+/// Mask value of a hidden key: `exp` of it underflows to 0 in f32, as `-inf` would, and
+/// quantized runtimes can represent it.
+pub const MASK_HIDDEN: f32 = -10000.0;
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().expect("float weights")
+}
+
+/// Adds a Burn `Linear` (`[in, out]`, as `MatMul` takes it) under `key` and applies it.
+fn linear(g: &mut Graph, x: &str, lin: &Linear, key: &str) -> String {
+    let w = lin.weight.val();
+    let dims = w.dims();
+    let w = g.weight(&format!("{key}.weight"), &dims, &values(w));
+    let y = g.matmul(x, &w);
+    match &lin.bias {
+        Some(b) => {
+            let b = g.weight(&format!("{key}.bias"), &[dims[1]], &values(b.val()));
+            g.add(&y, &b)
+        }
+        None => y,
+    }
+}
+
+/// The names state inputs and outputs take.
+pub fn state_names(kind: LayerKind, layer: usize) -> (Vec<String>, Vec<String>) {
+    match kind {
+        LayerKind::Conv => (vec![format!("conv_state_{layer}")], vec![format!("new_conv_state_{layer}")]),
+        LayerKind::Attention => (
+            vec![format!("past_key_{layer}"), format!("past_value_{layer}")],
+            vec![format!("present_key_{layer}"), format!("present_value_{layer}")],
+        ),
+    }
+}
+
+/// Shapes of one step of `t` positions over a cache of `context`.
+struct Step {
+    t: usize,
+    context: usize,
+}
+
+fn short_conv(g: &mut Graph, x: &str, conv: &ShortConv, key: &str, layer: usize, step: &Step, d: usize) -> String {
+    let (t, k) = (step.t as i64, conv.kernel());
+    let bcx = linear(g, x, &conv.in_proj, &format!("{key}.in_proj"));
+    let parts = g.op_n("Split", &[&bcx], vec![("axis", Attr::Int(2)), ("num_outputs", Attr::Int(3))], 3);
+    let v = g.mul(&parts[0], &parts[2]);
+    let state = g.input(&format!("conv_state_{layer}"), DType::Float32, &[1, k - 1, d]);
+    let window = g.concat(&[&state, &v], 1); // [1, t + k - 1, d]
+    let new_state = g.slice(&window, &[t], &[t + k as i64 - 1], &[1]);
+    g.output(&new_state, &format!("new_conv_state_{layer}"), DType::Float32, &[1, k - 1, d]);
+    // Depthwise causal conv over time: Conv on [1, d, t + k - 1] with one group per channel.
+    let channels_first = g.transpose(&window, &[0, 2, 1]);
+    let w = g.weight(&format!("{key}.conv.weight"), &[d, 1, k], &values(conv.conv.weight.val()));
+    let mut inputs = vec![channels_first.as_str(), w.as_str()];
+    let bias;
+    if let Some(b) = &conv.conv.bias {
+        bias = g.weight(&format!("{key}.conv.bias"), &[d], &values(b.val()));
+        inputs.push(&bias);
+    }
+    let y = g.op("Conv", &inputs, vec![("group", Attr::Int(d as i64)), ("kernel_shape", Attr::Ints(vec![k as i64]))]);
+    let y = g.transpose(&y, &[0, 2, 1]);
+    let gated = g.mul(&parts[1], &y);
+    linear(g, &gated, &conv.out_proj, &format!("{key}.out_proj"))
+}
+
+/// `x * cos + rotate_half(x) * sin` on `[1, heads, t, hd]`.
+fn rope(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> String {
+    let x1 = g.slice(x, &[0], &[hd / 2], &[3]);
+    let x2 = g.slice(x, &[hd / 2], &[hd], &[3]);
+    let neg = g.op("Neg", &[&x2], vec![]);
+    let rotated = g.concat(&[&neg, &x1], 3);
+    let a = g.mul(x, cos);
+    let b = g.mul(&rotated, sin);
+    g.add(&a, &b)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    g: &mut Graph,
+    x: &str,
+    attn: &Attention,
+    key: &str,
+    layer: usize,
+    step: &Step,
+    rope_tables: (&str, &str),
+    mask: &str,
+    eps: f64,
+) -> String {
+    let (t, c) = (step.t as i64, step.context as i64);
+    let (h, kvh, hd) = (attn.num_heads as i64, attn.num_kv_heads as i64, attn.head_dim as i64);
+    let heads = |g: &mut Graph, y: &str, n: i64| g.reshape(y, &[1, t, n, hd]);
+    let q = linear(g, x, &attn.q_proj, &format!("{key}.q_proj"));
+    let q = heads(g, &q, h);
+    let qn = g.weight(&format!("{key}.q_layernorm.weight"), &[hd as usize], &values(attn.q_layernorm.weight.val()));
+    let q = g.rms_norm(&q, &qn, eps);
+    let q = g.transpose(&q, &[0, 2, 1, 3]);
+    let k = linear(g, x, &attn.k_proj, &format!("{key}.k_proj"));
+    let k = heads(g, &k, kvh);
+    let kn = g.weight(&format!("{key}.k_layernorm.weight"), &[hd as usize], &values(attn.k_layernorm.weight.val()));
+    let k = g.rms_norm(&k, &kn, eps);
+    let k = g.transpose(&k, &[0, 2, 1, 3]);
+    let v = linear(g, x, &attn.v_proj, &format!("{key}.v_proj"));
+    let v = heads(g, &v, kvh);
+    let v = g.transpose(&v, &[0, 2, 1, 3]);
+    let q = rope(g, &q, rope_tables.0, rope_tables.1, hd);
+    let k = rope(g, &k, rope_tables.0, rope_tables.1, hd);
+    let kv_shape = [1, kvh as usize, step.t, hd as usize];
+    g.output(&k, &format!("present_key_{layer}"), DType::Float32, &kv_shape);
+    g.output(&v, &format!("present_value_{layer}"), DType::Float32, &kv_shape);
+    let cache = [1, kvh as usize, step.context, hd as usize];
+    let past_k = g.input(&format!("past_key_{layer}"), DType::Float32, &cache);
+    let past_v = g.input(&format!("past_value_{layer}"), DType::Float32, &cache);
+    let keys = g.concat(&[&past_k, &k], 2); // [1, kvh, c + t, hd]
+    let vals = g.concat(&[&past_v, &v], 2);
+    // Query heads sharing a kv head stacked on the row axis (as the Burn model does).
+    let grp = h / kvh;
+    let q = g.reshape(&q, &[1, kvh, grp * t, hd]);
+    let kt = g.transpose(&keys, &[0, 1, 3, 2]);
+    let scores = g.matmul(&q, &kt);
+    let scale = g.scalar(1.0 / (hd as f32).sqrt());
+    let scores = g.mul(&scores, &scale);
+    let scores = g.reshape(&scores, &[1, kvh, grp, t, c + t]);
+    let m = g.reshape(mask, &[1, 1, 1, t, c + t]);
+    let scores = g.add(&scores, &m);
+    let probs = g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
+    let probs = g.reshape(&probs, &[1, kvh, grp * t, c + t]);
+    let o = g.matmul(&probs, &vals); // [1, kvh, grp * t, hd]
+    let o = g.reshape(&o, &[1, h, t, hd]);
+    let o = g.transpose(&o, &[0, 2, 1, 3]);
+    let o = g.reshape(&o, &[1, t, h * hd]);
+    linear(g, &o, &attn.out_proj, &format!("{key}.out_proj"))
+}
+
+/// One step of `t` positions of `lm` over a cache of `context` positions. `prefix` is the
+/// language model's key prefix in its checkpoint (`""` for LFM2, `"language."` in a VLM),
+/// so initializers carry checkpoint keys.
+pub fn step_graph(lm: &Lfm2ForCausalLM, name: &str, t: usize, context: usize, prefix: &str) -> Result<Graph> {
+    let c = &lm.config;
+    if t == 0 || t > context {
+        bail!("{name}: {t} positions per step over a context of {context}");
+    }
+    if context > c.max_position_embeddings {
+        bail!("context {context} is over the model's max_position_embeddings {}", c.max_position_embeddings);
+    }
+    let (d, v) = (c.hidden_size, c.vocab_size);
+    let step = Step { t, context };
+    let mut g = Graph::new(name);
+    let embeds = g.input("inputs_embeds", DType::Float32, &[1, t, d]);
+    let positions = g.input("position_ids", DType::Int64, &[1, t]);
+    let mask = g.input("attention_mask", DType::Float32, &[1, 1, t, context + t]);
+    let device = lm.device();
+    let (cos, sin) = Rope::new(c.head_dim, c.rope_theta).tables(0, context, &device);
+    let cos_t = g.weight("rope.cos", &[context, c.head_dim], &values(cos));
+    let sin_t = g.weight("rope.sin", &[context, c.head_dim], &values(sin));
+    let axis1 = g.ints(&[1]);
+    let cos = g.op("Gather", &[&cos_t, &positions], vec![("axis", Attr::Int(0))]); // [1, t, hd]
+    let cos = g.op("Unsqueeze", &[&cos, &axis1], vec![]);
+    let sin = g.op("Gather", &[&sin_t, &positions], vec![("axis", Attr::Int(0))]);
+    let sin = g.op("Unsqueeze", &[&sin, &axis1], vec![]);
+    let mut h = embeds;
+    for (i, layer) in lm.model.layers.iter().enumerate() {
+        let key = format!("{prefix}model.layers.{i}");
+        let w = g.weight(&format!("{key}.operator_norm.weight"), &[d], &values(layer.operator_norm.weight.val()));
+        let normed = g.rms_norm(&h, &w, c.norm_eps);
+        let mixed = match (&layer.conv, &layer.self_attn) {
+            (Some(conv), _) => short_conv(&mut g, &normed, conv, &format!("{key}.conv"), i, &step, d),
+            (_, Some(attn)) => {
+                attention(&mut g, &normed, attn, &format!("{key}.self_attn"), i, &step, (&cos, &sin), &mask, c.norm_eps)
+            }
+            _ => bail!("layer {i} has neither a conv nor an attention block"),
+        };
+        let h1 = g.add(&h, &mixed);
+        let w = g.weight(&format!("{key}.ffn_norm.weight"), &[d], &values(layer.ffn_norm.weight.val()));
+        let normed = g.rms_norm(&h1, &w, c.norm_eps);
+        let mlp = &layer.feed_forward;
+        let gate = linear(&mut g, &normed, &mlp.w1, &format!("{key}.feed_forward.w1"));
+        let gate = g.silu(&gate);
+        let up = linear(&mut g, &normed, &mlp.w3, &format!("{key}.feed_forward.w3"));
+        let inner = g.mul(&gate, &up);
+        let down = linear(&mut g, &inner, &mlp.w2, &format!("{key}.feed_forward.w2"));
+        h = g.add(&h1, &down);
+    }
+    let w =
+        g.weight(&format!("{prefix}model.embedding_norm.weight"), &[d], &values(lm.model.embedding_norm.weight.val()));
+    let h = g.rms_norm(&h, &w, c.norm_eps);
+    let logits = match &lm.lm_head {
+        Some(head) => linear(&mut g, &h, head, &format!("{prefix}lm_head")),
+        None => {
+            // The tied head reads the embedding table as it is stored, [vocab, hidden].
+            let table = embedding_table(&mut g, lm, prefix);
+            let rows = g.reshape(&h, &[t as i64, d as i64]);
+            let y = g.op("Gemm", &[&rows, &table], vec![("transB", Attr::Int(1))]);
+            g.reshape(&y, &[1, t as i64, v as i64])
+        }
+    };
+    g.output(&logits, "logits", DType::Float32, &[1, t, v]);
+    Ok(g)
+}
+
+fn embedding_table(g: &mut Graph, lm: &Lfm2ForCausalLM, prefix: &str) -> String {
+    let c = &lm.config;
+    let table = lm.model.embed_tokens.weight.val();
+    g.weight(&format!("{prefix}model.embed_tokens.weight"), &[c.vocab_size, c.hidden_size], &values(table))
+}
+
+/// `input_ids [1, t]` -> `inputs_embeds [1, t, hidden]`: the token embeddings the host
+/// splices image features into before `prefill`.
+pub fn embed_graph(lm: &Lfm2ForCausalLM, t: usize, prefix: &str) -> Graph {
+    let mut g = Graph::new("embed_tokens");
+    let ids = g.input("input_ids", DType::Int64, &[1, t]);
+    let table = embedding_table(&mut g, lm, prefix);
+    let e = g.op("Gather", &[&table, &ids], vec![("axis", Attr::Int(0))]);
+    g.output(&e, "inputs_embeds", DType::Float32, &[1, t, lm.config.hidden_size]);
+    g
+}
