@@ -104,12 +104,24 @@ def main():
     ref = load_file(ref_path)
     prompt, expected, step_logits = ref["prompt_ids"], ref["generated_ids"], ref["step_logits"]
     host = Host(manifest, sessions)
+    embeds = host.embed(prompt)
+    if "pixels" in ref:
+        # vision -> features, spliced in at the image-token positions, in order.
+        features = sessions["vision_encoder"].run(None, {"pixels": ref["pixels"]})[0]
+        err = rel_err(features, ref["image_features"])
+        print(f"vision_encoder: image features within {err:.2e} relative of the Burn model's")
+        if err > args.tol:
+            raise SystemExit(f"vision_encoder: features differ by {err:.2e} relative (tolerance {args.tol:g})")
+        at = np.nonzero(prompt == int(ref["image_token_id"][0]))[0]
+        if len(at) != features.shape[1]:
+            raise SystemExit(f"{len(at)} image tokens in the prompt for {features.shape[1]} feature rows")
+        embeds[0, at] = features[0]
     n, pl = len(prompt), manifest["prefill_len"]
     pos, logits = 0, None
     calls = {"prefill": 0, "decode": 0}
     while pos < n:
         graph, t = ("prefill", pl) if n - pos >= pl else ("decode", 1)
-        logits = host.step(graph, host.embed(prompt[pos : pos + t]))
+        logits = host.step(graph, embeds[:, pos : pos + t])
         calls[graph] += 1
         pos += t
     worst, tokens = 0.0, []

@@ -10,11 +10,14 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use autoneural_model::text::model::ids_tensor;
 use autoneural_model::text::{LayerKind, Lfm2ForCausalLM, Logits};
+use autoneural_model::vlm::VisionLanguageModel;
+use burn::tensor::{Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
 use crate::graph::{Graph, Port, write_model};
 use crate::lm::{MASK_HIDDEN, MASK_VISIBLE, embed_graph, state_names, step_graph};
+use crate::vision::vision_graph;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const REFERENCE: &str = "reference.safetensors";
@@ -47,9 +50,21 @@ pub struct StateEntry {
     pub shape: Vec<usize>,
 }
 
+/// What a VLM host needs to build the prompt around `vision_encoder.onnx`.
+#[derive(Debug, Serialize)]
+pub struct VisionEntry {
+    /// Side the image is resized to (pixels in [0, 1], RGB, channels first).
+    pub image_size: usize,
+    pub tokens_per_image: usize,
+    /// The prompt holds this id `tokens_per_image` times per image; the image's feature rows
+    /// replace their embeddings, in order.
+    pub image_token_id: u32,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Manifest {
     pub format: &'static str,
+    pub vision: Option<VisionEntry>,
     pub prefill_len: usize,
     pub context: usize,
     pub hidden_size: usize,
@@ -112,6 +127,7 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
         .collect();
     let manifest = Manifest {
         format: FORMAT,
+        vision: None,
         prefill_len: opts.prefill_len,
         context: opts.context,
         hidden_size: c.hidden_size,
@@ -122,33 +138,98 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
         attention_mask: BTreeMap::from([("visible", MASK_VISIBLE), ("hidden", MASK_HIDDEN)]),
         loop_: LOOP.to_vec(),
     };
-    let text = serde_json::to_string_pretty(&manifest)?.replace("\"loop_\"", "\"loop\"");
-    std::fs::write(out.join(MANIFEST), text).with_context(|| format!("writing {}", out.join(MANIFEST).display()))?;
     if opts.reference_tokens > 0 {
-        write_reference(lm, out, opts)?;
+        let n = opts.prefill_len + 3;
+        let prompt: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % c.vocab_size) as u32).collect();
+        write_reference(lm, out, opts, &prompt, lm.embed_ids(&prompt), Vec::new())?;
     }
+    write_manifest(&manifest, out)?;
     Ok(manifest)
 }
 
+fn write_manifest(manifest: &Manifest, out: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(manifest)?.replace("\"loop_\"", "\"loop\"");
+    std::fs::write(out.join(MANIFEST), text).with_context(|| format!("writing {}", out.join(MANIFEST).display()))
+}
+
+/// A vision-language model: `vision_encoder.onnx` beside the language model's graphs, and a
+/// reference generation whose prompt holds an image.
+pub fn export_vlm(model: &VisionLanguageModel, out: &Path, opts: &ExportOptions) -> Result<Manifest> {
+    let graph = vision_graph(model)?;
+    let language = ExportOptions { reference_tokens: 0, ..opts.clone() };
+    let mut manifest = export_language(&model.language, "language.", out, &language)?;
+    let s = model.config.encoder.image_size();
+    let tokens = model.config.tokens_per_image(s, s);
+    manifest.graphs.insert("vision_encoder".into(), entry("vision_encoder.onnx", &graph));
+    write_model(graph.into_model("AutoNeural vision encoder and connector"), &out.join("vision_encoder.onnx"))?;
+    manifest.vision =
+        Some(VisionEntry { image_size: s, tokens_per_image: tokens, image_token_id: model.config.image_token_id });
+    if opts.reference_tokens > 0 {
+        // A smooth test pattern in [0, 1]; two text tokens, the image, then text up to a full
+        // prefill chunk and three more positions.
+        let device = model.language.device();
+        let pattern: Vec<f32> = (0..3 * s * s).map(|i| 0.5 + 0.5 * (i as f32 * 0.0123).sin()).collect();
+        let pixels = Tensor::<4>::from_data(TensorData::new(pattern.clone(), [1, 3, s, s]), &device);
+        let features = model.image_features(pixels);
+        let vocab = model.language.config.vocab_size;
+        let n = (opts.prefill_len + 3).max(tokens + 5);
+        let mut prompt: Vec<u32> = vec![1 % vocab as u32, 2 % vocab as u32];
+        prompt.extend(std::iter::repeat_n(model.config.image_token_id, tokens));
+        prompt.extend((prompt.len()..n).map(|i| ((i * 7919 + 13) % vocab) as u32));
+        let embeds =
+            model.merge(&prompt, Some(features.clone().reshape([tokens, model.language.config.hidden_size])))?;
+        let f = features.into_data().try_into_vec_as::<f32>().expect("f32 features");
+        let extra = vec![
+            ("pixels".to_string(), Dtype::F32, vec![1, 3, s, s], f32_bytes(&pattern)),
+            (
+                "image_features".to_string(),
+                Dtype::F32,
+                vec![1, tokens, model.language.config.hidden_size],
+                f32_bytes(&f),
+            ),
+            (
+                "image_token_id".to_string(),
+                Dtype::I64,
+                vec![1],
+                i64::from(model.config.image_token_id).to_le_bytes().to_vec(),
+            ),
+        ];
+        write_reference(&model.language, out, opts, &prompt, embeds, extra)?;
+    }
+    write_manifest(&manifest, out)?;
+    Ok(manifest)
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
 /// A greedy generation by the Burn model, driven as the graphs are (prefill on full chunks,
-/// then one position at a time): `prompt_ids` (one full chunk and three more), then per
-/// generated token the logits it was chosen from (`step_logits [n, vocab]`) and the token
-/// (`generated_ids`).
-fn write_reference(lm: &Lfm2ForCausalLM, out: &Path, opts: &ExportOptions) -> Result<()> {
+/// then one position at a time): `prompt_ids` (whose embeddings are `embeds`, image
+/// features in place for a VLM), then per generated token the logits it was chosen from
+/// (`step_logits [n, vocab]`) and the token (`generated_ids`); `extra` tensors are added.
+fn write_reference(
+    lm: &Lfm2ForCausalLM,
+    out: &Path,
+    opts: &ExportOptions,
+    prompt: &[u32],
+    embeds: Tensor<3>,
+    extra: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+) -> Result<()> {
     let c = &lm.config;
-    let n = opts.prefill_len + 3;
+    let n = prompt.len();
     if n + opts.reference_tokens > opts.context {
         bail!("the reference needs {} positions; --context is {}", n + opts.reference_tokens, opts.context);
     }
-    let prompt: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % c.vocab_size) as u32).collect();
     let device = lm.device();
     let mut state = lm.new_state(1, opts.context, &device);
-    let row = |t: burn::tensor::Tensor<3>| t.into_data().try_into_vec_as::<f32>().expect("f32 logits");
+    let row = |t: Tensor<3>| t.into_data().try_into_vec_as::<f32>().expect("f32 logits");
     let mut last = Vec::new();
     let mut pos = 0;
     while pos < n {
         let step = if n - pos >= opts.prefill_len { opts.prefill_len } else { 1 };
-        last = row(lm.forward(ids_tensor(&prompt[pos..pos + step], &device), Some(&mut state), Logits::Last));
+        let chunk = embeds.clone().slice([0..1, pos..pos + step, 0..c.hidden_size]);
+        last = row(lm.logits(lm.hidden_states(chunk, Some(&mut state)), Logits::Last));
         pos += step;
     }
     let (mut generated, mut logits) = (Vec::new(), Vec::new());
@@ -159,15 +240,18 @@ fn write_reference(lm: &Lfm2ForCausalLM, out: &Path, opts: &ExportOptions) -> Re
         generated.push(next as i64);
         last = row(lm.forward(ids_tensor(&[next as u32], &device), Some(&mut state), Logits::Last));
     }
-    let prompt: Vec<i64> = prompt.iter().map(|&x| i64::from(x)).collect();
+    let prompt: Vec<i64> = prompt.iter().map(|&x| i64::from(x)).collect::<Vec<_>>();
     let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let (p, g) = (bytes(&prompt), bytes(&generated));
     let l: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let views = [
-        ("prompt_ids", TensorView::new(Dtype::I64, vec![prompt.len()], &p)?),
-        ("generated_ids", TensorView::new(Dtype::I64, vec![generated.len()], &g)?),
-        ("step_logits", TensorView::new(Dtype::F32, vec![generated.len(), c.vocab_size], &l)?),
+    let mut views = vec![
+        ("prompt_ids".to_string(), TensorView::new(Dtype::I64, vec![prompt.len()], &p)?),
+        ("generated_ids".to_string(), TensorView::new(Dtype::I64, vec![generated.len()], &g)?),
+        ("step_logits".to_string(), TensorView::new(Dtype::F32, vec![generated.len(), c.vocab_size], &l)?),
     ];
+    for (name, dtype, shape, data) in &extra {
+        views.push((name.clone(), TensorView::new(*dtype, shape.clone(), data)?));
+    }
     safetensors::serialize_to_file(views, None, &out.join(REFERENCE))
         .with_context(|| format!("writing {}", out.join(REFERENCE).display()))?;
     Ok(())

@@ -6,6 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
@@ -44,6 +46,7 @@ pub enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
+    Str(String),
 }
 
 /// One graph input or output as the manifest lists it.
@@ -97,6 +100,10 @@ fn attribute(name: &str, value: Attr) -> AttributeProto {
         Attr::Float(f) => {
             a.type_ = EnumOrUnknown::new(AttributeType::FLOAT);
             a.f = f;
+        }
+        Attr::Str(s) => {
+            a.type_ = EnumOrUnknown::new(AttributeType::STRING);
+            a.s = s.into_bytes();
         }
     }
     a
@@ -262,6 +269,27 @@ impl Graph {
             }],
             ..Default::default()
         }
+    }
+}
+
+/// A float tensor's values (weights to store as initializers).
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().expect("float weights")
+}
+
+/// Adds a Burn `Linear` (weight `[in, out]`, as `MatMul` takes it) under `key` and applies
+/// it to `x`.
+pub fn linear(g: &mut Graph, x: &str, lin: &Linear, key: &str) -> String {
+    let w = lin.weight.val();
+    let dims = w.dims();
+    let w = g.weight(&format!("{key}.weight"), &dims, &values(w));
+    let y = g.matmul(x, &w);
+    match &lin.bias {
+        Some(b) => {
+            let b = g.weight(&format!("{key}.bias"), &[dims[1]], &values(b.val()));
+            g.add(&y, &b)
+        }
+        None => y,
     }
 }
 

@@ -20,35 +20,14 @@ use autoneural_model::text::attention::Attention;
 use autoneural_model::text::rope::Rope;
 use autoneural_model::text::shortconv::ShortConv;
 use autoneural_model::text::{LayerKind, Lfm2ForCausalLM};
-use burn::nn::Linear;
-use burn::tensor::Tensor;
 
-use crate::graph::{Attr, DType, Graph};
+use crate::graph::{Attr, DType, Graph, linear, values};
 
 /// Mask value of a visible key.
 pub const MASK_VISIBLE: f32 = 0.0;
 /// Mask value of a hidden key: `exp` of it underflows to 0 in f32, as `-inf` would, and
 /// quantized runtimes can represent it.
 pub const MASK_HIDDEN: f32 = -10000.0;
-
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_into_vec_as::<f32>().expect("float weights")
-}
-
-/// Adds a Burn `Linear` (`[in, out]`, as `MatMul` takes it) under `key` and applies it.
-fn linear(g: &mut Graph, x: &str, lin: &Linear, key: &str) -> String {
-    let w = lin.weight.val();
-    let dims = w.dims();
-    let w = g.weight(&format!("{key}.weight"), &dims, &values(w));
-    let y = g.matmul(x, &w);
-    match &lin.bias {
-        Some(b) => {
-            let b = g.weight(&format!("{key}.bias"), &[dims[1]], &values(b.val()));
-            g.add(&y, &b)
-        }
-        None => y,
-    }
-}
 
 /// The names state inputs and outputs take.
 pub fn state_names(kind: LayerKind, layer: usize) -> (Vec<String>, Vec<String>) {

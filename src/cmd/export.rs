@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use autoneural_export::export::{ExportOptions, export_language};
+use autoneural_export::export::{ExportOptions, export_language, export_vlm};
 use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type};
 use autoneural_model::device::parse_device;
 use autoneural_model::text::{Lfm2Config, Lfm2ForCausalLM};
@@ -58,7 +58,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             let kind = model_type(dir).with_context(|| format!("loading {}", dir.display()))?;
             if is_vlm_type(&kind) {
                 let model = load_vlm(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
-                export_language(&model.language, "language.", &args.out, &opts)?
+                export_vlm(&model, &args.out, &opts)?
             } else {
                 let model = load_lfm2(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
                 export_language(&model, "", &args.out, &opts)?

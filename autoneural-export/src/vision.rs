@@ -1,0 +1,275 @@
+//! The vision side as one static-shape ONNX graph, `vision_encoder.onnx`: pixels `[1, 3, S,
+//! S]` (as the model's preprocessing leaves them) -> image features `[1, tokens, hidden]`
+//! after the connector, ready to splice into `inputs_embeds` at the image-token positions.
+//! MobileNetV5 block by block as `autoneural_model::vision` computes it (TF-"same"
+//! padding as explicit asymmetric pads, batch norm or RMSNorm2d, tanh-GELU, layer scale,
+//! multi-query attention with strided keys and values, the fusion adapter), then the MLP
+//! connector. Initializers carry the checkpoint's keys (`vision_tower.blocks.1.0.pw_exp.conv.weight`).
+
+use anyhow::{Result, bail};
+use autoneural_model::connector::Projector;
+use autoneural_model::vision::blocks::{
+    EdgeResidual, KvProjection, MobileAttention, MobileBlock, UniversalInvertedResidual,
+};
+use autoneural_model::vision::layers::{Conv2d, ConvNorm, LayerScale2d, Norm2d, conv_padding};
+use autoneural_model::vision::mobilenetv5::MultiScaleFusionAdapter;
+use autoneural_model::vision::{MobileNetV5, NormKind, VisionEncoder};
+use autoneural_model::vlm::VisionLanguageModel;
+use burn::tensor::Tensor;
+
+use crate::graph::{Attr, DType, Graph, linear, values};
+
+/// A value in the graph with its `[c, h, w]` (batch 1).
+#[derive(Clone)]
+struct Fm {
+    name: String,
+    c: usize,
+    h: usize,
+    w: usize,
+}
+
+fn conv(g: &mut Graph, x: &Fm, conv: &Conv2d, key: &str) -> Fm {
+    let w = conv.weight.val();
+    let [out, in_g, kh, kw] = w.dims();
+    let (pt, pb) = conv_padding(conv.pad, x.h, kh, conv.stride, conv.dilation);
+    let (pl, pr) = conv_padding(conv.pad, x.w, kw, conv.stride, conv.dilation);
+    let weight = g.weight(&format!("{key}.weight"), &[out, in_g, kh, kw], &values(w));
+    let mut inputs = vec![x.name.clone(), weight];
+    if let Some(b) = &conv.bias {
+        inputs.push(g.weight(&format!("{key}.bias"), &[out], &values(b.val())));
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let (s, d) = (conv.stride, conv.dilation);
+    let name = g.op(
+        "Conv",
+        &inputs,
+        vec![
+            ("kernel_shape", Attr::Ints(vec![kh as i64, kw as i64])),
+            ("strides", Attr::Ints(vec![s as i64; 2])),
+            ("dilations", Attr::Ints(vec![d as i64; 2])),
+            ("group", Attr::Int(conv.groups as i64)),
+            ("pads", Attr::Ints(vec![pt as i64, pl as i64, pb as i64, pr as i64])),
+        ],
+    );
+    let size = |n: usize, k: usize, p: usize| (n + p - d * (k - 1) - 1) / s + 1;
+    Fm { name, c: out, h: size(x.h, kh, pt + pb), w: size(x.w, kw, pl + pr) }
+}
+
+/// A per-channel vector shaped `[c, 1, 1]` to broadcast over `[1, c, h, w]`.
+fn channel_vector(g: &mut Graph, key: &str, v: Tensor<1>) -> String {
+    let c = v.dims()[0];
+    g.weight(key, &[c, 1, 1], &values(v))
+}
+
+fn norm(g: &mut Graph, x: &Fm, n: &Norm2d, key: &str) -> Fm {
+    let name = match n.kind() {
+        NormKind::Batch => {
+            let (Some(bias), Some(mean), Some(var)) = (&n.bias, &n.running_mean, &n.running_var) else {
+                unreachable!("a batch norm has its bias and running statistics")
+            };
+            let c = x.c;
+            let w = g.weight(&format!("{key}.weight"), &[c], &values(n.weight.val()));
+            let b = g.weight(&format!("{key}.bias"), &[c], &values(bias.val()));
+            let m = g.weight(&format!("{key}.running_mean"), &[c], &values(mean.value()));
+            let v = g.weight(&format!("{key}.running_var"), &[c], &values(var.value()));
+            g.op("BatchNormalization", &[&x.name, &w, &b, &m, &v], vec![("epsilon", Attr::Float(n.eps as f32))])
+        }
+        NormKind::Rms => {
+            let sq = g.mul(&x.name, &x.name);
+            let axes = g.ints(&[1]);
+            let mean = g.op("ReduceMean", &[&sq, &axes], vec![("keepdims", Attr::Int(1))]);
+            let e = g.scalar(n.eps as f32);
+            let var = g.add(&mean, &e);
+            let root = g.op("Sqrt", &[&var], vec![]);
+            let y = g.op("Div", &[&x.name, &root], vec![]);
+            let w = channel_vector(g, &format!("{key}.weight"), n.weight.val());
+            g.mul(&y, &w)
+        }
+    };
+    Fm { name, ..x.clone() }
+}
+
+fn gelu(g: &mut Graph, x: &Fm) -> Fm {
+    let name = g.op("Gelu", &[&x.name], vec![("approximate", Attr::Str("tanh".into()))]);
+    Fm { name, ..x.clone() }
+}
+
+fn conv_norm(g: &mut Graph, x: &Fm, cn: &ConvNorm, key: &str) -> Fm {
+    let y = conv(g, x, &cn.conv, &format!("{key}.conv"));
+    let y = norm(g, &y, &cn.bn, &format!("{key}.bn"));
+    if cn.act { gelu(g, &y) } else { y }
+}
+
+/// `y * gamma + skip` (either part optional).
+fn scale_add(g: &mut Graph, y: Fm, scale: Option<&LayerScale2d>, key: &str, skip: Option<&Fm>) -> Fm {
+    let mut y = y;
+    if let Some(s) = scale {
+        let gamma = channel_vector(g, &format!("{key}.layer_scale.gamma"), s.gamma.val());
+        y.name = g.mul(&y.name, &gamma);
+    }
+    if let Some(s) = skip {
+        y.name = g.add(&y.name, &s.name);
+    }
+    y
+}
+
+fn edge_residual(g: &mut Graph, x: &Fm, b: &EdgeResidual, key: &str) -> Fm {
+    let y = conv(g, x, &b.conv_exp, &format!("{key}.conv_exp"));
+    let y = norm(g, &y, &b.bn1, &format!("{key}.bn1"));
+    let y = gelu(g, &y);
+    let y = conv(g, &y, &b.conv_pwl, &format!("{key}.conv_pwl"));
+    let y = norm(g, &y, &b.bn2, &format!("{key}.bn2"));
+    scale_add(g, y, None, key, b.has_skip.then_some(x))
+}
+
+fn uir(g: &mut Graph, x: &Fm, b: &UniversalInvertedResidual, key: &str) -> Fm {
+    let mut y = x.clone();
+    if let Some(c) = &b.dw_start {
+        y = conv_norm(g, &y, c, &format!("{key}.dw_start"));
+    }
+    y = conv_norm(g, &y, &b.pw_exp, &format!("{key}.pw_exp"));
+    if let Some(c) = &b.dw_mid {
+        y = conv_norm(g, &y, c, &format!("{key}.dw_mid"));
+    }
+    y = conv_norm(g, &y, &b.pw_proj, &format!("{key}.pw_proj"));
+    if let Some(c) = &b.dw_end {
+        y = conv_norm(g, &y, c, &format!("{key}.dw_end"));
+    }
+    scale_add(g, y, b.layer_scale.as_ref(), key, b.has_skip.then_some(x))
+}
+
+fn kv_projection(g: &mut Graph, x: &Fm, p: &KvProjection, key: &str) -> Fm {
+    let mut y = x.clone();
+    if let (Some(c), Some(n)) = (&p.down_conv, &p.norm) {
+        y = conv(g, &y, c, &format!("{key}.down_conv"));
+        y = norm(g, &y, n, &format!("{key}.norm"));
+    }
+    conv(g, &y, &p.proj, &format!("{key}.proj"))
+}
+
+fn mobile_attention(g: &mut Graph, x: &Fm, b: &MobileAttention, key: &str) -> Fm {
+    let a = &b.attn;
+    let (nh, d) = (a.num_heads as i64, a.key_dim as i64);
+    let hw = (x.h * x.w) as i64;
+    let normed = norm(g, x, &b.norm, &format!("{key}.norm"));
+    let q = conv(g, &normed, &a.query.proj, &format!("{key}.attn.query.proj"));
+    let q = g.reshape(&q.name, &[1, nh, d, hw]);
+    let q = g.transpose(&q, &[0, 1, 3, 2]);
+    let q = g.reshape(&q, &[1, nh * hw, d]);
+    let rows = |g: &mut Graph, t: &Fm| {
+        let r = g.reshape(&t.name, &[1, t.c as i64, (t.h * t.w) as i64]);
+        g.transpose(&r, &[0, 2, 1]) // [1, p, d]
+    };
+    let k = kv_projection(g, &normed, &a.key, &format!("{key}.attn.key"));
+    let k = rows(g, &k);
+    let v = kv_projection(g, &normed, &a.value, &format!("{key}.attn.value"));
+    let v = rows(g, &v);
+    let kt = g.transpose(&k, &[0, 2, 1]);
+    let scores = g.matmul(&q, &kt);
+    let scale = g.scalar((d as f32).powf(-0.5));
+    let scores = g.mul(&scores, &scale);
+    let probs = g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
+    let o = g.matmul(&probs, &v); // [1, nh*hw, d]
+    let o = g.reshape(&o, &[1, nh, hw, d]);
+    let o = g.transpose(&o, &[0, 2, 1, 3]); // [1, hw, nh, d]
+    let o = g.reshape(&o, &[1, x.h as i64, x.w as i64, nh * d]);
+    let o = g.transpose(&o, &[0, 3, 1, 2]);
+    let o = Fm { name: o, c: (nh * d) as usize, h: x.h, w: x.w };
+    let y = conv(g, &o, &a.output.proj, &format!("{key}.attn.output.proj"));
+    scale_add(g, y, b.layer_scale.as_ref(), key, b.has_skip.then_some(x))
+}
+
+fn msfa(g: &mut Graph, taps: Vec<Fm>, m: &MultiScaleFusionAdapter, key: &str) -> Result<Fm> {
+    let (h, w) = (taps[0].h, taps[0].w);
+    let mut resized = Vec::new();
+    for t in taps {
+        if t.h < h || t.w < w {
+            // Nearest, source index floor(i * in / out), as `resize::nearest`.
+            let sizes = g.ints(&[1, t.c as i64, h as i64, w as i64]);
+            let name = g.op(
+                "Resize",
+                &[&t.name, "", "", &sizes],
+                vec![
+                    ("mode", Attr::Str("nearest".into())),
+                    ("coordinate_transformation_mode", Attr::Str("asymmetric".into())),
+                    ("nearest_mode", Attr::Str("floor".into())),
+                ],
+            );
+            resized.push(Fm { name, h, w, ..t });
+        } else {
+            resized.push(t);
+        }
+    }
+    let c: usize = resized.iter().map(|t| t.c).sum();
+    let names: Vec<&str> = resized.iter().map(|t| t.name.as_str()).collect();
+    let x = Fm { name: g.concat(&names, 1), c, h, w };
+    let x = uir(g, &x, &m.ffn, &format!("{key}.ffn"));
+    let r = m.output_resolution;
+    let x = if (h, w) == (r, r) {
+        x
+    } else if h % r != 0 || w % r != 0 {
+        bail!("the fusion adapter resizes {h}x{w} to {r}x{r} bilinearly; that resize is not exported yet");
+    } else {
+        let (fh, fw) = (h / r, w / r);
+        let name = g.op(
+            "AveragePool",
+            &[&x.name],
+            vec![
+                ("kernel_shape", Attr::Ints(vec![fh as i64, fw as i64])),
+                ("strides", Attr::Ints(vec![fh as i64, fw as i64])),
+            ],
+        );
+        Fm { name, h: r, w: r, ..x }
+    };
+    Ok(norm(g, &x, &m.norm, &format!("{key}.norm")))
+}
+
+fn mobilenet(g: &mut Graph, pixels: Fm, m: &MobileNetV5, key: &str) -> Result<Fm> {
+    let mut x = conv_norm(g, &pixels, &m.conv_stem, &format!("{key}.conv_stem"));
+    let mut taps = Vec::new();
+    if m.msfa_taps.contains(&0) {
+        taps.push(x.clone());
+    }
+    for (s, stage) in m.blocks.iter().enumerate() {
+        for (i, block) in stage.iter().enumerate() {
+            let k = format!("{key}.blocks.{s}.{i}");
+            x = match block {
+                MobileBlock::EdgeResidual(b) => edge_residual(g, &x, b, &k),
+                MobileBlock::UniversalInvertedResidual(b) => uir(g, &x, b, &k),
+                MobileBlock::MobileAttention(b) => mobile_attention(g, &x, b, &k),
+            };
+        }
+        if m.msfa_taps.contains(&(s + 1)) {
+            taps.push(x.clone());
+        }
+    }
+    msfa(g, taps, &m.msfa, &format!("{key}.msfa"))
+}
+
+fn connector(g: &mut Graph, tokens: &str, p: &Projector, key: &str) -> Result<String> {
+    if p.downsample != 1 || p.layer_norm.is_some() {
+        bail!("the connector's pixel-unshuffle and layer norm (LFM2-VL's) are not exported yet");
+    }
+    let h = linear(g, tokens, &p.linear_1, &format!("{key}.linear_1"));
+    let h = g.op("Gelu", &[&h], vec![]);
+    Ok(linear(g, &h, &p.linear_2, &format!("{key}.linear_2")))
+}
+
+/// `vision_encoder.onnx` of `model`: pixels `[1, 3, S, S]` -> `image_features [1, tokens,
+/// hidden]`.
+pub fn vision_graph(model: &VisionLanguageModel) -> Result<Graph> {
+    let VisionEncoder::MobileNetV5(m) = &model.vision_tower else {
+        bail!("only MobileNetV5 encoders are exported so far (this model has a ViT)");
+    };
+    let s = model.config.encoder.image_size();
+    let mut g = Graph::new("vision_encoder");
+    let pixels = Fm { name: g.input("pixels", DType::Float32, &[1, 3, s, s]), c: 3, h: s, w: s };
+    let y = mobilenet(&mut g, pixels, m, "vision_tower")?;
+    let tokens = y.h * y.w;
+    let t = g.reshape(&y.name, &[1, y.c as i64, tokens as i64]);
+    let t = g.transpose(&t, &[0, 2, 1]);
+    let features = connector(&mut g, &t, &model.multi_modal_projector, "multi_modal_projector")?;
+    let hidden = model.language.config.hidden_size;
+    g.output(&features, "image_features", DType::Float32, &[1, tokens, hidden]);
+    Ok(g)
+}
