@@ -31,6 +31,8 @@ pub struct ExportOptions {
     pub context: usize,
     /// New tokens of the reference generation (0: no `reference.safetensors`).
     pub reference_tokens: usize,
+    /// Linear layers as 1x1 Conv (Qualcomm's HTP prefers them).
+    pub linear_as_conv: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +69,7 @@ pub struct Manifest {
     pub vision: Option<VisionEntry>,
     pub prefill_len: usize,
     pub context: usize,
+    pub linear_as_conv: bool,
     pub hidden_size: usize,
     pub vocab_size: usize,
     pub eos_token_ids: Vec<u32>,
@@ -104,7 +107,7 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
     graphs.insert("embed_tokens".to_string(), entry("embed_tokens.onnx", &embed));
     write_model(embed.into_model("LFM2 token embeddings"), &out.join("embed_tokens.onnx"))?;
     for (name, t) in [("prefill", opts.prefill_len), ("decode", 1)] {
-        let g = step_graph(lm, name, t, opts.context, prefix)?;
+        let g = step_graph(lm, name, t, opts.context, prefix, opts.linear_as_conv)?;
         let file = format!("{name}.onnx");
         graphs.insert(name.to_string(), entry(&file, &g));
         write_model(
@@ -130,6 +133,7 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
         vision: None,
         prefill_len: opts.prefill_len,
         context: opts.context,
+        linear_as_conv: opts.linear_as_conv,
         hidden_size: c.hidden_size,
         vocab_size: c.vocab_size,
         eos_token_ids: c.eos_token_ids.clone(),
@@ -155,7 +159,7 @@ fn write_manifest(manifest: &Manifest, out: &Path) -> Result<()> {
 /// A vision-language model: `vision_encoder.onnx` beside the language model's graphs, and a
 /// reference generation whose prompt holds an image.
 pub fn export_vlm(model: &VisionLanguageModel, out: &Path, opts: &ExportOptions) -> Result<Manifest> {
-    let graph = vision_graph(model)?;
+    let graph = vision_graph(model, opts.linear_as_conv)?;
     let language = ExportOptions { reference_tokens: 0, ..opts.clone() };
     let mut manifest = export_language(&model.language, "language.", out, &language)?;
     let s = model.config.encoder.image_size();

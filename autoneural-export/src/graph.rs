@@ -66,6 +66,8 @@ pub struct Graph {
     outputs: Vec<ValueInfoProto>,
     pub input_ports: Vec<Port>,
     pub output_ports: Vec<Port>,
+    /// Write Linear layers as 1x1 Conv (Qualcomm's HTP prefers them), see [`linear`].
+    pub linear_as_conv: bool,
     next: usize,
 }
 
@@ -119,6 +121,7 @@ impl Graph {
             outputs: Vec::new(),
             input_ports: Vec::new(),
             output_ports: Vec::new(),
+            linear_as_conv: false,
             next: 0,
         }
     }
@@ -277,16 +280,34 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec_as::<f32>().expect("float weights")
 }
 
-/// Adds a Burn `Linear` (weight `[in, out]`, as `MatMul` takes it) under `key` and applies
-/// it to `x`.
+/// Adds a Burn `Linear` under `key` and applies it to `x` (`[1, t, in]` -> `[1, t, out]`):
+/// a `MatMul` on the weight as Burn stores it (`[in, out]`), or with
+/// [`Graph::linear_as_conv`] a 1x1 `Conv` on `[1, in, 1, t]` with the weight in PyTorch's
+/// layout (`[out, in, 1, 1]`), between transposes.
 pub fn linear(g: &mut Graph, x: &str, lin: &Linear, key: &str) -> String {
     let w = lin.weight.val();
-    let dims = w.dims();
-    let w = g.weight(&format!("{key}.weight"), &dims, &values(w));
+    let [n_in, n_out] = w.dims();
+    let bias = lin.bias.as_ref().map(|b| values(b.val()));
+    if g.linear_as_conv {
+        let w = g.weight(&format!("{key}.weight"), &[n_out, n_in, 1, 1], &values(w.transpose()));
+        let mut inputs = vec![w];
+        if let Some(b) = bias {
+            inputs.push(g.weight(&format!("{key}.bias"), &[n_out], &b));
+        }
+        let axes = g.ints(&[2]);
+        let xt = g.transpose(x, &[0, 2, 1]);
+        let x4 = g.op("Unsqueeze", &[&xt, &axes], vec![]);
+        let mut conv_inputs = vec![x4.as_str()];
+        conv_inputs.extend(inputs.iter().map(String::as_str));
+        let y = g.op("Conv", &conv_inputs, vec![("kernel_shape", Attr::Ints(vec![1, 1]))]);
+        let y = g.op("Squeeze", &[&y, &axes], vec![]);
+        return g.transpose(&y, &[0, 2, 1]);
+    }
+    let w = g.weight(&format!("{key}.weight"), &[n_in, n_out], &values(w));
     let y = g.matmul(x, &w);
-    match &lin.bias {
+    match bias {
         Some(b) => {
-            let b = g.weight(&format!("{key}.bias"), &[dims[1]], &values(b.val()));
+            let b = g.weight(&format!("{key}.bias"), &[n_out], &b);
             g.add(&y, &b)
         }
         None => y,

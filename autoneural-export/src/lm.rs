@@ -141,7 +141,14 @@ fn attention(
 /// One step of `t` positions of `lm` over a cache of `context` positions. `prefix` is the
 /// language model's key prefix in its checkpoint (`""` for LFM2, `"language."` in a VLM),
 /// so initializers carry checkpoint keys.
-pub fn step_graph(lm: &Lfm2ForCausalLM, name: &str, t: usize, context: usize, prefix: &str) -> Result<Graph> {
+pub fn step_graph(
+    lm: &Lfm2ForCausalLM,
+    name: &str,
+    t: usize,
+    context: usize,
+    prefix: &str,
+    linear_as_conv: bool,
+) -> Result<Graph> {
     let c = &lm.config;
     if t == 0 || t > context {
         bail!("{name}: {t} positions per step over a context of {context}");
@@ -152,6 +159,7 @@ pub fn step_graph(lm: &Lfm2ForCausalLM, name: &str, t: usize, context: usize, pr
     let (d, v) = (c.hidden_size, c.vocab_size);
     let step = Step { t, context };
     let mut g = Graph::new(name);
+    g.linear_as_conv = linear_as_conv;
     let embeds = g.input("inputs_embeds", DType::Float32, &[1, t, d]);
     let positions = g.input("position_ids", DType::Int64, &[1, t]);
     let mask = g.input("attention_mask", DType::Float32, &[1, 1, t, context + t]);

@@ -257,12 +257,13 @@ fn connector(g: &mut Graph, tokens: &str, p: &Projector, key: &str) -> Result<St
 
 /// `vision_encoder.onnx` of `model`: pixels `[1, 3, S, S]` -> `image_features [1, tokens,
 /// hidden]`.
-pub fn vision_graph(model: &VisionLanguageModel) -> Result<Graph> {
+pub fn vision_graph(model: &VisionLanguageModel, linear_as_conv: bool) -> Result<Graph> {
     let VisionEncoder::MobileNetV5(m) = &model.vision_tower else {
         bail!("only MobileNetV5 encoders are exported so far (this model has a ViT)");
     };
     let s = model.config.encoder.image_size();
     let mut g = Graph::new("vision_encoder");
+    g.linear_as_conv = linear_as_conv;
     let pixels = Fm { name: g.input("pixels", DType::Float32, &[1, 3, s, s]), c: 3, h: s, w: s };
     let y = mobilenet(&mut g, pixels, m, "vision_tower")?;
     let tokens = y.h * y.w;

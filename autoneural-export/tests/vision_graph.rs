@@ -1,5 +1,5 @@
-//! `export_vlm` on small random VLMs (MobileNetV5-tiny with RMSNorm2d and with batch norm,
-//! the quickstart's): `vision_encoder.onnx` beside the language graphs, the manifest's
+//! `export_vlm` on small random VLMs (MobileNetV5-tiny with RMSNorm2d, and with batch norm
+//! as the quickstart's and Linear layers written as 1x1 Conv): `vision_encoder.onnx` beside the language graphs, the manifest's
 //! vision entry, and a reference generation whose prompt holds the image. With
 //! `AUTONEURAL_PYTHON` set (CI), `scripts/verify_onnx.py` replays it through onnxruntime:
 //! image features and logits against the Burn model, the same greedy tokens.
@@ -41,10 +41,11 @@ fn tiny_vlm(norm: NormKind) -> VisionLanguageModel {
 
 #[test]
 fn mobilenet_vlms_export_their_vision_encoder_and_a_reference_with_an_image() {
-    for norm in [NormKind::Rms, NormKind::Batch] {
+    // The second also writes every Linear as a 1x1 Conv (--linear-as-conv).
+    for (norm, linear_as_conv) in [(NormKind::Rms, false), (NormKind::Batch, true)] {
         let model = tiny_vlm(norm);
         let out = tempfile::tempdir().unwrap();
-        let opts = ExportOptions { prefill_len: 8, context: 48, reference_tokens: 5 };
+        let opts = ExportOptions { prefill_len: 8, context: 48, reference_tokens: 5, linear_as_conv };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         let vision = manifest.vision.as_ref().unwrap();
         assert_eq!((vision.image_size, vision.tokens_per_image), (64, 16));

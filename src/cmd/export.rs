@@ -34,6 +34,9 @@ pub struct ExportArgs {
     /// scripts/verify_onnx.py replays through onnxruntime (0: none).
     #[arg(long, default_value_t = 0)]
     pub reference_tokens: usize,
+    /// Write Linear layers as 1x1 Conv on `[1, in, 1, t]`, as Qualcomm's HTP prefers.
+    #[arg(long)]
+    pub linear_as_conv: bool,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
@@ -45,8 +48,12 @@ pub fn run(args: ExportArgs) -> Result<()> {
         );
     }
     let device = parse_device("flex")?;
-    let opts =
-        ExportOptions { prefill_len: args.prefill_len, context: args.context, reference_tokens: args.reference_tokens };
+    let opts = ExportOptions {
+        prefill_len: args.prefill_len,
+        context: args.context,
+        reference_tokens: args.reference_tokens,
+        linear_as_conv: args.linear_as_conv,
+    };
     let manifest = match (&args.model, &args.preset) {
         (_, Some(name)) => {
             let config = Lfm2Config::preset(name)
