@@ -4,9 +4,15 @@ For every graph in manifest.json: onnx.checker (full check) and strict shape inf
 and its inputs and outputs as the manifest lists them. Then the reference generation of
 `autoneural export --reference-tokens N` (reference.safetensors, produced by the Burn
 model) is replayed through onnxruntime, driving the graphs as the manifest says
-(embed_tokens per token, prefill on full chunks, decode on the rest, state carried by the
-host): the logits of every generated token within --tol relative (1e-4 for fp32 graphs)
-and the same greedy tokens.
+(vision_encoder, embed_tokens per token, prefill on full chunks, decode on the rest, state
+carried by the host): the image features and the logits of every generated token within
+--tol relative (1e-4 for fp32 graphs) and the same greedy tokens.
+
+A quantized checkpoint's export also has QDQ graphs and AIMET encodings: the QDQ graphs
+get the same checks and replay reference.qdq.safetensors (the Burn model with op inputs
+and KV caches fake-quantized) within --qdq-tol (1e-3); every encodings file must name
+only tensors of its float graph, and give an encoding to every weight the QDQ graph
+quantizes.
 
     pip install onnx onnxruntime safetensors numpy
     python scripts/verify_onnx.py EXPORT_DIR [--tol 1e-4]
@@ -37,6 +43,31 @@ def check_graph(path, entry):
         want = {p["name"]: (p["shape"], DTYPES[p["dtype"]]) for p in listed}
         if got != want:
             raise SystemExit(f"{path}: {kind}s differ from manifest.json:\n  graph    {got}\n  manifest {want}")
+
+
+def check_encodings(graph_path, enc_path, qdq_path):
+    """Names in the AIMET file exist in the float graph; every quantized weight has one."""
+    model = onnx.load(graph_path, load_external_data=False)
+    g = model.graph
+    names = {t.name for t in g.initializer} | {v.name for v in g.input}
+    for n in g.node:
+        names.update(n.input)
+        names.update(n.output)
+    enc = json.load(open(enc_path))
+    if enc.get("version") != "1.0.0":
+        raise SystemExit(f"{enc_path}: version {enc.get('version')!r}, expected '1.0.0'")
+    listed = [e["name"] for e in enc["param_encodings"]] + [e["name"] for e in enc["activation_encodings"]]
+    missing = [n for n in listed if n not in names]
+    if missing:
+        raise SystemExit(f"{enc_path}: names not in {graph_path}: {missing[:5]}")
+    qdq = onnx.load(qdq_path, load_external_data=False)
+    inits = {t.name for t in qdq.graph.initializer}
+    quantized = {n.input[0][: -len(".quantized")] for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    params = {e["name"] for e in enc["param_encodings"]}
+    if quantized != params:
+        raise SystemExit(f"{enc_path}: weights quantized in {qdq_path} without an encoding: {sorted(quantized - params)[:5]}; encodings without a quantized weight: {sorted(params - quantized)[:5]}")
+    acts = sum(1 for n in qdq.graph.node if n.op_type == "QuantizeLinear")
+    return len(params), len(enc["activation_encodings"]), acts
 
 
 def rel_err(a, b):
@@ -87,35 +118,28 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--qdq-tol", type=float, default=1e-3)
     args = ap.parse_args()
     manifest = json.load(open(os.path.join(args.dir, "manifest.json")))
     for name, entry in manifest["graphs"].items():
         check_graph(os.path.join(args.dir, entry["file"]), entry)
-        print(f"{name}: checker and strict shape inference pass; inputs and outputs match manifest.json")
-    ref_path = os.path.join(args.dir, "reference.safetensors")
-    if not os.path.exists(ref_path):
-        print("no reference.safetensors (export with --reference-tokens N to compare against the Burn model)")
-        return
-    sessions = {}
-    for name, entry in manifest["graphs"].items():
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        sessions[name] = ort.InferenceSession(os.path.join(args.dir, entry["file"]), opts, providers=["CPUExecutionProvider"])
-    ref = load_file(ref_path)
+        forms = ["float"]
+        if entry.get("qdq"):
+            check_graph(os.path.join(args.dir, entry["qdq"]), entry)
+            forms.append("QDQ")
+        print(f"{name}: checker and strict shape inference pass ({', '.join(forms)}); inputs and outputs match manifest.json")
+        if entry.get("encodings"):
+            p, a, q = check_encodings(*(os.path.join(args.dir, entry[k]) for k in ("file", "encodings", "qdq")))
+            print(f"{name}: AIMET encodings name graph tensors: {p} weights (each quantized weight has one), {a} activations; QDQ graph: {q} QuantizeLinear")
+    replay(args.dir, manifest, "file", "reference.safetensors", args.tol)
+    if any(e.get("qdq") for e in manifest["graphs"].values()):
+        replay(args.dir, manifest, "qdq", "reference.qdq.safetensors", args.qdq_tol)
+
+
+def generate(host, manifest, ref, embeds, label, tol, gate_logits):
+    """Prompt through prefill/decode, then the greedy loop; tokens must match the Burn model's,
+    and with `gate_logits` every step's logits within `tol`. Returns the worst error."""
     prompt, expected, step_logits = ref["prompt_ids"], ref["generated_ids"], ref["step_logits"]
-    host = Host(manifest, sessions)
-    embeds = host.embed(prompt)
-    if "pixels" in ref:
-        # vision -> features, spliced in at the image-token positions, in order.
-        features = sessions["vision_encoder"].run(None, {"pixels": ref["pixels"]})[0]
-        err = rel_err(features, ref["image_features"])
-        print(f"vision_encoder: image features within {err:.2e} relative of the Burn model's")
-        if err > args.tol:
-            raise SystemExit(f"vision_encoder: features differ by {err:.2e} relative (tolerance {args.tol:g})")
-        at = np.nonzero(prompt == int(ref["image_token_id"][0]))[0]
-        if len(at) != features.shape[1]:
-            raise SystemExit(f"{len(at)} image tokens in the prompt for {features.shape[1]} feature rows")
-        embeds[0, at] = features[0]
     n, pl = len(prompt), manifest["prefill_len"]
     pos, logits = 0, None
     calls = {"prefill": 0, "decode": 0}
@@ -124,23 +148,64 @@ def main():
         logits = host.step(graph, embeds[:, pos : pos + t])
         calls[graph] += 1
         pos += t
-    worst, tokens = 0.0, []
+    worst = 0.0
     for i, want in enumerate(expected):
         last = logits[0, -1]
         err = rel_err(last, step_logits[i])
         worst = max(worst, err)
         token = int(np.argmax(last))
-        tokens.append(token)
-        if err > args.tol:
-            raise SystemExit(f"step {i}: logits differ from the Burn model by {err:.2e} relative (tolerance {args.tol:g})")
+        if gate_logits and err > tol:
+            raise SystemExit(f"{label} step {i}: logits differ from the Burn model by {err:.2e} relative (tolerance {tol:g})")
         if token != int(want):
-            raise SystemExit(f"step {i}: onnxruntime chose token {token}, the Burn model {int(want)}")
+            raise SystemExit(f"{label} step {i}: onnxruntime chose token {token}, the Burn model {int(want)}")
         logits = host.step("decode", host.embed([token]))
         calls["decode"] += 1
+    return worst, len(expected), calls
+
+
+def replay(root, manifest, form, reference, tol):
+    """Every graph against the Burn model on the same inputs (the language graphs get the
+    reference's image features), then the whole pipeline on onnxruntime's own features."""
+    ref_path = os.path.join(root, reference)
+    if not os.path.exists(ref_path):
+        print(f"no {reference} (export with --reference-tokens N to compare against the Burn model)")
+        return
+    label = "QDQ" if form == "qdq" else "float"
+    sessions = {}
+    for name, entry in manifest["graphs"].items():
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sessions[name] = ort.InferenceSession(os.path.join(root, entry[form]), opts, providers=["CPUExecutionProvider"])
+    ref = load_file(ref_path)
+    prompt = ref["prompt_ids"]
+    embeds = Host(manifest, sessions).embed(prompt)
+    if "pixels" not in ref:
+        worst, n, calls = generate(Host(manifest, sessions), manifest, ref, embeds, label, tol, True)
+        print(
+            f"{label} generation: {n} greedy tokens equal the Burn model's ({calls['prefill']} prefill and "
+            f"{calls['decode']} decode calls); worst logits relative error {worst:.2e} (tolerance {tol:g})"
+        )
+        return
+    features = sessions["vision_encoder"].run(None, {"pixels": ref["pixels"]})[0]
+    err = rel_err(features, ref["image_features"])
+    print(f"{label} vision_encoder: image features within {err:.2e} relative of the Burn model's")
+    if err > tol:
+        raise SystemExit(f"{label} vision_encoder: features differ by {err:.2e} relative (tolerance {tol:g})")
+    at = np.nonzero(prompt == int(ref["image_token_id"][0]))[0]
+    if len(at) != features.shape[1]:
+        raise SystemExit(f"{len(at)} image tokens in the prompt for {features.shape[1]} feature rows")
+    # The language graphs on the Burn model's image features: their own error, step by step.
+    same = embeds.copy()
+    same[0, at] = ref["image_features"][0]
+    worst, n, calls = generate(Host(manifest, sessions), manifest, ref, same, label, tol, True)
     print(
-        f"generation: {len(tokens)} greedy tokens equal the Burn model's ({calls['prefill']} prefill and "
-        f"{calls['decode']} decode calls); worst logits relative error {worst:.2e} (tolerance {args.tol:g})"
+        f"{label} language graphs: {n} greedy tokens equal the Burn model's ({calls['prefill']} prefill and "
+        f"{calls['decode']} decode calls); worst logits relative error {worst:.2e} (tolerance {tol:g})"
     )
+    # The whole pipeline on onnxruntime alone: vision -> prefill -> decode loop.
+    embeds[0, at] = features[0]
+    worst, n, _ = generate(Host(manifest, sessions), manifest, ref, embeds, label, tol, False)
+    print(f"{label} generation with the image (vision -> prefill -> decode): {n} greedy tokens equal the Burn model's; worst logits relative error {worst:.2e}")
 
 
 if __name__ == "__main__":

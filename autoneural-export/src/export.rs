@@ -6,21 +6,28 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use autoneural_model::quant::activations::quantize_with;
+use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::text::model::ids_tensor;
 use autoneural_model::text::{LayerKind, Lfm2ForCausalLM, Logits};
 use autoneural_model::vlm::VisionLanguageModel;
+use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
-use crate::graph::{Graph, Port, write_model};
+use crate::graph::{Build, Graph, Port, write_model};
 use crate::lm::{MASK_HIDDEN, MASK_VISIBLE, embed_graph, state_names, step_graph};
-use crate::vision::vision_graph;
+use crate::qdq::{Form, Quantization};
+use crate::vision::{check_supported, vision_graph};
 
 pub const MANIFEST: &str = "manifest.json";
 pub const REFERENCE: &str = "reference.safetensors";
+/// The reference with op inputs and KV caches fake-quantized (quantized checkpoints).
+pub const REFERENCE_QDQ: &str = "reference.qdq.safetensors";
 pub const FORMAT: &str = "autoneural-onnx/1";
 
 #[derive(Debug, Clone)]
@@ -33,11 +40,35 @@ pub struct ExportOptions {
     pub reference_tokens: usize,
     /// Linear layers as 1x1 Conv (Qualcomm's HTP prefers them).
     pub linear_as_conv: bool,
+    /// A quantized checkpoint's `quantization.json`: the graphs are also written as QDQ
+    /// (`<graph>.qdq.onnx`) and the float ones get AIMET encodings (`<graph>.encodings`).
+    pub quantization: Option<QuantizationFile>,
+}
+
+impl ExportOptions {
+    fn build(&self, form: Option<Form>) -> Result<Build> {
+        let quantization = match (form, &self.quantization) {
+            (Some(form), Some(file)) => {
+                let q = Quantization { weights: file.weights.clone(), activations: file.activations.clone(), form };
+                q.check()?;
+                Some(Arc::new(q))
+            }
+            _ => None,
+        };
+        Ok(Build { linear_as_conv: self.linear_as_conv, quantization })
+    }
 }
 
 #[derive(Debug, Serialize)]
 pub struct GraphEntry {
+    /// The float graph.
     pub file: String,
+    /// Its AIMET encodings (quantized checkpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encodings: Option<String>,
+    /// The same graph with QuantizeLinear / DequantizeLinear (quantized checkpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qdq: Option<String>,
     pub inputs: Vec<Port>,
     pub outputs: Vec<Port>,
 }
@@ -90,8 +121,38 @@ const LOOP: [&str; 7] = [
     "stop at an eos_token_id, or when position reaches context",
 ];
 
-fn entry(file: &str, g: &Graph) -> GraphEntry {
-    GraphEntry { file: file.into(), inputs: g.input_ports.clone(), outputs: g.output_ports.clone() }
+/// Builds graph `name` in every form the export asks for and writes it: `<name>.onnx`
+/// (float), and for a quantized checkpoint `<name>.encodings` (AIMET) and `<name>.qdq.onnx`.
+fn write_forms(
+    out: &Path,
+    name: &str,
+    doc: &str,
+    opts: &ExportOptions,
+    build: impl Fn(&Build) -> Result<Graph>,
+) -> Result<GraphEntry> {
+    let quantized = opts.quantization.is_some();
+    let g = build(&opts.build(Some(Form::Encodings))?)?;
+    let mut entry = GraphEntry {
+        file: format!("{name}.onnx"),
+        encodings: None,
+        qdq: None,
+        inputs: g.input_ports.clone(),
+        outputs: g.output_ports.clone(),
+    };
+    if quantized {
+        let file = format!("{name}.encodings");
+        let text = serde_json::to_string_pretty(&g.aimet.to_json())?;
+        std::fs::write(out.join(&file), text).with_context(|| format!("writing {}", out.join(&file).display()))?;
+        entry.encodings = Some(file);
+    }
+    write_model(g.into_model(doc), &out.join(&entry.file))?;
+    if quantized {
+        let g = build(&opts.build(Some(Form::Qdq))?)?;
+        let file = format!("{name}.qdq.onnx");
+        write_model(g.into_model(&format!("{doc} (QDQ)")), &out.join(&file))?;
+        entry.qdq = Some(file);
+    }
+    Ok(entry)
 }
 
 /// Writes the language model's graphs, manifest and (optionally) reference into `out`.
@@ -103,17 +164,12 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let c = &lm.config;
     let mut graphs = BTreeMap::new();
-    let embed = embed_graph(lm, 1, prefix);
-    graphs.insert("embed_tokens".to_string(), entry("embed_tokens.onnx", &embed));
-    write_model(embed.into_model("LFM2 token embeddings"), &out.join("embed_tokens.onnx"))?;
+    let embed = write_forms(out, "embed_tokens", "LFM2 token embeddings", opts, |b| Ok(embed_graph(lm, 1, prefix, b)))?;
+    graphs.insert("embed_tokens".to_string(), embed);
     for (name, t) in [("prefill", opts.prefill_len), ("decode", 1)] {
-        let g = step_graph(lm, name, t, opts.context, prefix, opts.linear_as_conv)?;
-        let file = format!("{name}.onnx");
-        graphs.insert(name.to_string(), entry(&file, &g));
-        write_model(
-            g.into_model(&format!("LFM2 {name}: {t} positions over a {}-slot cache", opts.context)),
-            &out.join(&file),
-        )?;
+        let doc = format!("LFM2 {name}: {t} positions over a {}-slot cache", opts.context);
+        let entry = write_forms(out, name, &doc, opts, |b| step_graph(lm, name, t, opts.context, prefix, b))?;
+        graphs.insert(name.to_string(), entry);
     }
     let state = c
         .layer_types
@@ -145,10 +201,22 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
     if opts.reference_tokens > 0 {
         let n = opts.prefill_len + 3;
         let prompt: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % c.vocab_size) as u32).collect();
-        write_reference(lm, out, opts, &prompt, lm.embed_ids(&prompt), Vec::new())?;
+        let write = |file: &str| write_reference(lm, out, opts, file, &prompt, lm.embed_ids(&prompt), Vec::new());
+        references(lm, opts, write)?;
     }
     write_manifest(&manifest, out)?;
     Ok(manifest)
+}
+
+/// Runs `write` for the float reference, and for a quantized checkpoint again with its op
+/// inputs and KV caches fake-quantized (what the QDQ graphs compute).
+fn references<M: Module>(model: &M, opts: &ExportOptions, write: impl Fn(&str) -> Result<()>) -> Result<()> {
+    write(REFERENCE)?;
+    if let Some(file) = &opts.quantization {
+        let encodings = file.activation_encodings(model)?;
+        quantize_with(encodings, || write(REFERENCE_QDQ))?;
+    }
+    Ok(())
 }
 
 fn write_manifest(manifest: &Manifest, out: &Path) -> Result<()> {
@@ -159,46 +227,57 @@ fn write_manifest(manifest: &Manifest, out: &Path) -> Result<()> {
 /// A vision-language model: `vision_encoder.onnx` beside the language model's graphs, and a
 /// reference generation whose prompt holds an image.
 pub fn export_vlm(model: &VisionLanguageModel, out: &Path, opts: &ExportOptions) -> Result<Manifest> {
-    let graph = vision_graph(model, opts.linear_as_conv)?;
+    // Refused before anything is written when the encoder cannot be exported.
+    check_supported(model)?;
     let language = ExportOptions { reference_tokens: 0, ..opts.clone() };
     let mut manifest = export_language(&model.language, "language.", out, &language)?;
     let s = model.config.encoder.image_size();
     let tokens = model.config.tokens_per_image(s, s);
-    manifest.graphs.insert("vision_encoder".into(), entry("vision_encoder.onnx", &graph));
-    write_model(graph.into_model("AutoNeural vision encoder and connector"), &out.join("vision_encoder.onnx"))?;
+    let doc = "AutoNeural vision encoder and connector";
+    let entry = write_forms(out, "vision_encoder", doc, opts, |b| vision_graph(model, b))?;
+    manifest.graphs.insert("vision_encoder".into(), entry);
     manifest.vision =
         Some(VisionEntry { image_size: s, tokens_per_image: tokens, image_token_id: model.config.image_token_id });
     if opts.reference_tokens > 0 {
-        // A smooth test pattern in [0, 1]; two text tokens, the image, then text up to a full
-        // prefill chunk and three more positions.
-        let device = model.language.device();
-        let pattern: Vec<f32> = (0..3 * s * s).map(|i| 0.5 + 0.5 * (i as f32 * 0.0123).sin()).collect();
-        let pixels = Tensor::<4>::from_data(TensorData::new(pattern.clone(), [1, 3, s, s]), &device);
-        let features = model.image_features(pixels);
-        let vocab = model.language.config.vocab_size;
-        let n = (opts.prefill_len + 3).max(tokens + 5);
-        let mut prompt: Vec<u32> = vec![1 % vocab as u32, 2 % vocab as u32];
-        prompt.extend(std::iter::repeat_n(model.config.image_token_id, tokens));
-        prompt.extend((prompt.len()..n).map(|i| ((i * 7919 + 13) % vocab) as u32));
-        let embeds =
-            model.merge(&prompt, Some(features.clone().reshape([tokens, model.language.config.hidden_size])))?;
-        let f = features.into_data().try_into_vec_as::<f32>().expect("f32 features");
-        let extra = vec![
-            ("pixels".to_string(), Dtype::F32, vec![1, 3, s, s], f32_bytes(&pattern)),
-            (
-                "image_features".to_string(),
-                Dtype::F32,
-                vec![1, tokens, model.language.config.hidden_size],
-                f32_bytes(&f),
-            ),
-            (
-                "image_token_id".to_string(),
-                Dtype::I64,
-                vec![1],
-                i64::from(model.config.image_token_id).to_le_bytes().to_vec(),
-            ),
-        ];
-        write_reference(&model.language, out, opts, &prompt, embeds, extra)?;
+        let write = |file: &str| -> Result<()> {
+            // A smooth test pattern in [0, 1]; two text tokens, the image, then text up to a full
+            // prefill chunk and three more positions.
+            let device = model.language.device();
+            let pattern: Vec<f32> = (0..3 * s * s).map(|i| 0.5 + 0.5 * (i as f32 * 0.0123).sin()).collect();
+            let pixels = Tensor::<4>::from_data(TensorData::new(pattern.clone(), [1, 3, s, s]), &device);
+            let features = model.image_features(pixels);
+            let vocab = model.language.config.vocab_size;
+            let n = (opts.prefill_len + 3).max(tokens + 5);
+            // Text ids that are never the image token (whose count must match the features).
+            let image = model.config.image_token_id;
+            let text = |i: usize| match ((i * 7919 + 13) % vocab) as u32 {
+                id if id == image => (id + 1) % vocab as u32,
+                id => id,
+            };
+            let mut prompt: Vec<u32> = vec![text(0), text(1)];
+            prompt.extend(std::iter::repeat_n(image, tokens));
+            prompt.extend((prompt.len()..n).map(text));
+            let embeds =
+                model.merge(&prompt, Some(features.clone().reshape([tokens, model.language.config.hidden_size])))?;
+            let f = features.into_data().try_into_vec_as::<f32>().expect("f32 features");
+            let extra = vec![
+                ("pixels".to_string(), Dtype::F32, vec![1, 3, s, s], f32_bytes(&pattern)),
+                (
+                    "image_features".to_string(),
+                    Dtype::F32,
+                    vec![1, tokens, model.language.config.hidden_size],
+                    f32_bytes(&f),
+                ),
+                (
+                    "image_token_id".to_string(),
+                    Dtype::I64,
+                    vec![1],
+                    i64::from(model.config.image_token_id).to_le_bytes().to_vec(),
+                ),
+            ];
+            write_reference(&model.language, out, opts, file, &prompt, embeds, extra)
+        };
+        references(model, opts, write)?;
     }
     write_manifest(&manifest, out)?;
     Ok(manifest)
@@ -216,6 +295,7 @@ fn write_reference(
     lm: &Lfm2ForCausalLM,
     out: &Path,
     opts: &ExportOptions,
+    file: &str,
     prompt: &[u32],
     embeds: Tensor<3>,
     extra: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
@@ -256,7 +336,7 @@ fn write_reference(
     for (name, dtype, shape, data) in &extra {
         views.push((name.clone(), TensorView::new(*dtype, shape.clone(), data)?));
     }
-    safetensors::serialize_to_file(views, None, &out.join(REFERENCE))
-        .with_context(|| format!("writing {}", out.join(REFERENCE).display()))?;
+    safetensors::serialize_to_file(views, None, &out.join(file))
+        .with_context(|| format!("writing {}", out.join(file).display()))?;
     Ok(())
 }

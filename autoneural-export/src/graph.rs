@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use burn::nn::Linear;
@@ -17,6 +18,8 @@ use onnx_protobuf::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use protobuf::{EnumOrUnknown, MessageField};
+
+use crate::qdq::{self, Aimet, Layout, Quantization};
 
 /// Opset 21: QuantizeLinear / DequantizeLinear with int4 and blocked scales (IR version 10).
 pub const OPSET: i64 = 21;
@@ -57,6 +60,14 @@ pub struct Port {
     pub shape: Vec<usize>,
 }
 
+/// How graphs are built: Linear layers as MatMul or 1x1 Conv; float, QDQ or float with
+/// AIMET encodings.
+#[derive(Debug, Clone, Default)]
+pub struct Build {
+    pub linear_as_conv: bool,
+    pub quantization: Option<Arc<Quantization>>,
+}
+
 /// A graph under construction.
 pub struct Graph {
     name: String,
@@ -68,6 +79,10 @@ pub struct Graph {
     pub output_ports: Vec<Port>,
     /// Write Linear layers as 1x1 Conv (Qualcomm's HTP prefers them), see [`linear`].
     pub linear_as_conv: bool,
+    /// Quantized weights and activations, in one of the two forms ([`crate::qdq`]).
+    pub quantization: Option<Arc<Quantization>>,
+    /// With [`Form::Encodings`](crate::qdq::Form): the AIMET encodings collected so far.
+    pub aimet: Aimet,
     next: usize,
 }
 
@@ -122,8 +137,18 @@ impl Graph {
             input_ports: Vec::new(),
             output_ports: Vec::new(),
             linear_as_conv: false,
+            quantization: None,
+            aimet: Aimet::default(),
             next: 0,
         }
+    }
+
+    /// An empty graph built as `build` says.
+    pub fn with(name: &str, build: &Build) -> Self {
+        let mut g = Self::new(name);
+        g.linear_as_conv = build.linear_as_conv;
+        g.quantization = build.quantization.clone();
+        g
     }
 
     /// A graph input with a static shape; returns its name.
@@ -159,6 +184,15 @@ impl Graph {
             ..Default::default()
         });
         name.into()
+    }
+
+    /// Adds an initializer built elsewhere (integer weights).
+    pub fn push_initializer(&mut self, t: TensorProto) {
+        self.initializers.push(t);
+    }
+
+    pub fn has_initializer(&self, name: &str) -> bool {
+        self.initializers.iter().any(|t| t.name == name)
     }
 
     /// An int64 constant initializer (shapes, axes, indices).
@@ -288,8 +322,10 @@ pub fn linear(g: &mut Graph, x: &str, lin: &Linear, key: &str) -> String {
     let w = lin.weight.val();
     let [n_in, n_out] = w.dims();
     let bias = lin.bias.as_ref().map(|b| values(b.val()));
+    let wkey = format!("{key}.weight");
+    let x = &qdq::activation(g, &wkey, x);
     if g.linear_as_conv {
-        let w = g.weight(&format!("{key}.weight"), &[n_out, n_in, 1, 1], &values(w.transpose()));
+        let w = qdq::weight(g, &wkey, &[n_out, n_in, 1, 1], &values(w.transpose()), Layout::Torch);
         let mut inputs = vec![w];
         if let Some(b) = bias {
             inputs.push(g.weight(&format!("{key}.bias"), &[n_out], &b));
@@ -303,7 +339,7 @@ pub fn linear(g: &mut Graph, x: &str, lin: &Linear, key: &str) -> String {
         let y = g.op("Squeeze", &[&y, &axes], vec![]);
         return g.transpose(&y, &[0, 2, 1]);
     }
-    let w = g.weight(&format!("{key}.weight"), &[n_in, n_out], &values(w));
+    let w = qdq::weight(g, &wkey, &[n_in, n_out], &values(w), Layout::InOut);
     let y = g.matmul(x, &w);
     match bias {
         Some(b) => {

@@ -21,7 +21,8 @@ use autoneural_model::text::rope::Rope;
 use autoneural_model::text::shortconv::ShortConv;
 use autoneural_model::text::{LayerKind, Lfm2ForCausalLM};
 
-use crate::graph::{Attr, DType, Graph, linear, values};
+use crate::graph::{Attr, Build, DType, Graph, linear, values};
+use crate::qdq::{self, Layout};
 
 /// Mask value of a visible key.
 pub const MASK_VISIBLE: f32 = 0.0;
@@ -57,7 +58,7 @@ fn short_conv(g: &mut Graph, x: &str, conv: &ShortConv, key: &str, layer: usize,
     g.output(&new_state, &format!("new_conv_state_{layer}"), DType::Float32, &[1, k - 1, d]);
     // Depthwise causal conv over time: Conv on [1, d, t + k - 1] with one group per channel.
     let channels_first = g.transpose(&window, &[0, 2, 1]);
-    let w = g.weight(&format!("{key}.conv.weight"), &[d, 1, k], &values(conv.conv.weight.val()));
+    let w = qdq::weight(g, &format!("{key}.conv.weight"), &[d, 1, k], &values(conv.conv.weight.val()), Layout::Torch);
     let mut inputs = vec![channels_first.as_str(), w.as_str()];
     let bias;
     if let Some(b) = &conv.conv.bias {
@@ -111,6 +112,9 @@ fn attention(
     let v = g.transpose(&v, &[0, 2, 1, 3]);
     let q = rope(g, &q, rope_tables.0, rope_tables.1, hd);
     let k = rope(g, &k, rope_tables.0, rope_tables.1, hd);
+    // What the cache holds, at the policy's KV-cache bits.
+    let k = qdq::activation(g, &format!("{key}.k_cache"), &k);
+    let v = qdq::activation(g, &format!("{key}.v_cache"), &v);
     let kv_shape = [1, kvh as usize, step.t, hd as usize];
     g.output(&k, &format!("present_key_{layer}"), DType::Float32, &kv_shape);
     g.output(&v, &format!("present_value_{layer}"), DType::Float32, &kv_shape);
@@ -147,7 +151,7 @@ pub fn step_graph(
     t: usize,
     context: usize,
     prefix: &str,
-    linear_as_conv: bool,
+    build: &Build,
 ) -> Result<Graph> {
     let c = &lm.config;
     if t == 0 || t > context {
@@ -158,8 +162,7 @@ pub fn step_graph(
     }
     let (d, v) = (c.hidden_size, c.vocab_size);
     let step = Step { t, context };
-    let mut g = Graph::new(name);
-    g.linear_as_conv = linear_as_conv;
+    let mut g = Graph::with(name, build);
     let embeds = g.input("inputs_embeds", DType::Float32, &[1, t, d]);
     let positions = g.input("position_ids", DType::Int64, &[1, t]);
     let mask = g.input("attention_mask", DType::Float32, &[1, 1, t, context + t]);
@@ -204,6 +207,7 @@ pub fn step_graph(
             // The tied head reads the embedding table as it is stored, [vocab, hidden].
             let table = embedding_table(&mut g, lm, prefix);
             let rows = g.reshape(&h, &[t as i64, d as i64]);
+            let rows = qdq::activation(&mut g, &format!("{prefix}model.embed_tokens.weight"), &rows);
             let y = g.op("Gemm", &[&rows, &table], vec![("transB", Attr::Int(1))]);
             g.reshape(&y, &[1, t as i64, v as i64])
         }
@@ -214,14 +218,14 @@ pub fn step_graph(
 
 fn embedding_table(g: &mut Graph, lm: &Lfm2ForCausalLM, prefix: &str) -> String {
     let c = &lm.config;
-    let table = lm.model.embed_tokens.weight.val();
-    g.weight(&format!("{prefix}model.embed_tokens.weight"), &[c.vocab_size, c.hidden_size], &values(table))
+    let table = values(lm.model.embed_tokens.weight.val());
+    qdq::weight(g, &format!("{prefix}model.embed_tokens.weight"), &[c.vocab_size, c.hidden_size], &table, Layout::Torch)
 }
 
 /// `input_ids [1, t]` -> `inputs_embeds [1, t, hidden]`: the token embeddings the host
 /// splices image features into before `prefill`.
-pub fn embed_graph(lm: &Lfm2ForCausalLM, t: usize, prefix: &str) -> Graph {
-    let mut g = Graph::new("embed_tokens");
+pub fn embed_graph(lm: &Lfm2ForCausalLM, t: usize, prefix: &str, build: &Build) -> Graph {
+    let mut g = Graph::with("embed_tokens", build);
     let ids = g.input("input_ids", DType::Int64, &[1, t]);
     let table = embedding_table(&mut g, lm, prefix);
     let e = g.op("Gather", &[&table, &ids], vec![("axis", Attr::Int(0))]);

@@ -17,7 +17,8 @@ use autoneural_model::vision::{MobileNetV5, NormKind, VisionEncoder};
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::tensor::Tensor;
 
-use crate::graph::{Attr, DType, Graph, linear, values};
+use crate::graph::{Attr, Build, DType, Graph, linear, values};
+use crate::qdq::{self, Layout};
 
 /// A value in the graph with its `[c, h, w]` (batch 1).
 #[derive(Clone)]
@@ -33,8 +34,10 @@ fn conv(g: &mut Graph, x: &Fm, conv: &Conv2d, key: &str) -> Fm {
     let [out, in_g, kh, kw] = w.dims();
     let (pt, pb) = conv_padding(conv.pad, x.h, kh, conv.stride, conv.dilation);
     let (pl, pr) = conv_padding(conv.pad, x.w, kw, conv.stride, conv.dilation);
-    let weight = g.weight(&format!("{key}.weight"), &[out, in_g, kh, kw], &values(w));
-    let mut inputs = vec![x.name.clone(), weight];
+    let wkey = format!("{key}.weight");
+    let input = qdq::activation(g, &wkey, &x.name);
+    let weight = qdq::weight(g, &wkey, &[out, in_g, kh, kw], &values(w), Layout::Torch);
+    let mut inputs = vec![input, weight];
     if let Some(b) = &conv.bias {
         inputs.push(g.weight(&format!("{key}.bias"), &[out], &values(b.val())));
     }
@@ -247,23 +250,31 @@ fn mobilenet(g: &mut Graph, pixels: Fm, m: &MobileNetV5, key: &str) -> Result<Fm
 }
 
 fn connector(g: &mut Graph, tokens: &str, p: &Projector, key: &str) -> Result<String> {
-    if p.downsample != 1 || p.layer_norm.is_some() {
-        bail!("the connector's pixel-unshuffle and layer norm (LFM2-VL's) are not exported yet");
-    }
     let h = linear(g, tokens, &p.linear_1, &format!("{key}.linear_1"));
     let h = g.op("Gelu", &[&h], vec![]);
     Ok(linear(g, &h, &p.linear_2, &format!("{key}.linear_2")))
 }
 
+/// Whether [`vision_graph`] can write `model`'s encoder and connector (checked before any
+/// file is written; the fusion adapter's bilinear case is found while building).
+pub fn check_supported(model: &VisionLanguageModel) -> Result<()> {
+    if !matches!(model.vision_tower, VisionEncoder::MobileNetV5(_)) {
+        bail!("only MobileNetV5 encoders are exported so far (this model has a ViT)");
+    }
+    let p = &model.multi_modal_projector;
+    if p.downsample != 1 || p.layer_norm.is_some() {
+        bail!("the connector's pixel-unshuffle and layer norm (LFM2-VL's) are not exported yet");
+    }
+    Ok(())
+}
+
 /// `vision_encoder.onnx` of `model`: pixels `[1, 3, S, S]` -> `image_features [1, tokens,
 /// hidden]`.
-pub fn vision_graph(model: &VisionLanguageModel, linear_as_conv: bool) -> Result<Graph> {
-    let VisionEncoder::MobileNetV5(m) = &model.vision_tower else {
-        bail!("only MobileNetV5 encoders are exported so far (this model has a ViT)");
-    };
+pub fn vision_graph(model: &VisionLanguageModel, build: &Build) -> Result<Graph> {
+    check_supported(model)?;
+    let VisionEncoder::MobileNetV5(m) = &model.vision_tower else { unreachable!("checked") };
     let s = model.config.encoder.image_size();
-    let mut g = Graph::new("vision_encoder");
-    g.linear_as_conv = linear_as_conv;
+    let mut g = Graph::with("vision_encoder", build);
     let pixels = Fm { name: g.input("pixels", DType::Float32, &[1, 3, s, s]), c: 3, h: s, w: s };
     let y = mobilenet(&mut g, pixels, m, "vision_tower")?;
     let tokens = y.h * y.w;

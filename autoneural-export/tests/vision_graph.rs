@@ -9,10 +9,16 @@ use std::process::Command;
 use autoneural_export::export::{ExportOptions, export_vlm};
 use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::images::Preprocess;
+use autoneural_model::quant::PrecisionPolicy;
+use autoneural_model::quant::activations::observe;
+use autoneural_model::quant::apply::{activation_encodings, quantize_weights};
+use autoneural_model::quant::kv::activation_keys;
+use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::text::Lfm2Config;
+use autoneural_model::text::Logits;
 use autoneural_model::vision::{EncoderConfig, NormKind};
 use autoneural_model::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
-use burn::tensor::Device;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 fn tiny_vlm(norm: NormKind) -> VisionLanguageModel {
     let mut encoder = EncoderConfig::preset("mobilenetv5_tiny").unwrap();
@@ -45,7 +51,8 @@ fn mobilenet_vlms_export_their_vision_encoder_and_a_reference_with_an_image() {
     for (norm, linear_as_conv) in [(NormKind::Rms, false), (NormKind::Batch, true)] {
         let model = tiny_vlm(norm);
         let out = tempfile::tempdir().unwrap();
-        let opts = ExportOptions { prefill_len: 8, context: 48, reference_tokens: 5, linear_as_conv };
+        let opts =
+            ExportOptions { prefill_len: 8, context: 48, reference_tokens: 5, linear_as_conv, quantization: None };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         let vision = manifest.vision.as_ref().unwrap();
         assert_eq!((vision.image_size, vision.tokens_per_image), (64, 16));
@@ -64,5 +71,75 @@ fn mobilenet_vlms_export_their_vision_encoder_and_a_reference_with_an_image() {
             assert!(o.status.success() && text.contains("image features within"), "{norm:?}: {text}");
             eprintln!("{norm:?}: {text}");
         }
+    }
+}
+
+/// PTQ at the `autoneural` preset (vision W8A16, language W4 LPBQ-64 A16, head W8, KV cache
+/// 8-bit) on one image and prompt, as `autoneural quantize` does it, into the file the
+/// exporter reads.
+fn quantized(model: VisionLanguageModel) -> (VisionLanguageModel, QuantizationFile) {
+    let policy = PrecisionPolicy::preset("autoneural").unwrap();
+    let device = Device::flex();
+    let pattern: Vec<f32> = (0..3 * 64 * 64).map(|i| 0.5 + 0.5 * (i as f32 * 0.031).cos()).collect();
+    let pixels = Tensor::<4>::from_data(TensorData::new(pattern, [1, 3, 64, 64]), &device);
+    let ids: Vec<i64> = (0..12).map(|i| (i * 37 + 5) % 500).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 12]), &device);
+    let ((), ranges) = observe(|| {
+        model.image_features(pixels.clone());
+        model.language.forward(ids.clone(), None, Logits::All);
+    });
+    let activations = activation_encodings(&model, &policy, &ranges).unwrap();
+    let (model, weights) = quantize_weights(model, &policy).unwrap();
+    let mut file = QuantizationFile::new(&policy);
+    for w in weights {
+        file.weights.insert(w.key, w.encoding);
+    }
+    let keys: std::collections::HashMap<_, _> = activation_keys(&model).into_iter().map(|(k, id)| (id, k)).collect();
+    for (id, enc) in activations {
+        file.activations.insert(keys[&id].clone(), enc);
+    }
+    (model, file)
+}
+
+/// A quantized checkpoint exports in both deployment forms: float graphs with AIMET
+/// encodings and QDQ graphs, with a second reference (op inputs and KV caches
+/// fake-quantized); `verify_onnx.py` checks the encodings against the graphs and the QDQ
+/// graphs against the Burn fake-quant model (1e-3) and the same greedy tokens.
+#[test]
+fn a_quantized_vlm_exports_qdq_graphs_and_aimet_encodings() {
+    let (model, file) = quantized(tiny_vlm(NormKind::Batch));
+    let kv = file.activations.keys().filter(|k| k.ends_with("_cache")).count();
+    assert!(kv > 0, "the autoneural preset quantizes the KV cache");
+    let out = tempfile::tempdir().unwrap();
+    let opts = ExportOptions {
+        prefill_len: 8,
+        context: 48,
+        reference_tokens: 5,
+        linear_as_conv: false,
+        quantization: Some(file),
+    };
+    let manifest = export_vlm(&model, out.path(), &opts).unwrap();
+    for (name, entry) in &manifest.graphs {
+        let (enc, qdq) = (entry.encodings.as_ref().unwrap(), entry.qdq.as_ref().unwrap());
+        let aimet: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.path().join(enc)).unwrap()).unwrap();
+        assert_eq!(aimet["version"], "1.0.0", "{name}");
+        assert!(!aimet["param_encodings"].as_array().unwrap().is_empty(), "{name}");
+        assert!(out.path().join(qdq).is_file());
+    }
+    let dec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("decode.encodings")).unwrap()).unwrap();
+    let lpbq = dec["param_encodings"].as_array().unwrap().iter().filter(|e| e["enc_type"] == "PER_BLOCK").count();
+    assert!(lpbq > 0, "LPBQ language weights are written with their block scales");
+    assert!(out.path().join("reference.qdq.safetensors").is_file());
+    if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
+        let o = Command::new(python).arg(script).arg(out.path()).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success() && text.contains("QDQ language graphs") && text.contains("AIMET encodings"),
+            "{text}"
+        );
+        eprintln!("{text}");
     }
 }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use autoneural_export::export::{ExportOptions, export_language, export_vlm};
 use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type};
 use autoneural_model::device::parse_device;
+use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::text::{Lfm2Config, Lfm2ForCausalLM};
 use clap::Args;
 
@@ -19,7 +20,8 @@ pub struct ExportArgs {
     /// to check export at full size.
     #[arg(long, conflicts_with = "model")]
     pub preset: Option<String>,
-    /// `fp32` (the only precision exported so far).
+    /// `fp32`. A quantized checkpoint (written by `autoneural quantize` or a QAT run) is
+    /// exported at its own policy: float graphs with AIMET encodings, and QDQ graphs.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
     #[arg(long)]
@@ -40,11 +42,16 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
+    let quantization = match &args.model {
+        Some(dir) => QuantizationFile::read(dir)?,
+        None => None,
+    };
     if args.precision != "fp32" {
         bail!(
-            "--precision {}: only fp32 graphs are exported so far (QDQ graphs and AIMET encodings are not written \
-             yet)",
-            args.precision
+            "--precision {p}: the exporter writes the encodings of a quantized checkpoint; quantize first \
+             (`autoneural quantize --model DIR --precision {p} --calib FILE.jsonl --out QDIR`, or a QAT run's \
+             final/), then `autoneural export --model QDIR`",
+            p = args.precision
         );
     }
     let device = parse_device("flex")?;
@@ -53,6 +60,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         context: args.context,
         reference_tokens: args.reference_tokens,
         linear_as_conv: args.linear_as_conv,
+        quantization,
     };
     let manifest = match (&args.model, &args.preset) {
         (_, Some(name)) => {
@@ -74,8 +82,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
         (None, None) => bail!("give --model DIR or --preset NAME"),
     };
     for (name, g) in &manifest.graphs {
+        let extra: String =
+            [&g.encodings, &g.qdq].iter().filter_map(|f| f.as_ref()).map(|f| format!(", {f}")).collect();
         eprintln!(
-            "{name}: {} ({} inputs, {} outputs)",
+            "{name}: {} ({} inputs, {} outputs{extra})",
             args.out.join(&g.file).display(),
             g.inputs.len(),
             g.outputs.len()
