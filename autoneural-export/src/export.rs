@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::graph::{Build, Graph, Port, write_model};
 use crate::lm::{MASK_HIDDEN, MASK_VISIBLE, embed_graph, state_names, step_graph};
-use crate::qdq::{Form, Quantization};
+use crate::qdq::{Form, Quantization, check_against};
 use crate::vision::{check_supported, vision_graph};
 
 pub const MANIFEST: &str = "manifest.json";
@@ -161,6 +161,9 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
     if opts.prefill_len == 0 || opts.prefill_len > opts.context {
         bail!("--prefill-len {} must be between 1 and --context {}", opts.prefill_len, opts.context);
     }
+    if let (Some(file), "") = (&opts.quantization, prefix) {
+        check_against(file, lm)?;
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let c = &lm.config;
     let mut graphs = BTreeMap::new();
@@ -227,8 +230,11 @@ fn write_manifest(manifest: &Manifest, out: &Path) -> Result<()> {
 /// A vision-language model: `vision_encoder.onnx` beside the language model's graphs, and a
 /// reference generation whose prompt holds an image.
 pub fn export_vlm(model: &VisionLanguageModel, out: &Path, opts: &ExportOptions) -> Result<Manifest> {
-    // Refused before anything is written when the encoder cannot be exported.
+    // Refused before anything is written when the encoder or the encodings cannot be exported.
     check_supported(model)?;
+    if let Some(file) = &opts.quantization {
+        check_against(file, model)?;
+    }
     let language = ExportOptions { reference_tokens: 0, ..opts.clone() };
     let mut manifest = export_language(&model.language, "language.", out, &language)?;
     let s = model.config.encoder.image_size();

@@ -14,8 +14,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
+use autoneural_model::checkpoint::apply::{Identity, param_shapes};
 use autoneural_model::quant::grid::quantize;
+use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::quant::{Encoding, Granularity};
+use burn::module::Module;
 use onnx_protobuf::TensorProto;
 use onnx_protobuf::tensor_proto::DataType;
 use serde_json::{Value, json};
@@ -81,6 +84,29 @@ fn int_type(bits: u32, signed: bool) -> DataType {
         (_, true) => DataType::INT16,
         (_, false) => DataType::UINT16,
     }
+}
+
+/// Every weight encoding of `file` names a weight of `model` and covers exactly its values
+/// (a hand-edited or foreign `quantization.json` is an error here, not a panic later).
+pub fn check_against<M: Module>(file: &QuantizationFile, model: &M) -> Result<()> {
+    let shapes: BTreeMap<String, Vec<usize>> = param_shapes(model, &Identity).into_iter().collect();
+    for (key, enc) in &file.weights {
+        let Some(shape) = shapes.get(key) else {
+            bail!("quantization.json: the model has no weight {key:?}");
+        };
+        let (n, m) = (shape.iter().product::<usize>(), enc.shape.iter().product::<usize>());
+        let rank = enc.shape.len();
+        let axes = enc.axes.channel < rank && enc.axes.block < rank && enc.block_size() != Some(0);
+        let groups = axes && enc.scales.len() == enc.groups() && enc.zero_points.len() == enc.groups();
+        if n != m || shape.len() != rank || !groups {
+            bail!(
+                "quantization.json: {key}: an encoding of shape {:?} with {} scales does not fit the weight's shape {shape:?}",
+                enc.shape,
+                enc.scales.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Quantization {

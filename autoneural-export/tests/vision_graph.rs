@@ -110,14 +110,28 @@ fn a_quantized_vlm_exports_qdq_graphs_and_aimet_encodings() {
     let (model, file) = quantized(tiny_vlm(NormKind::Batch));
     let kv = file.activations.keys().filter(|k| k.ends_with("_cache")).count();
     assert!(kv > 0, "the autoneural preset quantizes the KV cache");
+    // A foreign or hand-edited file is a clear error before anything is written.
     let out = tempfile::tempdir().unwrap();
-    let opts = ExportOptions {
+    let opts = |file| ExportOptions {
         prefill_len: 8,
         context: 48,
         reference_tokens: 5,
         linear_as_conv: false,
         quantization: Some(file),
     };
+    let mut bad = file.clone();
+    let (key, enc) = bad.weights.iter_mut().next().unwrap();
+    let key = key.clone();
+    enc.shape = vec![3, 5];
+    let err = export_vlm(&model, out.path(), &opts(bad)).unwrap_err().to_string();
+    assert!(err.contains(&key) && err.contains("does not fit"), "{err}");
+    let mut bad = file.clone();
+    let enc = bad.weights.remove(&key).unwrap();
+    bad.weights.insert("vision_tower.nothing.weight".into(), enc);
+    let err = export_vlm(&model, out.path(), &opts(bad)).unwrap_err().to_string();
+    assert!(err.contains("no weight \"vision_tower.nothing.weight\""), "{err}");
+    assert!(std::fs::read_dir(out.path()).unwrap().next().is_none(), "nothing written");
+    let opts = opts(file);
     let manifest = export_vlm(&model, out.path(), &opts).unwrap();
     for (name, entry) in &manifest.graphs {
         let (enc, qdq) = (entry.encodings.as_ref().unwrap(), entry.qdq.as_ref().unwrap());
