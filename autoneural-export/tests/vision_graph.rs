@@ -7,6 +7,7 @@
 use std::process::Command;
 
 use autoneural_export::export::{ExportOptions, export_vlm};
+use autoneural_model::checkpoint::apply::{Identity, collect_tensors};
 use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::images::Preprocess;
 use autoneural_model::quant::PrecisionPolicy;
@@ -40,9 +41,16 @@ fn tiny_vlm(norm: NormKind) -> VisionLanguageModel {
     let preprocess = Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] };
     let image_token = (text.vocab_size - 1) as u32;
     let config = VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token, preprocess, None);
+    // One generator per process, parameters drawn on first read: seed and draw every weight
+    // under a lock, or the tests running in parallel interleave their draws and the models
+    // (and the quantized graphs' error) change from run to run.
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let device = Device::flex();
     device.seed(5);
-    VisionLanguageModel::new(&config, &device).unwrap()
+    let model = VisionLanguageModel::new(&config, &device).unwrap();
+    collect_tensors(&model, &Identity);
+    model
 }
 
 #[test]
