@@ -191,10 +191,6 @@ impl Graph {
         self.initializers.push(t);
     }
 
-    pub fn has_initializer(&self, name: &str) -> bool {
-        self.initializers.iter().any(|t| t.name == name)
-    }
-
     /// An int64 constant initializer (shapes, axes, indices).
     pub fn ints(&mut self, values: &[i64]) -> String {
         let name = self.fresh("const");

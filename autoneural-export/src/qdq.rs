@@ -245,13 +245,9 @@ pub fn activation(g: &mut Graph, key: &str, x: &str) -> String {
         }
         Form::Qdq => {
             let dtype = int_type(enc.grid.bits, enc.grid.signed);
-            let s = g.scalar(scale);
-            let zp_name = format!("{key}.input_zero_point");
-            let zp = if g.has_initializer(&zp_name) {
-                zp_name
-            } else {
-                int_initializer(g, &zp_name, &[], &[zero_point as i32], dtype)
-            };
+            // One op reads each weight's input, so each key is quantized once per graph.
+            let s = g.weight(&format!("{key}.input_scale"), &[], &[scale]);
+            let zp = int_initializer(g, &format!("{key}.input_zero_point"), &[], &[zero_point as i32], dtype);
             let qx = g.op("QuantizeLinear", &[x, &s, &zp], vec![]);
             g.op("DequantizeLinear", &[&qx, &s, &zp], vec![])
         }
