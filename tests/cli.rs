@@ -465,3 +465,17 @@ fn export_writes_graphs_that_onnxruntime_runs_like_the_burn_model() {
         Err(_) => eprintln!("AUTONEURAL_PYTHON is not set: scripts/verify_onnx.py not run"),
     }
 }
+
+#[test]
+fn npu_cost_predicts_the_paper_configurations_and_says_so() {
+    let o = autoneural(&["npu-cost", "--preset", "paper-baseline", "--format", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["kind"].as_str().unwrap().starts_with("predicted (roofline model, "), "{v}");
+    assert!(v["encoder_ms"][2][1].is_null(), "InternViT at 768^2 does not fit: {v}");
+    let o = autoneural(&["npu-cost", "--preset", "autoneural-paper", "--resolution", "256"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("predicted (roofline model") && text.contains("256x256"), "{text}");
+    let o = autoneural(&["npu-cost", "--preset", "autoneural-paper", "--profile", "missing.toml"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing.toml"));
+}

@@ -26,6 +26,7 @@ use autoneural_model::quant::qat::Qat;
 use autoneural_model::quant::runtime::QuantizedRuntime;
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_train::config::Experiment;
+use autoneural_train::sweep::Expansion;
 use autoneural_train::synth::{Family, SynthOptions, synthesize};
 use autoneural_train::tokenizer_train::train_tokenizer;
 use autoneural_train::train::{
@@ -55,6 +56,8 @@ pub struct RunOptions {
     /// burn-train's dashboard while training when stdout and stderr are a terminal
     /// (`q` stops with a checkpoint); otherwise a progress bar or plain lines.
     pub dashboard: bool,
+    /// `--set key=value` overrides of the experiment file.
+    pub overrides: Vec<(String, toml::Value)>,
 }
 
 /// What a finished run produced.
@@ -65,7 +68,7 @@ pub struct RunOutcome {
     pub eval: Option<EvalReport>,
 }
 
-fn families_in(dir: &Path, split: &str) -> Vec<PathBuf> {
+pub fn families_in(dir: &Path, split: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path().join(format!("{split}.jsonl")))).collect())
         .unwrap_or_default();
@@ -75,7 +78,7 @@ fn families_in(dir: &Path, split: &str) -> Vec<PathBuf> {
 }
 
 /// Generates the synthetic set when the experiment asks for one and it is not there yet.
-fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
+pub fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
     let dir = &exp.data.dir;
     if dir.join("manifest.json").is_file() {
         return Ok(());
@@ -129,9 +132,22 @@ fn ensure_tokenizer(exp: &Experiment, run_dir: &Path, quiet: bool) -> Result<Pat
     Ok(dir)
 }
 
-/// Runs an experiment file end to end.
+/// Runs an experiment file (without a `[sweep]`; see `crate::sweep` for those) end to end.
 pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
-    let mut exp = Experiment::from_file(path)?;
+    let expansion = Expansion::from_file(path, &options.overrides)?;
+    if expansion.is_sweep {
+        bail!(
+            "{} has a [sweep] of {} runs: run it with `autoneural run` (sweep::run_sweep)",
+            path.display(),
+            expansion.points.len()
+        );
+    }
+    let exp = expansion.points.into_iter().next().expect("one point without a sweep").experiment;
+    run_resolved(exp, path, options)
+}
+
+/// Runs one resolved experiment (`path` is its file, for messages) in `<out_dir>/<name>`.
+pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> Result<RunOutcome> {
     if let Some(d) = &options.device {
         exp.device = d.clone();
     }
@@ -279,7 +295,8 @@ pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
             (model, QuantizedRuntime::default())
         }
     };
-    let eval = if test_files.is_empty() {
+    let eval = if test_files.is_empty() || exp.stages.is_empty() {
+        // (an untrained model's answers measure nothing)
         None
     } else {
         if !options.quiet {

@@ -13,6 +13,7 @@ use autoneural_model::vlm::VisionLanguageModel;
 use autoneural_train::config::{Experiment, Part};
 use autoneural_train::data::MixtureSampler;
 use autoneural_train::data::mixture::BadRecordPolicy;
+use autoneural_train::sweep::Expansion;
 use autoneural_train::synth::{Family, SynthOptions, synthesize};
 use autoneural_train::tokenizer_train::train_tokenizer;
 use autoneural_train::train::parallel::Replicas;
@@ -360,8 +361,8 @@ fn devices_are_checked_against_the_micro_batch() {
 fn experiment_errors_name_the_key() {
     let cases = [
         (
-            "name = \"x\"\n[data]\ndir = \"d\"\n[model.vision]\npreset = \"mobilenetv5_tiny\"\n[model.language]\npreset = \"lfm2-nano\"\n",
-            "stage",
+            "name = \"x\"\n[data]\ndir = \"d\"\n[model.vision]\npreset = \"mobilenetv5_tiny\"\n[model.language]\npreset = \"lfm2-nano\"\n[measure]\ncontext = [1]\n",
+            "context",
         ),
         (
             &experiment(
@@ -405,9 +406,19 @@ fn experiment_errors_name_the_key() {
 
 #[test]
 fn the_shipped_experiments_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("experiments");
     for name in ["quickstart", "quickstart_vit", "paper"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("experiments").join(format!("{name}.toml"));
-        let exp = Experiment::from_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let exp = Experiment::from_file(&dir.join(format!("{name}.toml"))).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!exp.stages.is_empty());
+    }
+    // the sweeps expand into their runs
+    for (name, runs) in [
+        ("ablation_attention_ratio", 5),
+        ("ablation_precision", 4),
+        ("paper_quantization_error", 2),
+        ("paper_latency", 2),
+    ] {
+        let e = Expansion::from_file(&dir.join(format!("{name}.toml")), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(e.is_sweep && e.points.len() == runs, "{name}: {} runs", e.points.len());
     }
 }

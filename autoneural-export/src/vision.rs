@@ -1,10 +1,13 @@
 //! The vision side as one static-shape ONNX graph, `vision_encoder.onnx`: pixels `[1, 3, S,
 //! S]` (as the model's preprocessing leaves them) -> image features `[1, tokens, hidden]`
 //! after the connector, ready to splice into `inputs_embeds` at the image-token positions.
-//! MobileNetV5 block by block as `autoneural_model::vision` computes it (TF-"same"
-//! padding as explicit asymmetric pads, batch norm or RMSNorm2d, tanh-GELU, layer scale,
-//! multi-query attention with strided keys and values, the fusion adapter), then the MLP
-//! connector. Initializers carry the checkpoint's keys (`vision_tower.blocks.1.0.pw_exp.conv.weight`).
+//! SigLIP / SigLIP2 (LFM2-VL's tower) layer by layer, with LayerNormalization and its
+//! position table resized for the static input; MobileNetV5 block by block as
+//! `autoneural_model::vision` computes it (TF-"same" padding as explicit asymmetric pads,
+//! batch norm or RMSNorm2d, tanh-GELU, layer scale, multi-query attention with strided keys
+//! and values, the fusion adapter); then the connector (LFM2-VL's pixel-unshuffle and layer
+//! norm when present, the MLP). Initializers carry the checkpoint's keys
+//! (`vision_tower.blocks.1.0.pw_exp.conv.weight`).
 
 use anyhow::{Result, bail};
 use autoneural_model::connector::Projector;
@@ -13,6 +16,8 @@ use autoneural_model::vision::blocks::{
 };
 use autoneural_model::vision::layers::{Conv2d, ConvNorm, LayerScale2d, Norm2d, conv_padding};
 use autoneural_model::vision::mobilenetv5::MultiScaleFusionAdapter;
+use autoneural_model::vision::resize::bilinear_weights;
+use autoneural_model::vision::siglip::{LayerNorm, PatchEmbedding, SiglipVision, VitLayer};
 use autoneural_model::vision::{MobileNetV5, NormKind, VisionEncoder};
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::tensor::Tensor;
@@ -211,7 +216,20 @@ fn msfa(g: &mut Graph, taps: Vec<Fm>, m: &MultiScaleFusionAdapter, key: &str) ->
     let x = if (h, w) == (r, r) {
         x
     } else if h % r != 0 || w % r != 0 {
-        bail!("the fusion adapter resizes {h}x{w} to {r}x{r} bilinearly; that resize is not exported yet");
+        // Bilinear (align_corners=False) as two MatMuls with the model's own constant
+        // interpolation matrices: exactly `resize::bilinear`, on any runtime.
+        let wt = bilinear_weights(w, r, false);
+        let ht = bilinear_weights(h, r, false);
+        let transposed = |m: Vec<f32>, n_in: usize| -> Vec<f32> {
+            (0..n_in * r).map(|k| m[(k % r) * n_in + k / r]).collect() // [in, out]
+        };
+        let rw = g.weight(&format!("{key}.resize_w"), &[w, r], &transposed(wt, w));
+        let rh = g.weight(&format!("{key}.resize_h"), &[h, r], &transposed(ht, h));
+        let y = g.matmul(&x.name, &rw); // [1, c, h, r]
+        let y = g.transpose(&y, &[0, 1, 3, 2]);
+        let y = g.matmul(&y, &rh); // [1, c, r(w), r(h)]
+        let name = g.transpose(&y, &[0, 1, 3, 2]);
+        Fm { name, h: r, w: r, ..x }
     } else {
         let (fh, fw) = (h / r, w / r);
         let name = g.op(
@@ -249,21 +267,114 @@ fn mobilenet(g: &mut Graph, pixels: Fm, m: &MobileNetV5, key: &str) -> Result<Fm
     msfa(g, taps, &m.msfa, &format!("{key}.msfa"))
 }
 
-fn connector(g: &mut Graph, tokens: &str, p: &Projector, key: &str) -> Result<String> {
-    let h = linear(g, tokens, &p.linear_1, &format!("{key}.linear_1"));
+/// ONNX LayerNormalization over the last axis (biased variance, as Burn's and PyTorch's).
+fn layer_norm(g: &mut Graph, x: &str, ln: &LayerNorm, key: &str) -> String {
+    let d = ln.weight.dims()[0];
+    let w = g.weight(&format!("{key}.weight"), &[d], &values(ln.weight.val()));
+    let b = g.weight(&format!("{key}.bias"), &[d], &values(ln.bias.val()));
+    g.op("LayerNormalization", &[x, &w, &b], vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(ln.eps as f32))])
+}
+
+/// One pre-norm encoder layer on `[1, t, d]`: attention, then the tanh-GELU MLP.
+fn vit_layer(g: &mut Graph, x: &str, l: &VitLayer, t: usize, key: &str) -> String {
+    let a = &l.self_attn;
+    let d = a.q_proj.weight.dims()[0];
+    let (nh, hd) = (a.num_heads as i64, (d / a.num_heads) as i64);
+    let h = layer_norm(g, x, &l.layer_norm1, &format!("{key}.layer_norm1"));
+    let heads = |g: &mut Graph, proj, name: &str, perm: &[i64]| {
+        let y = linear(g, &h, proj, &format!("{key}.self_attn.{name}"));
+        let y = g.reshape(&y, &[1, t as i64, nh, hd]);
+        g.transpose(&y, perm)
+    };
+    let q = heads(g, &a.q_proj, "q_proj", &[0, 2, 1, 3]); // [1, nh, t, hd]
+    let kt = heads(g, &a.k_proj, "k_proj", &[0, 2, 3, 1]); // [1, nh, hd, t]
+    let v = heads(g, &a.v_proj, "v_proj", &[0, 2, 1, 3]);
+    let scores = g.matmul(&q, &kt);
+    let scale = g.scalar((hd as f32).powf(-0.5));
+    let scores = g.mul(&scores, &scale);
+    let probs = g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
+    let o = g.matmul(&probs, &v);
+    let o = g.transpose(&o, &[0, 2, 1, 3]);
+    let o = g.reshape(&o, &[1, t as i64, nh * hd]);
+    let o = linear(g, &o, &a.out_proj, &format!("{key}.self_attn.out_proj"));
+    let x = g.add(x, &o);
+    let h = layer_norm(g, &x, &l.layer_norm2, &format!("{key}.layer_norm2"));
+    let h = linear(g, &h, &l.mlp.fc1, &format!("{key}.mlp.fc1"));
+    let h = g.op("Gelu", &[&h], vec![("approximate", Attr::Str("tanh".into()))]);
+    let h = linear(g, &h, &l.mlp.fc2, &format!("{key}.mlp.fc2"));
+    g.add(&x, &h)
+}
+
+/// SigLIP / SigLIP2 on `[1, 3, s, s]` -> tokens `[1, gh*gw, d]` (and the grid). The
+/// position table is stored already resized to this grid (the resize depends only on the
+/// static input size), under `<key>.embeddings.position_embedding.weight` when no resize
+/// is needed and `...weight.resized` otherwise.
+fn vit(g: &mut Graph, pixels: &Fm, v: &SiglipVision, key: &str) -> (String, usize, usize) {
+    let m = &v.vision_model;
+    let p = m.embeddings.patch_size;
+    let (gh, gw) = (pixels.h / p, pixels.w / p);
+    let t = gh * gw;
+    let ek = format!("{key}.vision_model.embeddings");
+    let patches = match &m.embeddings.patch_embedding {
+        PatchEmbedding::Linear(lin) => {
+            // [1, c, gh, p, gw, p] -> [1, gh, gw, p, p, c]: the processor's patch order.
+            let c = pixels.c as i64;
+            let x = g.slice(&pixels.name, &[0, 0], &[(gh * p) as i64, (gw * p) as i64], &[2, 3]);
+            let x = g.reshape(&x, &[1, c, gh as i64, p as i64, gw as i64, p as i64]);
+            let x = g.transpose(&x, &[0, 2, 4, 3, 5, 1]);
+            let x = g.reshape(&x, &[1, t as i64, (p * p) as i64 * c]);
+            linear(g, &x, lin, &format!("{ek}.patch_embedding"))
+        }
+        PatchEmbedding::Conv(c) => {
+            let y = conv(g, pixels, c, &format!("{ek}.patch_embedding"));
+            let y = g.reshape(&y.name, &[1, y.c as i64, t as i64]);
+            g.transpose(&y, &[0, 2, 1])
+        }
+    };
+    let table = m.embeddings.positions(gh, gw);
+    let [_, d] = table.dims();
+    let n = m.embeddings.position_embedding.weight.dims()[0];
+    let pkey = format!("{ek}.position_embedding.weight{}", if n == t { "" } else { ".resized" });
+    let positions = g.weight(&pkey, &[t, d], &values(table));
+    let mut x = g.add(&patches, &positions);
+    for (i, layer) in m.encoder.layers.iter().enumerate() {
+        x = vit_layer(g, &x, layer, t, &format!("{key}.vision_model.encoder.layers.{i}"));
+    }
+    (layer_norm(g, &x, &m.post_layernorm, &format!("{key}.vision_model.post_layernorm")), gh, gw)
+}
+
+/// The connector on tokens `[1, gh*gw, c]`: LFM2-VL's pixel-unshuffle and layer norm when
+/// it has them, then Linear -> GELU (erf) -> Linear.
+fn connector(g: &mut Graph, tokens: &str, gh: usize, gw: usize, p: &Projector, key: &str) -> Result<String> {
+    let f = p.downsample;
+    let mut x = tokens.to_string();
+    if f > 1 {
+        if !gh.is_multiple_of(f) || !gw.is_multiple_of(f) {
+            bail!("the connector pixel-unshuffles by {f}, which does not divide the {gh}x{gw} token grid");
+        }
+        let c = p.linear_1.weight.dims()[0] / (f * f);
+        let (a, b, f, c) = ((gh / f) as i64, (gw / f) as i64, f as i64, c as i64);
+        // out[a, b, (s*f + r)*C + c] = in[f*a + s, f*b + r, c]
+        x = g.reshape(&x, &[1, a, f, b, f, c]);
+        x = g.transpose(&x, &[0, 1, 3, 2, 4, 5]);
+        x = g.reshape(&x, &[1, a * b, f * f * c]);
+    }
+    if let Some(ln) = &p.layer_norm {
+        x = layer_norm(g, &x, ln, &format!("{key}.layer_norm"));
+    }
+    let h = linear(g, &x, &p.linear_1, &format!("{key}.linear_1"));
     let h = g.op("Gelu", &[&h], vec![]);
     Ok(linear(g, &h, &p.linear_2, &format!("{key}.linear_2")))
 }
 
 /// Whether [`vision_graph`] can write `model`'s encoder and connector (checked before any
-/// file is written; the fusion adapter's bilinear case is found while building).
+/// file is written).
 pub fn check_supported(model: &VisionLanguageModel) -> Result<()> {
-    if !matches!(model.vision_tower, VisionEncoder::MobileNetV5(_)) {
-        bail!("only MobileNetV5 encoders are exported so far (this model has a ViT)");
-    }
-    let p = &model.multi_modal_projector;
-    if p.downsample != 1 || p.layer_norm.is_some() {
-        bail!("the connector's pixel-unshuffle and layer norm (LFM2-VL's) are not exported yet");
+    let s = model.config.encoder.image_size();
+    let (gh, gw, _) = model.config.encoder.token_grid(s, s);
+    let f = model.multi_modal_projector.downsample;
+    if f > 1 && (!gh.is_multiple_of(f) || !gw.is_multiple_of(f)) {
+        bail!("the connector pixel-unshuffles by {f}, which does not divide the {gh}x{gw} token grid at {s}x{s}");
     }
     Ok(())
 }
@@ -272,15 +383,20 @@ pub fn check_supported(model: &VisionLanguageModel) -> Result<()> {
 /// hidden]`.
 pub fn vision_graph(model: &VisionLanguageModel, build: &Build) -> Result<Graph> {
     check_supported(model)?;
-    let VisionEncoder::MobileNetV5(m) = &model.vision_tower else { unreachable!("checked") };
     let s = model.config.encoder.image_size();
     let mut g = Graph::with("vision_encoder", build);
     let pixels = Fm { name: g.input("pixels", DType::Float32, &[1, 3, s, s]), c: 3, h: s, w: s };
-    let y = mobilenet(&mut g, pixels, m, "vision_tower")?;
-    let tokens = y.h * y.w;
-    let t = g.reshape(&y.name, &[1, y.c as i64, tokens as i64]);
-    let t = g.transpose(&t, &[0, 2, 1]);
-    let features = connector(&mut g, &t, &model.multi_modal_projector, "multi_modal_projector")?;
+    let (t, gh, gw) = match &model.vision_tower {
+        VisionEncoder::MobileNetV5(m) => {
+            let y = mobilenet(&mut g, pixels, m, "vision_tower")?;
+            let t = g.reshape(&y.name, &[1, y.c as i64, (y.h * y.w) as i64]);
+            (g.transpose(&t, &[0, 2, 1]), y.h, y.w)
+        }
+        VisionEncoder::Vit(v) => vit(&mut g, &pixels, v, "vision_tower"),
+    };
+    let p = &model.multi_modal_projector;
+    let features = connector(&mut g, &t, gh, gw, p, "multi_modal_projector")?;
+    let tokens = (gh / p.downsample) * (gw / p.downsample);
     let hidden = model.language.config.hidden_size;
     g.output(&features, "image_features", DType::Float32, &[1, tokens, hidden]);
     Ok(g)

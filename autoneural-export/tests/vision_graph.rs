@@ -17,30 +17,25 @@ use autoneural_model::quant::kv::activation_keys;
 use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::text::Lfm2Config;
 use autoneural_model::text::Logits;
+use autoneural_model::vision::siglip::VitConfig;
 use autoneural_model::vision::{EncoderConfig, NormKind};
 use autoneural_model::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 fn tiny_vlm(norm: NormKind) -> VisionLanguageModel {
+    tiny_vlm_at(norm, 4)
+}
+
+/// `msfa_output_resolution` = `grid` (4 pools the 4x4 map; 3 resizes it bilinearly).
+fn tiny_vlm_at(norm: NormKind, grid: usize) -> VisionLanguageModel {
     let mut encoder = EncoderConfig::preset("mobilenetv5_tiny").unwrap();
     if let EncoderConfig::MobileNetV5(a) = &mut encoder {
         a.norm = norm;
-        a.msfa_output_resolution = 4;
+        a.msfa_output_resolution = grid;
         a.layer_scale_init_value = Some(1.0);
     }
     let text = Lfm2Config::preset("lfm2-nano").unwrap();
-    let (_, _, vision_dim) = encoder.token_grid(64, 64);
-    let projector = ProjectorConfig {
-        vision_dim,
-        hidden: text.hidden_size,
-        text_dim: text.hidden_size,
-        bias: true,
-        downsample: 1,
-        layer_norm: false,
-    };
-    let preprocess = Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] };
-    let image_token = (text.vocab_size - 1) as u32;
-    let config = VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token, preprocess, None);
+    let config = VlmConfig::autoneural(encoder, text, Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] });
     // One generator per process, parameters drawn on first read: seed and draw every weight
     // under a lock, or the tests running in parallel interleave their draws and the models
     // (and the quantized graphs' error) change from run to run.
@@ -51,6 +46,73 @@ fn tiny_vlm(norm: NormKind) -> VisionLanguageModel {
     let model = VisionLanguageModel::new(&config, &device).unwrap();
     collect_tensors(&model, &Identity);
     model
+}
+
+/// LFM2-VL's layout at small size: a SigLIP2-shaped ViT (Linear patch embedding, or
+/// SigLIP's strided conv) whose 8x8 position table is resized to a 6x6 grid, then the
+/// connector's pixel-unshuffle by 2 and layer norm: 9 image tokens.
+fn tiny_vit_vlm(linear_patches: bool) -> VisionLanguageModel {
+    let mut vit = VitConfig::preset("vit_mini").unwrap();
+    vit.image_size = 48;
+    vit.linear_patch_embedding = linear_patches;
+    let text = Lfm2Config::preset("lfm2-nano").unwrap();
+    let projector = ProjectorConfig {
+        vision_dim: 64,
+        hidden: 96,
+        text_dim: text.hidden_size,
+        bias: true,
+        downsample: 2,
+        layer_norm: true,
+    };
+    let preprocess = Preprocess::Fixed { size: 48, mean: [0.5; 3], std: [0.5; 3] };
+    let image_token = (text.vocab_size - 1) as u32;
+    let config =
+        VlmConfig::new(VlmFormat::Lfm2Vl, EncoderConfig::Vit(vit), projector, text, image_token, preprocess, None);
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let device = Device::flex();
+    device.seed(7);
+    let model = VisionLanguageModel::new(&config, &device).unwrap();
+    collect_tensors(&model, &Identity);
+    model
+}
+
+#[test]
+fn vit_vlms_with_lfm2_vl_connectors_export_their_vision_encoder() {
+    for (linear_patches, linear_as_conv) in [(true, false), (false, true)] {
+        let model = tiny_vit_vlm(linear_patches);
+        let out = tempfile::tempdir().unwrap();
+        let opts =
+            ExportOptions { prefill_len: 12, context: 48, reference_tokens: 4, linear_as_conv, quantization: None };
+        let manifest = export_vlm(&model, out.path(), &opts).unwrap();
+        let vision = manifest.vision.as_ref().unwrap();
+        assert_eq!((vision.image_size, vision.tokens_per_image), (48, 9));
+        assert_eq!(manifest.graphs["vision_encoder"].outputs[0].shape, [1, 9, model.language.config.hidden_size]);
+        if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
+            let o = Command::new(python).arg(script).arg(out.path()).output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(o.status.success() && text.contains("image features within"), "{linear_patches}: {text}");
+            eprintln!("ViT, linear patches {linear_patches}: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_fusion_adapter_that_resizes_bilinearly_exports() {
+    let model = tiny_vlm_at(NormKind::Rms, 3);
+    let out = tempfile::tempdir().unwrap();
+    let opts =
+        ExportOptions { prefill_len: 12, context: 48, reference_tokens: 3, linear_as_conv: false, quantization: None };
+    let manifest = export_vlm(&model, out.path(), &opts).unwrap();
+    assert_eq!(manifest.vision.as_ref().unwrap().tokens_per_image, 9);
+    if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
+        let o = Command::new(python).arg(script).arg(out.path()).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && text.contains("image features within"), "{text}");
+        eprintln!("MSFA 4x4 -> 3x3 bilinear: {text}");
+    }
 }
 
 #[test]

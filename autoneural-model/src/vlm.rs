@@ -52,6 +52,23 @@ impl VlmConfig {
         Self { format, encoder, projector, text, image_token_id, preprocess, source_json, flat_vit_keys: false }
     }
 
+    /// AutoNeural's layout: `encoder` -> the normalization-free 2-layer MLP connector (hidden
+    /// and output at the text width, with biases) -> `text`; the image token is the last id.
+    pub fn autoneural(encoder: EncoderConfig, text: Lfm2Config, preprocess: Preprocess) -> Self {
+        let size = encoder.image_size();
+        let (_, _, vision_dim) = encoder.token_grid(size, size);
+        let projector = ProjectorConfig {
+            vision_dim,
+            hidden: text.hidden_size,
+            text_dim: text.hidden_size,
+            bias: true,
+            downsample: 1,
+            layer_norm: false,
+        };
+        let image_token = (text.vocab_size - 1) as u32;
+        Self::new(VlmFormat::AutoNeural, encoder, projector, text, image_token, preprocess, None)
+    }
+
     /// Image tokens the language model sees for an encoder input of `h x w`.
     pub fn tokens_per_image(&self, h: usize, w: usize) -> usize {
         let (gh, gw, _) = self.encoder.token_grid(h, w);

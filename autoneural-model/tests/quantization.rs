@@ -4,7 +4,6 @@
 mod common;
 
 use autoneural_model::checkpoint::apply::{Identity, collect_tensors};
-use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::images::Preprocess;
 use autoneural_model::quant::activations::{observe, quantize_with};
 use autoneural_model::quant::apply::{activation_encodings, quantize_weights};
@@ -14,25 +13,14 @@ use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::quant::{Encoding, Granularity, sqnr_db};
 use autoneural_model::text::{LayerKind, Lfm2Config, Logits};
 use autoneural_model::vision::EncoderConfig;
-use autoneural_model::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
+use autoneural_model::vlm::{VisionLanguageModel, VlmConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{ids, rel_err, values};
 
 fn tiny_vlm(device: &Device) -> VisionLanguageModel {
     let encoder = EncoderConfig::preset("mobilenetv5_tiny").unwrap();
     let text = Lfm2Config::preset("lfm2-nano").unwrap();
-    let (_, _, vision_dim) = encoder.token_grid(64, 64);
-    let projector = ProjectorConfig {
-        vision_dim,
-        hidden: text.hidden_size,
-        text_dim: text.hidden_size,
-        bias: true,
-        downsample: 1,
-        layer_norm: false,
-    };
-    let preprocess = Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] };
-    let image_token = (text.vocab_size - 1) as u32;
-    let config = VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token, preprocess, None);
+    let config = VlmConfig::autoneural(encoder, text, Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] });
     // One seed, one generator for the process: build and draw every weight under a lock so
     // that the two tests get the same model.
     static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());

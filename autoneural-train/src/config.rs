@@ -49,10 +49,57 @@ pub struct Experiment {
     pub device: String,
     pub data: DataConfig,
     pub model: ModelConfig,
-    #[serde(rename = "stage")]
+    /// No stages: the model as initialised (measurements of an architecture only).
+    #[serde(rename = "stage", default)]
     pub stages: Vec<StageConfig>,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// What a sweep measures per run besides accuracy (decode speed and state memory per
+    /// context, encoder latency and SQNR, the NPU cost model); defaults when absent.
+    #[serde(default)]
+    pub measure: MeasureConfig,
+    /// The sweep's axes (see `sweep`): read by `Expansion`, ignored here.
+    #[serde(default, skip_serializing)]
+    pub sweep: Option<toml::Table>,
+    /// Another experiment file this one starts from (see `sweep`), merged by `Expansion`.
+    #[serde(default, skip_serializing)]
+    pub extends: Option<String>,
+}
+
+/// Per-run measurements of a sweep (`[measure]`), for the experiment report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeasureConfig {
+    /// Decode tokens/s and state memory at these context lengths (synthetic past state).
+    pub contexts: Vec<usize>,
+    /// Timed decode steps per context.
+    pub decode_tokens: usize,
+    /// Encoder latency on this machine and predicted on the NPU at these input sides.
+    pub resolutions: Vec<usize>,
+    /// Encoder-output SQNR with every weight at these bit-widths (per channel), on test images.
+    pub sqnr_bits: Vec<u32>,
+    pub sqnr_images: usize,
+    /// The NPU cost model's device profile: a built-in name or a profile TOML.
+    pub npu_profile: String,
+    /// Text tokens in the prompt besides the image's, for the predicted time to first token.
+    pub prompt_tokens: usize,
+    /// Skip all of it (accuracy only).
+    pub skip: bool,
+}
+
+impl Default for MeasureConfig {
+    fn default() -> Self {
+        Self {
+            contexts: vec![128, 1024, 4096],
+            decode_tokens: 16,
+            resolutions: vec![256, 512],
+            sqnr_bits: vec![4, 8, 16],
+            sqnr_images: 8,
+            npu_profile: "sa8295p".into(),
+            prompt_tokens: 64,
+            skip: false,
+        }
+    }
 }
 
 fn default_out_dir() -> PathBuf {
@@ -285,7 +332,7 @@ impl Experiment {
         Ok(exp)
     }
 
-    fn resolve_paths(&mut self, dir: &Path) {
+    pub(crate) fn resolve_paths(&mut self, dir: &Path) {
         let join = |p: &mut PathBuf| *p = lexical_join(dir, p);
         join(&mut self.out_dir);
         join(&mut self.data.dir);
@@ -301,15 +348,16 @@ impl Experiment {
                 }
             }
         }
+        if !self.measure.npu_profile.is_empty() && self.measure.npu_profile.ends_with(".toml") {
+            self.measure.npu_profile =
+                lexical_join(dir, Path::new(&self.measure.npu_profile)).to_string_lossy().into_owned();
+        }
     }
 
     /// Checks what serde cannot: ranges and exclusive choices, naming the key.
     fn check(&self) -> Result<(), String> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) {
             return Err(format!("name: must be a non-empty directory name, found {:?}", self.name));
-        }
-        if self.stages.is_empty() {
-            return Err("no [[stage]] tables: an experiment needs at least one stage".into());
         }
         let lang = &self.model.language;
         if self.model.checkpoint.is_none() && lang.preset.is_none() == lang.checkpoint.is_none() {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod data;
+pub mod sweep;
 pub mod synth;
 pub mod tokenizer_train;
 pub mod train;

@@ -5,7 +5,9 @@ mod data;
 mod eval;
 mod export;
 mod generate;
+mod npu;
 mod quant;
+mod report;
 mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -27,8 +29,12 @@ pub enum Command {
     /// for vision-language models.
     Generate(generate::GenerateArgs),
     /// Run an experiment file: synthetic data, tokenizer, training stages, evaluation and a
-    /// report, in one run directory.
+    /// report, in one run directory; a file with a [sweep] runs each of its points (skipping
+    /// finished runs, resuming interrupted ones) and writes the experiment report.
     Run(run::RunArgs),
+    /// Rebuild an experiment's report (results.csv/jsonl, report.md, plots) from its run
+    /// directories.
+    Report(report::ReportArgs),
     /// Per-task accuracy (exact match, ANLS) of a checkpoint on JSONL conversations.
     Eval(eval::EvalArgs),
     /// Benchmarks (random weights, no checkpoint needed).
@@ -46,6 +52,9 @@ pub enum Command {
     /// ONNX graphs of the language model (embed_tokens, prefill, decode) with explicit
     /// per-layer state and manifest.json, for onnxruntime and Qualcomm's tools.
     Export(export::ExportArgs),
+    /// Predicted NPU latency, decode speed and largest context (a roofline cost model on a
+    /// device profile; docs/npu_cost_model.md).
+    NpuCost(npu::NpuCostArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +69,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Data(cmd) => data::run(cmd),
         Command::Run(args) => run::run(args),
+        Command::Report(args) => report::run(args),
         Command::Eval(args) => eval::run(args),
         Command::QuantReport(args) => quant::run(args),
         Command::Quantize(args) => quant::quantize(args),
         Command::Export(args) => export::run(args),
+        Command::NpuCost(args) => npu::run(args),
     }
 }

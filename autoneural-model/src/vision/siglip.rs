@@ -141,7 +141,7 @@ impl VitEmbeddings {
     }
 
     /// The learned square table resized to `gh x gw` (bilinear, antialiased), `[gh*gw, d]`.
-    fn positions(&self, gh: usize, gw: usize) -> Tensor<2> {
+    pub fn positions(&self, gh: usize, gw: usize) -> Tensor<2> {
         let table = self.position_embedding.weight.val();
         let [n, d] = table.dims();
         let side = (n as f64).sqrt().round() as usize;
