@@ -386,6 +386,22 @@ max_new_tokens = 4
         let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success() && text.contains("QDQ generation with the image"), "{text}");
     }
+    // Or in one step from the float checkpoint: --precision POLICY --calib quantizes first
+    // (as `quantize` does); an already quantized checkpoint refuses a second policy.
+    let ptq_dir = tmp.path().join("onnx-ptq");
+    let ptq_s = ptq_dir.to_str().unwrap();
+    let calib = ["--precision", "w8a16", "--calib", test_file.to_str().unwrap(), "--samples", "3"];
+    let args_f = ["export", "--model", final_s, "--out", ptq_s, "--prefill-len", "8", "--context", "64"];
+    let out = autoneural(&[&args_f[..], &calib[..], &["--reference-tokens", "3"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ptq_dir.join("vision_encoder.qdq.onnx").is_file() && ptq_dir.join("prefill.encodings").is_file());
+    if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
+        let o = Command::new(python).args(["scripts/verify_onnx.py", ptq_s]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && text.contains("QDQ generation with the image"), "{text}");
+    }
+    let out = autoneural(&[&args[..], &calib[..]].concat());
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already quantized"));
     // quant-report measures against the float model: a quantized checkpoint is refused.
     let out = autoneural(&["quant-report", "--model", qdir.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("quantized already"));
@@ -453,8 +469,12 @@ fn export_writes_graphs_that_onnxruntime_runs_like_the_burn_model() {
     for file in ["embed_tokens.onnx", "prefill.onnx", "decode.onnx", "manifest.json", "reference.safetensors"] {
         assert!(out.join(file).is_file(), "{file}");
     }
+    // --precision POLICY quantizes a float VLM first, on --calib conversations.
     let o = autoneural(&[&args[..], &["--precision", "w8a16"]].concat());
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("quantize first"));
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("give --calib"));
+    let o = autoneural(&[&args[..], &["--precision", "w8a16", "--calib", "x.jsonl"]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("vision-language checkpoints"), "{err}");
     match std::env::var("AUTONEURAL_PYTHON") {
         Ok(python) => {
             let o = Command::new(python).args(["scripts/verify_onnx.py", out_s]).output().unwrap();

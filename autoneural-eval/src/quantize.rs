@@ -95,7 +95,7 @@ pub fn quantization_file(
 }
 
 /// A batcher for `model` with the tokenizer of `model_dir`.
-fn batcher_for(model: &VisionLanguageModel, model_dir: &Path) -> Result<Batcher> {
+pub fn batcher_for(model: &VisionLanguageModel, model_dir: &Path) -> Result<Batcher> {
     let size = model.config.encoder.image_size();
     Ok(Batcher {
         tokenizer: TextTokenizer::from_dir(model_dir, &model.config.text.eos_token_ids)?,

@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 use autoneural_export::export::{ExportOptions, export_language, export_vlm};
 use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type};
 use autoneural_model::device::parse_device;
+use autoneural_eval::quantize::{batcher_for, calibration_records, post_training_quantize};
+use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::text::{Lfm2Config, Lfm2ForCausalLM};
 use clap::Args;
@@ -20,10 +22,19 @@ pub struct ExportArgs {
     /// to check export at full size.
     #[arg(long, conflicts_with = "model")]
     pub preset: Option<String>,
-    /// `fp32`. A quantized checkpoint (written by `autoneural quantize` or a QAT run) is
-    /// exported at its own policy: float graphs with AIMET encodings, and QDQ graphs.
+    /// `fp32` (default), or a precision policy (`w8a16`, `w4a16`, `autoneural`, or a policy
+    /// TOML) to quantize a float VLM checkpoint first (post-training, calibrated on
+    /// `--calib`), as `autoneural quantize` does. A quantized checkpoint (from `quantize` or a
+    /// QAT run) is exported at its own policy. Quantized exports hold float graphs with
+    /// AIMET encodings, and QDQ graphs.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// Calibration conversations (JSONL with images) for `--precision POLICY`. Repeatable.
+    #[arg(long)]
+    pub calib: Vec<PathBuf>,
+    /// Calibration records to use (0: all).
+    #[arg(long, default_value_t = 64)]
+    pub samples: usize,
     #[arg(long)]
     pub out: PathBuf,
     /// Positions per prefill call.
@@ -46,16 +57,27 @@ pub fn run(args: ExportArgs) -> Result<()> {
         Some(dir) => QuantizationFile::read(dir)?,
         None => None,
     };
-    if args.precision != "fp32" {
-        bail!(
-            "--precision {p}: the exporter writes the encodings of a quantized checkpoint; quantize first \
-             (`autoneural quantize --model DIR --precision {p} --calib FILE.jsonl --out QDIR`, or a QAT run's \
-             final/), then `autoneural export --model QDIR`",
-            p = args.precision
-        );
+    let policy = match args.precision.as_str() {
+        "fp32" => None,
+        p => {
+            if let Some(q) = &quantization {
+                bail!(
+                    "--precision {p}: {} is already quantized (policy {:?}); export it without --precision",
+                    args.model.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+                    q.policy
+                );
+            }
+            if args.calib.is_empty() {
+                bail!("--precision {p}: give --calib FILE.jsonl (conversations with images) to calibrate on");
+            }
+            Some(PrecisionPolicy::load(p).with_context(|| format!("--precision {p}"))?)
+        }
+    };
+    if policy.is_some() && args.model.is_none() {
+        bail!("--precision with --preset: random weights are exported in fp32 only");
     }
     let device = parse_device("flex")?;
-    let opts = ExportOptions {
+    let mut opts = ExportOptions {
         prefill_len: args.prefill_len,
         context: args.context,
         reference_tokens: args.reference_tokens,
@@ -73,7 +95,21 @@ pub fn run(args: ExportArgs) -> Result<()> {
             let kind = model_type(dir).with_context(|| format!("loading {}", dir.display()))?;
             if is_vlm_type(&kind) {
                 let model = load_vlm(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
+                let model = match &policy {
+                    Some(policy) => {
+                        // post-training quantization in memory, as `autoneural quantize`
+                        let records = calibration_records(&args.calib, args.samples)?;
+                        let batcher = batcher_for(&model, dir)?;
+                        let (quantized, file, _) = post_training_quantize(model, &batcher, &records, policy)?;
+                        eprintln!("quantized at {} on {} calibration records", policy.name, records.len());
+                        opts.quantization = Some(file);
+                        quantized
+                    }
+                    None => model,
+                };
                 export_vlm(&model, &args.out, &opts)?
+            } else if policy.is_some() {
+                bail!("--precision {}: quantization applies to vision-language checkpoints ({kind} is not one)", args.precision);
             } else {
                 let model = load_lfm2(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
                 export_language(&model, "", &args.out, &opts)?
