@@ -4,13 +4,16 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use autoneural_eval::quantize::{batcher_for, calibration_records, post_training_quantize};
 use autoneural_export::export::{ExportOptions, export_language, export_vlm};
 use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type};
 use autoneural_model::device::parse_device;
-use autoneural_eval::quantize::{batcher_for, calibration_records, post_training_quantize};
+use autoneural_model::images::Preprocess;
 use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::text::{Lfm2Config, Lfm2ForCausalLM};
+use autoneural_model::vision::EncoderConfig;
+use autoneural_model::vlm::{VisionLanguageModel, VlmConfig};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -18,8 +21,9 @@ pub struct ExportArgs {
     /// A checkpoint directory (LFM2, LFM2-VL or AutoNeural).
     #[arg(long, required_unless_present = "preset")]
     pub model: Option<PathBuf>,
-    /// Instead of --model: an LFM2 preset with random weights (seed 0), e.g. `lfm2-1.2b`,
-    /// to check export at full size.
+    /// Instead of --model: random weights (seed 0) of an LFM2 preset (`lfm2-1.2b`: the
+    /// language graphs), or `autoneural-paper` (the paper's VLM: MobileNetV5-300M at 768x768
+    /// + the MLP connector + LFM2-1.2B), to check export at full size.
     #[arg(long, conflicts_with = "model")]
     pub preset: Option<String>,
     /// `fp32` (default), or a precision policy (`w8a16`, `w4a16`, `autoneural`, or a policy
@@ -51,6 +55,9 @@ pub struct ExportArgs {
     #[arg(long)]
     pub linear_as_conv: bool,
 }
+
+/// `--preset` for the paper's whole VLM at full size.
+const PAPER_VLM: &str = "autoneural-paper";
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let quantization = match &args.model {
@@ -85,9 +92,19 @@ pub fn run(args: ExportArgs) -> Result<()> {
         quantization,
     };
     let manifest = match (&args.model, &args.preset) {
+        (_, Some(name)) if name == PAPER_VLM => {
+            let encoder = EncoderConfig::preset("mobilenetv5_300m_enc").expect("a built-in preset");
+            let text = Lfm2Config::preset("lfm2-1.2b").expect("a built-in preset");
+            let size = encoder.image_size();
+            let preprocess = Preprocess::Fixed { size, mean: [0.5; 3], std: [0.5; 3] };
+            device.seed(0);
+            let model = VisionLanguageModel::new(&VlmConfig::autoneural(encoder, text, preprocess), &device)?;
+            export_vlm(&model, &args.out, &opts)?
+        }
         (_, Some(name)) => {
-            let config = Lfm2Config::preset(name)
-                .with_context(|| format!("--preset {name:?}: expected one of {}", Lfm2Config::PRESETS.join(", ")))?;
+            let config = Lfm2Config::preset(name).with_context(|| {
+                format!("--preset {name:?}: expected {PAPER_VLM} or one of {}", Lfm2Config::PRESETS.join(", "))
+            })?;
             device.seed(0);
             export_language(&Lfm2ForCausalLM::new(&config, &device), "", &args.out, &opts)?
         }
@@ -109,7 +126,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 };
                 export_vlm(&model, &args.out, &opts)?
             } else if policy.is_some() {
-                bail!("--precision {}: quantization applies to vision-language checkpoints ({kind} is not one)", args.precision);
+                bail!(
+                    "--precision {}: quantization applies to vision-language checkpoints ({kind} is not one)",
+                    args.precision
+                );
             } else {
                 let model = load_lfm2(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
                 export_language(&model, "", &args.out, &opts)?
