@@ -185,8 +185,12 @@ pub struct LanguageInit {
     pub hidden_size: Option<usize>,
     pub intermediate_size: Option<usize>,
     pub num_layers: Option<usize>,
-    /// How many of the layers are attention (the rest gated short convolutions).
+    /// How many of the layers are attention (the rest gated short convolutions), placed
+    /// evenly and ending at the last layer.
     pub attention_layers: Option<usize>,
+    /// Or exactly which layers (0-based) are attention: a placement ablation
+    /// (`attention_at = [2, 5]` against `[0, 1]`).
+    pub attention_at: Option<Vec<usize>>,
     pub num_attention_heads: Option<usize>,
     pub num_key_value_heads: Option<usize>,
 }

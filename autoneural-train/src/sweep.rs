@@ -166,6 +166,17 @@ fn label(value: &Value, index: usize) -> String {
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| format!("#{index}")),
+        Value::Array(items) if items.iter().all(|v| !matches!(v, Value::Array(_) | Value::Table(_))) => {
+            if items.is_empty() {
+                "none".into()
+            } else {
+                items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("-")
+            }
+        }
         Value::Array(_) => format!("#{index}"),
         other => other.to_string(),
     };
@@ -478,6 +489,11 @@ policy = "w8a16"
         .unwrap();
         assert_eq!(e.points[0].id, "vision=vit_mini");
         assert_eq!(e.points[0].experiment.model.vision.preset, "vit_mini");
+        // a list value (attention placement) is named by its items
+        let e = expand("[sweep.axes]\n\"model.language.attention_at\" = [[0, 1], [2, 3], []]\n", &[]).unwrap();
+        let ids: Vec<&str> = e.points.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["attention_at=0-1", "attention_at=2-3", "attention_at=none"]);
+        assert_eq!(e.points[1].experiment.model.language.attention_at, Some(vec![2, 3]));
     }
 
     #[test]

@@ -49,6 +49,18 @@ pub fn text_config(init: &LanguageInit, vocab_size: usize) -> Result<Lfm2Config>
     if let Some(n) = init.num_layers {
         c.layer_types = vec![LayerKind::Conv; n];
     }
+    if let Some(at) = &init.attention_at {
+        // explicit placement: these layers are attention, the others gated convolutions
+        let n = c.num_layers();
+        if let Some(i) = at.iter().find(|&&i| i >= n) {
+            bail!("model.language.attention_at: layer {i} does not exist (layers 0..{n})");
+        }
+        if init.attention_layers.is_some_and(|a| a != at.len()) {
+            bail!("model.language: attention_layers and attention_at disagree; give one of them");
+        }
+        c.layer_types = (0..n).map(|i| if at.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
+        return Ok(c);
+    }
     if attention > c.num_layers() {
         bail!("model.language.attention_layers: {attention} is more than the {} layers", c.num_layers());
     }
@@ -183,5 +195,20 @@ mod tests {
         assert_eq!(vlm_config(&model_config(""), 64, 3).unwrap().tokens_per_image(64, 64), 64);
         let err = vlm_config(&model_config("projector_downsample = 3"), 64, 3).unwrap_err().to_string();
         assert!(err.contains("model.projector_downsample") && err.contains("8x8"), "{err}");
+    }
+
+    #[test]
+    fn attention_layers_go_where_attention_at_says() {
+        let lang = |extra: &str| -> LanguageInit {
+            toml::from_str(&format!("preset = \"lfm2-nano\"\nnum_layers = 6\n{extra}")).unwrap()
+        };
+        let kinds = |c: Lfm2Config| c.attention_layers();
+        assert_eq!(kinds(text_config(&lang("attention_at = [0, 1]"), 64).unwrap()), [0, 1]);
+        assert_eq!(kinds(text_config(&lang("attention_at = []"), 64).unwrap()), Vec::<usize>::new());
+        assert_eq!(kinds(text_config(&lang("attention_layers = 2"), 64).unwrap()), [2, 5]);
+        let err = text_config(&lang("attention_at = [6]"), 64).unwrap_err().to_string();
+        assert!(err.contains("attention_at: layer 6 does not exist (layers 0..6)"), "{err}");
+        let err = text_config(&lang("attention_at = [1]\nattention_layers = 2"), 64).unwrap_err().to_string();
+        assert!(err.contains("disagree"), "{err}");
     }
 }
