@@ -134,16 +134,20 @@ fn ensure_tokenizer(exp: &Experiment, run_dir: &Path, quiet: bool) -> Result<Pat
 
 /// Runs an experiment file (without a `[sweep]`; see `crate::sweep` for those) end to end.
 pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
-    let expansion = Expansion::from_file(path, &options.overrides)?;
+    run_single(Expansion::from_file(path, &options.overrides)?, options)
+}
+
+/// Runs an expanded experiment file that has no `[sweep]` (its one point).
+pub fn run_single(expansion: Expansion, options: &RunOptions) -> Result<RunOutcome> {
     if expansion.is_sweep {
         bail!(
             "{} has a [sweep] of {} runs: run it with `autoneural run` (sweep::run_sweep)",
-            path.display(),
+            expansion.file.display(),
             expansion.points.len()
         );
     }
     let exp = expansion.points.into_iter().next().expect("one point without a sweep").experiment;
-    run_resolved(exp, path, options)
+    run_resolved(exp, &expansion.file, options)
 }
 
 /// Runs one resolved experiment (`path` is its file, for messages) in `<out_dir>/<name>`.

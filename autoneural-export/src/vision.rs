@@ -155,6 +155,15 @@ fn kv_projection(g: &mut Graph, x: &Fm, p: &KvProjection, key: &str) -> Fm {
     conv(g, &y, &p.proj, &format!("{key}.proj"))
 }
 
+/// `softmax(q kt / sqrt(head_dim)) v`, unmasked (every position sees every other).
+fn attend(g: &mut Graph, q: &str, kt: &str, v: &str, head_dim: usize) -> String {
+    let scores = g.matmul(q, kt);
+    let scale = g.scalar((head_dim as f32).powf(-0.5));
+    let scores = g.mul(&scores, &scale);
+    let probs = g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
+    g.matmul(&probs, v)
+}
+
 fn mobile_attention(g: &mut Graph, x: &Fm, b: &MobileAttention, key: &str) -> Fm {
     let a = &b.attn;
     let (nh, d) = (a.num_heads as i64, a.key_dim as i64);
@@ -173,11 +182,7 @@ fn mobile_attention(g: &mut Graph, x: &Fm, b: &MobileAttention, key: &str) -> Fm
     let v = kv_projection(g, &normed, &a.value, &format!("{key}.attn.value"));
     let v = rows(g, &v);
     let kt = g.transpose(&k, &[0, 2, 1]);
-    let scores = g.matmul(&q, &kt);
-    let scale = g.scalar((d as f32).powf(-0.5));
-    let scores = g.mul(&scores, &scale);
-    let probs = g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
-    let o = g.matmul(&probs, &v); // [1, nh*hw, d]
+    let o = attend(g, &q, &kt, &v, d as usize); // [1, nh*hw, d]
     let o = g.reshape(&o, &[1, nh, hw, d]);
     let o = g.transpose(&o, &[0, 2, 1, 3]); // [1, hw, nh, d]
     let o = g.reshape(&o, &[1, x.h as i64, x.w as i64, nh * d]);
@@ -289,11 +294,7 @@ fn vit_layer(g: &mut Graph, x: &str, l: &VitLayer, t: usize, key: &str) -> Strin
     let q = heads(g, &a.q_proj, "q_proj", &[0, 2, 1, 3]); // [1, nh, t, hd]
     let kt = heads(g, &a.k_proj, "k_proj", &[0, 2, 3, 1]); // [1, nh, hd, t]
     let v = heads(g, &a.v_proj, "v_proj", &[0, 2, 1, 3]);
-    let scores = g.matmul(&q, &kt);
-    let scale = g.scalar((hd as f32).powf(-0.5));
-    let scores = g.mul(&scores, &scale);
-    let probs = g.op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
-    let o = g.matmul(&probs, &v);
+    let o = attend(g, &q, &kt, &v, hd as usize);
     let o = g.transpose(&o, &[0, 2, 1, 3]);
     let o = g.reshape(&o, &[1, t as i64, nh * hd]);
     let o = linear(g, &o, &a.out_proj, &format!("{key}.self_attn.out_proj"));

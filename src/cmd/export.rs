@@ -4,16 +4,15 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use autoneural_eval::npu::paper::autoneural_paper;
 use autoneural_eval::quantize::{batcher_for, calibration_records, post_training_quantize};
 use autoneural_export::export::{ExportOptions, export_language, export_vlm};
 use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type};
 use autoneural_model::device::parse_device;
-use autoneural_model::images::Preprocess;
 use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::text::{Lfm2Config, Lfm2ForCausalLM};
-use autoneural_model::vision::EncoderConfig;
-use autoneural_model::vlm::{VisionLanguageModel, VlmConfig};
+use autoneural_model::vlm::VisionLanguageModel;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -93,12 +92,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
     };
     let manifest = match (&args.model, &args.preset) {
         (_, Some(name)) if name == PAPER_VLM => {
-            let encoder = EncoderConfig::preset("mobilenetv5_300m_enc").expect("a built-in preset");
-            let text = Lfm2Config::preset("lfm2-1.2b").expect("a built-in preset");
-            let size = encoder.image_size();
-            let preprocess = Preprocess::Fixed { size, mean: [0.5; 3], std: [0.5; 3] };
+            // at the encoder's native input, 768x768 (256 image tokens)
             device.seed(0);
-            let model = VisionLanguageModel::new(&VlmConfig::autoneural(encoder, text, preprocess), &device)?;
+            let model = VisionLanguageModel::new(&autoneural_paper(768), &device)?;
             export_vlm(&model, &args.out, &opts)?
         }
         (_, Some(name)) => {

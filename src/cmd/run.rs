@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use autoneural_eval::runner::{RunOptions, run_resolved};
+use autoneural_eval::runner::{RunOptions, run_single};
 use autoneural_eval::sweep::{SweepOptions, run_point, run_sweep};
 use autoneural_train::sweep::{Expansion, parse_override};
 use clap::Args;
@@ -77,8 +77,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let exp = expansion.points.into_iter().next().expect("one point without a sweep").experiment;
-    let out = run_resolved(exp, &args.experiment, &options)?;
+    let out = run_single(expansion, &options)?;
     match &out.eval {
         Some(e) => {
             println!("{}", e.markdown());

@@ -46,6 +46,18 @@ fn vlm(encoder: EncoderConfig, projector: ProjectorConfig, text: Lfm2Config, siz
     VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token, preprocess, None)
 }
 
+/// The paper's AutoNeural: MobileNetV5-300M at `image_size` -> the normalization-free MLP
+/// connector -> LFM2-1.2B.
+pub fn autoneural_paper(image_size: usize) -> VlmConfig {
+    let text = Lfm2Config::preset("lfm2-1.2b").expect("preset");
+    let mut encoder = EncoderConfig::preset("mobilenetv5_300m_enc").expect("preset");
+    if let EncoderConfig::MobileNetV5(a) = &mut encoder {
+        a.image_size = image_size;
+    }
+    let preprocess = Preprocess::Fixed { size: image_size, mean: [0.5; 3], std: [0.5; 3] };
+    VlmConfig::autoneural(encoder, text, preprocess)
+}
+
 /// A paper configuration by name, its encoder used at [`TTFT_RESOLUTION`].
 pub fn preset(name: &str) -> Option<VlmConfig> {
     let s = TTFT_RESOLUTION;
@@ -63,22 +75,7 @@ pub fn preset(name: &str) -> Option<VlmConfig> {
             };
             Some(vlm(EncoderConfig::Vit(intern_vit_300m(s)), projector, text, s))
         }
-        "autoneural-paper" => {
-            let text = Lfm2Config::preset("lfm2-1.2b").expect("preset");
-            let mut encoder = EncoderConfig::preset("mobilenetv5_300m_enc").expect("preset");
-            if let EncoderConfig::MobileNetV5(a) = &mut encoder {
-                a.image_size = s;
-            }
-            let projector = ProjectorConfig {
-                vision_dim: 2048,
-                hidden: text.hidden_size,
-                text_dim: text.hidden_size,
-                bias: true,
-                downsample: 1,
-                layer_norm: false,
-            };
-            Some(vlm(encoder, projector, text, s))
-        }
+        "autoneural-paper" => Some(autoneural_paper(s)),
         _ => None,
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use autoneural_train::sweep::{Expansion, SweepPoint};
-use autoneural_train::train::latest_checkpoint;
+use autoneural_train::train::{latest_checkpoint, trainer_state};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::runner::{RunOptions, ensure_data, run_resolved};
@@ -88,14 +88,8 @@ pub fn status(point: &SweepPoint) -> Result<RunStatus> {
     }
     match latest_checkpoint(&dir)? {
         Some(ckpt) => {
-            let state: serde_json::Value = std::fs::read_to_string(ckpt.join("trainer_state.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or_default();
-            Ok(RunStatus::Interrupted {
-                stage: state["stage_name"].as_str().unwrap_or("?").to_string(),
-                step: state["step"].as_u64().unwrap_or(0) as usize,
-            })
+            let state = trainer_state(&ckpt)?;
+            Ok(RunStatus::Interrupted { stage: state.stage_name, step: state.step })
         }
         None => Ok(RunStatus::Pending),
     }

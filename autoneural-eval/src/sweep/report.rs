@@ -72,11 +72,6 @@ fn plot(md: &mut String, plots: &Path, file: &str, title: &str, x: &str, y: &str
     }
 }
 
-/// A run's label: its id (the axis values, shortened as in its directory name).
-fn axes_cell(r: &RunResult) -> String {
-    r.run_id.clone()
-}
-
 /// Runs grouped by everything but the attention layout (encoder, precision, other axes), so
 /// each line of a plot varies the attention ratio only.
 fn group_key(r: &RunResult) -> String {
@@ -95,7 +90,7 @@ fn accuracy_section(md: &mut String, results: &[RunResult], plots: &Path) -> Res
         let _ = writeln!(
             md,
             "| {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {:.0} |",
-            axes_cell(r),
+            r.run_id,
             r.model.encoder,
             r.model.num_layers,
             r.model.attention_layers,
@@ -115,7 +110,7 @@ fn accuracy_section(md: &mut String, results: &[RunResult], plots: &Path) -> Res
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} |",
-                axes_cell(r),
+                r.run_id,
                 r.precision.as_deref().unwrap_or("?"),
                 f3(r.float_val_loss),
                 f3(r.ptq_val_loss),
@@ -171,7 +166,7 @@ fn decode_section(md: &mut String, results: &[RunResult], plots: &Path) -> Resul
         let _ = writeln!(
             md,
             "| {} | {}/{} | {} | {} |",
-            axes_cell(r),
+            r.run_id,
             r.model.attention_layers,
             r.model.num_layers,
             speeds.join(" | "),
@@ -180,7 +175,7 @@ fn decode_section(md: &mut String, results: &[RunResult], plots: &Path) -> Resul
     }
     let line = |r: &RunResult, f: &dyn Fn(&super::results::DecodePoint) -> f64| {
         Series::line(
-            format!("{} ({} attn)", axes_cell(r), r.model.attention_layers),
+            format!("{} ({} attn)", r.run_id, r.model.attention_layers),
             r.decode.iter().map(|d| (d.context as f64, f(d))).collect(),
         )
     };
@@ -217,7 +212,7 @@ fn sqnr_section(md: &mut String, results: &[RunResult], plots: &Path) -> Result<
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {:.1} | {:.3}% |",
-                axes_cell(r),
+                r.run_id,
                 r.model.encoder,
                 s.bits,
                 s.sqnr_db,
@@ -234,7 +229,7 @@ fn sqnr_section(md: &mut String, results: &[RunResult], plots: &Path) -> Result<
             let _ = writeln!(
                 md,
                 "| {} | {} | {:.1} | {:.3}% |",
-                axes_cell(r),
+                r.run_id,
                 r.model.encoder,
                 s.sqnr_db,
                 100.0 * s.relative_rms
@@ -260,7 +255,7 @@ fn sqnr_section(md: &mut String, results: &[RunResult], plots: &Path) -> Result<
         .filter(|r| !r.encoder_sqnr.is_empty())
         .map(|r| {
             Series::line(
-                format!("{} ({})", axes_cell(r), r.model.encoder),
+                format!("{} ({})", r.run_id, r.model.encoder),
                 r.encoder_sqnr.iter().map(|s| (s.bits as f64, s.sqnr_db)).collect(),
             )
         })
@@ -315,7 +310,7 @@ fn latency_section(md: &mut String, results: &[RunResult], plots: &Path) -> Resu
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            axes_cell(r),
+            r.run_id,
             r.model.encoder,
             cpu.join(", "),
             enc,
@@ -330,7 +325,7 @@ fn latency_section(md: &mut String, results: &[RunResult], plots: &Path) -> Resu
             .map(|r| {
                 let n = r.npu.as_ref().expect("filtered");
                 Series::line(
-                    format!("{} ({})", axes_cell(r), r.model.encoder),
+                    format!("{} ({})", r.run_id, r.model.encoder),
                     n.encoder_ms.iter().filter_map(|(res, ms)| ms.map(|ms| (*res as f64, ms))).collect(),
                 )
             })

@@ -216,10 +216,15 @@ pub struct Restored {
     pub optimizer_file: PathBuf,
 }
 
+/// The stage and step a checkpoint directory was written at.
+pub fn trainer_state(dir: &Path) -> Result<TrainerState> {
+    read_json(&dir.join("trainer_state.json"))
+}
+
 pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Restored> {
     let model = load_vlm(dir, device).with_context(|| format!("loading the model of {}", dir.display()))?;
     let ids: BTreeMap<String, u64> = read_json(&dir.join("param_ids.json"))?;
     let model = restore_param_ids(model, &ids)?;
-    let state = read_json(&dir.join("trainer_state.json"))?;
+    let state = trainer_state(dir)?;
     Ok(Restored { model, state, optimizer_file: dir.join("optimizer.bpk") })
 }

@@ -12,7 +12,9 @@ pub mod schedule;
 pub mod trainer;
 
 pub use batches::Batcher;
-pub use checkpoint::{TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint, save_model_dir};
+pub use checkpoint::{
+    TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint, save_model_dir, trainer_state,
+};
 pub use init::{build_model, vlm_config};
 pub use metrics::{MetricsLog, StepMetrics, ValMetrics};
 pub use trainer::{StageReport, StageRun, run_stage, set_trainable, validate};
