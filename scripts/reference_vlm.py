@@ -39,6 +39,10 @@ def build(exp, vocab, attn_impl="sdpa"):
 
     m = exp["model"]
     blocks, stem, num_features, size, out_res = MNV5_PRESETS[m["vision"]["preset"]]
+    # [model.vision] blocks / stem_size / num_features override the preset's architecture.
+    blocks = m["vision"].get("blocks", blocks)
+    stem = m["vision"].get("stem_size", stem)
+    num_features = m["vision"].get("num_features", num_features)
     size = m.get("image_size", exp.get("data", {}).get("synth", {}).get("image_size", size))
     out_res = m["vision"].get("msfa_output_resolution", out_res)
     lang = m["language"]

@@ -12,7 +12,8 @@ then exact match per task family on the test split (greedy, `max_new_tokens` of 
 
 Matches autoneural-train: the LFM2 chat template, `<image>` -> the image's tokens, loss on
 assistant turns (content and `<|im_end|>`), AdamW (betas of the stage), linear warmup then
-cosine to `min_lr` (default lr/10), global-norm clipping, frozen parts excluded.
+cosine to `min_lr` (default lr/10) times the stage's per-part `lr_scale`, global-norm
+clipping, frozen parts excluded.
 Sampling differs (Python's RNG), so figures match in distribution, not bit for bit.
 """
 import argparse
@@ -262,7 +263,10 @@ def main():
             p.requires_grad_(False)
         for p in trainable:
             p.requires_grad_(True)
-        optim = torch.optim.AdamW(trainable, lr=stage["lr"], betas=(stage.get("beta1", 0.9), stage.get("beta2", 0.95)),
+        # One parameter group per trained part, at the stage's rate times its `lr_scale`.
+        scale = stage.get("lr_scale", {})
+        groups = [{"params": list(parts[name].parameters()), "scale": scale.get(name, 1.0)} for name in stage["train"]]
+        optim = torch.optim.AdamW(groups, lr=stage["lr"], betas=(stage.get("beta1", 0.9), stage.get("beta2", 0.95)),
                                   eps=1e-8, weight_decay=stage.get("weight_decay", 0.0))
         mixture = stage.get("mixture", PAPER_MIXTURE)
         names = [f for f in mixture if f in families] or families
@@ -271,7 +275,7 @@ def main():
         t0 = time.perf_counter()
         for step in range(steps):
             for g in optim.param_groups:
-                g["lr"] = lr_at(step, stage, steps)
+                g["lr"] = lr_at(step, stage, steps) * g["scale"]
             items = []
             for _ in range(micro):
                 recs = data.split(rng.choices(names, weights)[0], "train")

@@ -182,6 +182,39 @@ fn frozen_parts_stay_bit_identical_with(norm: &str) {
     assert!(report.frozen_params > report.trainable_params);
 }
 
+/// `lr_scale` gives a part its own learning rate: with `vision = 3` only the vision tower's
+/// update changes; after one step from the same start, the other parts, stepped with the
+/// same gradients at the stage's rate, are bit-identical to a run without the multiplier.
+#[test]
+fn lr_scale_changes_only_its_part() {
+    let one_stage = |scale: &str| {
+        format!(
+            "[[stage]]\nname = \"full\"\ntrain = [\"vision\", \"projector\", \"language\"]\nsteps = 1\nlr = 1e-3\n\
+             micro_batch = 2\n{scale}"
+        )
+    };
+    let train = |scale: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), &one_stage(scale), "batch")).unwrap();
+        let (model, batcher) = model_and_batcher(&exp);
+        let devices = [batcher.device.clone()];
+        let run = stage_run(&exp, 0, &batcher, &devices, tmp.path());
+        let mut log = MetricsLog::open(tmp.path()).unwrap();
+        log.echo = false;
+        weights(&run_stage(model, &run, None, &mut log).unwrap().0)
+    };
+    let (plain, scaled) = (train(""), train("lr_scale = { vision = 3.0 }\n"));
+    let mut vision_changed = 0;
+    for (path, w) in &plain {
+        if path.starts_with("vision_tower") {
+            vision_changed += usize::from(scaled[path] != *w);
+        } else {
+            assert!(scaled[path] == *w, "{path} changed with a vision-only multiplier");
+        }
+    }
+    assert!(vision_changed > 10, "only {vision_changed} vision tensors moved differently");
+}
+
 /// Data parallelism changes nothing but where the shards run: two shards on two replicas
 /// (threads) give bit for bit the gradients, loss and accuracy of the same two shards run
 /// one after the other on one device.
@@ -391,6 +424,13 @@ fn experiment_errors_name_the_key() {
                 "layer",
             ),
             "norm",
+        ),
+        (
+            &experiment(
+                Path::new("o"),
+                "[[stage]]\nname = \"s\"\ntrain = [\"vision\"]\nsteps = 1\nlr = 1e-3\nlr_scale = { vision = 0.0 }\n",
+            ),
+            "lr_scale",
         ),
     ];
     for (text, key) in cases {

@@ -173,6 +173,14 @@ pub struct VisionInit {
     pub norm: Option<NormKind>,
     /// MobileNetV5 only: the layer-scale init of UIR and attention blocks (preset: 1e-5).
     pub layer_scale_init: Option<f64>,
+    /// MobileNetV5 only: the architecture as timm block strings, one list per stage
+    /// (`[["er_r1_k3_s2_e4_c24"], ["uir_r1_a3_k5_s2_e4_c32", ...], ...]`), replacing the
+    /// preset's; for width and depth ablations.
+    pub blocks: Option<Vec<Vec<String>>>,
+    /// MobileNetV5 only: the stem's output channels (preset's otherwise).
+    pub stem_size: Option<usize>,
+    /// MobileNetV5 only: the adapter's output channels, the width of each image token.
+    pub num_features: Option<usize>,
 }
 
 /// The language model: a preset at random (with optional shape overrides, for ablations),
@@ -228,6 +236,10 @@ pub struct StageConfig {
     pub grad_accum: usize,
     #[serde(default)]
     pub weight_decay: f64,
+    /// Per-part multipliers of the learning rate (schedule included), as VLM recipes give
+    /// the vision tower its own rate: `lr_scale = { vision = 4.0 }`. Unlisted parts: 1.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lr_scale: BTreeMap<Part, f64>,
     /// Global gradient-norm clipping (default 1.0; 0 turns it off).
     #[serde(default = "default_clip")]
     pub grad_clip: f64,
@@ -398,6 +410,13 @@ impl Experiment {
             }
             if s.grad_clip < 0.0 || s.weight_decay < 0.0 {
                 return Err(format!("{}: grad_clip and weight_decay must not be negative", key("grad_clip")));
+            }
+            if let Some((part, f)) = s.lr_scale.iter().find(|(_, f)| !(f.is_finite() && **f > 0.0)) {
+                return Err(format!(
+                    "{}: the {} multiplier must be a positive number, found {f}",
+                    key("lr_scale"),
+                    format!("{part:?}").to_lowercase()
+                ));
             }
             if s.mixture.is_some() && s.recipe.is_some() {
                 return Err(format!("{}: give `mixture` or `recipe`, not both", key("mixture")));

@@ -53,3 +53,22 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
     }
     norm
 }
+
+/// Moves the gradients of `module`'s parameters out of `grads` into their own set, so that
+/// one part of a model can be stepped with its own learning rate.
+pub fn take_grads<M: Module>(module: &M, grads: &mut GradientsParams) -> GradientsParams {
+    struct Take<'a> {
+        from: &'a mut GradientsParams,
+        to: GradientsParams,
+    }
+    impl ModuleVisitor for Take<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.from.remove::<D>(param.id) {
+                self.to.register(param.id, g);
+            }
+        }
+    }
+    let mut v = Take { from: grads, to: GradientsParams::new() };
+    module.visit(&mut v);
+    v.to
+}

@@ -2,7 +2,7 @@
 //! public checkpoints (a timm / Gemma 3n MobileNetV5, a Hugging Face LFM2), or a whole
 //! AutoNeural / LFM2-VL checkpoint.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use autoneural_model::checkpoint::{load_lfm2, load_mobilenetv5, load_vlm};
 use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::images::Preprocess;
@@ -89,12 +89,29 @@ pub fn vlm_config(config: &ModelConfig, vocab_size: usize, image_token_id: u32) 
             _ => bail!("model.vision.msfa_output_resolution: needs a MobileNetV5 preset and a side of at least 1"),
         }
     }
-    if config.vision.norm.is_some() || config.vision.layer_scale_init.is_some() {
+    let v = &config.vision;
+    if v.norm.is_some()
+        || v.layer_scale_init.is_some()
+        || v.blocks.is_some()
+        || v.stem_size.is_some()
+        || v.num_features.is_some()
+    {
         let EncoderConfig::MobileNetV5(a) = &mut encoder else {
-            bail!("model.vision: `norm` and `layer_scale_init` need a MobileNetV5 preset");
+            bail!(
+                "model.vision: `norm`, `layer_scale_init`, `blocks`, `stem_size` and `num_features` need a MobileNetV5 preset"
+            );
         };
-        a.norm = config.vision.norm.unwrap_or(a.norm);
-        a.layer_scale_init_value = config.vision.layer_scale_init.or(a.layer_scale_init_value);
+        a.norm = v.norm.unwrap_or(a.norm);
+        a.layer_scale_init_value = v.layer_scale_init.or(a.layer_scale_init_value);
+        if let Some(blocks) = &v.blocks {
+            a.block_args = blocks.clone();
+        }
+        a.stem_size = v.stem_size.unwrap_or(a.stem_size);
+        a.num_features = v.num_features.unwrap_or(a.num_features);
+        if a.stem_size == 0 || a.num_features == 0 {
+            bail!("model.vision: `stem_size` and `num_features` must be at least 1");
+        }
+        a.resolve().map_err(|e| anyhow!("model.vision.blocks: {e}"))?;
     }
     let text = match &config.language.checkpoint {
         Some(dir) => autoneural_model::checkpoint::read_config(dir).with_context(|| format!("{}", dir.display()))?,
@@ -210,5 +227,31 @@ mod tests {
         assert!(err.contains("attention_at: layer 6 does not exist (layers 0..6)"), "{err}");
         let err = text_config(&lang("attention_at = [1]\nattention_layers = 2"), 64).unwrap_err().to_string();
         assert!(err.contains("disagree"), "{err}");
+    }
+
+    #[test]
+    fn mobilenet_width_and_depth_come_from_block_strings() {
+        let text = |vision: &str| -> ModelConfig {
+            toml::from_str(&format!(
+                "[vision]\npreset = \"mobilenetv5_tiny\"\nmsfa_output_resolution = 4\n{vision}\n\
+                 [language]\npreset = \"lfm2-nano\"\nhidden_size = 64\nnum_layers = 2\n"
+            ))
+            .unwrap()
+        };
+        let wide = "stem_size = 16\nnum_features = 96\nblocks = [[\"er_r1_k3_s2_e4_c24\"], \
+                    [\"uir_r1_a3_k5_s2_e4_c48\"], [\"uir_r1_a3_k3_s2_e4_c64\"]]";
+        let config = vlm_config(&text(wide), 64, 3).unwrap();
+        let EncoderConfig::MobileNetV5(a) = &config.encoder else { panic!("not a MobileNetV5") };
+        assert_eq!((a.stem_size, a.num_features, a.block_args.len()), (16, 96, 3));
+        assert_eq!(config.projector.vision_dim, 96);
+        assert_eq!(config.tokens_per_image(64, 64), 16);
+        let err = vlm_config(&text("blocks = [[\"xx_r1\"]]"), 64, 3).unwrap_err().to_string();
+        assert!(err.contains("model.vision.blocks"), "{err}");
+        let vit: ModelConfig = toml::from_str(
+            "[vision]\npreset = \"vit_mini\"\nstem_size = 8\n[language]\npreset = \"lfm2-nano\"\nnum_layers = 2\n",
+        )
+        .unwrap();
+        let err = vlm_config(&vit, 64, 3).unwrap_err().to_string();
+        assert!(err.contains("need a MobileNetV5 preset"), "{err}");
     }
 }

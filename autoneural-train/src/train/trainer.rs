@@ -17,7 +17,7 @@ use autoneural_model::quant::activations::with_qat;
 use autoneural_model::quant::qat::Qat;
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::module::Module;
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{Part, StageConfig};
@@ -25,7 +25,7 @@ use crate::data::mixture::{BadRecordPolicy, Source};
 use crate::data::{MixtureSampler, PAPER_MIXTURE, Recipe};
 use crate::train::batches::Batcher;
 use crate::train::checkpoint::{TrainerState, save_checkpoint};
-use crate::train::clip::clip_global_norm;
+use crate::train::clip::{clip_global_norm, take_grads};
 use crate::train::loss::forward_loss;
 use crate::train::metrics::{MetricsLog, StepMetrics, ValMetrics};
 use crate::train::parallel::{Replicas, shard_sizes};
@@ -151,6 +151,32 @@ pub fn optimizer(stage: &StageConfig) -> ModuleOptimizer {
         .init()
 }
 
+/// One optimizer step, each part at `lr` times its `lr_scale` multiplier. Parts with their
+/// own rate are stepped separately with their own gradients; AdamW's moments are kept per
+/// parameter, so this is the same update as one step with per-part rates.
+fn step_parts(
+    optim: &mut ModuleOptimizer,
+    lr: f64,
+    lr_scale: &BTreeMap<Part, f64>,
+    mut model: VisionLanguageModel,
+    mut grads: GradientsParams,
+) -> VisionLanguageModel {
+    let mut scaled = Vec::new();
+    for (&part, &factor) in lr_scale.iter().filter(|(_, f)| **f != 1.0) {
+        let own = match part {
+            Part::Vision => take_grads(&model.vision_tower, &mut grads),
+            Part::Projector => take_grads(&model.multi_modal_projector, &mut grads),
+            Part::Language => take_grads(&model.language, &mut grads),
+        };
+        scaled.push((lr * factor, own));
+    }
+    model = optim.step(lr, model, grads);
+    for (part_lr, own) in scaled {
+        model = optim.step(part_lr, model, own);
+    }
+    model
+}
+
 /// Mean loss and token accuracy on the first `val_batches` batches of the validation split.
 pub fn validate(model: &VisionLanguageModel, run: &StageRun) -> Result<ValMetrics> {
     let model = model.valid();
@@ -272,7 +298,7 @@ pub fn run_stage(
         if !grad_norm.is_finite() {
             bail!(non_finite(run, step, "gradient norm", grad_norm));
         }
-        model = optim.step(lr, model, grads);
+        model = step_parts(&mut optim, lr, &s.lr_scale, model, grads);
         if let Some(q) = &qat {
             q.commit_step();
         }
