@@ -180,7 +180,38 @@ fn label(value: &Value, index: usize) -> String {
         Value::Array(_) => format!("#{index}"),
         other => other.to_string(),
     };
+    id_safe(&text)
+}
+
+/// `text` with characters outside `[A-Za-z0-9._+-]` replaced by `_`, for run ids.
+fn id_safe(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii_alphanumeric() || "._+-".contains(c) { c } else { '_' }).collect()
+}
+
+/// The labels of one axis's values. Tables that share a `preset`/`name` label (two
+/// configurations of one encoder) are told apart by the keys whose values differ among them:
+/// `mobilenetv5_tiny+msfa_output_resolution-8`.
+fn axis_labels(values: &[Value]) -> Vec<String> {
+    let base: Vec<String> = values.iter().enumerate().map(|(i, v)| label(v, i)).collect();
+    let mut out = base.clone();
+    for (i, v) in values.iter().enumerate() {
+        let Value::Table(t) = v else { continue };
+        let same: Vec<&Table> =
+            (0..values.len()).filter(|&j| j != i && base[j] == base[i]).filter_map(|j| values[j].as_table()).collect();
+        if same.is_empty() {
+            continue;
+        }
+        let mut keys: Vec<&String> = t.keys().chain(same.iter().flat_map(|o| o.keys())).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            if same.iter().any(|o| o.get(k.as_str()) != t.get(k.as_str())) {
+                let value = t.get(k.as_str()).map_or_else(|| "none".to_string(), |x| label(x, i));
+                out[i].push_str(&format!("+{k}-{value}"));
+            }
+        }
+    }
+    out.iter().map(|l| id_safe(l)).collect()
 }
 
 /// Short names for the axes: the last segment of each key, with more segments where two
@@ -225,6 +256,7 @@ impl Expansion {
         let combos = combinations(mode, &axes).map_err(|e| invalid(path, e))?;
         let keys: Vec<String> = axes.iter().map(|(k, _)| k.clone()).collect();
         let short = short_names(&keys);
+        let labels: Vec<Vec<String>> = axes.iter().map(|(_, vals)| axis_labels(vals)).collect();
         // The file parsed from its own text (when no override changed it), so errors name
         // the file's lines.
         let check = |text: &str, id: Option<&str>| {
@@ -259,10 +291,10 @@ impl Expansion {
             let mut t = table.clone();
             let mut values = Vec::new();
             let mut id_parts = Vec::new();
-            for ((key, vals), (&i, short)) in axes.iter().zip(combo.iter().zip(&short)) {
+            for (((key, vals), labels), (&i, short)) in axes.iter().zip(&labels).zip(combo.iter().zip(&short)) {
                 set_key(&mut t, key, vals[i].clone()).map_err(|e| invalid(path, format!("sweep.axes.{e}")))?;
                 values.push((key.clone(), vals[i].clone()));
-                id_parts.push(format!("{short}={}", label(&vals[i], i)));
+                id_parts.push(format!("{short}={}", labels[i]));
             }
             let id = if sweep.is_some() { id_parts.join(",") } else { name.clone() };
             let mut exp = if sweep.is_none() {
@@ -489,6 +521,22 @@ policy = "w8a16"
         .unwrap();
         assert_eq!(e.points[0].id, "vision=vit_mini");
         assert_eq!(e.points[0].experiment.model.vision.preset, "vit_mini");
+        // tables of one preset are told apart by the keys that differ
+        let e = expand(
+            "[sweep.axes]\n\"model.vision\" = [{ preset = \"mobilenetv5_tiny\" }, \
+             { preset = \"mobilenetv5_tiny\", msfa_output_resolution = 8, norm = \"batch\" }, { preset = \"vit_mini\" }]\n",
+            &[],
+        )
+        .unwrap();
+        let ids: Vec<&str> = e.points.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "vision=mobilenetv5_tiny+msfa_output_resolution-none+norm-none",
+                "vision=mobilenetv5_tiny+msfa_output_resolution-8+norm-batch",
+                "vision=vit_mini"
+            ]
+        );
         // a list value (attention placement) is named by its items
         let e = expand("[sweep.axes]\n\"model.language.attention_at\" = [[0, 1], [2, 3], []]\n", &[]).unwrap();
         let ids: Vec<&str> = e.points.iter().map(|p| p.id.as_str()).collect();
