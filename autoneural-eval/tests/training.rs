@@ -182,37 +182,58 @@ fn frozen_parts_stay_bit_identical_with(norm: &str) {
     assert!(report.frozen_params > report.trainable_params);
 }
 
+/// Every weight after one full-model step of batch 2 from the seed-5 model, with `extra`
+/// stage keys (no clipping, so that a change in one part's gradients cannot rescale another's).
+fn one_step_weights(extra: &str) -> BTreeMap<String, Vec<f32>> {
+    let stage = format!(
+        "[[stage]]\nname = \"full\"\ntrain = [\"vision\", \"projector\", \"language\"]\nsteps = 1\nlr = 1e-3\n\
+         micro_batch = 2\ngrad_clip = 0.0\n{extra}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), &stage, "batch")).unwrap();
+    let (model, batcher) = model_and_batcher(&exp);
+    let devices = [batcher.device.clone()];
+    let run = stage_run(&exp, 0, &batcher, &devices, tmp.path());
+    let mut log = MetricsLog::open(tmp.path()).unwrap();
+    log.echo = false;
+    weights(&run_stage(model, &run, None, &mut log).unwrap().0)
+}
+
+/// How many tensors whose key starts with one of `moved` differ between `a` and `b`; every
+/// other tensor must be bit-identical.
+fn moved_tensors(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>, moved: &[&str]) -> usize {
+    let mut n = 0;
+    for (path, w) in a {
+        if moved.iter().any(|m| path.starts_with(m)) {
+            n += usize::from(b[path] != *w);
+        } else {
+            assert!(b[path] == *w, "{path} changed");
+        }
+    }
+    n
+}
+
 /// `lr_scale` gives a part its own learning rate: with `vision = 3` only the vision tower's
 /// update changes; after one step from the same start, the other parts, stepped with the
 /// same gradients at the stage's rate, are bit-identical to a run without the multiplier.
 #[test]
 fn lr_scale_changes_only_its_part() {
-    let one_stage = |scale: &str| {
-        format!(
-            "[[stage]]\nname = \"full\"\ntrain = [\"vision\", \"projector\", \"language\"]\nsteps = 1\nlr = 1e-3\n\
-             micro_batch = 2\n{scale}"
-        )
-    };
-    let train = |scale: &str| {
-        let tmp = tempfile::tempdir().unwrap();
-        let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), &one_stage(scale), "batch")).unwrap();
-        let (model, batcher) = model_and_batcher(&exp);
-        let devices = [batcher.device.clone()];
-        let run = stage_run(&exp, 0, &batcher, &devices, tmp.path());
-        let mut log = MetricsLog::open(tmp.path()).unwrap();
-        log.echo = false;
-        weights(&run_stage(model, &run, None, &mut log).unwrap().0)
-    };
-    let (plain, scaled) = (train(""), train("lr_scale = { vision = 3.0 }\n"));
-    let mut vision_changed = 0;
-    for (path, w) in &plain {
-        if path.starts_with("vision_tower") {
-            vision_changed += usize::from(scaled[path] != *w);
-        } else {
-            assert!(scaled[path] == *w, "{path} changed with a vision-only multiplier");
-        }
-    }
-    assert!(vision_changed > 10, "only {vision_changed} vision tensors moved differently");
+    let (plain, scaled) = (one_step_weights(""), one_step_weights("lr_scale = { vision = 3.0 }\n"));
+    let n = moved_tensors(&plain, &scaled, &["vision_tower"]);
+    assert!(n > 10, "only {n} vision tensors moved differently");
+}
+
+/// The alignment loss reaches the image side only (the text embeddings are its fixed
+/// targets): with it, vision and connector take another step and the language model the
+/// same one.
+#[test]
+fn align_weight_trains_the_image_side_only() {
+    let (plain, aligned) = (one_step_weights(""), one_step_weights("align_weight = 1.0\n"));
+    let n = moved_tensors(&plain, &aligned, &["vision_tower", "multi_modal_projector"]);
+    assert!(n > 10, "only {n} image-side tensors moved differently");
+    let projector =
+        plain.keys().filter(|k| k.starts_with("multi_modal_projector")).filter(|k| plain[*k] != aligned[*k]);
+    assert_eq!(projector.count(), 4, "every connector tensor should move differently");
 }
 
 /// Data parallelism changes nothing but where the shards run: two shards on two replicas
@@ -457,6 +478,7 @@ fn the_shipped_experiments_parse() {
         ("ablation_precision", 4),
         ("paper_quantization_error", 2),
         ("paper_latency", 2),
+        ("study_reading", 2),
     ] {
         let e = Expansion::from_file(&dir.join(format!("{name}.toml")), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(e.is_sweep && e.points.len() == runs, "{name}: {} runs", e.points.len());

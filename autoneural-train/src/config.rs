@@ -240,6 +240,11 @@ pub struct StageConfig {
     /// the vision tower its own rate: `lr_scale = { vision = 4.0 }`. Unlisted parts: 1.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lr_scale: BTreeMap<Part, f64>,
+    /// Weight of the image-text alignment loss added to the language-model loss (a SigLIP
+    /// sigmoid loss between each image's mean token and its answers' embeddings; for
+    /// encoders trained from scratch). 0: off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub align_weight: f64,
     /// Global gradient-norm clipping (default 1.0; 0 turns it off).
     #[serde(default = "default_clip")]
     pub grad_clip: f64,
@@ -295,6 +300,9 @@ fn default_clip() -> f64 {
 }
 fn default_beta1() -> f64 {
     0.9
+}
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 fn default_beta2() -> f64 {
     0.95
@@ -407,6 +415,13 @@ impl Experiment {
             }
             if !(0.0..1.0).contains(&s.beta1) || !(0.0..1.0).contains(&s.beta2) {
                 return Err(format!("{}: betas must be in [0, 1)", key("beta1")));
+            }
+            if !(s.align_weight.is_finite() && s.align_weight >= 0.0) {
+                return Err(format!(
+                    "{}: must be a non-negative number, found {}",
+                    key("align_weight"),
+                    s.align_weight
+                ));
             }
             if s.grad_clip < 0.0 || s.weight_decay < 0.0 {
                 return Err(format!("{}: grad_clip and weight_decay must not be negative", key("grad_clip")));

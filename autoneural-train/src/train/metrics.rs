@@ -28,6 +28,9 @@ pub struct StepMetrics {
     /// Gradient norm before clipping.
     pub grad_norm: f64,
     pub samples_per_s: f64,
+    /// The image-text alignment loss (stages with `align_weight`), unweighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub align_loss: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,8 +140,9 @@ impl MetricsLog {
                 m.loss, m.token_accuracy, m.lr, m.samples_per_s
             ));
         } else if self.echo && print {
+            let align = m.align_loss.map(|a| format!("  align {a:.4}")).unwrap_or_default();
             eprintln!(
-                "  [{}] step {:>5}/{total}  loss {:.4}  token acc {:.3}  lr {:.2e}  |g| {:.3}  {:.1} samples/s",
+                "  [{}] step {:>5}/{total}  loss {:.4}{align}  token acc {:.3}  lr {:.2e}  |g| {:.3}  {:.1} samples/s",
                 m.stage, m.step, m.loss, m.token_accuracy, m.lr, m.grad_norm, m.samples_per_s
             );
         }

@@ -36,6 +36,9 @@ pub struct StepGradients {
     pub nll: f64,
     /// Trained tokens the argmax predicts.
     pub correct: f64,
+    /// The alignment loss, weighted by each shard's share of the trained tokens, when the
+    /// step computed it.
+    pub align: Option<f64>,
 }
 
 /// One shard's contribution.
@@ -43,6 +46,8 @@ struct ShardOutput {
     grads: Option<GradientsParams>,
     nll: f64,
     correct: f64,
+    /// The shard's alignment loss times its share of the step's trained tokens.
+    align: Option<f64>,
 }
 
 /// A replica, its shard, the step's trained-token count, and the QAT quantizers of the
@@ -138,7 +143,7 @@ impl Replicas {
     ) -> Result<StepGradients> {
         let parallel = !self.workers.is_empty();
         let mut accumulator = GradientsAccumulator::new();
-        let (mut nll, mut correct) = (0.0, 0.0);
+        let (mut nll, mut correct, mut align) = (0.0, 0.0, None);
         for wave in shards.chunks(self.count()) {
             let results = if parallel {
                 self.run_wave(model, wave, tokens)?
@@ -148,10 +153,13 @@ impl Replicas {
             };
             for r in results {
                 if !r.nll.is_finite() {
-                    return Ok(StepGradients { grads: None, nll: r.nll, correct });
+                    return Ok(StepGradients { grads: None, nll: r.nll, correct, align });
                 }
                 nll += r.nll;
                 correct += r.correct;
+                if let Some(a) = r.align {
+                    align = Some(align.unwrap_or(0.0) + a);
+                }
                 if let Some(g) = r.grads {
                     accumulator.accumulate(model, if parallel { g.to_device(&self.main, model) } else { g });
                 }
@@ -160,7 +168,7 @@ impl Replicas {
                 commit_running_stats(&model.vision_tower);
             }
         }
-        Ok(StepGradients { grads: Some(accumulator.grads()), nll, correct })
+        Ok(StepGradients { grads: Some(accumulator.grads()), nll, correct, align })
     }
 
     /// Shard 0 on this thread with `model` itself, shard `i` on worker `i - 1` with a
@@ -177,6 +185,7 @@ impl Replicas {
                 batch: b.batch.clone(),
                 pixels: b.pixels.clone().map(|p| p.to_device(&worker.device)),
                 records: b.records,
+                align_weight: b.align_weight,
             };
             worker.submit((replica, b, tokens, qat.clone()))?;
         }
@@ -199,9 +208,17 @@ fn shard(model: &VisionLanguageModel, b: &DeviceBatch, tokens: f64) -> Result<Sh
     let parts = forward_loss(model, b)?;
     let nll = f64::from(parts.nll_sum.clone().detach().into_scalar::<f32>());
     let correct = f64::from(parts.correct.into_scalar::<f32>());
+    // The alignment loss is a mean over this shard's conversations, weighted by the shard's
+    // share of the step's trained tokens (the weights of the shards sum to one).
+    let share = b.loss_tokens() as f64 / tokens;
+    let align_value = parts.align.as_ref().map(|a| f64::from(a.clone().detach().into_scalar::<f32>()) * share);
     if !nll.is_finite() {
-        return Ok(ShardOutput { grads: None, nll, correct });
+        return Ok(ShardOutput { grads: None, nll, correct, align: align_value });
     }
-    let grads = (parts.nll_sum / tokens).backward();
-    Ok(ShardOutput { grads: Some(GradientsParams::from_grads(grads, model)), nll, correct })
+    let loss = match parts.align {
+        Some(align) => parts.nll_sum / tokens + align.mul_scalar(b.align_weight * share),
+        None => parts.nll_sum / tokens,
+    };
+    let grads = loss.backward();
+    Ok(ShardOutput { grads: Some(GradientsParams::from_grads(grads, model)), nll, correct, align: align_value })
 }

@@ -283,7 +283,11 @@ pub fn run_stage(
         // step are the same with any number of devices.
         let shards = (0..s.grad_accum)
             .flat_map(|_| shard_sizes(s.micro_batch, replicas.count()))
-            .map(|n| run.batcher.next_batch(&mut sampler, n))
+            .map(|n| {
+                let mut b = run.batcher.next_batch(&mut sampler, n)?;
+                b.align_weight = s.align_weight;
+                Ok(b)
+            })
             .collect::<Result<Vec<_>>>()?;
         records_drawn += s.effective_batch();
         // The loss of the whole effective batch is the mean over all of its trained tokens,
@@ -315,6 +319,7 @@ pub fn run_stage(
             lr,
             grad_norm,
             samples_per_s: s.effective_batch() as f64 / dt,
+            align_loss: out.align,
         };
         let last = step + 1 == total;
         log.step(&m, last || (step + 1) % s.log_every.max(1) == 0, total)?;
