@@ -240,8 +240,8 @@ pub struct StageConfig {
     /// the vision tower its own rate: `lr_scale = { vision = 4.0 }`. Unlisted parts: 1.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lr_scale: BTreeMap<Part, f64>,
-    /// Weight of the image-text alignment loss added to the language-model loss (a SigLIP
-    /// sigmoid loss between each image's mean token and its answers' embeddings; for
+    /// Weight of the image-text alignment loss added to the language-model loss (a
+    /// contrastive loss between each image's mean token and its answers' embeddings; for
     /// encoders trained from scratch). 0: off.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub align_weight: f64,
@@ -301,11 +301,11 @@ fn default_clip() -> f64 {
 fn default_beta1() -> f64 {
     0.9
 }
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
-}
 fn default_beta2() -> f64 {
     0.95
+}
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 fn default_val_batches() -> usize {
     4

@@ -46,7 +46,7 @@ pub fn forward_loss(model: &VisionLanguageModel, b: &DeviceBatch) -> autoneural_
     let features = b.pixels.clone().map(|p| {
         let f = model.image_features(p);
         let [n, t, d] = f.dims();
-        if b.align_weight > 0.0 && n == rows {
+        if b.align_weight > 0.0 && one_image_per_row(&b.batch.inputs, rows, model.config.image_token_id, t) {
             pooled = Some(f.clone().mean_dim(1).reshape([n, d]));
         }
         f.reshape([n * t, d])
@@ -64,6 +64,12 @@ pub fn forward_loss(model: &VisionLanguageModel, b: &DeviceBatch) -> autoneural_
     let correct = predicted.equal(targets.clone()).float().reshape([rows, len]) * mask.clone();
     let nll = -log_softmax(logits, 2).gather(2, targets).reshape([rows, len]);
     Ok(LossParts { nll_sum: (nll * mask).sum(), correct: correct.sum(), align })
+}
+
+/// Whether every row of the row-major `[rows, len]` `ids` holds exactly one image's
+/// `tokens` image tokens, so that image `i` belongs to conversation `i`.
+fn one_image_per_row(ids: &[u32], rows: usize, image_token_id: u32, tokens: usize) -> bool {
+    rows > 0 && ids.chunks(ids.len() / rows).all(|row| row.iter().filter(|&&x| x == image_token_id).count() == tokens)
 }
 
 /// A contrastive image-text loss, standing in for a pretrained encoder when the vision
