@@ -112,7 +112,7 @@ def train(args):
     with open(args.experiment, "rb") as f:
         exp = tomllib.load(f)
     stages = exp["stage"]
-    stage = next(s for s in stages if s["name"] == args.stage) if args.stage else stages[min(1, len(stages) - 1)]
+    stage = next(s for s in stages if s["name"] == args.stage) if args.stage else next((s for s in stages if len(set(s["train"])) == 3 and s.get("lm_weight", 1.0) > 0), stages[0])
     vocab = exp["data"].get("vocab_size", 512)
     encoder, projector, lm, shapes = build(exp, vocab, args.attn)
     size, hidden, layers, attn = shapes.image_size, shapes.hidden, shapes.layers, shapes.attention_layers
@@ -223,7 +223,7 @@ def main():
     ap.add_argument("--mode", default="lm", choices=["lm", "vision", "vision-one", "train"])
     ap.add_argument("--experiment", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                                                          "experiments", "quickstart.toml"))
-    ap.add_argument("--stage", default=None, help="train: stage by name (default: the second)")
+    ap.add_argument("--stage", default=None, help="train: stage by name (default: the first that trains every part)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)

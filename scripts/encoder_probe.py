@@ -11,6 +11,7 @@ gives").
     python scripts/encoder_probe.py --encoder mobilenetv5 --norm batch --layer-scale 1.0 --steps 800
     python scripts/encoder_probe.py --encoder cnn --norm batch --steps 400
     python scripts/encoder_probe.py --norm batch --layer-scale 1.0 --lr 5e-3 --steps 1000 --data DIR
+    python scripts/encoder_probe.py --norm batch --layer-scale 1.0 --lr 5e-3 --steps 600 --size 96 --data DIR96
 """
 import argparse
 import os
@@ -50,6 +51,7 @@ def main():
     ap.add_argument("--no-attention", action="store_true", help="MobileNetV5 without its attention blocks")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--size", type=int, default=64, help="side the images are resized to (the encoder input)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,7 +67,7 @@ def main():
                           layer_scale_init_value=args.layer_scale, global_pool="")
         dim = 64
     data = Data.__new__(Data)
-    data.dir, data.size, data.records = os.path.normpath(args.data), 64, {}
+    data.dir, data.size, data.records = os.path.normpath(args.data), args.size, {}
     records = data.split("ocr", "train")
     words = sorted({r["messages"][1]["content"] for r, _ in records})
     head = torch.nn.Linear(dim, len(words))

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use autoneural_model::text::Logits;
 use autoneural_model::vlm::{VisionLanguageModel, VlmConfig};
-use autoneural_train::config::{Experiment, StageConfig};
+use autoneural_train::config::{Experiment, Part, StageConfig};
 use autoneural_train::data::Batch;
 use autoneural_train::train::clip::clip_global_norm;
 use autoneural_train::train::loss::{DeviceBatch, forward_loss};
@@ -36,7 +36,8 @@ pub struct TrainBenchOptions {
     pub text_tokens: usize,
     /// Trained (loss) positions at the end of each sequence.
     pub loss_tokens: usize,
-    /// Stage by name (default: the experiment's second stage, else its first).
+    /// Stage by name (default: the first that trains every part with the language-model
+    /// loss, else the first).
     pub stage: Option<String>,
     /// Also time the two halves of the model on their own (see [`Breakdown`]).
     pub breakdown: bool,
@@ -110,14 +111,22 @@ pub struct TrainBenchResult {
     pub threads: usize,
 }
 
-/// The stage the benchmark trains: by name, else the second (all parts), else the first.
+/// The stage the benchmark trains: by name, else the first that trains every part with the
+/// language-model loss (the quickstart's "full"), else the first.
 pub fn pick_stage<'a>(exp: &'a Experiment, name: Option<&str>) -> Result<&'a StageConfig> {
     match name {
         Some(n) => exp.stages.iter().find(|s| s.name == n).with_context(|| {
             let names: Vec<_> = exp.stages.iter().map(|s| s.name.as_str()).collect();
             format!("the experiment has no stage {n:?} (it has {names:?})")
         }),
-        None => exp.stages.get(1).or_else(|| exp.stages.first()).context("the experiment has no [[stage]]"),
+        None => exp
+            .stages
+            .iter()
+            .find(|s| {
+                [Part::Vision, Part::Projector, Part::Language].iter().all(|p| s.train.contains(p)) && s.lm_weight > 0.0
+            })
+            .or_else(|| exp.stages.first())
+            .context("the experiment has no [[stage]]"),
     }
 }
 
@@ -178,7 +187,7 @@ pub fn synthetic_batch(cfg: &VlmConfig, opts: &TrainBenchOptions, seed: u64, dev
     }
     let batch = Batch { rows, len, inputs, targets, loss_mask, attention_mask: vec![true; rows * len] };
     let pixels = Tensor::<4>::random([rows, 3, size, size], Distribution::Uniform(0.0, 1.0), device);
-    DeviceBatch { batch, pixels: Some(pixels), records: rows, align_weight: 0.0 }
+    DeviceBatch { batch, pixels: Some(pixels), records: rows, weights: Default::default() }
 }
 
 /// Rows `start..start + n` of `b` (its pixels: one image per row).
@@ -194,12 +203,7 @@ fn shard_rows(b: &DeviceBatch, start: usize, n: usize) -> DeviceBatch {
         loss_mask: cut_mask(&b.batch.loss_mask),
         attention_mask: cut_mask(&b.batch.attention_mask),
     };
-    DeviceBatch {
-        batch,
-        pixels: b.pixels.clone().map(|p| p.narrow(0, start, n)),
-        records: n,
-        align_weight: b.align_weight,
-    }
+    DeviceBatch { batch, pixels: b.pixels.clone().map(|p| p.narrow(0, start, n)), records: n, weights: b.weights }
 }
 
 fn ms(t: Instant) -> f64 {

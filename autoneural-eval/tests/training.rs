@@ -185,6 +185,11 @@ fn frozen_parts_stay_bit_identical_with(norm: &str) {
 /// Every weight after one full-model step of batch 2 from the seed-5 model, with `extra`
 /// stage keys (no clipping, so that a change in one part's gradients cannot rescale another's).
 fn one_step_weights(extra: &str) -> BTreeMap<String, Vec<f32>> {
+    weights_after(extra, true)
+}
+
+/// [`one_step_weights`], or the weights before the step.
+fn weights_after(extra: &str, step: bool) -> BTreeMap<String, Vec<f32>> {
     let stage = format!(
         "[[stage]]\nname = \"full\"\ntrain = [\"vision\", \"projector\", \"language\"]\nsteps = 1\nlr = 1e-3\n\
          micro_batch = 2\ngrad_clip = 0.0\n{extra}"
@@ -192,6 +197,9 @@ fn one_step_weights(extra: &str) -> BTreeMap<String, Vec<f32>> {
     let tmp = tempfile::tempdir().unwrap();
     let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), &stage, "batch")).unwrap();
     let (model, batcher) = model_and_batcher(&exp);
+    if !step {
+        return weights(&model);
+    }
     let devices = [batcher.device.clone()];
     let run = stage_run(&exp, 0, &batcher, &devices, tmp.path());
     let mut log = MetricsLog::open(tmp.path()).unwrap();
@@ -234,6 +242,24 @@ fn align_weight_trains_the_image_side_only() {
     let projector =
         plain.keys().filter(|k| k.starts_with("multi_modal_projector")).filter(|k| plain[*k] != aligned[*k]);
     assert_eq!(projector.count(), 4, "every connector tensor should move differently");
+}
+
+/// An encoder-alignment stage (`lm_weight = 0` with `align_weight`) trains vision and
+/// connector on the alignment loss alone: the language model, though listed as trainable,
+/// gets no gradient and stays bit-identical to its start, while every connector tensor moves.
+#[test]
+fn lm_weight_zero_trains_the_image_side_on_alignment_alone() {
+    let (start, aligned) = (weights_after("", false), one_step_weights("lm_weight = 0.0\nalign_weight = 1.0\n"));
+    let n = moved_tensors(&start, &aligned, &["vision_tower", "multi_modal_projector"]);
+    assert!(n > 10, "only {n} image-side tensors moved");
+    assert_eq!(start.keys().filter(|k| k.starts_with("multi_modal_projector") && start[*k] != aligned[*k]).count(), 4);
+    let e = Experiment::from_toml(&experiment_with_norm(
+        std::path::Path::new("."),
+        "[[stage]]\nname = \"a\"\ntrain = [\"vision\"]\nsteps = 1\nlr = 1e-3\nlm_weight = 0.0\n",
+        "batch",
+    ))
+    .unwrap_err();
+    assert!(e.contains("lm_weight") && e.contains("align_weight"), "{e}");
 }
 
 /// Data parallelism changes nothing but where the shards run: two shards on two replicas

@@ -110,3 +110,83 @@ fn encoder_gradients_match_finite_differences() {
         }
     }
 }
+
+/// Adds `eps` to element `index` of the `target`-th float parameter (visiting order).
+struct Nudge {
+    target: usize,
+    index: usize,
+    eps: f32,
+    seen: usize,
+}
+
+impl ModuleMapper for Nudge {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        self.seen += 1;
+        if self.seen - 1 != self.target {
+            return p;
+        }
+        let id = p.id;
+        let v = p.val();
+        let (shape, device) = (v.shape(), v.device());
+        let mut values: Vec<f32> = v.into_data().try_into_vec_as::<f32>().unwrap();
+        values[self.index] += self.eps;
+        Param::initialized(id, Tensor::from_data(burn::tensor::TensorData::new(values, shape), &device).require_grad())
+    }
+}
+
+/// Every float parameter's gradient (flattened), in visiting order.
+struct Grads<'a> {
+    grads: &'a Gradients,
+    out: Vec<Vec<f32>>,
+}
+
+impl ModuleMapper for Grads<'_> {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let g = p.val().grad(self.grads).map(|g| g.into_data().try_into_vec_as::<f32>().unwrap());
+        self.out.push(g.unwrap_or_default());
+        p
+    }
+}
+
+/// The quickstart's encoder as it trains (batch norm on the batch's statistics, layer scale
+/// 1.0, four images): autodiff's weight gradients of every kind of layer (the stem, depthwise
+/// and pointwise convolutions, batch-norm scales, attention, the MSFA) agree with central
+/// differences. Input gradients alone would not reach the weight-gradient kernels.
+#[test]
+fn batch_norm_encoder_weight_gradients_match_finite_differences() {
+    use autoneural_model::vision::NormKind;
+    let device = Device::flex().autodiff();
+    let Some(EncoderConfig::MobileNetV5(mut arch)) = EncoderConfig::preset("mobilenetv5_tiny") else { unreachable!() };
+    arch.norm = NormKind::Batch;
+    arch.layer_scale_init_value = Some(1.0);
+    let enc = EncoderConfig::MobileNetV5(arch).init(&device).unwrap();
+    let x = Tensor::<4>::random([4, 3, 64, 64], Distribution::Uniform(0.0, 1.0), &device);
+    let w = Tensor::<3>::random(enc.tokens(x.clone()).dims(), Distribution::Normal(0.0, 1.0), &device);
+    let objective = |m: &_| -> f64 {
+        let m: &autoneural_model::vision::VisionEncoder = m;
+        f64::from((m.tokens(x.clone()) * w.clone()).sum().into_scalar::<f32>())
+    };
+    let grads = (enc.tokens(x.clone()) * w.clone()).sum().backward();
+    let mut collect = Grads { grads: &grads, out: Vec::new() };
+    let enc = enc.map(&mut collect);
+    let keys: Vec<String> = snapshot(&enc).into_iter().map(|(k, _)| k).collect();
+    let mut checked = 0;
+    for (p, g) in collect.out.iter().enumerate() {
+        if g.is_empty() {
+            continue; // running statistics
+        }
+        // The largest gradient of the tensor, where f32 differences are well above noise.
+        let i = (0..g.len()).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
+        let eps = 1e-2f32;
+        let at = |e: f32| objective(&enc.clone().map(&mut Nudge { target: p, index: i, eps: e, seen: 0 }));
+        let fd = (at(eps) - at(-eps)) / (2.0 * f64::from(eps));
+        let ad = f64::from(g[i]);
+        assert!(
+            (fd - ad).abs() <= 0.05 * fd.abs().max(ad.abs()) + 2e-2,
+            "{}[{i}]: autodiff {ad}, finite differences {fd}",
+            keys.get(p).map_or("?", |k| k.as_str())
+        );
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} parameters checked");
+}

@@ -240,11 +240,15 @@ pub struct StageConfig {
     /// the vision tower its own rate: `lr_scale = { vision = 4.0 }`. Unlisted parts: 1.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lr_scale: BTreeMap<Part, f64>,
-    /// Weight of the image-text alignment loss added to the language-model loss (a
-    /// contrastive loss between each image's mean token and its answers' embeddings; for
-    /// encoders trained from scratch). 0: off.
+    /// Weight of the image-to-words alignment loss (each image's mean token classified
+    /// against the language model's embedding table toward its answers' tokens; for encoders
+    /// trained from scratch). 0: off.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub align_weight: f64,
+    /// Weight of the language-model loss (default 1). 0, with `align_weight`, makes an
+    /// encoder-alignment stage that skips the language model's forward pass.
+    #[serde(default = "one_f64", skip_serializing_if = "is_one")]
+    pub lm_weight: f64,
     /// Global gradient-norm clipping (default 1.0; 0 turns it off).
     #[serde(default = "default_clip")]
     pub grad_clip: f64,
@@ -304,6 +308,14 @@ fn default_beta1() -> f64 {
 fn default_beta2() -> f64 {
     0.95
 }
+fn one_f64() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }
@@ -415,6 +427,15 @@ impl Experiment {
             }
             if !(0.0..1.0).contains(&s.beta1) || !(0.0..1.0).contains(&s.beta2) {
                 return Err(format!("{}: betas must be in [0, 1)", key("beta1")));
+            }
+            if !(s.lm_weight.is_finite() && s.lm_weight >= 0.0) {
+                return Err(format!("{}: must be a non-negative number, found {}", key("lm_weight"), s.lm_weight));
+            }
+            if s.lm_weight == 0.0 && s.align_weight == 0.0 {
+                return Err(format!(
+                    "{}: 0 needs an `align_weight` above 0 (the stage would train nothing)",
+                    key("lm_weight")
+                ));
             }
             if !(s.align_weight.is_finite() && s.align_weight >= 0.0) {
                 return Err(format!(

@@ -39,7 +39,7 @@ impl Batcher {
         }
         let batch = pad_batch(&seqs, self.pad_id);
         let pixels = (!pixels.is_empty()).then(|| Tensor::cat(pixels, 0));
-        Ok(DeviceBatch { batch, pixels, records: records.len(), align_weight: 0.0 })
+        Ok(DeviceBatch { batch, pixels, records: records.len(), weights: Default::default() })
     }
 
     /// Draws `n` records from `sampler` and batches them.

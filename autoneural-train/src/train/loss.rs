@@ -14,8 +14,24 @@ pub struct DeviceBatch {
     pub pixels: Option<Tensor<4>>,
     /// Conversations in the batch.
     pub records: usize,
-    /// Weight of the image-text alignment loss ([`alignment_loss`]); 0 leaves it out.
-    pub align_weight: f64,
+    /// How the stage weighs its losses.
+    pub weights: LossWeights,
+}
+
+/// Weights of a stage's losses (`lm_weight`, `align_weight` in the experiment file).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossWeights {
+    /// The language-model loss. 0 with an alignment loss skips the language model's
+    /// forward pass: an encoder-alignment stage.
+    pub lm: f64,
+    /// The image-text alignment loss ([`alignment_loss`]); 0 leaves it out.
+    pub align: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self { lm: 1.0, align: 0.0 }
+    }
 }
 
 impl DeviceBatch {
@@ -38,7 +54,8 @@ pub struct LossParts {
 }
 
 /// Runs the VLM on a batch: images through the encoder and connector, their features in
-/// place of the image tokens, the language model over the sequence.
+/// place of the image tokens, the language model over the sequence (skipped when the
+/// language-model loss has weight 0 and the alignment loss is computed).
 pub fn forward_loss(model: &VisionLanguageModel, b: &DeviceBatch) -> autoneural_model::error::Result<LossParts> {
     let device = model.language.device();
     let (rows, len) = (b.batch.rows, b.batch.len);
@@ -46,12 +63,17 @@ pub fn forward_loss(model: &VisionLanguageModel, b: &DeviceBatch) -> autoneural_
     let features = b.pixels.clone().map(|p| {
         let f = model.image_features(p);
         let [n, t, d] = f.dims();
-        if b.align_weight > 0.0 && one_image_per_row(&b.batch.inputs, rows, model.config.image_token_id, t) {
+        if b.weights.align > 0.0 && one_image_per_row(&b.batch.inputs, rows, model.config.image_token_id, t) {
             pooled = Some(f.clone().mean_dim(1).reshape([n, d]));
         }
         f.reshape([n * t, d])
     });
     let align = pooled.map(|img| alignment_loss(model, b, img));
+    if b.weights.lm == 0.0 && align.is_some() {
+        // Nothing would flow back from the language model: skip it.
+        let zero = Tensor::<1>::zeros([1], &device);
+        return Ok(LossParts { nll_sum: zero.clone(), correct: zero, align });
+    }
     let embeds = model.merge_batch(&b.batch.inputs, rows, len, features)?;
     let hidden = model.language.hidden_states(embeds, None);
     let logits = model.language.logits(hidden, autoneural_model::text::Logits::All);
@@ -72,55 +94,37 @@ fn one_image_per_row(ids: &[u32], rows: usize, image_token_id: u32, tokens: usiz
     rows > 0 && ids.chunks(ids.len() / rows).all(|row| row.iter().filter(|&&x| x == image_token_id).count() == tokens)
 }
 
-/// A contrastive image-text loss, standing in for a pretrained encoder when the vision
-/// tower starts from scratch: `img` (`[rows, d]`, each image's tokens after the connector,
-/// averaged) against the mean input embedding of its conversation's trained tokens
-/// (end-of-turn tokens left out). Each image's softmax over the batch's texts (cosine
-/// similarity times 10, CLIP's temperature of 0.1) is trained toward its own text, with
-/// conversations of equal answers as positives of each other (the supervised contrastive
-/// form). The text side is detached: the image is pulled toward the words the language
-/// model reads, not the other way round. Mean over conversations.
+/// An image-to-words loss, standing in for a pretrained encoder when the vision tower
+/// starts from scratch (the classification form of SuperClass, Huang et al. 2024): each
+/// image's mean token after the connector (`img`, `[rows, d]`) is scored against every row
+/// of the language model's embedding table (cosine similarity times 10), and the softmax
+/// over the vocabulary is trained toward the bag of its conversation's answer tokens
+/// (end-of-turn tokens left out). The table is detached: the image is pulled toward the
+/// words the language model reads, not the other way round, and with a tied head those
+/// are the words it writes. Unlike a contrastive loss its negatives are the whole
+/// vocabulary, whatever the batch size. Mean over conversations.
 pub fn alignment_loss(model: &VisionLanguageModel, b: &DeviceBatch, img: Tensor<2>) -> Tensor<1> {
     let (rows, len) = (b.batch.rows, b.batch.len);
     let device = img.device();
     let eos = &model.language.config.eos_token_ids;
-    let answers: Vec<Vec<u32>> = (0..rows)
-        .map(|r| {
-            (0..len)
-                .map(|p| r * len + p)
-                .filter(|&i| b.batch.loss_mask[i] && !eos.contains(&b.batch.targets[i]))
-                .map(|i| b.batch.targets[i])
-                .collect()
-        })
-        .collect();
-    let ids: Vec<u32> = answers.iter().flatten().copied().collect();
-    // [rows, m] averaging weights over the concatenated answer tokens.
-    let mut avg = vec![0f32; rows * ids.len().max(1)];
-    let mut at = 0;
-    for (r, a) in answers.iter().enumerate() {
-        for k in at..at + a.len() {
-            avg[r * ids.len() + k] = 1.0 / a.len() as f32;
+    let vocab = model.language.config.vocab_size;
+    // [rows, vocab]: each conversation's answer tokens, as a distribution.
+    let mut targets = vec![0f32; rows * vocab];
+    for r in 0..rows {
+        let answer: Vec<u32> = (r * len..(r + 1) * len)
+            .filter(|&i| b.batch.loss_mask[i] && !eos.contains(&b.batch.targets[i]))
+            .map(|i| b.batch.targets[i])
+            .collect();
+        for &t in &answer {
+            targets[r * vocab + t as usize] += 1.0 / answer.len() as f32;
         }
-        at += a.len();
     }
-    let text = if ids.is_empty() {
-        Tensor::<2>::zeros(img.dims(), &device)
-    } else {
-        let table = model.language.embed_ids(&ids).detach();
-        let [_, m, d] = table.dims();
-        Tensor::<2>::from_data(TensorData::new(avg, [rows, m]), &device).matmul(table.reshape([m, d]))
-    };
+    let all: Vec<u32> = (0..vocab as u32).collect();
+    let table = model.language.embed_ids(&all).detach();
+    let [_, _, d] = table.dims();
     let unit = |x: Tensor<2>| x.clone() / x.square().sum_dim(1).sqrt().add_scalar(1e-6);
-    let logits = unit(img).matmul(unit(text).transpose()).mul_scalar(10.0);
-    // Each row's positives share its weight equally.
-    let targets: Vec<f32> = (0..rows)
-        .flat_map(|r| {
-            let same: Vec<bool> = answers.iter().map(|a| *a == answers[r]).collect();
-            let n = same.iter().filter(|&&x| x).count() as f32;
-            same.into_iter().map(move |x| if x { 1.0 / n } else { 0.0 })
-        })
-        .collect();
-    let targets = Tensor::<2>::from_data(TensorData::new(targets, [rows, rows]), &device);
+    let logits = unit(img).matmul(unit(table.reshape([vocab, d])).transpose()).mul_scalar(10.0);
+    let targets = Tensor::<2>::from_data(TensorData::new(targets, [rows, vocab]), &device);
     -(log_softmax(logits, 1) * targets).sum().div_scalar(rows as f64)
 }
 

@@ -185,7 +185,7 @@ impl Replicas {
                 batch: b.batch.clone(),
                 pixels: b.pixels.clone().map(|p| p.to_device(&worker.device)),
                 records: b.records,
-                align_weight: b.align_weight,
+                weights: b.weights,
             };
             worker.submit((replica, b, tokens, qat.clone()))?;
         }
@@ -216,8 +216,8 @@ fn shard(model: &VisionLanguageModel, b: &DeviceBatch, tokens: f64) -> Result<Sh
         return Ok(ShardOutput { grads: None, nll, correct, align: align_value });
     }
     let loss = match parts.align {
-        Some(align) => parts.nll_sum / tokens + align.mul_scalar(b.align_weight * share),
-        None => parts.nll_sum / tokens,
+        Some(align) => parts.nll_sum.mul_scalar(b.weights.lm / tokens) + align.mul_scalar(b.weights.align * share),
+        None => parts.nll_sum.mul_scalar(b.weights.lm / tokens),
     };
     let grads = loss.backward();
     Ok(ShardOutput { grads: Some(GradientsParams::from_grads(grads, model)), nll, correct, align: align_value })

@@ -26,7 +26,7 @@ use crate::data::{MixtureSampler, PAPER_MIXTURE, Recipe};
 use crate::train::batches::Batcher;
 use crate::train::checkpoint::{TrainerState, save_checkpoint};
 use crate::train::clip::{clip_global_norm, take_grads};
-use crate::train::loss::forward_loss;
+use crate::train::loss::{LossWeights, forward_loss};
 use crate::train::metrics::{MetricsLog, StepMetrics, ValMetrics};
 use crate::train::parallel::{Replicas, shard_sizes};
 use crate::train::schedule::learning_rate;
@@ -285,7 +285,7 @@ pub fn run_stage(
             .flat_map(|_| shard_sizes(s.micro_batch, replicas.count()))
             .map(|n| {
                 let mut b = run.batcher.next_batch(&mut sampler, n)?;
-                b.align_weight = s.align_weight;
+                b.weights = LossWeights { lm: s.lm_weight, align: s.align_weight };
                 Ok(b)
             })
             .collect::<Result<Vec<_>>>()?;
