@@ -138,14 +138,19 @@ impl Lfm2ForCausalLM {
         self.embed(ids_tensor(ids, &self.device()))
     }
 
+    /// The embedding table `[vocab, hidden]` as the model reads it: under QAT as deployment
+    /// stores it (quantized with the tied head).
+    pub fn embedding_table(&self) -> Tensor<2> {
+        weight_value(&self.model.embed_tokens.weight, Axes::OUT_IN)
+    }
+
     /// `ids: [b, t]` -> embeddings `[b, t, hidden]`.
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         match current_qat() {
             // QAT: the table is looked up as deployment stores it (quantized with the head).
             Some(_) => {
                 let [b, t] = ids.dims();
-                let table = weight_value(&self.model.embed_tokens.weight, Axes::OUT_IN);
-                table.select(0, ids.reshape([b * t])).reshape([b, t, self.config.hidden_size])
+                self.embedding_table().select(0, ids.reshape([b * t])).reshape([b, t, self.config.hidden_size])
             }
             None => self.model.embed_tokens.forward(ids),
         }

@@ -107,7 +107,8 @@ pub fn alignment_loss(model: &VisionLanguageModel, b: &DeviceBatch, img: Tensor<
     let (rows, len) = (b.batch.rows, b.batch.len);
     let device = img.device();
     let eos = &model.language.config.eos_token_ids;
-    let vocab = model.language.config.vocab_size;
+    let table = model.language.embedding_table().detach();
+    let [vocab, _] = table.dims();
     // [rows, vocab]: each conversation's answer tokens, as a distribution.
     let mut targets = vec![0f32; rows * vocab];
     for r in 0..rows {
@@ -119,11 +120,8 @@ pub fn alignment_loss(model: &VisionLanguageModel, b: &DeviceBatch, img: Tensor<
             targets[r * vocab + t as usize] += 1.0 / answer.len() as f32;
         }
     }
-    let all: Vec<u32> = (0..vocab as u32).collect();
-    let table = model.language.embed_ids(&all).detach();
-    let [_, _, d] = table.dims();
     let unit = |x: Tensor<2>| x.clone() / x.square().sum_dim(1).sqrt().add_scalar(1e-6);
-    let logits = unit(img).matmul(unit(table.reshape([vocab, d])).transpose()).mul_scalar(10.0);
+    let logits = unit(img).matmul(unit(table).transpose()).mul_scalar(10.0);
     let targets = Tensor::<2>::from_data(TensorData::new(targets, [rows, vocab]), &device);
     -(log_softmax(logits, 1) * targets).sum().div_scalar(rows as f64)
 }
