@@ -97,7 +97,7 @@ fn encoder_gradients_match_finite_differences() {
         let grads = (enc.tokens(xg.clone()) * w.clone().autodiff()).sum().backward();
         let g: Vec<f32> = xg.grad(&grads).unwrap().into_data().try_into_vec_as::<f32>().unwrap();
         for i in [5usize, 100, 777, 1234, 2000, 3000].map(|i| i % values.len()) {
-            let eps = 1e-2f32;
+            let eps = 1e-3f32;
             let (mut plus, mut minus) = (values.clone(), values.clone());
             plus[i] += eps;
             minus[i] -= eps;
@@ -170,6 +170,9 @@ fn batch_norm_encoder_weight_gradients_match_finite_differences() {
     let mut collect = Grads { grads: &grads, out: Vec::new() };
     let enc = enc.map(&mut collect);
     let keys: Vec<String> = snapshot(&enc).into_iter().map(|(k, _)| k).collect();
+    // f32 rounding of the objective sets a floor on what differences can resolve; it scales
+    // with the largest gradient of the model.
+    let largest = collect.out.iter().flatten().fold(0f32, |m, g| m.max(g.abs()));
     let mut checked = 0;
     for (p, g) in collect.out.iter().enumerate() {
         if g.is_empty() {
@@ -177,12 +180,12 @@ fn batch_norm_encoder_weight_gradients_match_finite_differences() {
         }
         // The largest gradient of the tensor, where f32 differences are well above noise.
         let i = (0..g.len()).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
-        let eps = 1e-2f32;
+        let eps = 1e-3f32;
         let at = |e: f32| objective(&enc.clone().map(&mut Nudge { target: p, index: i, eps: e, seen: 0 }));
         let fd = (at(eps) - at(-eps)) / (2.0 * f64::from(eps));
         let ad = f64::from(g[i]);
         assert!(
-            (fd - ad).abs() <= 0.05 * fd.abs().max(ad.abs()) + 2e-2,
+            (fd - ad).abs() <= 0.05 * fd.abs().max(ad.abs()) + 1e-3 * f64::from(largest),
             "{}[{i}]: autodiff {ad}, finite differences {fd}",
             keys.get(p).map_or("?", |k| k.as_str())
         );
