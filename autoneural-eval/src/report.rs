@@ -45,13 +45,13 @@ pub fn render(
         });
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.4} | {vl} | {vr} | {va} | {:.1} | {:.0} s |",
+            "| {} | {} | {} | {} | {} | {} | {vl} | {vr} | {va} | {:.1} | {:.0} s |",
             r.name,
             r.steps,
             r.effective_batch,
             r.trainable_params,
             r.frozen_params,
-            r.final_train_loss,
+            train_loss(r),
             r.samples_per_s,
             r.seconds
         );
@@ -104,4 +104,14 @@ pub fn render(
         final_dir.display()
     );
     s
+}
+
+/// A stage's last training loss: the language model's, the alignment's, or both.
+fn train_loss(r: &StageReport) -> String {
+    match (r.final_train_loss, r.final_align_loss) {
+        (Some(l), None) => format!("{l:.4}"),
+        (Some(l), Some(a)) => format!("{l:.4} (align {a:.4})"),
+        (None, Some(a)) => format!("align {a:.4}"),
+        (None, None) => "-".into(),
+    }
 }

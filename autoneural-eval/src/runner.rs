@@ -27,7 +27,7 @@ use autoneural_model::quant::runtime::QuantizedRuntime;
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_train::config::Experiment;
 use autoneural_train::sweep::Expansion;
-use autoneural_train::synth::{Family, SynthOptions, synthesize};
+use autoneural_train::synth::{Family, SynthOptions, differences, manifest_path, synthesize};
 use autoneural_train::tokenizer_train::train_tokenizer;
 use autoneural_train::train::{
     Batcher, MetricsLog, StageReport, StageRun, build_model, latest_checkpoint, load_checkpoint, run_stage,
@@ -80,9 +80,6 @@ pub fn families_in(dir: &Path, split: &str) -> Vec<PathBuf> {
 /// Generates the synthetic set when the experiment asks for one and it is not there yet.
 pub fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
     let dir = &exp.data.dir;
-    if dir.join("manifest.json").is_file() {
-        return Ok(());
-    }
     let Some(synth) = &exp.data.synth else {
         if families_in(dir, "train").is_empty() {
             bail!("data.dir {}: no <family>/train.jsonl files and no [data.synth] to generate them", dir.display());
@@ -98,16 +95,30 @@ pub fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
             .map(|name| name.parse::<Family>().map_err(|e| anyhow::anyhow!("data.synth.families: {e}")))
             .collect::<Result<_>>()?
     };
-    if !quiet {
-        eprintln!("generating synthetic data in {} ({} samples per family)", dir.display(), synth.samples);
-    }
-    synthesize(&SynthOptions {
+    let opts = SynthOptions {
         out: dir.clone(),
         samples: synth.samples,
         image_size: synth.image_size,
         seed: synth.seed,
         families,
-    })?;
+    };
+    if manifest_path(dir).is_file() {
+        // Training on a set other than the one the experiment describes would be silent.
+        let differs = differences(&opts)?;
+        if !differs.is_empty() {
+            bail!(
+                "data.dir {} holds a synthetic set other than [data.synth] asks for: {}. Remove the directory \
+                 to regenerate it, or point data.dir elsewhere",
+                dir.display(),
+                differs.join(", ")
+            );
+        }
+        return Ok(());
+    }
+    if !quiet {
+        eprintln!("generating synthetic data in {} ({} samples per family)", dir.display(), synth.samples);
+    }
+    synthesize(&opts)?;
     Ok(())
 }
 
@@ -199,6 +210,16 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
     };
     let tokenizer = TextTokenizer::from_dir(&tokenizer_dir, &model.language.config.eos_token_ids)?;
     let size = model.config.encoder.image_size();
+    if let Some(synth) = &exp.data.synth
+        && synth.image_size as usize != size
+        && !options.quiet
+    {
+        eprintln!(
+            "warning: data.synth.image_size is {} but the encoder reads {size}x{size} ([model] image_size or the \
+             preset's): every image is resized to {size} px",
+            synth.image_size
+        );
+    }
     let batcher = Batcher {
         pad_id: model.language.config.pad_token_id.unwrap_or(0),
         tokens_per_image: model.config.tokens_per_image(size, size),

@@ -9,7 +9,9 @@ use autoneural_model::images::load_image;
 use autoneural_model::tokenizer::{ChatMessage, TextTokenizer};
 use autoneural_model::vlm::ImageTokens;
 use autoneural_train::data::{JsonlRecords, OnBadRecord, Record, Role, encode_record};
-use autoneural_train::synth::{Family, Split, SynthError, SynthOptions, SynthSummary, synthesize};
+use autoneural_train::synth::{
+    Family, RENDER_VERSION, Split, SynthError, SynthOptions, SynthSummary, differences, synthesize,
+};
 use autoneural_train::tokenizer_train::{IMAGE_SPECIALS, LFM2_SPECIALS, TokenizerTrainError, train_tokenizer};
 use serde_json::Value;
 
@@ -164,6 +166,28 @@ fn manifest_reports_counts_and_majority_baselines() {
         assert!(s.majority_share > 0.0 && s.majority_share < 0.5, "{s:?}");
         assert!(entry["by_kind"].as_object().is_some_and(|k| k.len() >= 3));
     }
+}
+
+/// A directory is reused only for the options and renderer that made it: each difference is
+/// named, and a manifest from before the render version counts as version 1.
+#[test]
+fn an_existing_set_is_compared_with_the_options_that_would_remake_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = synth(dir.path(), 5, &[Family::Vqa, Family::Chart]);
+    let same = options(dir.path(), 5, &[Family::Chart, Family::Vqa]);
+    assert_eq!(differences(&same).unwrap(), Vec::<String>::new());
+    let other = SynthOptions { image_size: 96, ..options(dir.path(), 6, &[Family::Vqa]) };
+    let d = differences(&other).unwrap();
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert!(d[0].starts_with("image_size 64 (asked: 96)"), "{d:?}");
+    assert!(d[1].starts_with("seed 5 (asked: 6)"), "{d:?}");
+    assert!(d[2].starts_with("families [\"chart\",\"vqa\"]"), "{d:?}");
+
+    let mut m: Value = serde_json::from_slice(&read(&summary.manifest)).unwrap();
+    assert_eq!(m["render_version"], RENDER_VERSION);
+    m.as_object_mut().unwrap().remove("render_version");
+    std::fs::write(&summary.manifest, m.to_string()).unwrap();
+    assert_eq!(differences(&same).unwrap(), vec![format!("render_version 1 (asked: {RENDER_VERSION})")]);
 }
 
 #[test]

@@ -111,7 +111,8 @@ pub struct TrainArgs {
     /// The experiment file whose model (and stage optimizer settings) is benchmarked.
     #[arg(long)]
     pub experiment: std::path::PathBuf,
-    /// Stage whose trained parts and optimizer are used (default: the second stage).
+    /// Stage whose trained parts and optimizer are used (default: the first stage that trains
+    /// every part on the language-model loss).
     #[arg(long)]
     pub stage: Option<String>,
     /// Sequences per step.

@@ -107,7 +107,28 @@ impl Conv2d {
         let pw = conv_padding(self.pad, w, kw, self.stride, self.dilation);
         let options = ConvOptions::new_with_padding([self.stride; 2], [ph, pw], [self.dilation; 2], self.groups);
         let weight = crate::quant::qat::weight_value(&self.weight, crate::quant::Axes::OUT_IN);
-        conv2d(x, weight, self.bias.as_ref().map(|b| b.val()), options)
+        let bias = self.bias.as_ref().map(|b| b.val());
+        // Training: a 1x1 convolution's weight gradient as a matrix product.
+        let pointwise = kh == 1 && kw == 1 && self.stride == 1 && self.groups == 1 && ph == (0, 0) && pw == (0, 0);
+        if pointwise && weight.is_require_grad() {
+            return pointwise_matmul(x, weight, bias);
+        }
+        conv2d(x, weight, bias, options)
+    }
+}
+
+/// A 1x1 convolution as one matrix product per image, `[out, in] @ [in, h w]`, for
+/// training: its backward is two matrix products, where Burn's conv backward computes the
+/// weight gradient as a convolution whose kernel is the whole feature map (flex's generic
+/// im2col path, after copying both operands to channel-major order). Same values as
+/// `conv2d` up to summation order. `[b, in, h, w] -> [b, out, h, w]`
+fn pointwise_matmul(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let [o, ..] = weight.dims();
+    let y = weight.reshape([1, o, c]).matmul(x.reshape([b, c, h * w])).reshape([b, o, h, w]);
+    match bias {
+        Some(bias) => y + bias.reshape([1, o, 1, 1]),
+        None => y,
     }
 }
 
@@ -296,6 +317,32 @@ mod tests {
         assert_eq!(values(frozen.running_var.as_ref().unwrap().value()), before);
         let b = norm.valid().forward(x.inner()).into_data();
         assert_eq!(a, b);
+    }
+
+    /// The training path of a 1x1 convolution (a matrix product) gives `conv2d`'s values and
+    /// gradients for input, weight and bias.
+    #[test]
+    fn pointwise_training_path_matches_conv2d() {
+        let device = Device::flex().autodiff();
+        device.seed(4);
+        let conv = ConvSpec::new(6, 5, 1, PadType::Same).bias(true).init(&device);
+        let x = Tensor::<4>::random([3, 6, 4, 7], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let w = Tensor::<4>::random([3, 5, 4, 7], Distribution::Normal(0.0, 1.0), &device);
+        let fast = conv.forward(x.clone());
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        let reference = conv2d(x.clone(), conv.weight.val(), bias, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+        let close = |a: Tensor<4>, b: Tensor<4>| {
+            let d = (a - b).abs().max().into_scalar::<f32>();
+            assert!(d < 1e-5, "max difference {d}");
+        };
+        close(fast.clone().inner(), reference.clone().inner());
+        let grads_fast = (fast * w.clone()).sum().backward();
+        let grads_ref = (reference * w).sum().backward();
+        close(x.grad(&grads_fast).unwrap(), x.grad(&grads_ref).unwrap());
+        close(conv.weight.val().grad(&grads_fast).unwrap(), conv.weight.val().grad(&grads_ref).unwrap());
+        let b = conv.bias.as_ref().unwrap().val();
+        let (gb_fast, gb_ref) = (b.grad(&grads_fast).unwrap(), b.grad(&grads_ref).unwrap());
+        close(gb_fast.reshape([1, 5, 1, 1]), gb_ref.reshape([1, 5, 1, 1]));
     }
 
     #[test]

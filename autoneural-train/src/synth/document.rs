@@ -1,10 +1,12 @@
-//! `document`: a small form with two or three labelled fields, one per line
-//! (`NAME: ANNA`, `CODE: 47`, `CITY: ROME`, `ROOM: B7`), and "What is the CODE?" → `47`.
+//! `document`: a small form with two or three labelled fields, one per row (`NAME  ANNA`,
+//! `CODE  47`, `CITY  ROME`, `ROOM  B7`), and "What is the CODE?" → `47`.
 //!
-//! Layout: a coloured header band across the top, a one-unit border, then the field lines
-//! left-aligned one below the other. Every line is at most ten characters, which is 59 px
-//! at font scale 1, so the form fits a 64-pixel image; the font scale grows with the image
-//! ([`tasks::unit`]), keeping the same proportions at 128 px and up.
+//! Layout: a coloured header band across the top, a one-unit border, then the rows
+//! left-aligned one below the other: the label in the small font (scale [`tasks::unit`]), the
+//! value in a column to its right at the largest scale that fits any value, as a filled-in
+//! form writes its entries larger than its captions. At 64 px both are at scale 1; from 96 px
+//! the values are at scale 2, so their strokes survive the encoder's stride-2 stem (at scale 1
+//! a letter's stroke is one pixel wide).
 
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -68,16 +70,25 @@ pub fn generate(index: usize, size: u32, rng: &mut StdRng) -> Sample {
     canvas.fill_rect(0, 0, s, header, pick(rng, &COLORS).1);
     canvas.stroke_rect(0, 0, s, s, u, ink);
 
-    let lines: Vec<String> = fields.iter().map(|(l, v)| format!("{l}: {v}")).collect();
-    let widest = lines.iter().map(|l| font::text_width(l, u as u32) as i32).max().unwrap_or(0);
-    let pitch = (LINE_HEIGHT as i32 + 2) * u;
-    let block = pitch * lines.len() as i32 - 2 * u;
-    // Inside the border with one unit of air; lines start at the same x.
-    let x = 2 * u + jitter(rng, s - 4 * u - widest);
+    // Every value fits its column at the value scale: four characters is the longest.
+    let label_w = font::text_width("NAME", u as u32) as i32;
+    let gap = 2 * u;
     let top = header + 2 * u;
-    let y = top + jitter(rng, s - 2 * u - top - block);
-    for (i, line) in lines.iter().enumerate() {
-        canvas.text(x, y + i as i32 * pitch, line, u as u32, ink);
+    let rows = fields.len() as i32;
+    let by_width = font::fit_scale("WWWW", (s - 4 * u - label_w - gap) as u32);
+    let by_height = ((s - 2 * u - top) / rows - u) / LINE_HEIGHT as i32;
+    let vs = by_width.min(by_height.max(1) as u32).max(u as u32) as i32;
+    let pitch = LINE_HEIGHT as i32 * vs + u;
+    let widest = label_w + gap + fields.iter().map(|(_, v)| font::text_width(v, vs as u32) as i32).max().unwrap_or(0);
+    // Inside the border with one unit of air; rows start at the same x.
+    let x = 2 * u + jitter(rng, s - 4 * u - widest);
+    let y = top + jitter(rng, s - 2 * u - top - pitch * rows);
+    // Labels sit on the values' baseline.
+    let drop = (font::GLYPH_H as i32) * (vs - u);
+    for (i, (label, value)) in fields.iter().enumerate() {
+        let row = y + i as i32 * pitch;
+        canvas.text(x, row + drop, label, u as u32, ink);
+        canvas.text(x + label_w + gap, row, value, vs as u32, ink);
     }
 
     let answer = fields.iter().find(|(l, _)| *l == asked).map(|(_, v)| v.clone()).unwrap_or_default();

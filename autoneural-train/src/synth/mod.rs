@@ -52,6 +52,11 @@ use output::{AnswerStats, FamilyStats};
 
 /// Version of the output layout and record format, recorded in the manifest.
 pub const FORMAT_VERSION: u32 = 1;
+/// Version of what the families draw, recorded in the manifest: bumped whenever the same
+/// options and seed would render different images or questions, so a directory rendered by
+/// an older generator is not silently trained on (2: document values drawn larger than
+/// their labels).
+pub const RENDER_VERSION: u32 = 2;
 /// Smallest supported image side: the form and chart layouts need 64 pixels.
 pub const MIN_IMAGE_SIZE: u32 = 64;
 /// Largest supported image side.
@@ -318,4 +323,32 @@ fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
 /// The manifest path of a synthesized directory.
 pub fn manifest_path(out: &Path) -> PathBuf {
     out.join("manifest.json")
+}
+
+/// How the directory `opts.out` already holds differs from what `opts` would generate
+/// (empty: it is what `opts` asks for). Options and render version come from its manifest;
+/// a manifest from before the render version counts as version 1.
+pub fn differences(opts: &SynthOptions) -> Result<Vec<String>, SynthError> {
+    let path = manifest_path(&opts.out);
+    let text = std::fs::read_to_string(&path).map_err(|source| SynthError::Io { path: path.clone(), source })?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| SynthError::Options(format!("{}: not a synthesis manifest: {e}", path.display())))?;
+    let o = &manifest["options"];
+    let mut out = Vec::new();
+    let mut compare = |what: &str, found: serde_json::Value, wanted: serde_json::Value| {
+        if found != wanted {
+            out.push(format!("{what} {found} (asked: {wanted})"));
+        }
+    };
+    compare("render_version", manifest.get("render_version").cloned().unwrap_or(1.into()), RENDER_VERSION.into());
+    compare("samples", o["samples"].clone(), opts.samples.into());
+    compare("image_size", o["image_size"].clone(), opts.image_size.into());
+    compare("seed", o["seed"].clone(), opts.seed.into());
+    let mut had: Vec<String> =
+        o["families"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(String::from)).collect();
+    let mut asked: Vec<String> = opts.families.iter().map(|f| f.name().to_string()).collect();
+    had.sort();
+    asked.sort();
+    compare("families", had.into(), asked.into());
+    Ok(out)
 }

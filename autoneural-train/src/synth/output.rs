@@ -27,7 +27,7 @@ use image::codecs::png::PngEncoder;
 use serde::Serialize;
 
 use super::tasks::Turn;
-use super::{FORMAT_VERSION, Split, SplitSummary, SynthError, SynthOptions};
+use super::{FORMAT_VERSION, RENDER_VERSION, Split, SplitSummary, SynthError, SynthOptions};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
     move |source| SynthError::Io { path: path.to_path_buf(), source }
@@ -210,6 +210,7 @@ struct OptionsOut<'a> {
 #[derive(Serialize)]
 struct Manifest<'a> {
     format_version: u32,
+    render_version: u32,
     generator: &'static str,
     options: OptionsOut<'a>,
     families: BTreeMap<&'static str, FamilyStats>,
@@ -224,6 +225,7 @@ pub fn write_manifest(
 ) -> Result<(), SynthError> {
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
+        render_version: RENDER_VERSION,
         generator: "autoneural-train synth",
         options: OptionsOut {
             samples: opts.samples,

@@ -17,8 +17,9 @@ use burn::train::renderer::{MetricState, MetricsRenderer, MetricsRendererTrainin
 use crate::train::metrics::{StepMetrics, ValMetrics};
 
 /// (id, name shown, higher is better)
-const METRICS: [(&str, &str, bool); 5] = [
+const METRICS: [(&str, &str, bool); 6] = [
     ("loss", "Loss", false),
+    ("align_loss", "Alignment loss", false),
     ("token_accuracy", "Token accuracy", true),
     ("loss_images_rotated", "Loss, images rotated", false),
     ("lr", "Learning rate", false),
@@ -56,10 +57,17 @@ impl Dashboard {
 
     pub fn step(&mut self, m: &StepMetrics) {
         self.tui.update_split(m.step);
-        for (id, value) in
-            [("loss", m.loss), ("token_accuracy", m.token_accuracy), ("lr", m.lr), ("samples_per_s", m.samples_per_s)]
-        {
-            self.tui.update_train(numeric(id, value));
+        let metrics = [
+            ("loss", m.loss),
+            ("align_loss", m.align_loss),
+            ("token_accuracy", m.token_accuracy),
+            ("lr", Some(m.lr)),
+            ("samples_per_s", Some(m.samples_per_s)),
+        ];
+        for (id, value) in metrics {
+            if let Some(value) = value {
+                self.tui.update_train(numeric(id, value));
+            }
         }
     }
 

@@ -20,10 +20,13 @@ pub struct StepMetrics {
     /// Optimizer steps done in the stage.
     pub step: usize,
     pub global_step: usize,
-    /// Mean cross-entropy per trained token over the effective batch.
-    pub loss: f64,
-    /// Share of trained tokens the argmax predicts.
-    pub token_accuracy: f64,
+    /// Mean cross-entropy per trained token over the effective batch; none in an
+    /// alignment-only stage (`lm_weight = 0`), which does not run the language model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Share of trained tokens the argmax predicts (none where `loss` is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_accuracy: Option<f64>,
     pub lr: f64,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
@@ -31,6 +34,23 @@ pub struct StepMetrics {
     /// The image-text alignment loss (stages with `align_weight`), unweighted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub align_loss: Option<f64>,
+}
+
+impl StepMetrics {
+    /// `loss 1.2345  align 2.3456  token acc 0.500`, leaving out what the stage did not compute.
+    fn losses(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(l) = self.loss {
+            parts.push(format!("loss {l:.4}"));
+        }
+        if let Some(a) = self.align_loss {
+            parts.push(format!("align {a:.4}"));
+        }
+        if let Some(acc) = self.token_accuracy {
+            parts.push(format!("token acc {acc:.3}"));
+        }
+        parts.join("  ")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,15 +155,16 @@ impl MetricsLog {
             d.step(m);
         } else if let Some(bar) = &self.bar {
             bar.set_position(m.step as u64);
-            bar.set_message(format!(
-                "loss {:.4}  acc {:.3}  lr {:.2e}  {:.1} samples/s",
-                m.loss, m.token_accuracy, m.lr, m.samples_per_s
-            ));
+            bar.set_message(format!("{}  lr {:.2e}  {:.1} samples/s", m.losses(), m.lr, m.samples_per_s));
         } else if self.echo && print {
-            let align = m.align_loss.map(|a| format!("  align {a:.4}")).unwrap_or_default();
             eprintln!(
-                "  [{}] step {:>5}/{total}  loss {:.4}{align}  token acc {:.3}  lr {:.2e}  |g| {:.3}  {:.1} samples/s",
-                m.stage, m.step, m.loss, m.token_accuracy, m.lr, m.grad_norm, m.samples_per_s
+                "  [{}] step {:>5}/{total}  {}  lr {:.2e}  |g| {:.3}  {:.1} samples/s",
+                m.stage,
+                m.step,
+                m.losses(),
+                m.lr,
+                m.grad_norm,
+                m.samples_per_s
             );
         }
         Ok(())

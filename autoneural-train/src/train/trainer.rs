@@ -61,7 +61,12 @@ pub struct StageReport {
     pub effective_batch: usize,
     pub trainable_params: usize,
     pub frozen_params: usize,
-    pub final_train_loss: f64,
+    /// The last step's language-model loss; none in an alignment-only stage (`lm_weight = 0`),
+    /// which does not run the language model.
+    pub final_train_loss: Option<f64>,
+    /// The last step's alignment loss, in stages with `align_weight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_align_loss: Option<f64>,
     pub val: Option<ValMetrics>,
     pub samples_per_s: f64,
     pub seconds: f64,
@@ -264,7 +269,10 @@ pub fn run_stage(
     }
     log.start_stage(&s.name, run.index, run.count, start, total);
     let mut records_drawn = sampler.drawn.iter().sum::<usize>();
-    let (mut train_seconds, mut samples, mut last_loss) = (0.0f64, 0usize, f64::NAN);
+    let (mut train_seconds, mut samples) = (0.0f64, 0usize);
+    let (mut last_loss, mut last_align) = (None, None);
+    // An alignment-only stage skips the language model: it has no loss or token accuracy.
+    let lm = s.lm_weight > 0.0;
     let mut val = None;
     let mut steps_done = start;
     let state_at = |step: usize, drawn: usize, done: bool| TrainerState {
@@ -309,13 +317,14 @@ pub fn run_stage(
         let dt = t0.elapsed().as_secs_f64();
         train_seconds += dt;
         samples += s.effective_batch();
-        last_loss = nll / tokens;
+        last_loss = lm.then_some(nll / tokens);
+        last_align = out.align;
         let m = StepMetrics {
             stage: s.name.clone(),
             step: step + 1,
             global_step: run.global_step_base + step + 1,
             loss: last_loss,
-            token_accuracy: correct / tokens,
+            token_accuracy: lm.then_some(correct / tokens),
             lr,
             grad_norm,
             samples_per_s: s.effective_batch() as f64 / dt,
@@ -350,6 +359,7 @@ pub fn run_stage(
         trainable_params,
         frozen_params,
         final_train_loss: last_loss,
+        final_align_loss: last_align,
         val,
         samples_per_s: if train_seconds > 0.0 { samples as f64 / train_seconds } else { 0.0 },
         seconds: train_seconds,
