@@ -179,9 +179,9 @@ fn an_existing_set_is_compared_with_the_options_that_would_remake_it() {
     let other = SynthOptions { image_size: 96, ..options(dir.path(), 6, &[Family::Vqa]) };
     let d = differences(&other).unwrap();
     assert_eq!(d.len(), 3, "{d:?}");
-    assert!(d[0].starts_with("image_size 64 (asked: 96)"), "{d:?}");
-    assert!(d[1].starts_with("seed 5 (asked: 6)"), "{d:?}");
-    assert!(d[2].starts_with("families [\"chart\",\"vqa\"]"), "{d:?}");
+    assert!(d[0].starts_with("families [\"chart\",\"vqa\"]"), "{d:?}");
+    assert!(d[1].starts_with("image_size 64 (asked: 96)"), "{d:?}");
+    assert!(d[2].starts_with("seed 5 (asked: 6)"), "{d:?}");
 
     let mut m: Value = serde_json::from_slice(&read(&summary.manifest)).unwrap();
     assert_eq!(m["render_version"], RENDER_VERSION);

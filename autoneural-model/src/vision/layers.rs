@@ -108,8 +108,9 @@ impl Conv2d {
         let options = ConvOptions::new_with_padding([self.stride; 2], [ph, pw], [self.dilation; 2], self.groups);
         let weight = crate::quant::qat::weight_value(&self.weight, crate::quant::Axes::OUT_IN);
         let bias = self.bias.as_ref().map(|b| b.val());
-        // Training: a 1x1 convolution's weight gradient as a matrix product.
-        let pointwise = kh == 1 && kw == 1 && self.stride == 1 && self.groups == 1 && ph == (0, 0) && pw == (0, 0);
+        // Training: a 1x1 convolution's weight gradient as a matrix product (a 1x1 kernel at
+        // stride 1 has no padding under any `PadType`).
+        let pointwise = kh == 1 && kw == 1 && self.stride == 1 && self.groups == 1;
         if pointwise && weight.is_require_grad() {
             return pointwise_matmul(x, weight, bias);
         }

@@ -48,6 +48,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rayon::prelude::*;
 
+pub use output::differences;
 use output::{AnswerStats, FamilyStats};
 
 /// Version of the output layout and record format, recorded in the manifest.
@@ -323,32 +324,4 @@ fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
 /// The manifest path of a synthesized directory.
 pub fn manifest_path(out: &Path) -> PathBuf {
     out.join("manifest.json")
-}
-
-/// How the directory `opts.out` already holds differs from what `opts` would generate
-/// (empty: it is what `opts` asks for). Options and render version come from its manifest;
-/// a manifest from before the render version counts as version 1.
-pub fn differences(opts: &SynthOptions) -> Result<Vec<String>, SynthError> {
-    let path = manifest_path(&opts.out);
-    let text = std::fs::read_to_string(&path).map_err(|source| SynthError::Io { path: path.clone(), source })?;
-    let manifest: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| SynthError::Options(format!("{}: not a synthesis manifest: {e}", path.display())))?;
-    let o = &manifest["options"];
-    let mut out = Vec::new();
-    let mut compare = |what: &str, found: serde_json::Value, wanted: serde_json::Value| {
-        if found != wanted {
-            out.push(format!("{what} {found} (asked: {wanted})"));
-        }
-    };
-    compare("render_version", manifest.get("render_version").cloned().unwrap_or(1.into()), RENDER_VERSION.into());
-    compare("samples", o["samples"].clone(), opts.samples.into());
-    compare("image_size", o["image_size"].clone(), opts.image_size.into());
-    compare("seed", o["seed"].clone(), opts.seed.into());
-    let mut had: Vec<String> =
-        o["families"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(String::from)).collect();
-    let mut asked: Vec<String> = opts.families.iter().map(|f| f.name().to_string()).collect();
-    had.sort();
-    asked.sort();
-    compare("families", had.into(), asked.into());
-    Ok(out)
 }

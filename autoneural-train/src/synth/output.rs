@@ -207,6 +207,19 @@ struct OptionsOut<'a> {
     families: Vec<&'a str>,
 }
 
+impl<'a> OptionsOut<'a> {
+    fn of(opts: &'a SynthOptions) -> Self {
+        Self {
+            samples: opts.samples,
+            val_samples: opts.split_size(Split::Val),
+            test_samples: opts.split_size(Split::Test),
+            image_size: opts.image_size,
+            seed: opts.seed,
+            families: opts.families.iter().map(|f| f.name()).collect(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Manifest<'a> {
     format_version: u32,
@@ -227,17 +240,45 @@ pub fn write_manifest(
         format_version: FORMAT_VERSION,
         render_version: RENDER_VERSION,
         generator: "autoneural-train synth",
-        options: OptionsOut {
-            samples: opts.samples,
-            val_samples: opts.split_size(Split::Val),
-            test_samples: opts.split_size(Split::Test),
-            image_size: opts.image_size,
-            seed: opts.seed,
-            families: opts.families.iter().map(|f| f.name()).collect(),
-        },
+        options: OptionsOut::of(opts),
         families,
     };
     let text = serde_json::to_string_pretty(&manifest)
         .map_err(|source| SynthError::Json { path: path.to_path_buf(), source })?;
     write_lines_atomic(path, std::iter::once(Ok(text)))
+}
+
+/// How the directory `opts.out` already holds differs from what `opts` would generate
+/// (empty: it is what `opts` asks for), as `key found (asked: wanted)`: every option the
+/// manifest records (families in any order), then the render version (a manifest from
+/// before it counts as version 1).
+pub fn differences(opts: &SynthOptions) -> Result<Vec<String>, SynthError> {
+    use serde_json::Value;
+    let path = super::manifest_path(&opts.out);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let manifest: Value = serde_json::from_str(&text)
+        .map_err(|e| SynthError::Options(format!("{}: not a synthesis manifest: {e}", path.display())))?;
+    let unordered = |v: &Value| match v.as_array() {
+        Some(items) => {
+            let mut items = items.clone();
+            items.sort_by_key(|i| i.to_string());
+            Value::Array(items)
+        }
+        None => v.clone(),
+    };
+    let wanted =
+        serde_json::to_value(OptionsOut::of(opts)).map_err(|source| SynthError::Json { path: path.clone(), source })?;
+    let mut checks: Vec<(String, Value, Value)> = wanted
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, want)| (key.clone(), unordered(&manifest["options"][key]), unordered(want)))
+        .collect();
+    let version = manifest.get("render_version").cloned().unwrap_or(1.into());
+    checks.push(("render_version".into(), version, RENDER_VERSION.into()));
+    Ok(checks
+        .into_iter()
+        .filter(|(_, found, want)| found != want)
+        .map(|(k, f, w)| format!("{k} {f} (asked: {w})"))
+        .collect())
 }
