@@ -151,6 +151,40 @@ fn bench_vision_reports_each_resolution() {
 }
 
 #[test]
+fn bench_train_reads_the_experiment_as_run_does() {
+    // `extends` and `--set` apply, as for `run`: the quickstart's model with a 2x2 token grid.
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize("experiments/quickstart.toml").unwrap();
+    let file = dir.path().join("wider.toml");
+    std::fs::write(&file, format!("extends = {:?}\nname = \"wider\"\n", base.to_str().unwrap())).unwrap();
+    let out = autoneural(&[
+        "bench",
+        "train",
+        "--experiment",
+        file.to_str().unwrap(),
+        "--set",
+        "model.vision.msfa_output_resolution=2",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["experiment"], "wider");
+    assert_eq!(v["image_tokens"], 4);
+    // A sweep needs one of its runs named.
+    let out = autoneural(&["bench", "train", "--experiment", "experiments/ablation_attention_ratio.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--only") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn image_errors_name_the_file_and_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.jpg");

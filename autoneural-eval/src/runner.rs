@@ -220,6 +220,18 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
             synth.image_size
         );
     }
+    if let Some(dir) = &exp.model.checkpoint
+        && !options.quiet
+    {
+        let moot = exp.model.shape_keys_set();
+        if !moot.is_empty() {
+            eprintln!(
+                "warning: the model is model.checkpoint {}, with its own config; these keys do not change it: {}",
+                dir.display(),
+                moot.join(", ")
+            );
+        }
+    }
     let batcher = Batcher {
         pad_id: model.language.config.pad_token_id.unwrap_or(0),
         tokens_per_image: model.config.tokens_per_image(size, size),

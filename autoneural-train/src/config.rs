@@ -159,6 +159,38 @@ pub struct ModelConfig {
     pub checkpoint: Option<PathBuf>,
 }
 
+impl ModelConfig {
+    /// The keys that shape a model built from presets and are set here, which a whole
+    /// `checkpoint` makes moot (its own config decides the model): a run warns about them.
+    pub fn shape_keys_set(&self) -> Vec<&'static str> {
+        let (v, l) = (&self.vision, &self.language);
+        [
+            ("model.vision.checkpoint", v.checkpoint.is_some()),
+            ("model.vision.msfa_output_resolution", v.msfa_output_resolution.is_some()),
+            ("model.vision.norm", v.norm.is_some()),
+            ("model.vision.layer_scale_init", v.layer_scale_init.is_some()),
+            ("model.vision.blocks", v.blocks.is_some()),
+            ("model.vision.stem_size", v.stem_size.is_some()),
+            ("model.vision.num_features", v.num_features.is_some()),
+            ("model.language.preset", l.preset.is_some()),
+            ("model.language.checkpoint", l.checkpoint.is_some()),
+            ("model.language.hidden_size", l.hidden_size.is_some()),
+            ("model.language.intermediate_size", l.intermediate_size.is_some()),
+            ("model.language.num_layers", l.num_layers.is_some()),
+            ("model.language.attention_layers", l.attention_layers.is_some()),
+            ("model.language.attention_at", l.attention_at.is_some()),
+            ("model.language.num_attention_heads", l.num_attention_heads.is_some()),
+            ("model.language.num_key_value_heads", l.num_key_value_heads.is_some()),
+            ("model.projector_hidden_size", self.projector_hidden_size.is_some()),
+            ("model.projector_downsample", self.projector_downsample.is_some()),
+            ("model.image_size", self.image_size.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+}
+
 /// The vision tower: a preset (MobileNetV5 or ViT) initialised at random, optionally with
 /// weights from a timm / Gemma 3n MobileNetV5 safetensors file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -522,8 +554,19 @@ impl StageConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::lexical_join;
+    use super::{Experiment, lexical_join};
     use std::path::{Path, PathBuf};
+
+    #[test]
+    fn shape_keys_that_a_whole_checkpoint_overrides_are_listed() {
+        let exp = Experiment::from_toml(
+            "name = \"x\"\n[data]\ndir = \"d\"\n[model]\ncheckpoint = \"c\"\n[model.vision]\npreset = \"mobilenetv5_tiny\"\n\
+             msfa_output_resolution = 6\n[model.language]\npreset = \"lfm2-nano\"\n[[stage]]\nname = \"s\"\n\
+             train = [\"projector\"]\nsteps = 1\nlr = 1e-3\n",
+        )
+        .unwrap();
+        assert_eq!(exp.model.shape_keys_set(), ["model.vision.msfa_output_resolution", "model.language.preset"]);
+    }
 
     #[test]
     fn paths_fold_dot_dot() {

@@ -11,6 +11,7 @@ use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::text::Lfm2Config;
 use autoneural_model::vision::EncoderConfig;
 use autoneural_train::config::Experiment;
+use autoneural_train::sweep::{Expansion, parse_override};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -108,9 +109,17 @@ pub struct VisionArgs {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// The experiment file whose model (and stage optimizer settings) is benchmarked.
+    /// The experiment file whose model (and stage optimizer settings) is benchmarked, read
+    /// as `run` reads it (`extends` included).
     #[arg(long)]
     pub experiment: std::path::PathBuf,
+    /// Override a key of the experiment file, as `run --set` does:
+    /// `--set model.vision.msfa_output_resolution=6`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// For a file with a `[sweep]`: the run to benchmark (by id, as `run --dry-run` lists them).
+    #[arg(long)]
+    pub only: Option<String>,
     /// Stage whose trained parts and optimizer are used (default: the first stage that trains
     /// every part on the language-model loss).
     #[arg(long)]
@@ -142,8 +151,23 @@ pub struct TrainArgs {
     pub format: Format,
 }
 
+/// The experiment `bench train` measures: the file with its `extends` and `--set`s, and for
+/// a sweep the run `--only` names.
+fn experiment(args: &TrainArgs) -> anyhow::Result<Experiment> {
+    let overrides =
+        args.set.iter().map(|s| parse_override(s).map_err(anyhow::Error::msg)).collect::<Result<Vec<_>, _>>()?;
+    let expansion = Expansion::from_file(&args.experiment, &overrides)?;
+    let ids = || expansion.points.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ");
+    let point = match (&args.only, expansion.is_sweep) {
+        (Some(id), _) => expansion.point(id).with_context(|| format!("--only {id}: no such run (runs: {})", ids()))?,
+        (None, false) => &expansion.points[0],
+        (None, true) => bail!("{} is a sweep: choose one run with --only (runs: {})", args.experiment.display(), ids()),
+    };
+    Ok(point.experiment.clone())
+}
+
 fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let exp = Experiment::from_file(&args.experiment)?;
+    let exp = experiment(&args)?;
     let devices = parse_devices(&args.device)?;
     let opts = TrainBenchOptions {
         batch: args.batch,

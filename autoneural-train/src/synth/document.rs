@@ -1,19 +1,19 @@
-//! `document`: a small form with two or three labelled fields, one per row (`NAME  ANNA`,
-//! `CODE  47`, `CITY  ROME`, `ROOM  B7`), and "What is the CODE?" → `47`.
+//! `document`: a small form with two labelled fields out of four (`NAME` ANNA, `CODE` 47,
+//! `CITY` ROME, `ROOM` B7), and "What is the CODE?" → `47`.
 //!
-//! Layout: a coloured header band across the top, a one-unit border, then the rows
-//! left-aligned one below the other: the label in the small font (scale [`tasks::unit`]), the
-//! value in a column to its right at the largest scale that fits any value, as a filled-in
-//! form writes its entries larger than its captions. At 64 px both are at scale 1; from 96 px
-//! the values are at scale 2, so their strokes survive the encoder's stride-2 stem (at scale 1
-//! a letter's stroke is one pixel wide).
+//! Layout: a coloured header band across the top, a one-unit border, then the two fields
+//! one below the other, each its caption in the small font (scale [`tasks::unit`]) with the
+//! entry under it at the largest scale that fits any value, as a filled-in form writes its
+//! entries larger than its captions: scale 2 at 64 px, 3 at 96 px. Entries beside their
+//! captions would leave room for scale 2 only at 96 px, and at that size a model of the
+//! quickstart's budget reads too few of them (docs/training.md, "What the quickstart gives").
 
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use super::canvas::Canvas;
-use super::font::{self, LINE_HEIGHT};
+use super::font;
 use super::tasks::{self, COLORS, Sample, Turn, jitter, pick};
 
 /// Field labels, asked in rotation.
@@ -55,10 +55,8 @@ pub fn answers() -> Vec<String> {
 /// One `document` sample; the asked label rotates with `index`.
 pub fn generate(index: usize, size: u32, rng: &mut StdRng) -> Sample {
     let (asked, kind) = (LABELS[index % LABELS.len()], KINDS[index % LABELS.len()]);
-    let mut others: Vec<&str> = LABELS.iter().copied().filter(|&l| l != asked).collect();
-    others.shuffle(rng);
-    let mut labels = vec![asked];
-    labels.extend(others.into_iter().take(rng.random_range(1..=2)));
+    let other = *pick(rng, &LABELS.iter().copied().filter(|&l| l != asked).collect::<Vec<_>>());
+    let mut labels = [asked, other];
     labels.shuffle(rng);
     let fields: Vec<(&str, String)> = labels.iter().map(|&l| (l, value(l, rng))).collect();
 
@@ -70,25 +68,22 @@ pub fn generate(index: usize, size: u32, rng: &mut StdRng) -> Sample {
     canvas.fill_rect(0, 0, s, header, pick(rng, &COLORS).1);
     canvas.stroke_rect(0, 0, s, s, u, ink);
 
-    // Every value fits its column at the value scale: four characters is the longest.
-    let label_w = font::text_width("NAME", u as u32) as i32;
-    let gap = 2 * u;
+    // A field is its caption, one unit of air, its value, and two units before the next.
+    let caption = font::text_height(u as u32) as i32;
     let top = header + 2 * u;
     let rows = fields.len() as i32;
-    let by_width = font::fit_scale("WWWW", (s - 4 * u - label_w - gap) as u32);
-    let by_height = ((s - 2 * u - top) / rows - u) / LINE_HEIGHT as i32;
-    let vs = by_width.min(by_height.max(1) as u32).max(u as u32) as i32;
-    let pitch = LINE_HEIGHT as i32 * vs + u;
-    let widest = label_w + gap + fields.iter().map(|(_, v)| font::text_width(v, vs as u32) as i32).max().unwrap_or(0);
-    // Inside the border with one unit of air; rows start at the same x.
+    let by_width = font::fit_scale("WWWW", (s - 6 * u) as u32) as i32;
+    let by_height = ((s - 2 * u - top) / rows - caption - 3 * u) / font::GLYPH_H as i32;
+    let vs = by_width.min(by_height).max(u);
+    let pitch = caption + u + font::text_height(vs as u32) as i32 + 2 * u;
+    let widest = fields.iter().map(|(_, v)| font::text_width(v, vs as u32) as i32).max().unwrap_or(0);
+    // Inside the border with one unit of air; every field starts at the same x.
     let x = 2 * u + jitter(rng, s - 4 * u - widest);
     let y = top + jitter(rng, s - 2 * u - top - pitch * rows);
-    // Labels sit on the values' baseline.
-    let drop = (font::GLYPH_H as i32) * (vs - u);
     for (i, (label, value)) in fields.iter().enumerate() {
         let row = y + i as i32 * pitch;
-        canvas.text(x, row + drop, label, u as u32, ink);
-        canvas.text(x + label_w + gap, row, value, vs as u32, ink);
+        canvas.text(x, row, label, u as u32, ink);
+        canvas.text(x, row + caption + u, value, vs as u32, ink);
     }
 
     let answer = fields.iter().find(|(l, _)| *l == asked).map(|(_, v)| v.clone()).unwrap_or_default();

@@ -56,8 +56,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Version of what the families draw, recorded in the manifest: bumped whenever the same
 /// options and seed would render different images or questions, so a directory rendered by
 /// an older generator is not silently trained on (2: document values drawn larger than
-/// their labels).
-pub const RENDER_VERSION: u32 = 2;
+/// their labels; 3: two document fields, each entry under its caption).
+pub const RENDER_VERSION: u32 = 3;
 /// Smallest supported image side: the form and chart layouts need 64 pixels.
 pub const MIN_IMAGE_SIZE: u32 = 64;
 /// Largest supported image side.
