@@ -68,6 +68,11 @@ fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { path: path.into(), message: message.into() }
 }
 
+/// Every `--set KEY=VALUE` of a command line, parsed as [`parse_override`] does.
+pub fn parse_overrides(set: &[String]) -> Result<Vec<(String, Value)>, String> {
+    set.iter().map(|s| parse_override(s)).collect()
+}
+
 /// Parses `key=value` (the value as TOML; a bare word that is not TOML is a string).
 pub fn parse_override(text: &str) -> Result<(String, Value), String> {
     let (key, value) =
@@ -330,9 +335,12 @@ impl Expansion {
         })
     }
 
-    /// The run with `id`.
-    pub fn point(&self, id: &str) -> Option<&SweepPoint> {
-        self.points.iter().find(|p| p.id == id)
+    /// The run with `id`; otherwise an error that lists the runs there are.
+    pub fn point(&self, id: &str) -> Result<&SweepPoint, ConfigError> {
+        self.points.iter().find(|p| p.id == id).ok_or_else(|| {
+            let ids: Vec<&str> = self.points.iter().map(|p| p.id.as_str()).collect();
+            invalid(&self.file, format!("no run {id:?} (runs: {})", ids.join(", ")))
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::text::Lfm2Config;
 use autoneural_model::vision::EncoderConfig;
 use autoneural_train::config::Experiment;
-use autoneural_train::sweep::{Expansion, parse_override};
+use autoneural_train::sweep::{Expansion, parse_overrides};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -154,14 +154,13 @@ pub struct TrainArgs {
 /// The experiment `bench train` measures: the file with its `extends` and `--set`s, and for
 /// a sweep the run `--only` names.
 fn experiment(args: &TrainArgs) -> anyhow::Result<Experiment> {
-    let overrides =
-        args.set.iter().map(|s| parse_override(s).map_err(anyhow::Error::msg)).collect::<Result<Vec<_>, _>>()?;
-    let expansion = Expansion::from_file(&args.experiment, &overrides)?;
-    let ids = || expansion.points.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ");
-    let point = match (&args.only, expansion.is_sweep) {
-        (Some(id), _) => expansion.point(id).with_context(|| format!("--only {id}: no such run (runs: {})", ids()))?,
-        (None, false) => &expansion.points[0],
-        (None, true) => bail!("{} is a sweep: choose one run with --only (runs: {})", args.experiment.display(), ids()),
+    let expansion = Expansion::from_file(&args.experiment, &parse_overrides(&args.set).map_err(anyhow::Error::msg)?)?;
+    let point = match &args.only {
+        Some(id) => expansion.point(id)?,
+        None if !expansion.is_sweep => &expansion.points[0],
+        None => {
+            bail!("{} is a sweep: choose one run with --only (`run --dry-run` lists them)", args.experiment.display())
+        }
     };
     Ok(point.experiment.clone())
 }

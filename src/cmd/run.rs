@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use autoneural_eval::runner::{RunOptions, run_single};
 use autoneural_eval::sweep::{SweepOptions, run_point, run_sweep};
-use autoneural_train::sweep::{Expansion, parse_override};
+use autoneural_train::sweep::{Expansion, parse_overrides};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -43,8 +43,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
-    let overrides =
-        args.set.iter().map(|s| parse_override(s).map_err(anyhow::Error::msg)).collect::<Result<Vec<_>>>()?;
+    let overrides = parse_overrides(&args.set).map_err(anyhow::Error::msg)?;
     let options = RunOptions {
         resume: args.resume,
         device: args.device.clone(),

@@ -243,10 +243,7 @@ fn spawn_run(expansion: &Expansion, point: &SweepPoint, options: &SweepOptions) 
 /// Runs point `id` in this process (what a child does): trains (resuming from the latest
 /// checkpoint when there is one), measures, and writes `result.json` last.
 pub fn run_point(expansion: &Expansion, id: &str, options: &RunOptions) -> Result<PathBuf> {
-    let point = expansion.point(id).with_context(|| {
-        let ids: Vec<&str> = expansion.points.iter().map(|p| p.id.as_str()).collect();
-        format!("{}: no run {id:?} (runs: {})", expansion.file.display(), ids.join(", "))
-    })?;
+    let point = expansion.point(id)?;
     if status(point)? == RunStatus::Finished {
         return Ok(run_dir(point));
     }
