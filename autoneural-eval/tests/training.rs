@@ -19,7 +19,7 @@ use autoneural_train::tokenizer_train::train_tokenizer;
 use autoneural_train::train::parallel::Replicas;
 use autoneural_train::train::trainer::{optimizer, stage_recipe};
 use autoneural_train::train::{
-    Batcher, MetricsLog, StageRun, build_model, latest_checkpoint, run_stage, set_trainable,
+    Batcher, MetricsLog, StageReport, StageRun, build_model, latest_checkpoint, run_stage, set_trainable,
 };
 use burn::module::Module;
 use burn::tensor::Device;
@@ -190,6 +190,12 @@ fn one_step_weights(extra: &str) -> BTreeMap<String, Vec<f32>> {
 
 /// [`one_step_weights`], or the weights before the step.
 fn weights_after(extra: &str, step: bool) -> BTreeMap<String, Vec<f32>> {
+    one_step_run(extra, step).0
+}
+
+/// The weights after one step of a one-stage experiment (`extra` added to its stage), with
+/// the stage's report; or the weights before the step, without one.
+fn one_step_run(extra: &str, step: bool) -> (BTreeMap<String, Vec<f32>>, Option<StageReport>) {
     let stage = format!(
         "[[stage]]\nname = \"full\"\ntrain = [\"vision\", \"projector\", \"language\"]\nsteps = 1\nlr = 1e-3\n\
          micro_batch = 2\ngrad_clip = 0.0\n{extra}"
@@ -198,13 +204,14 @@ fn weights_after(extra: &str, step: bool) -> BTreeMap<String, Vec<f32>> {
     let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), &stage, "batch")).unwrap();
     let (model, batcher) = model_and_batcher(&exp);
     if !step {
-        return weights(&model);
+        return (weights(&model), None);
     }
     let devices = [batcher.device.clone()];
     let run = stage_run(&exp, 0, &batcher, &devices, tmp.path());
     let mut log = MetricsLog::open(tmp.path()).unwrap();
     log.echo = false;
-    weights(&run_stage(model, &run, None, &mut log).unwrap().0)
+    let (model, report) = run_stage(model, &run, None, &mut log).unwrap();
+    (weights(&model), Some(report))
 }
 
 /// How many tensors whose key starts with one of `moved` differ between `a` and `b`; every
@@ -247,9 +254,12 @@ fn align_weight_trains_the_image_side_only() {
 /// An encoder-alignment stage (`lm_weight = 0` with `align_weight`) trains vision and
 /// connector on the alignment loss alone: the language model, though listed as trainable,
 /// gets no gradient and stays bit-identical to its start, while every connector tensor moves.
+/// The stage does not validate (validation measures the language model it does not run).
 #[test]
 fn lm_weight_zero_trains_the_image_side_on_alignment_alone() {
-    let (start, aligned) = (weights_after("", false), one_step_weights("lm_weight = 0.0\nalign_weight = 1.0\n"));
+    let start = weights_after("", false);
+    let (aligned, report) = one_step_run("lm_weight = 0.0\nalign_weight = 1.0\n", true);
+    assert!(report.unwrap().val.is_none(), "an alignment-only stage reported a validation loss");
     let n = moved_tensors(&start, &aligned, &["vision_tower", "multi_modal_projector"]);
     assert!(n > 10, "only {n} image-side tensors moved");
     assert_eq!(start.keys().filter(|k| k.starts_with("multi_modal_projector") && start[*k] != aligned[*k]).count(), 4);

@@ -6,12 +6,51 @@
 //! case (training through autodiff, prefill, wgpu) it is Burn's `matmul`, so there is still
 //! one model definition for every backend.
 
+pub mod autodiff;
+pub mod batchnorm;
+pub mod depthwise;
 pub mod gemv;
 pub mod lowbit;
 pub mod pointwise;
+pub mod rmsnorm;
+pub mod shortconv;
 
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
+
+/// `f(a[0], b[0]) + ... + f(a[n-1], b[n-1])` (`n` the shorter length) over eight lanes, so
+/// that loops vectorise (a single running sum has to keep its order). The order is fixed,
+/// so results are reproducible.
+fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let n = a.len().min(b.len());
+    let (ca, cb) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| f(x, y)).sum();
+    let mut acc = [0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The element-wise sum of per-task partial results, in task order: not as a rayon
+/// reduction, whose tree depends on work stealing, so a resumed run reproduces the
+/// uninterrupted one bit for bit.
+fn sum_in_order(partials: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+    let mut total = vec![0f32; n];
+    for p in partials {
+        total.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    total
+}
+
+/// Deterministic test values in `[-1, 1)`.
+#[cfg(test)]
+fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    let unit = |i: usize| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32;
+    (0..n).map(|i| unit(i) * 2.0 - 1.0).collect()
+}
 
 /// The tensor's contiguous f32 values when it is a flex inference tensor (no autodiff).
 fn flex_values<const D: usize>(x: &Tensor<D>) -> Option<Vec<f32>> {

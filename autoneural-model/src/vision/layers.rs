@@ -108,25 +108,51 @@ impl Conv2d {
         let options = ConvOptions::new_with_padding([self.stride; 2], [ph, pw], [self.dilation; 2], self.groups);
         let weight = crate::quant::qat::weight_value(&self.weight, crate::quant::Axes::OUT_IN);
         let bias = self.bias.as_ref().map(|b| b.val());
-        // Training: a 1x1 convolution's weight gradient as a matrix product (a 1x1 kernel at
-        // stride 1 has no padding under any `PadType`).
+        let [b, c, ..] = x.dims();
+        let o = weight.dims()[0];
+        // Training: a 1x1 convolution as a matrix product (a 1x1 kernel at stride 1 has no
+        // padding under any `PadType`).
         let pointwise = kh == 1 && kw == 1 && self.stride == 1 && self.groups == 1;
-        if pointwise && weight.is_require_grad() {
-            return pointwise_matmul(x, weight, bias);
+        if pointwise && x.device().is_autodiff() {
+            let [h, w] = [x.dims()[2], x.dims()[3]];
+            return weight_times_patches(weight, x.reshape([b, c, h * w]), bias, [b, o, h, w]);
+        }
+        // Training on flex, with backward passes of its own: other full convolutions as
+        // im2col patches times the weight, depthwise ones directly (Burn's backward computes
+        // a grouped convolution's weight gradient one channel at a time).
+        if self.groups == 1 {
+            if let Some((patches, [oh, ow])) =
+                kernels::autodiff::unfold(&x, [kh, kw], self.stride, self.dilation, ph, pw)
+            {
+                return weight_times_patches(weight, patches, bias, [b, o, oh, ow]);
+            }
+        } else if self.groups == c && o == c {
+            if let Some(y) = kernels::autodiff::depthwise_conv2d(&x, &weight, self.stride, self.dilation, ph, pw) {
+                return match bias {
+                    Some(bias) => y + bias.reshape([1, c, 1, 1]),
+                    None => y,
+                };
+            }
         }
         conv2d(x, weight, bias, options)
     }
 }
 
-/// A 1x1 convolution as one matrix product per image, `[out, in] @ [in, h w]`, for
-/// training: its backward is two matrix products, where Burn's conv backward computes the
-/// weight gradient as a convolution whose kernel is the whole feature map (flex's generic
-/// im2col path, after copying both operands to channel-major order). Same values as
-/// `conv2d` up to summation order. `[b, in, h, w] -> [b, out, h, w]`
-fn pointwise_matmul(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    let [o, ..] = weight.dims();
-    let y = weight.reshape([1, o, c]).matmul(x.reshape([b, c, h * w])).reshape([b, o, h, w]);
+/// A convolution as one matrix product per image, `[out, in kh kw] @ [in kh kw, h' w']`,
+/// for training: its backward is two matrix products, where Burn's conv backward computes
+/// the weight gradient as a convolution whose kernel is the whole feature map (flex's
+/// generic im2col path, after copying both operands to channel-major order). Same values as
+/// `conv2d` up to summation order. `patches: [b, in kh kw, h' w']` (for a 1x1 convolution
+/// the input itself) -> `out_dims = [b, out, h', w']`
+fn weight_times_patches(
+    weight: Tensor<4>,
+    patches: Tensor<3>,
+    bias: Option<Tensor<1>>,
+    out_dims: [usize; 4],
+) -> Tensor<4> {
+    let [_, o, ..] = out_dims;
+    let k = patches.dims()[1];
+    let y = weight.reshape([1, o, k]).matmul(patches).reshape(out_dims);
     match bias {
         Some(bias) => y + bias.reshape([1, o, 1, 1]),
         None => y,
@@ -208,7 +234,9 @@ impl Norm2d {
             let (m, v) = (mean.value().to_device(&device), var.value().to_device(&device));
             return batch_norm(x, weight, bias.val(), m, v, self.eps);
         }
-        let out = batch_norm_train(x, weight, bias.val(), self.eps);
+        let beta = bias.val();
+        let out = kernels::autodiff::batch_norm_train(&x, &weight, &beta, self.eps)
+            .unwrap_or_else(|| batch_norm_train(x, weight, beta, self.eps));
         let k = BATCH_NORM_MOMENTUM;
         // `value()` is current: every update below is committed at once.
         let m = mean.value().to_device(&device) * (1.0 - k) + out.mean.detach() * k;

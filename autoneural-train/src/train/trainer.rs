@@ -332,7 +332,9 @@ pub fn run_stage(
         };
         let last = step + 1 == total;
         log.step(&m, last || (step + 1) % s.log_every.max(1) == 0, total)?;
-        if last || (s.val_every > 0 && (step + 1) % s.val_every == 0) {
+        // Validation measures the language model's loss, which a stage that does not run
+        // it (alignment only) has no use for: it would report the untrained head's.
+        if lm && (last || (s.val_every > 0 && (step + 1) % s.val_every == 0)) {
             let v = with_qat(qat.clone(), || validate(&model, run))?;
             log.val(&s.name, run.global_step_base + step + 1, &v)?;
             val = Some(v);
