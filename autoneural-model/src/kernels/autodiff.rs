@@ -14,7 +14,7 @@ use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn_backend::backend::BackendTypes;
 use burn_flex::{Flex, FlexTensor};
 
@@ -25,8 +25,13 @@ use super::{batchnorm, depthwise, rmsnorm, shortconv};
 type Ad = Autodiff<Flex, NoCheckpointing>;
 type AdTensor = <Ad as BackendTypes>::FloatTensorPrimitive;
 
-/// The autodiff primitive of a float tensor on flex's autodiff device.
+/// The autodiff primitive of a float tensor on flex's autodiff device. Inference tensors are
+/// turned away before the conversion (whose error formats a message): the norms call this
+/// on every decode step.
 fn autodiff_flex<const D: usize>(t: &Tensor<D>) -> Option<AdTensor> {
+    if !t.device().is_autodiff() {
+        return None;
+    }
     let p = t.clone().try_into_primitive::<Ad>().ok()?;
     (p.primitive().dtype() == burn::tensor::DType::F32).then_some(p)
 }
@@ -42,6 +47,21 @@ fn f32s(t: &FlexTensor) -> &[f32] {
 
 fn flex(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+/// `output` as the result of `op` on the inputs behind `nodes`: recorded in the autodiff
+/// graph with `state` for its backward when any input takes gradients, as a constant
+/// otherwise.
+fn record<const N: usize, O: Backward<Flex, N>>(
+    op: O,
+    nodes: [NodeGuard; N],
+    state: O::State,
+    output: FlexTensor,
+) -> AdTensor {
+    match op.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
 }
 
 #[derive(Debug)]
@@ -81,10 +101,7 @@ pub fn depthwise_conv2d(
     let g = depthwise::Geometry::new(x.dims(), [kh, kw], stride, dilation, pad_h, pad_w);
     let (xv, wv) = (contiguous(xa.primitive()), contiguous(wa.primitive()));
     let y = flex(depthwise::forward(f32s(&xv), f32s(&wv), &g), [g.batch, g.channels, g.out_h, g.out_w]);
-    let out = match DepthwiseBackward.prepare::<NoCheckpointing>([xa.node(), wa.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((xv, wv, g), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
+    let out = record(DepthwiseBackward, [xa.node(), wa.node()], (xv, wv, g), y);
     Some(Tensor::from_primitive::<Ad>(out))
 }
 
@@ -126,10 +143,7 @@ pub fn unfold(
     let xv = contiguous(xa.primitive());
     let shape = [g.batch, g.channels * kh * kw, g.out_h * g.out_w];
     let patches = flex(depthwise::unfold(f32s(&xv), &g), shape);
-    let out = match UnfoldBackward.prepare::<NoCheckpointing>([xa.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(g, patches),
-        OpsKind::UnTracked(prep) => prep.finish(patches),
-    };
+    let out = record(UnfoldBackward, [xa.node()], g, patches);
     Some((Tensor::from_primitive::<Ad>(out), [g.out_h, g.out_w]))
 }
 
@@ -192,10 +206,7 @@ pub fn batch_norm_train<const D: usize>(
     let stat = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
     let (mean_t, variance_t) = (stat(&mean), stat(&variance));
     let nodes = [xa.node(), ga.node(), ba.node()];
-    let out = match BatchNormBackward.prepare::<NoCheckpointing>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(BatchNormState { x: xv, gamma: gamma_v, mean, inv_std, geometry }, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
+    let out = record(BatchNormBackward, nodes, BatchNormState { x: xv, gamma: gamma_v, mean, inv_std, geometry }, y);
     Some(burn::tensor::module::BatchNormTrainOutput {
         output: Tensor::from_primitive::<Ad>(out),
         mean: mean_t,
@@ -231,10 +242,7 @@ pub fn rms_norm<const D: usize>(x: &Tensor<D>, weight: &Tensor<1>, eps: f64) -> 
     let w = f32s(&wv).to_vec();
     let (y, r) = rmsnorm::forward(f32s(&xv), &w, eps as f32);
     let y = flex(y, x.dims().to_vec());
-    let out = match RmsNormBackward.prepare::<NoCheckpointing>([xa.node(), wa.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((xv, w, r), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
+    let out = record(RmsNormBackward, [xa.node(), wa.node()], (xv, w, r), y);
     Some(Tensor::from_primitive::<Ad>(out))
 }
 
@@ -269,10 +277,7 @@ pub fn gated_short_conv(bcx: &Tensor<3>, weight: &Tensor<3>) -> Option<Tensor<3>
     let (bv, wv) = (contiguous(ba.primitive()), contiguous(wa.primitive()));
     let w = f32s(&wv).to_vec();
     let z = flex(shortconv::forward(f32s(&bv), &w, &g), [b, t, g.dim]);
-    let out = match ShortConvBackward.prepare::<NoCheckpointing>([ba.node(), wa.node()]).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish((bv, w, g), z),
-        OpsKind::UnTracked(prep) => prep.finish(z),
-    };
+    let out = record(ShortConvBackward, [ba.node(), wa.node()], (bv, w, g), z);
     Some(Tensor::from_primitive::<Ad>(out))
 }
 
