@@ -8,12 +8,13 @@
 //! that many waves. Only batch-norm statistics see the split: each replica normalises with
 //! its own shard's statistics (as PyTorch DDP without SyncBatchNorm), and the running
 //! statistics become the mean of the replicas' updates (Burn's `RunningState` semantics).
-//! On a CPU, `device = "flex,flex"` runs two replicas on the same cores: the element-wise
-//! work Burn's flex backend does on one thread then runs on two.
+//! On a CPU, `device = "flex,flex"` runs two replicas, each with its own share of the cores
+//! (a rayon pool of its own): on two cores, one replica per core, where one replica alone
+//! leaves the second core idle during the element-wise work Burn's flex backend does on one
+//! thread.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::thread::JoinHandle;
 
 use anyhow::{Result, anyhow};
 use autoneural_model::quant::activations::{current_qat, with_qat};
@@ -54,56 +55,55 @@ struct ShardOutput {
 /// calling thread (thread-local state, so each job carries them to its worker).
 type Job = (VisionLanguageModel, DeviceBatch, f64, Option<Arc<Qat>>);
 
-/// A long-lived thread for one secondary device. Threads are kept for the whole stage: a
+/// A rayon pool for one of `replicas` replicas, with an even share of the global pool's
+/// threads. Burn's flex backend runs its GEMMs and reductions on the current rayon pool:
+/// with every replica calling into the global pool, two replicas on two cores keep four
+/// threads busy (each caller's serial ops plus the pool's two workers) and contend for the
+/// cores; in pools of their own they run one per core, as one process per core would
+/// (1.29x the samples/s, docs/benchmarks.md). The threads live as long as the replicas: a
 /// thread per step would also cost its allocator heap, whose fresh pages the kernel must
 /// zero again every step.
+fn replica_pool(index: usize, replicas: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads((rayon::current_num_threads() / replicas).max(1))
+        .thread_name(move |i| format!("replica-{index}.{i}"))
+        .build()
+        .map_err(|e| anyhow!("cannot start a training thread: {e}"))
+}
+
+/// A secondary device's replica: its thread and where its results arrive.
 struct Worker {
     device: Device,
-    jobs: Option<Sender<Job>>,
+    pool: rayon::ThreadPool,
+    outbox: Sender<Result<ShardOutput, String>>,
     results: Receiver<Result<ShardOutput, String>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    fn spawn(device: Device) -> Self {
-        let (jobs, inbox) = channel::<Job>();
+    fn spawn(device: Device, index: usize, replicas: usize) -> Result<Self> {
         let (outbox, results) = channel();
-        let thread = std::thread::spawn(move || {
-            for (replica, batch, tokens, qat) in inbox {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    with_qat(qat, || defer_running_stats(|| shard(&replica, &batch, tokens)))
-                }));
-                let r = match r {
-                    Ok(Ok(out)) => Ok(out),
-                    Ok(Err(e)) => Err(format!("{e:#}")),
-                    Err(p) => Err(format!("panicked: {}", panic_text(p.as_ref()))),
-                };
-                if outbox.send(r).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { device, jobs: Some(jobs), results, thread: Some(thread) }
+        Ok(Self { device, pool: replica_pool(index, replicas)?, outbox, results })
     }
 
-    fn submit(&self, job: Job) -> Result<()> {
-        let jobs = self.jobs.as_ref().expect("open until drop");
-        jobs.send(job).map_err(|_| anyhow!("the training worker on device {:?} has stopped", self.device))
+    fn submit(&self, (replica, batch, tokens, qat): Job) {
+        let outbox = self.outbox.clone();
+        self.pool.spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                with_qat(qat, || defer_running_stats(|| shard(&replica, &batch, tokens)))
+            }));
+            let r = match r {
+                Ok(Ok(out)) => Ok(out),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(p) => Err(format!("panicked: {}", panic_text(p.as_ref()))),
+            };
+            let _ = outbox.send(r);
+        });
     }
 
     fn receive(&self) -> Result<ShardOutput> {
         let r =
             self.results.recv().map_err(|_| anyhow!("the training worker on device {:?} has stopped", self.device))?;
         r.map_err(|e| anyhow!("the training worker on device {:?}: {e}", self.device))
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.jobs = None; // closes the channel: the thread's loop ends
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -115,10 +115,12 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// The training devices: the main one, on the calling thread, and a worker thread for each
-/// other one.
+/// The training devices: the main one, and a worker for each other one. With one device
+/// its shards run on the calling thread and the global rayon pool; with several, every
+/// replica, the main one included, runs on a pool of its own.
 pub struct Replicas {
     main: Device,
+    main_pool: Option<rayon::ThreadPool>,
     workers: Vec<Worker>,
 }
 
@@ -126,7 +128,11 @@ impl Replicas {
     /// `devices`: the main device (the model's) first. Errors on an empty list.
     pub fn new(devices: &[Device]) -> Result<Self> {
         let (main, rest) = devices.split_first().ok_or_else(|| anyhow!("no training device"))?;
-        Ok(Self { main: main.clone(), workers: rest.iter().cloned().map(Worker::spawn).collect() })
+        let n = devices.len();
+        let workers =
+            rest.iter().enumerate().map(|(i, d)| Worker::spawn(d.clone(), i + 1, n)).collect::<Result<Vec<_>>>()?;
+        let main_pool = if workers.is_empty() { None } else { Some(replica_pool(0, n)?) };
+        Ok(Self { main: main.clone(), main_pool, workers })
     }
 
     pub fn count(&self) -> usize {
@@ -187,11 +193,15 @@ impl Replicas {
                 records: b.records,
                 weights: b.weights,
             };
-            worker.submit((replica, b, tokens, qat.clone()))?;
+            worker.submit((replica, b, tokens, qat.clone()));
         }
-        // Gather every submitted result even when this thread's shard fails, so that no
-        // result of this step is left in a channel for the next one.
-        let own = defer_running_stats(|| shard(model, first, tokens));
+        // Gather every submitted result even when this shard fails, so that no result of
+        // this step is left in a channel for the next one.
+        let own_shard = || with_qat(qat, || defer_running_stats(|| shard(model, first, tokens)));
+        let own = match &self.main_pool {
+            Some(pool) => pool.install(own_shard),
+            None => own_shard(),
+        };
         let others: Vec<Result<ShardOutput>> = self.workers[..rest.len()].iter().map(Worker::receive).collect();
         std::iter::once(own).chain(others).collect()
     }
