@@ -71,7 +71,7 @@ fn replica_pool(index: usize, replicas: usize) -> Result<rayon::ThreadPool> {
         .map_err(|e| anyhow!("cannot start a training thread: {e}"))
 }
 
-/// A secondary device's replica: its thread and where its results arrive.
+/// One device's replica: its threads and where its results arrive.
 struct Worker {
     device: Device,
     pool: rayon::ThreadPool,
@@ -115,28 +115,30 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// The training devices: the main one, and a worker for each other one. With one device
-/// its shards run on the calling thread and the global rayon pool; with several, every
-/// replica, the main one included, runs on a pool of its own.
+/// The training devices. With one device its shards run on the calling thread and the
+/// global rayon pool; with several, each device's replica, the main one's included, runs
+/// on a worker with a pool of its own.
 pub struct Replicas {
     main: Device,
-    main_pool: Option<rayon::ThreadPool>,
+    /// One per device, the main one first; none with a single device.
     workers: Vec<Worker>,
 }
 
 impl Replicas {
     /// `devices`: the main device (the model's) first. Errors on an empty list.
     pub fn new(devices: &[Device]) -> Result<Self> {
-        let (main, rest) = devices.split_first().ok_or_else(|| anyhow!("no training device"))?;
+        let main = devices.first().ok_or_else(|| anyhow!("no training device"))?;
         let n = devices.len();
-        let workers =
-            rest.iter().enumerate().map(|(i, d)| Worker::spawn(d.clone(), i + 1, n)).collect::<Result<Vec<_>>>()?;
-        let main_pool = if workers.is_empty() { None } else { Some(replica_pool(0, n)?) };
-        Ok(Self { main: main.clone(), main_pool, workers })
+        let workers = if n == 1 {
+            Vec::new()
+        } else {
+            devices.iter().enumerate().map(|(i, d)| Worker::spawn(d.clone(), i, n)).collect::<Result<Vec<_>>>()?
+        };
+        Ok(Self { main: main.clone(), workers })
     }
 
     pub fn count(&self) -> usize {
-        1 + self.workers.len()
+        self.workers.len().max(1)
     }
 
     /// Forward and backward of `shards`, in waves of [`Replicas::count`] shards at once,
@@ -177,16 +179,15 @@ impl Replicas {
         Ok(StepGradients { grads: Some(accumulator.grads()), nll, correct, align })
     }
 
-    /// Shard 0 on this thread with `model` itself, shard `i` on worker `i - 1` with a
-    /// replica forked to its device; results in shard order.
+    /// Shard `i` on worker `i`: shard 0 with `model` itself, the others with a replica
+    /// forked to their device; results in shard order.
     fn run_wave(&self, model: &VisionLanguageModel, wave: &[DeviceBatch], tokens: f64) -> Result<Vec<ShardOutput>> {
-        let (first, rest) = wave.split_first().expect("chunks are never empty");
         let qat = current_qat();
-        for (b, worker) in rest.iter().zip(&self.workers) {
-            // `fork` detaches the parameters: each replica records its own autodiff graph
-            // (a graph shared between threads would serialise their backward passes), and
-            // the parameter ids stay those of `model`.
-            let replica = model.clone().fork(&worker.device);
+        for (i, (b, worker)) in wave.iter().zip(&self.workers).enumerate() {
+            // `fork` detaches the parameters: each other replica records its own autodiff
+            // graph (a graph shared between threads would serialise their backward passes),
+            // and the parameter ids stay those of `model`.
+            let replica = if i == 0 { model.clone() } else { model.clone().fork(&worker.device) };
             let b = DeviceBatch {
                 batch: b.batch.clone(),
                 pixels: b.pixels.clone().map(|p| p.to_device(&worker.device)),
@@ -195,15 +196,10 @@ impl Replicas {
             };
             worker.submit((replica, b, tokens, qat.clone()));
         }
-        // Gather every submitted result even when this shard fails, so that no result of
-        // this step is left in a channel for the next one.
-        let own_shard = || with_qat(qat, || defer_running_stats(|| shard(model, first, tokens)));
-        let own = match &self.main_pool {
-            Some(pool) => pool.install(own_shard),
-            None => own_shard(),
-        };
-        let others: Vec<Result<ShardOutput>> = self.workers[..rest.len()].iter().map(Worker::receive).collect();
-        std::iter::once(own).chain(others).collect()
+        // Every submitted result is received, even after a failed shard, so that none of
+        // this step's is left in a channel for the next one.
+        let results: Vec<Result<ShardOutput>> = self.workers[..wave.len()].iter().map(Worker::receive).collect();
+        results.into_iter().collect()
     }
 }
 
