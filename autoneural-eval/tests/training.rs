@@ -519,4 +519,14 @@ fn the_shipped_experiments_parse() {
         let e = Expansion::from_file(&dir.join(format!("{name}.toml")), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(e.is_sweep && e.points.len() == runs, "{name}: {} runs", e.points.len());
     }
+    // a single experiment reads its `extends` base as `run` does; a sweep is turned away
+    let tmp = tempfile::tempdir().unwrap();
+    let child = tmp.path().join("child.toml");
+    let base = dir.join("quickstart.toml").canonicalize().unwrap();
+    std::fs::write(&child, format!("extends = {:?}\nname = \"child\"\n", base.to_str().unwrap())).unwrap();
+    let exp = Experiment::from_file(&child).unwrap();
+    let quickstart = Experiment::from_file(&dir.join("quickstart.toml")).unwrap();
+    assert_eq!((exp.name.as_str(), exp.stages.len()), ("child", quickstart.stages.len()));
+    let err = Experiment::from_file(&dir.join("study_document.toml")).unwrap_err().to_string();
+    assert!(err.contains("study_document.toml") && err.contains("--only"), "{err}");
 }

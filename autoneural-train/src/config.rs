@@ -162,32 +162,20 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The keys that shape a model built from presets and are set here, which a whole
     /// `checkpoint` makes moot (its own config decides the model): a run warns about them.
-    pub fn shape_keys_set(&self) -> Vec<&'static str> {
-        let (v, l) = (&self.vision, &self.language);
-        [
-            ("model.vision.checkpoint", v.checkpoint.is_some()),
-            ("model.vision.msfa_output_resolution", v.msfa_output_resolution.is_some()),
-            ("model.vision.norm", v.norm.is_some()),
-            ("model.vision.layer_scale_init", v.layer_scale_init.is_some()),
-            ("model.vision.blocks", v.blocks.is_some()),
-            ("model.vision.stem_size", v.stem_size.is_some()),
-            ("model.vision.num_features", v.num_features.is_some()),
-            ("model.language.preset", l.preset.is_some()),
-            ("model.language.checkpoint", l.checkpoint.is_some()),
-            ("model.language.hidden_size", l.hidden_size.is_some()),
-            ("model.language.intermediate_size", l.intermediate_size.is_some()),
-            ("model.language.num_layers", l.num_layers.is_some()),
-            ("model.language.attention_layers", l.attention_layers.is_some()),
-            ("model.language.attention_at", l.attention_at.is_some()),
-            ("model.language.num_attention_heads", l.num_attention_heads.is_some()),
-            ("model.language.num_key_value_heads", l.num_key_value_heads.is_some()),
-            ("model.projector_hidden_size", self.projector_hidden_size.is_some()),
-            ("model.projector_downsample", self.projector_downsample.is_some()),
-            ("model.image_size", self.image_size.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(k, set)| set.then_some(k))
-        .collect()
+    /// Read off the serialized config (unset options are left out), so a new field is covered.
+    pub fn shape_keys_set(&self) -> Vec<String> {
+        let table = toml::Table::try_from(self).expect("a model config serializes");
+        let mut keys = Vec::new();
+        for (key, value) in &table {
+            match value {
+                toml::Value::Table(part) => keys.extend(part.keys().map(|sub| format!("model.{key}.{sub}"))),
+                _ => keys.push(format!("model.{key}")),
+            }
+        }
+        // the checkpoint itself, and the vision preset, which every model config names
+        keys.retain(|k| k != "model.checkpoint" && k != "model.vision.preset");
+        keys.sort();
+        keys
     }
 }
 
@@ -384,13 +372,16 @@ fn default_eval_tokens() -> usize {
 }
 
 impl Experiment {
-    /// Reads and checks an experiment file; relative paths resolve against its directory.
+    /// Reads and checks an experiment file as `autoneural run` does (its `extends` base
+    /// merged in); relative paths resolve against its directory. A file with a `[sweep]` is
+    /// several experiments: read it with [`crate::sweep::Expansion::from_file`].
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        let mut exp = Self::from_toml(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        exp.resolve_paths(dir);
-        Ok(exp)
+        let mut expansion = crate::sweep::Expansion::from_file(path, &[])?;
+        if expansion.is_sweep {
+            let message = format!("has a [sweep] of {} runs; pick one with --only", expansion.points.len());
+            return Err(ConfigError::Invalid { path: path.into(), message });
+        }
+        Ok(expansion.points.remove(0).experiment)
     }
 
     /// Parses and checks TOML text (paths stay as written).
@@ -565,7 +556,7 @@ mod tests {
              train = [\"projector\"]\nsteps = 1\nlr = 1e-3\n",
         )
         .unwrap();
-        assert_eq!(exp.model.shape_keys_set(), ["model.vision.msfa_output_resolution", "model.language.preset"]);
+        assert_eq!(exp.model.shape_keys_set(), ["model.language.preset", "model.vision.msfa_output_resolution"]);
     }
 
     #[test]
