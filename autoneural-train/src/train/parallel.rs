@@ -119,22 +119,20 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// global rayon pool; with several, each device's replica, the main one's included, runs
 /// on a worker with a pool of its own.
 pub struct Replicas {
-    main: Device,
-    /// One per device, the main one first; none with a single device.
+    /// One per device, the main one (the model's) first; none with a single device.
     workers: Vec<Worker>,
 }
 
 impl Replicas {
     /// `devices`: the main device (the model's) first. Errors on an empty list.
     pub fn new(devices: &[Device]) -> Result<Self> {
-        let main = devices.first().ok_or_else(|| anyhow!("no training device"))?;
         let n = devices.len();
-        let workers = if n == 1 {
-            Vec::new()
-        } else {
-            devices.iter().enumerate().map(|(i, d)| Worker::spawn(d.clone(), i, n)).collect::<Result<Vec<_>>>()?
+        let workers = match n {
+            0 => return Err(anyhow!("no training device")),
+            1 => Vec::new(),
+            _ => devices.iter().enumerate().map(|(i, d)| Worker::spawn(d.clone(), i, n)).collect::<Result<_>>()?,
         };
-        Ok(Self { main: main.clone(), workers })
+        Ok(Self { workers })
     }
 
     pub fn count(&self) -> usize {
@@ -149,11 +147,12 @@ impl Replicas {
         shards: &[DeviceBatch],
         tokens: f64,
     ) -> Result<StepGradients> {
-        let parallel = !self.workers.is_empty();
+        // With several devices, gradients gather on the main one's.
+        let main = self.workers.first().map(|w| &w.device);
         let mut accumulator = GradientsAccumulator::new();
         let (mut nll, mut correct, mut align) = (0.0, 0.0, None);
         for wave in shards.chunks(self.count()) {
-            let results = if parallel {
+            let results = if main.is_some() {
                 self.run_wave(model, wave, tokens)?
             } else {
                 // One device: batch-norm statistics are committed as they are computed.
@@ -169,10 +168,14 @@ impl Replicas {
                     align = Some(align.unwrap_or(0.0) + a);
                 }
                 if let Some(g) = r.grads {
-                    accumulator.accumulate(model, if parallel { g.to_device(&self.main, model) } else { g });
+                    let g = match main {
+                        Some(device) => g.to_device(device, model),
+                        None => g,
+                    };
+                    accumulator.accumulate(model, g);
                 }
             }
-            if parallel {
+            if main.is_some() {
                 commit_running_stats(&model.vision_tower);
             }
         }
