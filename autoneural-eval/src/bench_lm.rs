@@ -21,6 +21,37 @@ pub struct LmBenchOptions {
     pub batch: usize,
 }
 
+impl LmBenchOptions {
+    /// Within what `config` serves and this process can hold, before anything is allocated:
+    /// positions up to `max_position_embeddings`, a batch up to 1024, and a decode state
+    /// that fits in memory. The message names the flags.
+    pub fn check(&self, config: &Lfm2Config) -> Result<(), String> {
+        let positions = self.context.saturating_add(self.prompt_len).saturating_add(self.new_tokens);
+        if positions > config.max_position_embeddings {
+            return Err(format!(
+                "--context + --prompt-len + --new-tokens is {positions} positions, more than the model's context of {}",
+                config.max_position_embeddings
+            ));
+        }
+        if !(1..=1024).contains(&self.batch) {
+            return Err(format!("--batch {} is not between 1 and 1024", self.batch));
+        }
+        let attention = config.attention_layers().len() as u64;
+        let kv =
+            attention * 2 * (self.batch * config.num_key_value_heads * config.head_dim) as u64 * positions as u64 * 4;
+        if let Some(limit) = autoneural_io::memory::limit_bytes()
+            && kv > limit
+        {
+            return Err(format!(
+                "the KV cache for {positions} positions would take {}, more than this process can hold ({})",
+                autoneural_io::memory::human(kv),
+                autoneural_io::memory::human(limit)
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LmBenchResult {
     /// `fp32`, or the precision policy whose weights decoding read packed.

@@ -187,7 +187,7 @@ pub fn synthetic_batch(cfg: &VlmConfig, opts: &TrainBenchOptions, seed: u64, dev
     }
     let batch = Batch { rows, len, inputs, targets, loss_mask, attention_mask: vec![true; rows * len] };
     let pixels = Tensor::<4>::random([rows, 3, size, size], Distribution::Uniform(0.0, 1.0), device);
-    DeviceBatch { batch, pixels: Some(pixels), records: rows, weights: Default::default() }
+    DeviceBatch { batch, pixels: Some(pixels), records: rows, weights: Default::default(), origins: Vec::new() }
 }
 
 /// Rows `start..start + n` of `b` (its pixels: one image per row).
@@ -203,7 +203,13 @@ fn shard_rows(b: &DeviceBatch, start: usize, n: usize) -> DeviceBatch {
         loss_mask: cut_mask(&b.batch.loss_mask),
         attention_mask: cut_mask(&b.batch.attention_mask),
     };
-    DeviceBatch { batch, pixels: b.pixels.clone().map(|p| p.narrow(0, start, n)), records: n, weights: b.weights }
+    DeviceBatch {
+        batch,
+        pixels: b.pixels.clone().map(|p| p.narrow(0, start, n)),
+        records: n,
+        weights: b.weights,
+        origins: Vec::new(),
+    }
 }
 
 fn ms(t: Instant) -> f64 {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use autoneural_model::generate::{GenerateOptions, Sampler, SamplingConfig, generate_from};
 use autoneural_model::images::load_image;
 use autoneural_model::tokenizer::{ChatMessage, TextTokenizer};
@@ -32,12 +32,21 @@ pub struct EvalReport {
     pub seconds: f64,
     /// The first few answers per family, to read.
     pub examples: Vec<Scored>,
+    /// Task families of the training data with no file of the evaluated split: named, so a
+    /// missing family is seen rather than dropped from the table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_evaluated: Vec<String>,
 }
 
 impl EvalReport {
     pub fn markdown(&self) -> String {
+        let missing = if self.not_evaluated.is_empty() {
+            String::new()
+        } else {
+            format!("Not evaluated (no file of the split): {}.\n", self.not_evaluated.join(", "))
+        };
         format!(
-            "{}\nOverall exact match: {:.1}% over {} answers ({:.1} s).\n",
+            "{}\nOverall exact match: {:.1}% over {} answers ({:.1} s).\n{missing}",
             markdown_table(&self.tasks),
             100.0 * self.overall_exact_match,
             self.answers,
@@ -98,8 +107,10 @@ pub fn evaluate(
     let mut scored = Vec::new();
     let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
     for file in files {
+        let mut records = 0;
         for record in JsonlRecords::open(file, OnBadRecord::Fail)? {
             let record = record?;
+            records += 1;
             let task = record.task.clone().unwrap_or_else(|| "unlabelled".into());
             let seen = per_task.entry(task).or_default();
             if options.max_per_task > 0 && *seen >= options.max_per_task {
@@ -109,6 +120,10 @@ pub fn evaluate(
             let s = score_record(model, tok, &record, options.max_new_tokens)
                 .with_context(|| format!("{}:{}", file.display(), record.line))?;
             scored.extend(s);
+        }
+        if records == 0 {
+            // An empty file scores nothing; a 0% (or a missing row) would pass for a result.
+            bail!("{}: no conversations to evaluate (the file is empty)", file.display());
         }
     }
     let tasks = summarize(&scored);
@@ -130,5 +145,6 @@ pub fn evaluate(
         answers,
         seconds: t0.elapsed().as_secs_f64(),
         examples,
+        not_evaluated: Vec::new(),
     })
 }

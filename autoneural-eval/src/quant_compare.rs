@@ -74,7 +74,7 @@ impl QuantComparison {
     }
 
     pub fn read(run_dir: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(run_dir.join(FILE)).ok()?;
+        let text = autoneural_io::read::read_to_string(&run_dir.join(FILE), autoneural_io::read::CONFIG).ok()?;
         serde_json::from_str(&text).ok()
     }
 

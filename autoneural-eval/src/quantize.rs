@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use autoneural_model::checkpoint::load_vlm;
+use autoneural_io::output::{Output, Spec};
+use autoneural_model::checkpoint::{load_vlm, save_vlm};
 use autoneural_model::quant::activations::{Ranges, observe};
 use autoneural_model::quant::apply::{WeightReport, activation_encodings, quantize_weights};
 use autoneural_model::quant::kv::activation_keys;
@@ -19,8 +20,8 @@ use autoneural_model::vlm::VisionLanguageModel;
 use autoneural_train::data::OnBadRecord;
 use autoneural_train::data::records::{JsonlRecords, Record};
 use autoneural_train::train::Batcher;
+use autoneural_train::train::copy_tokenizer;
 use autoneural_train::train::loss::forward_loss;
-use autoneural_train::train::save_model_dir;
 use burn::module::ParamId;
 use burn::tensor::Device;
 
@@ -104,35 +105,65 @@ pub fn batcher_for(model: &VisionLanguageModel, model_dir: &Path) -> Result<Batc
         preprocess: model.config.preprocess.clone(),
         pad_id: model.language.config.pad_token_id.unwrap_or(0),
         device: model.language.device(),
+        max_seq_len: model.language.config.max_position_embeddings,
     })
 }
 
-/// Quantizes the checkpoint in `model_dir` by `policy` into `out`.
+/// What a quantization's output is made from, as its directory's marker records it.
+fn ownership_inputs(
+    model_dir: &Path,
+    policy: &PrecisionPolicy,
+    calib: &[PathBuf],
+    samples: usize,
+) -> serde_json::Map<String, serde_json::Value> {
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+    let policy = serde_json::to_value(policy).unwrap_or_default();
+    let v = serde_json::json!({
+        "model": canonical(model_dir),
+        "policy": policy,
+        "calib": calib.iter().map(|p| canonical(p)).collect::<Vec<_>>(),
+        "samples": samples,
+    });
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// Quantizes the checkpoint in `model_dir` by `policy` into `out`, which this command
+/// owns (`autoneural_io::output`): a directory that is not an earlier quantization of the
+/// same inputs is refused unless `force`, and only the files a quantization writes are
+/// replaced there.
 pub fn quantize_checkpoint(
     model_dir: &Path,
     policy: &PrecisionPolicy,
     calib: &[PathBuf],
     samples: usize,
     out: &Path,
+    force: bool,
     device: &Device,
 ) -> Result<PtqOutcome> {
-    // The output directory is replaced as a whole: never the input, never a directory
-    // that is not an earlier quantization's output.
     let same = match (out.canonicalize(), model_dir.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
-    if same || (out.exists() && !out.join(autoneural_model::quant::saved::FILE).is_file()) {
-        bail!(
-            "--out {} exists and is not an earlier `autoneural quantize` output; choose a new directory",
-            out.display()
-        );
+    if same {
+        bail!("--out {} is the input checkpoint; choose a new directory", out.display());
     }
+    let spec = Spec {
+        command: "quantize",
+        inputs: ownership_inputs(model_dir, policy, calib, samples),
+        force,
+        way_out: "choose another --out, or pass --force to write there anyway (files of the same names are \
+                  replaced, the others kept)",
+        legacy: None,
+    };
+    let mut owned = Output::claim(out, spec)?;
+    let staging = owned.staging()?;
     let model = load_vlm(model_dir, device).with_context(|| format!("loading {}", model_dir.display()))?;
     let records = calibration_records(calib, samples)?;
     let batcher = batcher_for(&model, model_dir)?;
     let (quantized, file, weights) = post_training_quantize(model, &batcher, &records, policy)?;
-    save_model_dir(&quantized, model_dir, out)?;
-    file.write(out)?;
+    save_vlm(&quantized, &staging)?;
+    copy_tokenizer(model_dir, &staging)?;
+    file.write(&staging)?;
+    owned.commit()?;
     Ok(PtqOutcome { weights, activations: file.activations.len(), calibration_records: records.len() })
 }

@@ -56,6 +56,20 @@ pub fn render(
             r.seconds
         );
     }
+    let skipped: Vec<&StageReport> = stages.iter().filter(|r| r.skipped.count > 0).collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Skipped records\n\n`data.on_bad_record = \"skip\"` passed over records that could not be used; the \
+             stages trained on the rest.\n"
+        );
+        for r in skipped {
+            let _ = writeln!(s, "- stage `{}`: {} record(s), first:", r.name, r.skipped.count);
+            for reason in &r.skipped.first {
+                let _ = writeln!(s, "  - {reason}");
+            }
+        }
+    }
     match eval {
         Some(e) => {
             let _ = writeln!(s, "\n## Held-out accuracy ({} split)\n\n{}", exp.eval.split, e.markdown());

@@ -20,6 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use autoneural_io::output::{Output, Spec};
 use autoneural_model::device::parse_devices;
 use autoneural_model::quant::apply::quantize_weights;
 use autoneural_model::quant::qat::Qat;
@@ -27,7 +28,7 @@ use autoneural_model::quant::runtime::QuantizedRuntime;
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_train::config::Experiment;
 use autoneural_train::sweep::Expansion;
-use autoneural_train::synth::{Family, SynthOptions, differences, manifest_path, synthesize};
+use autoneural_train::synth::{Family, SynthOptions, differences, manifest_path, synthesize_into, up_to_date};
 use autoneural_train::tokenizer_train::train_tokenizer;
 use autoneural_train::train::{
     Batcher, MetricsLog, StageReport, StageRun, build_model, latest_checkpoint, load_checkpoint, run_stage,
@@ -77,7 +78,22 @@ pub fn families_in(dir: &Path, split: &str) -> Vec<PathBuf> {
     files
 }
 
+/// The families that have a `train` split under `dir` but no `split` one: named in the
+/// output and the report, not silently left out of the evaluation.
+pub fn families_without(dir: &Path, split: &str) -> Vec<String> {
+    let name = |p: &PathBuf| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
+    let have: Vec<String> = families_in(dir, split).iter().filter_map(name).collect();
+    families_in(dir, "train").iter().filter_map(name).filter(|f| !have.contains(f)).collect()
+}
+
+/// How a run's `data.dir` is refused when it is not a synthetic set the run may write.
+const DATA_WAY_OUT: &str = "point data.dir elsewhere, move this directory away to regenerate it here, or drop \
+                            [data.synth] to train on the files it holds";
+
 /// Generates the synthetic set when the experiment asks for one and it is not there yet.
+/// `data.dir` is written only when it is new, empty, or an earlier synthesis of the same
+/// options (`autoneural_io::output`): a user's own dataset there is refused, never
+/// overwritten.
 pub fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
     let dir = &exp.data.dir;
     let Some(synth) = &exp.data.synth else {
@@ -102,24 +118,51 @@ pub fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
         seed: synth.seed,
         families,
     };
-    if manifest_path(dir).is_file() {
-        // Training on a set other than the one the experiment describes would be silent.
-        let differs = differences(&opts)?;
-        if !differs.is_empty() {
-            bail!(
-                "data.dir {} holds a synthetic set other than [data.synth] asks for: {}. Remove the directory \
-                 to regenerate it, or point data.dir elsewhere",
-                dir.display(),
-                differs.join(", ")
-            );
-        }
+    if up_to_date(&opts)? {
         return Ok(());
+    }
+    if autoneural_io::output::marker(dir).is_none() && manifest_path(dir).is_file() {
+        // A set written before ownership markers, from other options: training on it would
+        // be silent, rendering over it would lose it.
+        let differs = differences(&opts)?;
+        bail!(
+            "data.dir {} holds a synthetic set other than [data.synth] asks for: {}; {DATA_WAY_OUT}",
+            dir.display(),
+            differs.join(", ")
+        );
     }
     if !quiet {
         eprintln!("generating synthetic data in {} ({} samples per family)", dir.display(), synth.samples);
     }
-    synthesize(&opts)?;
+    synthesize_into(&opts, false, DATA_WAY_OUT).with_context(|| "data.dir, with [data.synth]".to_string())?;
     Ok(())
+}
+
+/// The command a run directory's marker records.
+pub const RUN_COMMAND: &str = "run";
+
+/// Claims `dir` as a run directory (created when missing) and locks it for as long as the
+/// result lives: a directory holding anything but a run is refused, and a second process
+/// on the same run is turned away.
+pub fn claim_run_dir(dir: &Path) -> Result<Output> {
+    // A run from before ownership markers: its experiment, or a sweep point's config.
+    let legacy = |d: &Path| d.join("experiment.json").is_file() || d.join(crate::sweep::CONFIG).is_file();
+    let spec = Spec {
+        command: RUN_COMMAND,
+        inputs: serde_json::Map::new(),
+        force: false,
+        way_out: "give the experiment another name or out_dir, or move the directory away",
+        legacy: Some(&legacy),
+    };
+    Ok(Output::claim(dir, spec)?)
+}
+
+/// The experiment a run started with (its `experiment.json`).
+fn started_experiment(run_dir: &Path) -> Result<Experiment> {
+    let path = run_dir.join("experiment.json");
+    let text = autoneural_io::read::read_to_string(&path, autoneural_io::read::CONFIG)
+        .with_context(|| "the run's experiment, needed to check that --resume continues the same run")?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not an experiment this version reads", path.display()))
 }
 
 /// The tokenizer directory: the experiment's, or one trained on the training split.
@@ -167,18 +210,42 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
         exp.device = d.clone();
     }
     let run_dir = exp.out_dir.join(&exp.name);
+    // Held until the run returns: one process per run directory.
+    let _owner = claim_run_dir(&run_dir)?;
     let latest = latest_checkpoint(&run_dir)?;
-    if latest.is_some() && !options.resume {
-        bail!(
+    match (&latest, options.resume) {
+        (Some(_), false) => bail!(
             "{} already holds checkpoints of an earlier run: pass --resume to continue it, or remove the \
              directory (or rename the experiment) to start over",
             run_dir.display()
-        );
+        ),
+        (None, true) => bail!(
+            "--resume: {} has no checkpoint to continue from (no checkpoints/latest); run without --resume to \
+             start it",
+            run_dir.display()
+        ),
+        (Some(_), true) => {
+            // Continuing a run under a changed experiment would train a model no file describes.
+            let differs = exp.resume_differences(&started_experiment(&run_dir)?);
+            if !differs.is_empty() {
+                bail!(
+                    "--resume: {} differs from the experiment {} started with:\n  {}\nRestore those keys to \
+                     continue the run, or start a new run (another name or out_dir). Keys that may change on \
+                     resume: {}",
+                    path.display(),
+                    run_dir.display(),
+                    differs.join("\n  "),
+                    autoneural_train::config::RESUME_SAFE.join(", ")
+                );
+            }
+        }
+        (None, false) => {}
     }
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    std::fs::write(run_dir.join("experiment.json"), serde_json::to_string_pretty(&exp)?)
-        .with_context(|| format!("writing {}", run_dir.join("experiment.json").display()))?;
-    ensure_data(&exp, options.quiet)?;
+    autoneural_io::output::write_file(
+        &run_dir.join("experiment.json"),
+        serde_json::to_string_pretty(&exp)?.as_bytes(),
+    )?;
+    ensure_data(&exp, options.quiet).with_context(|| path.display().to_string())?;
     let tokenizer_dir = ensure_tokenizer(&exp, &run_dir, options.quiet)?;
     let devices: Vec<Device> = parse_devices(&exp.device)?.into_iter().map(|d| d.autodiff()).collect();
     let device = devices[0].clone();
@@ -198,6 +265,19 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
     let (mut model, resume_state) = match (&latest, options.resume) {
         (Some(dir), true) => {
             let r = load_checkpoint(dir, &device)?;
+            let st = &r.state;
+            let fits = exp.stages.get(st.stage).is_some_and(|s| s.name == st.stage_name) && st.step <= st.global_step;
+            if !fits {
+                bail!(
+                    "{}: the checkpoint is at stage {} ({:?}), step {}, which {} does not have (stages: {})",
+                    dir.display(),
+                    st.stage,
+                    st.stage_name,
+                    st.step,
+                    path.display(),
+                    exp.stages.iter().map(|s| format!("{:?}", s.name)).collect::<Vec<_>>().join(", ")
+                );
+            }
             if !options.quiet {
                 eprintln!("resuming from {} (stage {:?}, step {})", dir.display(), r.state.stage_name, r.state.step);
             }
@@ -205,7 +285,7 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
         }
         _ => {
             let plain = TextTokenizer::from_dir(&tokenizer_dir, &[])?;
-            (build_model(&exp.model, &plain, exp.seed, &device)?, None)
+            (build_model(&exp.model, &plain, exp.seed, &device).with_context(|| path.display().to_string())?, None)
         }
     };
     let tokenizer = TextTokenizer::from_dir(&tokenizer_dir, &model.language.config.eos_token_ids)?;
@@ -239,20 +319,36 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
         preprocess: model.config.preprocess.clone(),
         tokenizer,
         device: device.clone(),
+        max_seq_len: exp.data.max_seq_len.min(model.language.config.max_position_embeddings),
     };
 
-    let mut log = MetricsLog::open(&run_dir)?;
+    let mut log = MetricsLog::open(&run_dir, resume_state.as_ref().map_or(0, |(s, _)| s.global_step))?;
     log.echo = !options.quiet;
     if options.dashboard {
         log.open_dashboard();
     }
     let stages_path = run_dir.join("stages.json");
     let mut reports: Vec<StageReport> = match &resume_state {
-        Some(_) if stages_path.is_file() => serde_json::from_str(&std::fs::read_to_string(&stages_path)?)
-            .with_context(|| format!("{}: unreadable", stages_path.display()))?,
+        Some(_) if stages_path.is_file() => {
+            serde_json::from_str(&autoneural_io::read::read_to_string(&stages_path, autoneural_io::read::CONFIG)?)
+                .with_context(|| format!("{}: unreadable", stages_path.display()))?
+        }
         _ => Vec::new(),
     };
+    // The stages before the checkpoint's (and its own when it finished); a later report
+    // would describe training the checkpoint does not hold.
+    if let Some((state, _)) = &resume_state {
+        reports.truncate(state.stage + usize::from(state.stage_done));
+    }
     let test_files = families_in(&exp.data.dir, &exp.eval.split);
+    let not_evaluated = families_without(&exp.data.dir, &exp.eval.split);
+    if !not_evaluated.is_empty() {
+        log.say(format!(
+            "no {}.jsonl for {}: not evaluated (they still train)",
+            exp.eval.split,
+            not_evaluated.join(", ")
+        ));
+    }
     let eval_opts = EvalOptions { max_new_tokens: exp.eval.max_new_tokens, max_per_task: exp.eval.max_per_task };
     let stage_run = |index: usize, global_step_base: usize| StageRun {
         run_dir: &run_dir,
@@ -339,7 +435,8 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
         if !options.quiet {
             eprintln!("evaluating on {} ({} files)", exp.eval.split, test_files.len());
         }
-        let report = runtime.run(|| evaluate(&model, &batcher.tokenizer, &test_files, &eval_opts))?;
+        let mut report = runtime.run(|| evaluate(&model, &batcher.tokenizer, &test_files, &eval_opts))?;
+        report.not_evaluated = not_evaluated.clone();
         std::fs::write(run_dir.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
         std::fs::write(run_dir.join("eval.md"), report.markdown())?;
         Some(report)

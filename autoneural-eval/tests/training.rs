@@ -128,6 +128,7 @@ fn model_and_batcher(exp: &Experiment) -> (VisionLanguageModel, Batcher) {
         preprocess: model.config.preprocess.clone(),
         pad_id: 0,
         device,
+        max_seq_len: exp.data.max_seq_len,
     };
     (model, batcher)
 }
@@ -165,7 +166,7 @@ fn frozen_parts_stay_bit_identical_with(norm: &str) {
     assert_eq!(exp.stages[0].train, vec![Part::Projector]);
     let devices = [batcher.device.clone()];
     let run = stage_run(&exp, 0, &batcher, &devices, tmp.path());
-    let mut log = MetricsLog::open(tmp.path()).unwrap();
+    let mut log = MetricsLog::open(tmp.path(), 0).unwrap();
     log.echo = false;
     let (model, report) = run_stage(model, &run, None, &mut log).unwrap();
     assert!(report.complete && report.steps == 2);
@@ -208,7 +209,7 @@ fn one_step_run(extra: &str, step: bool) -> (BTreeMap<String, Vec<f32>>, Option<
     }
     let devices = [batcher.device.clone()];
     let run = stage_run(&exp, 0, &batcher, &devices, tmp.path());
-    let mut log = MetricsLog::open(tmp.path()).unwrap();
+    let mut log = MetricsLog::open(tmp.path(), 0).unwrap();
     log.echo = false;
     let (model, report) = run_stage(model, &run, None, &mut log).unwrap();
     (weights(&model), Some(report))

@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use autoneural_model::checkpoint::apply::{Identity, param_shapes};
 use autoneural_model::quant::grid::quantize;
 use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::quant::{Encoding, Granularity};
@@ -86,27 +85,9 @@ fn int_type(bits: u32, signed: bool) -> DataType {
     }
 }
 
-/// Every weight encoding of `file` names a weight of `model` and covers exactly its values
-/// (a hand-edited or foreign `quantization.json` is an error here, not a panic later).
+/// Every entry of `file` applies to `model` (see [`QuantizationFile::check_against`]).
 pub fn check_against<M: Module>(file: &QuantizationFile, model: &M) -> Result<()> {
-    let shapes: BTreeMap<String, Vec<usize>> = param_shapes(model, &Identity).into_iter().collect();
-    for (key, enc) in &file.weights {
-        let Some(shape) = shapes.get(key) else {
-            bail!("quantization.json: the model has no weight {key:?}");
-        };
-        let (n, m) = (shape.iter().product::<usize>(), enc.shape.iter().product::<usize>());
-        let rank = enc.shape.len();
-        let axes = enc.axes.channel < rank && enc.axes.block < rank && enc.block_size() != Some(0);
-        let groups = axes && enc.scales.len() == enc.groups() && enc.zero_points.len() == enc.groups();
-        if n != m || shape.len() != rank || !groups {
-            bail!(
-                "quantization.json: {key}: an encoding of shape {:?} with {} scales does not fit the weight's shape {shape:?}",
-                enc.shape,
-                enc.scales.len()
-            );
-        }
-    }
-    Ok(())
+    Ok(file.check_against(model, std::path::Path::new(autoneural_model::quant::saved::FILE))?)
 }
 
 impl Quantization {

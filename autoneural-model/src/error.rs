@@ -25,6 +25,9 @@ pub enum ModelError {
     Image { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
+    /// A file that is not a regular file, too large, or corrupt (see `autoneural_io::read`).
+    #[error(transparent)]
+    File(#[from] autoneural_io::Error),
 }
 
 impl ModelError {
@@ -53,17 +56,40 @@ impl KeyReport {
     }
 }
 
+/// Lines shown per kind of problem; a config that is wrong everywhere (a million layers)
+/// gives a readable report, with the count of the rest.
+const SHOWN: usize = 24;
+
 impl fmt::Display for KeyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for key in &self.missing {
+        let more = |f: &mut fmt::Formatter<'_>, n: usize, what: &str| {
+            if n > SHOWN { writeln!(f, "  ... and {} more {what}", n - SHOWN) } else { Ok(()) }
+        };
+        for key in self.missing.iter().take(SHOWN) {
             writeln!(f, "  missing key: {key}")?;
         }
-        for (key, expected, found) in &self.mismatched {
+        more(f, self.missing.len(), "missing keys")?;
+        for (key, expected, found) in self.mismatched.iter().take(SHOWN) {
             writeln!(f, "  wrong shape: {key}: expected {expected:?}, found {found:?}")?;
         }
-        for key in &self.unexpected {
+        more(f, self.mismatched.len(), "wrong shapes")?;
+        for key in self.unexpected.iter().take(SHOWN) {
             writeln!(f, "  unexpected key: {key}")?;
         }
-        Ok(())
+        more(f, self.unexpected.len(), "unexpected keys")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyReport;
+
+    #[test]
+    fn a_report_of_a_million_keys_stays_readable() {
+        let report =
+            KeyReport { missing: (0..1_000_000).map(|i| format!("layers.{i}.w")).collect(), ..Default::default() };
+        let text = report.to_string();
+        assert_eq!(text.lines().count(), 25);
+        assert!(text.ends_with("  ... and 999976 more missing keys\n"), "{text}");
     }
 }

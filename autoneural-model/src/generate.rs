@@ -128,7 +128,13 @@ pub struct GenerateOptions {
 pub enum StopReason {
     StopToken,
     MaxNewTokens,
+    /// The model's context (`max_position_embeddings`) is full.
+    ContextFull,
 }
+
+/// KV slots reserved up front beyond the prompt; the caches grow past it as needed, so a
+/// large `max_new_tokens` does not allocate a cache it may never fill.
+const RESERVE: usize = 1024;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Generation {
@@ -176,14 +182,34 @@ pub fn generate_from(
     if let Some(bad) = prompt_ids.iter().find(|&&id| id as usize >= vocab) {
         return Err(ModelError::Invalid(format!("prompt token id {bad} is outside the model's vocabulary of {vocab}")));
     }
+    // Positions beyond the context are outside what the model was built for (and an
+    // unbounded request would grow the caches until memory runs out).
+    let context = model.config.max_position_embeddings;
+    if prompt_ids.len() > context {
+        return Err(ModelError::Invalid(format!(
+            "the prompt is {} tokens, more than the model's context of {context} (max_position_embeddings)",
+            prompt_ids.len()
+        )));
+    }
+    let room = context - prompt_ids.len();
+    let max_new = options.max_new_tokens.min(room);
+    if max_new < options.max_new_tokens {
+        tracing::warn!(
+            "{} new tokens asked, but the model's context of {context} tokens (max_position_embeddings) leaves \
+             room for {room} after the {}-token prompt: generating at most {room}",
+            options.max_new_tokens,
+            prompt_ids.len()
+        );
+    }
     let device = model.device();
     let ids = |v: &[u32]| ids_tensor(v, &device);
-    let mut state: DecodeState = model.new_state(1, prompt_ids.len() + options.max_new_tokens, &device);
+    let mut state: DecodeState = model.new_state(1, prompt_ids.len() + max_new.min(RESERVE), &device);
     let t0 = Instant::now();
     let mut new_ids = Vec::new();
-    let mut stop_reason = StopReason::MaxNewTokens;
+    let mut stop_reason =
+        if max_new < options.max_new_tokens { StopReason::ContextFull } else { StopReason::MaxNewTokens };
     let mut ttft = 0.0;
-    if options.max_new_tokens > 0 {
+    if max_new > 0 {
         let embeds = prompt_embeds.unwrap_or_else(|| model.embed_ids(prompt_ids));
         let logits = last_row(model.prefill_embeds(embeds, &mut state, PREFILL_CHUNK));
         let mut next = sampler.sample(&logits);
@@ -195,7 +221,7 @@ pub fn generate_from(
                 stop_reason = StopReason::StopToken;
                 break;
             }
-            if new_ids.len() >= options.max_new_tokens {
+            if new_ids.len() >= max_new {
                 break;
             }
             let logits = last_row(model.forward(ids(&[next]), Some(&mut state), Logits::Last));

@@ -2,6 +2,7 @@
 //! scale the way each checkpoint format's processor does.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::imageops::FilterType;
@@ -20,10 +21,32 @@ fn image_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
     ModelError::Image { path: path.to_path_buf(), message: message.to_string() }
 }
 
+/// The most pixels an image may have, by default: 64 MP (8000 x 8000), as PIL's
+/// decompression-bomb guard has ~89 MP. Pixels beyond it are refused before they are
+/// allocated: a few kilobytes of PNG can declare gigabytes.
+pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
+/// The variable that sets the limit when `--max-image-pixels` does not.
+pub const MAX_PIXELS_ENV: &str = "AUTONEURAL_MAX_IMAGE_PIXELS";
+static MAX_PIXELS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the pixel limit for this process (`--max-image-pixels`).
+pub fn set_max_pixels(pixels: u64) {
+    MAX_PIXELS.store(pixels.max(1), Ordering::Relaxed);
+}
+
+/// The pixel limit: as set, else `AUTONEURAL_MAX_IMAGE_PIXELS`, else [`DEFAULT_MAX_PIXELS`].
+pub fn max_pixels() -> u64 {
+    match MAX_PIXELS.load(Ordering::Relaxed) {
+        0 => std::env::var(MAX_PIXELS_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_MAX_PIXELS),
+        n => n,
+    }
+}
+
 /// Decodes `path` (format sniffed from the bytes), turned upright by its EXIF orientation,
-/// grayscale expanded and alpha dropped (as PIL's `convert("RGB")`).
+/// grayscale expanded and alpha dropped (as PIL's `convert("RGB")`). Only regular files
+/// under 256 MiB are read, and images over [`max_pixels`] are refused before decoding.
 pub fn load_image(path: &Path) -> Result<LoadedImage> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let bytes = autoneural_io::read::read(path, autoneural_io::read::IMAGE)?;
     let format = image::guess_format(&bytes)
         .map_err(|_| image_error(path, "not a PNG, JPEG or WebP image (unrecognised bytes)"))?;
     if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) {
@@ -31,6 +54,18 @@ pub fn load_image(path: &Path) -> Result<LoadedImage> {
     }
     let reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut decoder = reader.into_decoder().map_err(|e| image_error(path, e))?;
+    let (w, h) = decoder.dimensions();
+    let limit = max_pixels();
+    if u64::from(w) * u64::from(h) > limit {
+        return Err(image_error(
+            path,
+            format!(
+                "{w}x{h} is {} pixels, more than the limit of {limit} (a decompression bomb?); if the image is \
+                 genuine, raise the limit with --max-image-pixels or {MAX_PIXELS_ENV}",
+                u64::from(w) * u64::from(h)
+            ),
+        ));
+    }
     let orientation = decoder.orientation().map_err(|e| image_error(path, e))?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| image_error(path, e))?;
     img.apply_orientation(orientation);

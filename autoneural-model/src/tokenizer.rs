@@ -54,7 +54,8 @@ impl TextTokenizer {
                 message: "file not found (the checkpoint needs a tokenizer.json)".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        let bytes = autoneural_io::read::read(&path, autoneural_io::read::TOKENIZER)?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
             .map_err(|e| ModelError::Tokenizer { path: path.clone(), message: e.to_string() })?;
         let mut out =
             Self { inner, path, chat_template: None, bos_token: None, eos_token: None, stop_ids: eos_ids.to_vec() };
@@ -84,7 +85,7 @@ impl TextTokenizer {
         }
         let jinja = dir.join("chat_template.jinja");
         if out.chat_template.is_none() && jinja.exists() {
-            let text = std::fs::read_to_string(&jinja).map_err(|e| ModelError::io(&jinja, e))?;
+            let text = autoneural_io::read::read_to_string(&jinja, autoneural_io::read::CONFIG)?;
             out.chat_template = Some((jinja, text));
         }
         let gen_path = dir.join("generation_config.json");
@@ -139,6 +140,12 @@ impl TextTokenizer {
             self.err("the checkpoint has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja); use --raw")
         })?;
         let terr = |e: minijinja::Error| ModelError::Template { path: path.clone(), message: format!("{e:#}") };
+        if template.trim().is_empty() {
+            return Err(ModelError::Template {
+                path: path.clone(),
+                message: "is empty, so no prompt can be built from it; fix it, or pass --raw".into(),
+            });
+        }
         let mut env = Environment::new();
         // Hugging Face renders templates with these Jinja settings.
         env.set_trim_blocks(true);

@@ -69,6 +69,30 @@ impl VlmConfig {
         Self::new(VlmFormat::AutoNeural, encoder, projector, text, image_token, preprocess, None)
     }
 
+    /// Every part's sizes within bounds and the parts consistent, or the field (as an
+    /// AutoNeural `config.json` nests it: `vision_config.image_size`) and what is wrong.
+    pub fn check(&self) -> std::result::Result<(), (String, String)> {
+        self.encoder.check().map_err(|(f, m)| (format!("vision_config.{f}"), m))?;
+        self.text.check().map_err(|(f, m)| (format!("text_config.{f}"), m))?;
+        let size = self.encoder.image_size();
+        let (gh, gw, _) = self.encoder.token_grid(size, size);
+        let p = &self.projector;
+        if !(1..=1 << 16).contains(&p.hidden) {
+            return Err(("projector_hidden_size".into(), format!("{} is not between 1 and 65536", p.hidden)));
+        }
+        if !(1..=8).contains(&p.downsample) || gh % p.downsample != 0 || gw % p.downsample != 0 {
+            return Err((
+                "downsample_factor".into(),
+                format!("{} must be 1 to 8 and divide the encoder's {gh}x{gw} token grid", p.downsample),
+            ));
+        }
+        if self.image_token_id as usize >= self.text.vocab_size {
+            let message = format!("{} is outside the vocabulary of {}", self.image_token_id, self.text.vocab_size);
+            return Err(("image_token_id".into(), message));
+        }
+        Ok(())
+    }
+
     /// Image tokens the language model sees for an encoder input of `h x w`.
     pub fn tokens_per_image(&self, h: usize, w: usize) -> usize {
         let (gh, gw, _) = self.encoder.token_grid(h, w);
@@ -88,14 +112,19 @@ pub struct VisionLanguageModel {
 }
 
 impl VisionLanguageModel {
-    /// A randomly initialised model.
+    /// A randomly initialised model (its parameters drawn when first read), or an error
+    /// naming the config field that is out of bounds, or the model's size when it cannot
+    /// fit in memory.
     pub fn new(config: &VlmConfig, device: &Device) -> Result<Self> {
-        Ok(Self {
+        config.check().map_err(|(field, message)| ModelError::Invalid(format!("model config `{field}`: {message}")))?;
+        let model = Self {
             vision_tower: config.encoder.init(device).map_err(ModelError::Invalid)?,
             multi_modal_projector: config.projector.init(device),
             language: Lfm2ForCausalLM::new(&config.text, device),
             config: config.clone(),
-        })
+        };
+        crate::checkpoint::apply::check_memory(&model, "model config")?;
+        Ok(model)
     }
 
     /// Encoder input `[n, 3, H, W]` -> language-model image features `[n, tokens, hidden]`.

@@ -98,6 +98,6 @@ fn bad_files_are_clear_errors() {
         let msg = err.to_string();
         assert!(msg.contains(path.file_name().unwrap().to_str().unwrap()), "names the file: {msg}");
         assert!(msg.contains(expect), "{msg}");
-        assert!(matches!(err, ModelError::Image { .. } | ModelError::Io { .. }));
+        assert!(matches!(err, ModelError::Image { .. } | ModelError::Io { .. } | ModelError::File(_)));
     }
 }

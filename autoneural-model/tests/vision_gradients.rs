@@ -66,6 +66,56 @@ fn encoders_train_end_to_end() {
     }
 }
 
+/// Every parameter's gradient is finite after `loss`.
+fn finite_gradients<M: Module>(model: &M, grads: &Gradients) -> Vec<String> {
+    struct Check<'a> {
+        grads: &'a Gradients,
+        path: Vec<String>,
+        bad: Vec<String>,
+    }
+    impl burn::module::ModuleVisitor for Check<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = p.val().grad(self.grads) {
+                let v: Vec<f32> = g.into_data().try_into_vec_as::<f32>().unwrap();
+                if v.iter().any(|x| !x.is_finite()) {
+                    self.bad.push(self.path.join("."));
+                }
+            }
+        }
+    }
+    let mut c = Check { grads, path: Vec::new(), bad: Vec::new() };
+    model.visit(&mut c);
+    c.bad
+}
+
+/// An all-black image (alone in its batch) makes whole feature maps exactly 0, where each norm
+/// multiplies the gradient by 1 / sqrt(eps): through the encoder that once reached inf and
+/// NaN at the first step. Those maps now pass no gradient; every gradient stays finite, for
+/// both norms, and a constant grey image trains as any other.
+#[test]
+fn a_black_or_constant_image_gives_finite_gradients() {
+    let device = Device::flex().autodiff();
+    for norm in [autoneural_model::vision::NormKind::Rms, autoneural_model::vision::NormKind::Batch] {
+        let EncoderConfig::MobileNetV5(mut arch) = EncoderConfig::preset("mobilenetv5_tiny").unwrap() else {
+            unreachable!("a MobileNetV5 preset")
+        };
+        arch.norm = norm;
+        let enc = EncoderConfig::MobileNetV5(arch).init(&device).unwrap();
+        for value in [0.0, 0.5] {
+            let x = Tensor::<4>::full([1, 3, 64, 64], value, &device);
+            let grads = weighted_sum(enc.tokens(x)).backward();
+            let bad = finite_gradients(&enc, &grads);
+            assert!(bad.is_empty(), "{norm:?}, constant {value}: non-finite gradients in {bad:?}");
+        }
+    }
+}
+
 #[test]
 fn connectors_train() {
     let device = Device::flex().autodiff();

@@ -28,6 +28,9 @@ use serde::{Deserialize, Serialize};
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// Not a regular file, or too large to be an experiment.
+    #[error(transparent)]
+    File(#[from] autoneural_io::Error),
     /// A TOML syntax or type error; toml's message names the line, column and key.
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
@@ -121,13 +124,23 @@ pub struct DataConfig {
     pub tokenizer: Option<PathBuf>,
     #[serde(default = "default_vocab")]
     pub vocab_size: usize,
-    /// Records that cannot be used: `"fail"` (default) or `"skip"`.
+    /// Records that cannot be used: `"fail"` (default) or `"skip"` (counted in the log and
+    /// the run report).
     #[serde(default)]
     pub on_bad_record: crate::data::mixture::BadRecordPolicy,
+    /// The longest training sequence in tokens (image tokens included); a longer record is
+    /// a bad record. Attention's memory grows with its square. Capped by the language
+    /// model's `max_position_embeddings`.
+    #[serde(default = "default_max_seq_len")]
+    pub max_seq_len: usize,
 }
 
 fn default_vocab() -> usize {
     512
+}
+
+fn default_max_seq_len() -> usize {
+    4096
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -415,8 +428,14 @@ impl Experiment {
 
     /// Checks what serde cannot: ranges and exclusive choices, naming the key.
     fn check(&self) -> Result<(), String> {
-        if self.name.is_empty() || self.name.contains(['/', '\\']) {
-            return Err(format!("name: must be a non-empty directory name, found {:?}", self.name));
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == "." || self.name == ".." {
+            return Err(format!("name: must be a directory name (not `.` or `..`), found {:?}", self.name));
+        }
+        if !(1..=1 << 22).contains(&self.data.vocab_size) {
+            return Err(format!("data.vocab_size: must be 1 to {}, found {}", 1 << 22, self.data.vocab_size));
+        }
+        if self.data.max_seq_len == 0 {
+            return Err("data.max_seq_len: must be at least 1".into());
         }
         let lang = &self.model.language;
         if self.model.checkpoint.is_none() && lang.preset.is_none() == lang.checkpoint.is_none() {
@@ -432,8 +451,8 @@ impl Experiment {
                 (Some(_), Some(_)) | (None, None) => {
                     return Err(format!("{}: give exactly one of `steps` or `epochs`", key("steps")));
                 }
-                (None, Some(e)) if !(e.is_finite() && e > 0.0) => {
-                    return Err(format!("{}: must be a positive number, found {e}", key("epochs")));
+                (None, Some(e)) if !(e.is_finite() && e > 0.0 && e <= 1e6) => {
+                    return Err(format!("{}: must be a number in (0, 1e6], found {e:e}", key("epochs")));
                 }
                 _ => {}
             }
@@ -445,8 +464,15 @@ impl Experiment {
                     return Err(format!("{}: must be in [0, lr], found {m}", key("min_lr")));
                 }
             }
-            if s.micro_batch == 0 || s.grad_accum == 0 {
-                return Err(format!("{}: micro_batch and grad_accum must be at least 1", key("micro_batch")));
+            // A micro-batch is held in memory at once (its images, activations and
+            // gradients); accumulation is sequential but each step draws all of it.
+            if !(1..=MAX_MICRO_BATCH).contains(&s.micro_batch) || !(1..=1 << 16).contains(&s.grad_accum) {
+                return Err(format!(
+                    "{}: micro_batch must be 1 to {MAX_MICRO_BATCH} and grad_accum 1 to 65536, found {} and {}",
+                    key("micro_batch"),
+                    s.micro_batch,
+                    s.grad_accum
+                ));
             }
             if !(0.0..1.0).contains(&s.beta1) || !(0.0..1.0).contains(&s.beta2) {
                 return Err(format!("{}: betas must be in [0, 1)", key("beta1")));
@@ -507,6 +533,87 @@ impl Experiment {
     }
 }
 
+/// The largest micro-batch (records in memory at once; the paper's global batch is 512).
+pub const MAX_MICRO_BATCH: usize = 4096;
+
+/// Keys of an experiment that may change when a run resumes, because they change neither
+/// what the model trains on nor how: where it runs, where runs go, what is measured and
+/// evaluated afterwards, how often it logs, validates and checkpoints. `[*]` is any stage;
+/// `.*` any key below.
+pub const RESUME_SAFE: &[&str] = &[
+    "device",
+    "out_dir",
+    "eval.*",
+    "measure.*",
+    "stage[*].log_every",
+    "stage[*].val_every",
+    "stage[*].val_batches",
+    "stage[*].checkpoint_every",
+];
+
+/// Every leaf of a JSON value by dotted key (`data.synth.samples`, `stage[1].lr`); lists of
+/// scalars are one leaf.
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        Value::Array(items) if items.iter().any(Value::is_object) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), v, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_string(), leaf.clone());
+        }
+    }
+}
+
+fn resume_safe(key: &str) -> bool {
+    // `stage[12].lr` -> `stage[*].lr`
+    let mut general = String::with_capacity(key.len());
+    let mut in_index = false;
+    for c in key.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                general.push_str("[*");
+            }
+            ']' => {
+                in_index = false;
+                general.push(']');
+            }
+            _ if in_index => {}
+            c => general.push(c),
+        }
+    }
+    RESUME_SAFE.iter().any(|p| match p.strip_suffix(".*") {
+        Some(prefix) => general.starts_with(&format!("{prefix}.")),
+        None => general == *p,
+    })
+}
+
+impl Experiment {
+    /// How `self` differs from the experiment a run started with (`started`, as its
+    /// `experiment.json` holds it), leaving out [`RESUME_SAFE`] keys: what a resume would
+    /// silently change. Each as `key: old then, new now`.
+    pub fn resume_differences(&self, started: &Experiment) -> Vec<String> {
+        let (mut old, mut new) = (BTreeMap::new(), BTreeMap::new());
+        flatten("", &serde_json::to_value(started).unwrap_or_default(), &mut old);
+        flatten("", &serde_json::to_value(self).unwrap_or_default(), &mut new);
+        let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        let show = |v: Option<&serde_json::Value>| v.map_or("(none)".to_string(), |v| v.to_string());
+        keys.into_iter()
+            .filter(|k| old.get(*k) != new.get(*k) && !resume_safe(k))
+            .map(|k| format!("{k}: {} then, {} now", show(old.get(k)), show(new.get(k))))
+            .collect()
+    }
+}
+
 /// `base/path` with `.` and `..` folded away lexically (`experiments/../runs` -> `runs`), so
 /// messages and reports show the paths a user would write.
 fn lexical_join(base: &Path, path: &Path) -> PathBuf {
@@ -557,6 +664,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(exp.model.shape_keys_set(), ["model.language.preset", "model.vision.msfa_output_resolution"]);
+    }
+
+    #[test]
+    fn resuming_lists_what_changed_but_the_safe_keys() {
+        let base = "name = \"x\"\n[data]\ndir = \"d\"\n[model.vision]\npreset = \"mobilenetv5_tiny\"\n\
+                    [model.language]\npreset = \"lfm2-nano\"\n[[stage]]\nname = \"s\"\ntrain = [\"projector\"]\n\
+                    steps = 10\nlr = 1e-3\n";
+        let started = Experiment::from_toml(base).unwrap();
+        let safe =
+            Experiment::from_toml(&format!("{base}log_every = 3\nval_every = 5\n[eval]\nmax_per_task = 2\n")).unwrap();
+        assert!(safe.resume_differences(&started).is_empty());
+        let changed = Experiment::from_toml(&base.replace("lr = 1e-3", "lr = 2e-3").replace("nano", "tiny")).unwrap();
+        assert_eq!(
+            changed.resume_differences(&started),
+            ["model.language.preset: \"lfm2-nano\" then, \"lfm2-tiny\" now", "stage[0].lr: 0.001 then, 0.002 now"]
+        );
     }
 
     #[test]

@@ -24,6 +24,14 @@ use toml::{Table, Value};
 
 use crate::config::{ConfigError, Experiment};
 
+/// An experiment file's text: a regular file of at most 64 MiB.
+fn read_config_text(path: &Path) -> Result<String, ConfigError> {
+    autoneural_io::read::read_to_string(path, autoneural_io::read::CONFIG).map_err(|e| match e {
+        autoneural_io::Error::Io { path, source } => ConfigError::Io { path, source },
+        other => ConfigError::File(other),
+    })
+}
+
 /// How the axes combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepMode {
@@ -243,7 +251,7 @@ fn short_names(keys: &[String]) -> Vec<String> {
 impl Expansion {
     /// Reads `path`, applies `overrides` and expands its `[sweep]` (one point without one).
     pub fn from_file(path: &Path, overrides: &[(String, Value)]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        let text = read_config_text(path)?;
         let (mut table, extended) = read_with_base(path, &text, 0)?;
         for (k, v) in overrides {
             set_key(&mut table, k, v.clone()).map_err(|e| invalid(path, format!("--set {e}")))?;
@@ -357,8 +365,8 @@ fn read_with_base(path: &Path, text: &str, depth: usize) -> Result<(Table, bool)
         return Err(invalid(path, "extends: more than 8 levels (a cycle?)"));
     }
     let base_path = path.parent().unwrap_or(Path::new(".")).join(&base);
-    let base_text = std::fs::read_to_string(&base_path)
-        .map_err(|source| invalid(path, format!("extends = {base:?}: {}: {source}", base_path.display())))?;
+    let base_text = autoneural_io::read::read_to_string(&base_path, autoneural_io::read::CONFIG)
+        .map_err(|e| invalid(path, format!("extends = {base:?}: {e}")))?;
     let (mut merged, _) = read_with_base(&base_path, &base_text, depth + 1)?;
     merge(&mut merged, table);
     Ok((merged, true))

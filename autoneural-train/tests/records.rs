@@ -63,8 +63,10 @@ fn bad_lines_name_file_and_line_or_are_skipped() {
         // Skipping: the two good records come through, the bad one is counted.
         let mut it = JsonlRecords::open(&path, OnBadRecord::Skip).unwrap();
         assert_eq!(it.by_ref().filter(|r| r.is_ok()).count(), 2);
-        assert_eq!(it.skipped.len(), 1);
+        assert_eq!(it.skipped.count, 1);
+        assert!(it.skipped.first[0].contains("d.jsonl:2:"));
     }
     let missing = JsonlRecords::open(&dir.path().join("missing.jsonl"), OnBadRecord::Fail);
-    assert!(matches!(missing, Err(DataError::Io { .. })));
+    let err = missing.err().unwrap().to_string();
+    assert!(err.contains("missing.jsonl") && err.contains("No such file"), "{err}");
 }

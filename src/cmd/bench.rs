@@ -239,8 +239,9 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
 
 fn vision(args: VisionArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
-    if args.resolution.iter().any(|&r| r < 32) {
-        bail!("--resolution values must be at least 32 pixels");
+    let max = autoneural_model::vision::arch::MAX_IMAGE_SIDE;
+    if args.resolution.iter().any(|&r| !(32..=max).contains(&r)) {
+        bail!("--resolution values must be between 32 and {max} pixels");
     }
     let mut rows = Vec::new();
     for name in &args.encoder {
@@ -311,6 +312,10 @@ fn context(args: ContextArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
     let mut rows = Vec::new();
     for (label, cfg) in [("hybrid", &hybrid), ("baseline", &baseline)] {
+        for &ctx in &args.contexts {
+            let opts = LmBenchOptions { prompt_len: 1, new_tokens: args.new_tokens, context: ctx, batch: 1 };
+            opts.check(cfg).map_err(anyhow::Error::msg)?;
+        }
         let model = random_model(cfg, &device);
         for &ctx in &args.contexts {
             let opts = LmBenchOptions { prompt_len: 1, new_tokens: args.new_tokens, context: ctx, batch: 1 };
@@ -396,13 +401,14 @@ fn lm(args: LmArgs) -> anyhow::Result<()> {
         .map(|p| PrecisionPolicy::load(p.trim()).with_context(|| format!("--precision {p}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let device = parse_device(&args.device)?;
-    let model = random_model(&config, &device);
     let opts = LmBenchOptions {
         prompt_len: args.prompt_len,
         new_tokens: args.new_tokens,
         context: args.context,
         batch: args.batch,
     };
+    opts.check(&config).map_err(anyhow::Error::msg)?;
+    let model = random_model(&config, &device);
     let mut results = Vec::new();
     for policy in &policies {
         results.push(run_at(&model, policy, &device, &opts)?);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use autoneural_train::synth::{Family, SynthOptions, synthesize};
+use autoneural_train::synth::{Family, SynthOptions, synthesize_into};
 use autoneural_train::tokenizer_train::train_tokenizer;
 use clap::{Args, Subcommand};
 
@@ -33,6 +33,10 @@ pub struct SynthArgs {
     /// Comma-separated families (vqa, document, chart, ocr, multi_turn, parking); all by default.
     #[arg(long, value_delimiter = ',')]
     pub families: Vec<Family>,
+    /// Write into --out even when it holds files this command did not write, or a set
+    /// rendered from other options (files of the same names are replaced, others kept).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -49,7 +53,15 @@ pub struct TokenizerArgs {
     /// Output directory for tokenizer.json, tokenizer_config.json, chat_template.jinja.
     #[arg(long)]
     pub out: PathBuf,
+    /// Write into --out even when it holds files this command did not write, or a tokenizer
+    /// trained from other inputs (files of the same names are replaced, others kept).
+    #[arg(long)]
+    pub force: bool,
 }
+
+/// How to get past a refused --out.
+pub const WAY_OUT: &str = "choose another --out, or pass --force to write there anyway (files of the same names are \
+                           replaced, the others kept)";
 
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
@@ -63,7 +75,7 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
     let opts =
         SynthOptions { out: args.out, samples: args.samples, image_size: args.image_size, seed: args.seed, families };
     let start = std::time::Instant::now();
-    let summary = synthesize(&opts)?;
+    let summary = synthesize_into(&opts, args.force, WAY_OUT)?;
     println!("{:<11} {:<5} {:>8} {:>8}  {:<12} {:>6}", "family", "split", "records", "turns", "majority", "share");
     for s in &summary.splits {
         println!(
@@ -99,7 +111,23 @@ fn tokenizer(args: TokenizerArgs) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("{}: no <family>/{}.jsonl files", args.data.display(), args.split);
     }
-    let summary = train_tokenizer(&files, args.vocab_size, &args.out)?;
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+    let inputs = serde_json::json!({
+        "data": canonical(&args.data),
+        "split": args.split,
+        "vocab_size": args.vocab_size,
+    });
+    let spec = autoneural_io::output::Spec {
+        command: "data tokenizer",
+        inputs: inputs.as_object().cloned().unwrap_or_default(),
+        force: args.force,
+        way_out: WAY_OUT,
+        legacy: None,
+    };
+    let mut out = autoneural_io::output::Output::claim(&args.out, spec)?;
+    let mut summary = train_tokenizer(&files, args.vocab_size, &out.staging()?)?;
+    out.commit()?;
+    summary.out_dir = args.out.clone();
     println!("trained on {} records from {} files", summary.records, files.len());
     println!("vocabulary: {} tokens (<image> = {})", summary.vocab_size, summary.image_token_id);
     let specials: Vec<String> = summary.special_ids.iter().map(|(t, id)| format!("{t}={id}")).collect();

@@ -30,12 +30,26 @@ pub struct EvalArgs {
     /// `text` prints the markdown table; `json` the full report.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Also write the JSON report here.
+    /// Also write the JSON report here (a new file, or an earlier `eval` report).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace --out even when it is not an earlier `eval` report.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Whether `bytes` are a report `eval --out` wrote.
+fn is_eval_report(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .is_ok_and(|v| v.get("tasks").is_some() && v.get("overall_exact_match").is_some())
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    if let Some(out) = &args.out {
+        // Checked before the evaluation, which can take hours.
+        let way_out = "choose another --out, or pass --force to replace it";
+        autoneural_io::output::check_file(out, is_eval_report, args.force, way_out)?;
+    }
     let device = parse_device(&args.device)?;
     let model = load_vlm(&args.model, &device)?;
     let tok = TextTokenizer::from_dir(&args.model, &model.language.config.eos_token_ids)?;
@@ -46,7 +60,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let report = quantized.run(|| evaluate(&model, &tok, &args.data, &options))?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {
-        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+        autoneural_io::output::write_file(out, json.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     match args.format {
         super::Format::Text => print!("{}", report.markdown()),

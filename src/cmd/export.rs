@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use autoneural_eval::npu::paper::autoneural_paper;
 use autoneural_eval::quantize::{batcher_for, calibration_records, post_training_quantize};
 use autoneural_export::export::{ExportOptions, export_language, export_vlm};
+use autoneural_io::output::{Output, Spec};
 use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type};
 use autoneural_model::device::parse_device;
 use autoneural_model::quant::PrecisionPolicy;
@@ -38,8 +39,14 @@ pub struct ExportArgs {
     /// Calibration records to use (0: all).
     #[arg(long, default_value_t = 64)]
     pub samples: usize,
+    /// Output directory. It must be new, empty, or an earlier `export` of the same inputs
+    /// (which is replaced: graphs it held that this export does not write are removed).
     #[arg(long)]
     pub out: PathBuf,
+    /// Write into --out even when it holds files this command did not write, or an earlier
+    /// export from other inputs (files of the same names are replaced, others kept).
+    #[arg(long)]
+    pub force: bool,
     /// Positions per prefill call.
     #[arg(long, default_value_t = 128)]
     pub prefill_len: usize,
@@ -82,7 +89,22 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if policy.is_some() && args.model.is_none() {
         bail!("--precision with --preset: random weights are exported in fp32 only");
     }
+    // Everything that can be refused without writing is refused before --out is claimed.
+    let kind = match &args.model {
+        Some(dir) => Some(model_type(dir).with_context(|| format!("loading {}", dir.display()))?),
+        None => None,
+    };
+    if let (Some(_), Some(kind)) = (&policy, &kind)
+        && !is_vlm_type(kind)
+    {
+        bail!(
+            "--precision {}: quantization applies to vision-language checkpoints ({kind} is not one)",
+            args.precision
+        );
+    }
     let device = parse_device("flex")?;
+    let mut owned = Output::claim(&args.out, ownership(&args))?;
+    let staging = owned.staging()?;
     let mut opts = ExportOptions {
         prefill_len: args.prefill_len,
         context: args.context,
@@ -95,18 +117,17 @@ pub fn run(args: ExportArgs) -> Result<()> {
             // at the encoder's native input, 768x768 (256 image tokens)
             device.seed(0);
             let model = VisionLanguageModel::new(&autoneural_paper(768), &device)?;
-            export_vlm(&model, &args.out, &opts)?
+            export_vlm(&model, &staging, &opts)?
         }
         (_, Some(name)) => {
             let config = Lfm2Config::preset(name).with_context(|| {
                 format!("--preset {name:?}: expected {PAPER_VLM} or one of {}", Lfm2Config::PRESETS.join(", "))
             })?;
             device.seed(0);
-            export_language(&Lfm2ForCausalLM::new(&config, &device), "", &args.out, &opts)?
+            export_language(&Lfm2ForCausalLM::new(&config, &device), "", &staging, &opts)?
         }
         (Some(dir), None) => {
-            let kind = model_type(dir).with_context(|| format!("loading {}", dir.display()))?;
-            if is_vlm_type(&kind) {
+            if kind.as_deref().is_some_and(is_vlm_type) {
                 let model = load_vlm(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
                 let model = match &policy {
                     Some(policy) => {
@@ -120,19 +141,15 @@ pub fn run(args: ExportArgs) -> Result<()> {
                     }
                     None => model,
                 };
-                export_vlm(&model, &args.out, &opts)?
-            } else if policy.is_some() {
-                bail!(
-                    "--precision {}: quantization applies to vision-language checkpoints ({kind} is not one)",
-                    args.precision
-                );
+                export_vlm(&model, &staging, &opts)?
             } else {
                 let model = load_lfm2(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
-                export_language(&model, "", &args.out, &opts)?
+                export_language(&model, "", &staging, &opts)?
             }
         }
         (None, None) => bail!("give --model DIR or --preset NAME"),
     };
+    owned.commit()?;
     for (name, g) in &manifest.graphs {
         let extra: String =
             [&g.encodings, &g.qdq].iter().filter_map(|f| f.as_ref()).map(|f| format!(", {f}")).collect();
@@ -145,4 +162,27 @@ pub fn run(args: ExportArgs) -> Result<()> {
     }
     eprintln!("manifest: {}", args.out.join(autoneural_export::export::MANIFEST).display());
     Ok(())
+}
+
+/// The export's claim on `--out`: what the graphs are made from, as the marker records it.
+fn ownership(args: &ExportArgs) -> Spec<'static> {
+    let canonical = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone()).display().to_string();
+    let inputs = serde_json::json!({
+        "model": args.model.as_ref().map(canonical),
+        "preset": args.preset,
+        "precision": args.precision,
+        "calib": args.calib.iter().map(canonical).collect::<Vec<_>>(),
+        "samples": args.samples,
+        "prefill_len": args.prefill_len,
+        "context": args.context,
+        "reference_tokens": args.reference_tokens,
+        "linear_as_conv": args.linear_as_conv,
+    });
+    Spec {
+        command: "export",
+        inputs: inputs.as_object().cloned().unwrap_or_default(),
+        force: args.force,
+        way_out: super::data::WAY_OUT,
+        legacy: None,
+    }
 }

@@ -21,6 +21,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Images with more pixels are refused before they are decoded (a decompression bomb
+    /// is a few KB that decodes to gigabytes). Default 64000000, or AUTONEURAL_MAX_IMAGE_PIXELS.
+    #[arg(long, global = true, value_name = "PIXELS")]
+    pub max_image_pixels: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,6 +68,9 @@ pub enum Format {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(pixels) = cli.max_image_pixels {
+        autoneural_model::images::set_max_pixels(pixels);
+    }
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use autoneural_eval::quant_report::{comparison_markdown, quant_report, write_plots};
 use autoneural_eval::quantize::quantize_checkpoint;
+use autoneural_io::output::{Output, Spec};
 use autoneural_model::checkpoint::load_vlm;
 use autoneural_model::device::parse_device;
 use autoneural_model::quant::PrecisionPolicy;
@@ -29,23 +30,62 @@ pub struct QuantReportArgs {
     /// Images to use from `--data`.
     #[arg(long, default_value_t = 16)]
     pub samples: usize,
-    /// Uniform per-channel weight bit-widths to sweep (empty: none).
-    #[arg(long, value_delimiter = ',', default_value = "4,8,16")]
-    pub sweep: Vec<u32>,
+    /// Uniform per-channel weight bit-widths to sweep, comma-separated, 2 to 16 (`""`: none).
+    #[arg(long, default_value = "4,8,16")]
+    pub sweep: String,
     #[arg(long, default_value = "flex")]
     pub device: String,
     /// `text` prints the markdown report; `json` the full report with every weight.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Also write `quant_report.json`, `quant_report.md` and the plots
-    /// (`quant_report_sweep.svg`, `quant_report_layers.svg`) into this directory.
+    /// (`quant_report_sweep.svg`, `quant_report_layers.svg`) into this directory (new,
+    /// empty, or an earlier report of the same inputs).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write into --out even when it holds files this command did not write.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `--sweep`: bit-widths, or none for an empty value.
+fn sweep_bits(text: &str) -> Result<Vec<u32>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| match t.parse::<u32>() {
+            Ok(b) if (2..=16).contains(&b) => Ok(b),
+            _ => bail!("--sweep: {t:?} is not a bit-width from 2 to 16 (give e.g. \"4,8,16\", or \"\" for none)"),
+        })
+        .collect()
 }
 
 pub fn run(args: QuantReportArgs) -> Result<()> {
     let policy = PrecisionPolicy::load(&args.precision)?;
+    let sweep = sweep_bits(&args.sweep)?;
     let device = parse_device(&args.device)?;
+    // Claimed before the work: a refused --out is known at once, not after the report.
+    let owned = match &args.out {
+        Some(dir) => {
+            let canonical = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone()).display().to_string();
+            let inputs = serde_json::json!({
+                "models": args.model.iter().map(canonical).collect::<Vec<_>>(),
+                "precision": args.precision,
+                "data": args.data.as_ref().map(canonical),
+                "samples": args.samples,
+                "sweep": sweep,
+            });
+            let spec = Spec {
+                command: "quant-report",
+                inputs: inputs.as_object().cloned().unwrap_or_default(),
+                force: args.force,
+                way_out: super::data::WAY_OUT,
+                legacy: None,
+            };
+            Some(Output::claim(dir, spec)?)
+        }
+        None => None,
+    };
     let mut reports = Vec::new();
     for dir in &args.model {
         if QuantizationFile::read(dir)?.is_some() {
@@ -58,7 +98,7 @@ pub fn run(args: QuantReportArgs) -> Result<()> {
         }
         let model = load_vlm(dir, &device)?;
         let name = dir.display().to_string();
-        reports.push(quant_report(model, &name, &policy, args.data.as_deref(), args.samples, &args.sweep)?);
+        reports.push(quant_report(model, &name, &policy, args.data.as_deref(), args.samples, &sweep)?);
     }
     // One model: its report; several: each report, then the comparison.
     let json = match reports.as_slice() {
@@ -69,14 +109,16 @@ pub fn run(args: QuantReportArgs) -> Result<()> {
     if reports.len() > 1 {
         markdown += &comparison_markdown(&reports);
     }
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join("quant_report.json"), &json)
-            .with_context(|| format!("writing into {}", dir.display()))?;
-        std::fs::write(dir.join("quant_report.md"), &markdown)
-            .with_context(|| format!("writing into {}", dir.display()))?;
-        for path in write_plots(&reports, dir)? {
-            eprintln!("plot: {}", path.display());
+    if let (Some(dir), Some(mut owned)) = (&args.out, owned) {
+        let staging = owned.staging()?;
+        std::fs::write(staging.join("quant_report.json"), &json)
+            .with_context(|| format!("writing into {}", staging.display()))?;
+        std::fs::write(staging.join("quant_report.md"), &markdown)
+            .with_context(|| format!("writing into {}", staging.display()))?;
+        let plots = write_plots(&reports, &staging)?;
+        owned.commit()?;
+        for path in plots {
+            eprintln!("plot: {}", dir.join(path.file_name().unwrap_or_default()).display());
         }
     }
     match args.format {
@@ -102,8 +144,14 @@ pub struct QuantizeArgs {
     #[arg(long, default_value_t = 64)]
     pub samples: usize,
     /// Output directory: the model with QDQ weights, its tokenizer, and quantization.json.
+    /// It must be new, empty, or an earlier `quantize` output of the same inputs.
     #[arg(long)]
     pub out: PathBuf,
+    /// Write into --out even when it holds files this command did not write, or an
+    /// earlier quantization from other inputs (files of the same names are replaced,
+    /// others kept).
+    #[arg(long)]
+    pub force: bool,
     #[arg(long, default_value = "flex")]
     pub device: String,
 }
@@ -111,7 +159,7 @@ pub struct QuantizeArgs {
 pub fn quantize(args: QuantizeArgs) -> Result<()> {
     let policy = PrecisionPolicy::load(&args.precision)?;
     let device = parse_device(&args.device)?;
-    let r = quantize_checkpoint(&args.model, &policy, &args.calib, args.samples, &args.out, &device)?;
+    let r = quantize_checkpoint(&args.model, &policy, &args.calib, args.samples, &args.out, args.force, &device)?;
     println!(
         "{}: {} weights and {} op inputs quantized at {} (calibrated on {} conversations)",
         args.out.display(),

@@ -45,7 +45,7 @@ pub fn predict_export(
     profile: &DeviceProfile,
 ) -> Result<ExportPrediction> {
     let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = autoneural_io::read::read_to_string(&path, autoneural_io::read::CONFIG)?;
     let m: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     let usize_key = |k: &str| {
         m[k].as_u64().map(|v| v as usize).with_context(|| format!("{}: `{k}` missing or not a number", path.display()))

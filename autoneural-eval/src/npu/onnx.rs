@@ -64,7 +64,8 @@ fn int64_values(t: &TensorProto) -> Vec<i64> {
 /// Reads `path` and returns its op list with activations at `bits.activation` and state
 /// at `bits.kv`.
 pub fn read_onnx(path: &Path, bits: Bits) -> Result<Vec<OpCost>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // A graph with its weights inline can be large (protobuf caps it at 2 GiB).
+    let bytes = autoneural_io::read::read(path, autoneural_io::read::Kind { what: "an ONNX graph", limit: 2 << 30 })?;
     let model =
         ModelProto::parse_from_bytes(&bytes).with_context(|| format!("{}: not an ONNX model", path.display()))?;
     model_ops(&model, bits).with_context(|| path.display().to_string())

@@ -60,7 +60,7 @@ impl DeviceProfile {
 
     /// Reads a profile file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = autoneural_io::read::read_to_string(path, autoneural_io::read::CONFIG)?;
         Self::from_toml(&text, &path.display().to_string())
     }
 

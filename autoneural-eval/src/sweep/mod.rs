@@ -27,7 +27,7 @@ use autoneural_train::sweep::{Expansion, SweepPoint};
 use autoneural_train::train::{latest_checkpoint, trainer_state};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::runner::{RunOptions, ensure_data, run_resolved};
+use crate::runner::{RunOptions, claim_run_dir, ensure_data, run_resolved};
 
 /// The file a finished run writes last.
 pub const RESULT: &str = "result.json";
@@ -73,7 +73,7 @@ pub fn status(point: &SweepPoint) -> Result<RunStatus> {
     let dir = run_dir(point);
     let config = dir.join(CONFIG);
     if config.is_file() {
-        let old = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+        let old = autoneural_io::read::read_to_string(&config, autoneural_io::read::CONFIG)?;
         if old != point_toml(point) {
             bail!(
                 "{}: this run directory holds a run of a different configuration (the experiment file or \
@@ -132,6 +132,9 @@ pub fn run_sweep(expansion: &Expansion, options: &SweepOptions) -> Result<PathBu
         print!("{}", plan(expansion)?);
         return Ok(expansion.dir.join("report.md"));
     }
+    // The experiment directory holds the runs and the report: this sweep's, locked while it
+    // runs (a second `autoneural run` of the same file is turned away).
+    let _owner = claim_sweep_dir(&expansion.dir)?;
     let mut todo = VecDeque::new();
     let mut done = 0;
     for p in &expansion.points {
@@ -207,7 +210,8 @@ pub fn run_sweep(expansion: &Expansion, options: &SweepOptions) -> Result<PathBu
 /// Runs one point as a child process, its output appended to the run's `log.txt`.
 fn spawn_run(expansion: &Expansion, point: &SweepPoint, options: &SweepOptions) -> Result<()> {
     let dir = run_dir(point);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Marked as a run before its log goes in; the child takes the lock.
+    drop(claim_run_dir(&dir)?);
     let log_path = dir.join("log.txt");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -222,6 +226,9 @@ fn spawn_run(expansion: &Expansion, point: &SweepPoint, options: &SweepOptions) 
     if let Some(d) = &options.device {
         cmd.arg("--device").arg(d);
     }
+    // The pixel limit this process was given, whichever way.
+    let images = autoneural_model::images::MAX_PIXELS_ENV;
+    cmd.env(images, autoneural_model::images::max_pixels().to_string());
     let status = cmd
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -248,9 +255,11 @@ pub fn run_point(expansion: &Expansion, id: &str, options: &RunOptions) -> Resul
         return Ok(run_dir(point));
     }
     let dir = run_dir(point);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join(CONFIG), point_toml(point))
-        .with_context(|| format!("writing {}", dir.join(CONFIG).display()))?;
+    {
+        let _owner = claim_run_dir(&dir)?;
+        std::fs::write(dir.join(CONFIG), point_toml(point))
+            .with_context(|| format!("writing {}", dir.join(CONFIG).display()))?;
+    }
     let resume = latest_checkpoint(&dir)?.is_some();
     let outcome = run_resolved(point.experiment.clone(), &expansion.file, &RunOptions { resume, ..options.clone() })?;
     if !outcome.final_dir.is_dir() {
@@ -260,6 +269,27 @@ pub fn run_point(expansion: &Expansion, id: &str, options: &RunOptions) -> Resul
     let result = measure::measure(expansion, point, &outcome, options.quiet)?;
     result.write(&dir)?;
     Ok(dir)
+}
+
+/// The command a sweep's experiment directory records.
+pub const SWEEP_COMMAND: &str = "run (sweep)";
+
+/// Claims a sweep's experiment directory (`<out_dir>/<experiment>`) and locks it while the
+/// sweep runs; a directory holding anything but a sweep's runs and report is refused.
+fn claim_sweep_dir(dir: &Path) -> Result<autoneural_io::output::Output> {
+    // A sweep from before ownership markers: its results, or runs with their configs.
+    let legacy = |d: &Path| {
+        d.join("results.csv").is_file()
+            || std::fs::read_dir(d).is_ok_and(|rd| rd.flatten().any(|e| e.path().join(CONFIG).is_file()))
+    };
+    let spec = autoneural_io::output::Spec {
+        command: SWEEP_COMMAND,
+        inputs: serde_json::Map::new(),
+        force: false,
+        way_out: "give the experiment another name or out_dir, or move the directory away",
+        legacy: Some(&legacy),
+    };
+    Ok(autoneural_io::output::Output::claim(dir, spec)?)
 }
 
 /// The run directories under an experiment directory that hold a result, by name.

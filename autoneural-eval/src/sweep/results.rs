@@ -98,7 +98,7 @@ impl RunResult {
 
     pub fn read(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join(super::RESULT);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = autoneural_io::read::read_to_string(&path, autoneural_io::read::CONFIG)?;
         serde_json::from_str(&text).with_context(|| format!("{}: not a run result", path.display()))
     }
 

@@ -76,6 +76,8 @@ struct Loader<'a, K: KeyMap> {
     keys: &'a K,
     stack: PathStack,
     error: Option<ModelError>,
+    /// Keys holding NaN or infinite values, with how many of their values are.
+    non_finite: Vec<(String, usize, usize)>,
 }
 
 impl<K: KeyMap> ModuleMapper for Loader<'_, K> {
@@ -97,6 +99,10 @@ impl<K: KeyMap> ModuleMapper for Loader<'_, K> {
                 return param;
             }
         };
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            self.non_finite.push((key, bad, values.len()));
+        }
         let shape = param.lazy_shape().dims::<D>();
         let values = if self.stack.is_linear_weight() { transpose(&values, shape[1], shape[0]) } else { values };
         let device = param.lazy_device();
@@ -126,11 +132,41 @@ pub fn load_module<M: Module, K: KeyMap>(module: M, files: &WeightFiles, keys: &
     if !report.is_empty() {
         return Err(ModelError::Checkpoint { dir: dir.to_path_buf(), report });
     }
-    let mut loader = Loader { files, keys, stack: PathStack::default(), error: None };
+    check_memory(&module, &dir.display().to_string())?;
+    let mut loader = Loader { files, keys, stack: PathStack::default(), error: None, non_finite: Vec::new() };
     let module = module.map(&mut loader);
-    match loader.error {
-        Some(e) => Err(e),
-        None => Ok(module),
+    if let Some(e) = loader.error {
+        return Err(e);
+    }
+    if !loader.non_finite.is_empty() {
+        // A model with NaN or infinite weights computes NaN: refuse it here, by key, rather
+        // than let it answer garbage or train into a NaN loss.
+        let n = loader.non_finite.len();
+        let listed: Vec<String> =
+            loader.non_finite.iter().take(8).map(|(k, bad, all)| format!("{k} ({bad} of {all} values)")).collect();
+        let more = if n > 8 { format!(" and {} more", n - 8) } else { String::new() };
+        return Err(ModelError::Weights {
+            path: dir.to_path_buf(),
+            message: format!("{n} tensor(s) hold NaN or infinite values: {}{more}", listed.join(", ")),
+        });
+    }
+    Ok(module)
+}
+
+/// Refuses a model whose f32 parameters alone exceed what this process can hold (RAM and
+/// swap, or `ulimit -v`), before any of them is allocated: an absurd config is an error
+/// with its size, not an allocation failure. `what` names the model in the message.
+pub fn check_memory<M: Module>(module: &M, what: &str) -> Result<()> {
+    let params: u64 = param_shapes(module, &Identity).iter().map(|(_, s)| s.iter().product::<usize>() as u64).sum();
+    let bytes = params.saturating_mul(4);
+    match autoneural_io::memory::limit_bytes() {
+        Some(limit) if bytes > limit => Err(ModelError::Invalid(format!(
+            "{what}: the model has {params} parameters ({} in f32), more than this process can hold ({}: RAM and \
+             swap, or ulimit -v); check its sizes (hidden_size, vocab_size, layers, channels)",
+            autoneural_io::memory::human(bytes),
+            autoneural_io::memory::human(limit)
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -20,7 +20,7 @@ pub fn config_path(dir: &Path) -> Result<PathBuf> {
 
 /// Reads a JSON file that must hold an object.
 pub fn read_object(path: &Path) -> Result<Map<String, Value>> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let text = autoneural_io::read::read_to_string(path, autoneural_io::read::CONFIG)?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(ModelError::config(path, "<root>", format!("expected a JSON object, found {}", kind(&other)))),

@@ -2,7 +2,6 @@
 //! Weights of any float dtype the hub uses (f32, bf16, f16) are converted to f32.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -48,6 +47,18 @@ impl WeightFiles {
             let file = file
                 .as_str()
                 .ok_or_else(|| ModelError::config(&index, format!("weight_map.{key}"), "expected a file name"))?;
+            // Shards live in the checkpoint directory: an index cannot send the loader to
+            // `/dev/...`, `/etc/...` or `../..`. (Symlinked shards, as the hub's cache has
+            // them, are fine: this is about what the index names.)
+            let inside =
+                !file.is_empty() && Path::new(file).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside {
+                return Err(ModelError::config(
+                    &index,
+                    format!("weight_map.{key}"),
+                    format!("{file:?} is not a file inside the checkpoint directory"),
+                ));
+            }
             if !files.iter().any(|f| f == file) {
                 files.push(file.to_string());
             }
@@ -71,7 +82,7 @@ impl WeightFiles {
         let mut shards = Vec::new();
         let mut index = BTreeMap::new();
         for path in paths {
-            let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+            let (file, _) = autoneural_io::read::open(path, autoneural_io::read::WEIGHTS)?;
             // SAFETY: the map is read-only; a checkpoint changed underneath a running
             // process is outside what any loader can defend against.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;

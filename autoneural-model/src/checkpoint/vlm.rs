@@ -90,6 +90,9 @@ fn floats3(f: &Fields, name: &str, default: [f32; 3]) -> Result<[f32; 3]> {
 /// A SigLIP-style vision config (HF `siglip_vision_model` / `siglip2_vision_model` fields).
 fn vit_config(f: &Fields, default_image: usize) -> Result<VitConfig> {
     let patch_size = f.usize_req(&["patch_size"])?;
+    if patch_size == 0 {
+        return Err(f.invalid("patch_size", "must be positive"));
+    }
     let mt = f.str_opt(&["model_type"])?.unwrap_or("siglip2_vision_model");
     let linear = mt != "siglip_vision_model";
     let image_size = f.usize_opt(&["image_size"])?.unwrap_or(default_image);
@@ -182,8 +185,15 @@ fn text_config(f: &Fields, path: &Path) -> Result<Lfm2Config> {
     Ok(cfg)
 }
 
-/// Reads `dir/config.json` (and, for LFM2-VL, `preprocessor_config.json`) as a VLM config.
+/// Reads `dir/config.json` (and, for LFM2-VL, `preprocessor_config.json`) as a VLM config,
+/// every size checked (an error names the file and the field).
 pub fn read_vlm_config(dir: &Path) -> Result<VlmConfig> {
+    let config = parse_vlm_config(dir)?;
+    config.check().map_err(|(field, message)| ModelError::config(dir.join("config.json"), field, message))?;
+    Ok(config)
+}
+
+fn parse_vlm_config(dir: &Path) -> Result<VlmConfig> {
     let path = dir.join("config.json");
     let map = read_object(&path)?;
     let f = Fields::new(&path, &map);

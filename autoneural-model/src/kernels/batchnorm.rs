@@ -58,6 +58,11 @@ pub fn affine(x: &[f32], scale: &[f32], shift: &[f32], g: &Geometry) -> Vec<f32>
 /// input, `dL/dbeta = sum(gy)`, `dL/dgamma = sum(gy xhat)` and
 /// `dL/dx = gamma inv_std (gy - dL/dbeta / n - xhat dL/dgamma / n)`, which is affine in `gy`
 /// and `x`, so one more pass.
+///
+/// A channel whose values are all equal (an all-black image in a batch of one makes whole
+/// feature maps constant) passes no gradient to `x`: its slope there is `1 / sqrt(eps)`
+/// (316), which through a stack of norms grows the gradient past f32 into inf and NaN.
+/// Its `gamma` and `beta` gradients are kept.
 pub fn backward(
     x: &[f32],
     gy: &[f32],
@@ -66,19 +71,25 @@ pub fn backward(
     gamma: &[f32],
     g: &Geometry,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (gbeta, gdev): (Vec<f32>, Vec<f32>) = (0..g.channels)
+    let (sums, constant): (Vec<(f32, f32)>, Vec<bool>) = (0..g.channels)
         .into_par_iter()
         .map(|c| {
-            g.runs(gy, c)
+            let s = g
+                .runs(gy, c)
                 .zip(g.runs(x, c))
-                .fold((0f32, 0f32), |(s, sd), (gr, xr)| (s + sum(gr), sd + dot_dev(gr, xr, mean[c])))
+                .fold((0f32, 0f32), |(s, sd), (gr, xr)| (s + sum(gr), sd + dot_dev(gr, xr, mean[c])));
+            (s, g.runs(x, c).all(|r| r.iter().all(|&v| v == mean[c])))
         })
         .unzip();
+    let (gbeta, gdev): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
     let ggamma: Vec<f32> = gdev.iter().zip(inv_std).map(|(d, s)| d * s).collect();
     // dL/dx = a gy + b x + c0 per channel.
     let n = g.count();
     let coef: Vec<(f32, f32, f32)> = (0..g.channels)
         .map(|c| {
+            if constant[c] {
+                return (0.0, 0.0, 0.0);
+            }
             let a = gamma[c] * inv_std[c];
             let b = -a * inv_std[c] * ggamma[c] / n;
             (a, b, -a * gbeta[c] / n - b * mean[c])

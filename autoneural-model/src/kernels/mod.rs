@@ -129,7 +129,15 @@ pub fn rms_norm2d(x: Tensor<4>, weight: &Tensor<1>, eps: f64, act: bool) -> Tens
     let fused = flex_values(weight)
         .and_then(|wv| with_flex(&x, |xs| pointwise::rms_norm_channels(xs, &wv, b, c, h * w, eps as f32, act)));
     fused.unwrap_or_else(|| {
-        let inv = (x.clone().square().mean_dim(1) + eps).sqrt().recip();
+        let mean_sq = x.clone().square().mean_dim(1);
+        // A pixel whose channels are all exactly 0 (an all-black image before any bias has
+        // trained makes whole feature maps 0) passes no gradient: there the norm's slope is
+        // 1 / sqrt(eps) = 1000, so through a dozen norms the gradient grows past f32 (1e38)
+        // into inf and NaN, and even a finite 1e30 would leave nothing of the other
+        // gradients after clipping. Elsewhere the mask is 1 and changes no bit, forward or
+        // backward; its forward value is 0 either way.
+        let live = mean_sq.clone().greater_elem(0.0).float().detach();
+        let inv = (mean_sq + eps).sqrt().recip() * live;
         let y = x * inv * weight.clone().reshape([1, c, 1, 1]);
         if act { gelu_tanh(y) } else { y }
     })

@@ -161,6 +161,62 @@ impl Encoding {
         Ok(())
     }
 
+    /// Whether this encoding, read from a file, can be applied to a tensor of `shape`
+    /// (`None`: an op input, any shape): its bit-width, axes, block size, and one finite
+    /// scale and zero point per group. Says what does not fit; every later use of the
+    /// encoding (QDQ, packing, export) relies on this holding.
+    pub fn check_fits(&self, shape: Option<&[usize]>) -> std::result::Result<(), String> {
+        if !(2..=16).contains(&self.grid.bits) {
+            return Err(format!("{}-bit integers are not supported (2 to 16 are)", self.grid.bits));
+        }
+        if let Some(shape) = shape {
+            let (n, m) = (shape.iter().product::<usize>(), self.shape.iter().product::<usize>());
+            if n != m || shape.len() != self.shape.len() {
+                return Err(format!("an encoding of shape {:?} does not fit the weight's shape {shape:?}", self.shape));
+            }
+        }
+        if self.granularity != Granularity::PerTensor {
+            let rank = self.shape.len();
+            if self.axes.channel >= rank || self.axes.block >= rank {
+                return Err(format!("axes {:?} lie outside its shape {:?}", self.axes, self.shape));
+            }
+            if let Some(b) = self.block_size() {
+                let along = self.shape[self.axes.block];
+                if b == 0 || !along.is_multiple_of(b) {
+                    return Err(format!(
+                        "block size {b} does not divide the {along} values along axis {}",
+                        self.axes.block
+                    ));
+                }
+            }
+        }
+        let groups = self.groups();
+        if self.scales.len() != groups || self.zero_points.len() != groups {
+            return Err(format!(
+                "{} scales and {} zero points where its granularity needs {groups}",
+                self.scales.len(),
+                self.zero_points.len()
+            ));
+        }
+        if let Some(s) = self.scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(format!("scale {s} is not a positive number"));
+        }
+        if let Some(z) = self.zero_points.iter().find(|z| !z.is_finite()) {
+            return Err(format!("zero point {z} is not a number"));
+        }
+        if let (Granularity::Lpbq { .. }, Some(l)) = (self.granularity, &self.lpbq) {
+            let channels = self.shape[self.axes.channel];
+            if l.channel_scales.len() != channels || l.block_multipliers.len() != groups {
+                return Err(format!(
+                    "LPBQ: {} channel scales and {} block multipliers for {channels} channels and {groups} blocks",
+                    l.channel_scales.len(),
+                    l.block_multipliers.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn block_size(&self) -> Option<usize> {
         match self.granularity {
             Granularity::PerBlock { block_size } | Granularity::Lpbq { block_size, .. } => Some(block_size),

@@ -130,7 +130,7 @@ impl PrecisionPolicy {
                 PRESETS.join(", ")
             )));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        let text = autoneural_io::read::read_to_string(path, autoneural_io::read::CONFIG)?;
         let name = path.file_stem().map_or("policy".into(), |s| s.to_string_lossy().into_owned());
         Self::from_toml(&text, &name).map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))
     }

@@ -50,6 +50,7 @@ impl QuantizedRuntime {
                 ))
             }
             (None, Some(q)) => {
+                q.check_against(&model, &dir.join(super::saved::FILE))?;
                 let runtime = Self::from_file(&model, &q)?;
                 Ok((model, runtime))
             }

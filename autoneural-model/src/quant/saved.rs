@@ -51,7 +51,7 @@ impl QuantizationFile {
         if !path.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        let text = autoneural_io::read::read_to_string(&path, autoneural_io::read::QUANTIZATION)?;
         let file: Self =
             serde_json::from_str(&text).map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
         if file.format != FORMAT {
@@ -62,6 +62,41 @@ impl QuantizationFile {
             )));
         }
         Ok(Some(file))
+    }
+
+    /// Every entry applies to `model`: each weight encoding names one of its weights and
+    /// fits its shape (bits, axes, blocks, one finite scale per group), each op-input
+    /// encoding names one of its weights and is per tensor. A hand-edited or foreign file is
+    /// an error naming the key here, never a panic or a silently float model later.
+    /// `file` names the file in messages.
+    pub fn check_against<M: Module>(&self, model: &M, file: &Path) -> Result<()> {
+        let shapes: HashMap<String, Vec<usize>> =
+            crate::checkpoint::apply::param_shapes(model, &crate::checkpoint::apply::Identity).into_iter().collect();
+        let path = file;
+        if self.weights.is_empty() && self.activations.is_empty() {
+            return Err(ModelError::Invalid(format!(
+                "{}: holds no encodings, so the model would silently run in float; quantize it again",
+                path.display()
+            )));
+        }
+        let bad = |kind: &str, key: &str, message: String| {
+            ModelError::Invalid(format!("{}: {kind} {key:?}: {message}", path.display()))
+        };
+        for (key, enc) in &self.weights {
+            let shape = shapes.get(key).ok_or_else(|| bad("weights", key, "the model has no such weight".into()))?;
+            enc.check_fits(Some(shape)).map_err(|m| bad("weights", key, m))?;
+        }
+        let ops: std::collections::HashSet<String> = activation_keys(model).into_iter().map(|(k, _)| k).collect();
+        for (key, enc) in &self.activations {
+            if !ops.contains(key) {
+                return Err(bad("activations", key, "the model has no such op".into()));
+            }
+            enc.check_fits(None).map_err(|m| bad("activations", key, m))?;
+            if enc.granularity != super::encoding::Granularity::PerTensor {
+                return Err(bad("activations", key, "op inputs are quantized per tensor".into()));
+            }
+        }
+        Ok(())
     }
 
     /// Op-input encodings by the ids of `model`'s weights; a path the model does not have

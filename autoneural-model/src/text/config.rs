@@ -78,6 +78,9 @@ impl Lfm2Config {
         let num_key_value_heads = f.usize_opt(&["num_key_value_heads"])?.unwrap_or(num_attention_heads);
         let head_dim = f.usize_opt(&["head_dim"])?.unwrap_or(hidden_size / num_attention_heads.max(1));
         let num_layers = f.usize_req(&["num_hidden_layers"])?;
+        if num_layers > MAX_LAYERS {
+            return Err(f.invalid("num_hidden_layers", format!("{num_layers} is more than {MAX_LAYERS} layers")));
+        }
         let layer_types = match (f.str_list_opt(&["layer_types"])?, f.usize_list_opt(&["full_attn_idxs"])?) {
             (Some(types), _) => {
                 let kinds = types
@@ -145,11 +148,31 @@ impl Lfm2Config {
             eos_token_ids: f.ids_opt(&["eos_token_id"])?.unwrap_or_default(),
             pad_token_id: f.ids_opt(&["pad_token_id"])?.and_then(|v| v.first().copied()),
         };
-        cfg.validate(&f)?;
+        cfg.check().map_err(|(field, message)| f.invalid(field, message))?;
         Ok(cfg)
     }
 
-    fn validate(&self, f: &Fields) -> Result<()> {
+    /// Every size within bounds and consistent, by `config.json` field name: a mistyped or
+    /// hostile size is refused here, before anything is allocated for it. The bounds are
+    /// far above every published model.
+    pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        let bounded = [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1 << 20),
+            ("num_attention_heads", self.num_attention_heads, 1024),
+            ("num_key_value_heads", self.num_key_value_heads, 1024),
+            ("head_dim", self.head_dim, 4096),
+            ("max_position_embeddings", self.max_position_embeddings, 1 << 24),
+            ("conv_L_cache", self.conv_kernel, 64),
+            ("block_multiple_of", self.block_multiple_of, 1 << 16),
+            ("num_hidden_layers", self.num_layers(), MAX_LAYERS),
+        ];
+        for (name, v, max) in bounded {
+            if v > max {
+                return Err((name, format!("{v} is more than {max}")));
+            }
+        }
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -158,14 +181,29 @@ impl Lfm2Config {
             ("head_dim", self.head_dim),
             ("conv_L_cache", self.conv_kernel),
             ("block_multiple_of", self.block_multiple_of),
+            ("max_position_embeddings", self.max_position_embeddings),
         ];
         for (name, v) in positive {
             if v == 0 {
-                return Err(f.invalid(name, "must be positive"));
+                return Err((name, "must be positive".into()));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
-            return Err(f.invalid(
+        if let Some(m) = self.block_ffn_dim_multiplier
+            && !(m.is_finite() && m > 0.0 && m <= 64.0)
+        {
+            return Err(("block_ffn_dim_multiplier", format!("{m} is not a number in (0, 64]")));
+        }
+        if self.mlp_width() == 0 {
+            return Err(("intermediate_size", format!("{} gives an MLP of width 0", self.intermediate_size)));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return Err(("norm_eps", format!("{} is not a non-negative number", self.norm_eps)));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(("rope_theta", format!("{} is not a positive number", self.rope_theta)));
+        }
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
+            return Err((
                 "num_key_value_heads",
                 format!(
                     "{} does not divide num_attention_heads {}",
@@ -173,8 +211,8 @@ impl Lfm2Config {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
-            return Err(f.invalid("head_dim", format!("{} must be even for rotary embeddings", self.head_dim)));
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(("head_dim", format!("{} must be even for rotary embeddings", self.head_dim)));
         }
         Ok(())
     }
@@ -256,6 +294,9 @@ impl Lfm2Config {
 
     pub const PRESETS: &'static [&'static str] = &["lfm2-350m", "lfm2-700m", "lfm2-1.2b", "lfm2-tiny", "lfm2-nano"];
 }
+
+/// The most decoder layers a config may have (published LFM2 models have 16 to 24).
+pub const MAX_LAYERS: usize = 1024;
 
 /// Where `count` attention layers go among `num_layers`: evenly spaced and ending at the
 /// last layer, `idx_i = ceil((i + 1) * num_layers / count) - 1` for `i in 0..count`.

@@ -104,14 +104,54 @@ pub fn parse_block(s: &str) -> Result<(BlockSpec, usize), String> {
     if !(1..=2).contains(&stride) {
         return Err(format!("{s:?}: stride must be 1 or 2"));
     }
+    // Sizes a convolution or attention can have: zero-sized layers have no forward pass,
+    // and absurd ones would allocate without bound.
+    let kernels_ok = |ks: &[usize], least: usize| ks.iter().all(|&k| (least..=MAX_KERNEL).contains(&k));
+    let ratio_ok = |e: f64| e.is_finite() && e > 0.0 && e <= 64.0;
+    let fits = match kind {
+        BlockKind::EdgeResidual { kernel, exp_ratio } => kernels_ok(&[kernel], 1) && ratio_ok(exp_ratio),
+        BlockKind::UniversalInvertedResidual { start_kernel, mid_kernel, end_kernel, exp_ratio } => {
+            kernels_ok(&[start_kernel, mid_kernel, end_kernel], 0) && ratio_ok(exp_ratio)
+        }
+        BlockKind::MultiQueryAttention { kv_kernel, num_heads, key_dim, kv_stride } => {
+            kernels_ok(&[kv_kernel], 1)
+                && (1..=1024).contains(&num_heads)
+                && (1..=4096).contains(&key_dim)
+                && (1..=8).contains(&kv_stride)
+        }
+    };
+    if !fits {
+        return Err(format!(
+            "{s:?}: kernels must be 1 to {MAX_KERNEL} (uir's a/k/p may be 0: absent), expansion ratios in (0, 64], \
+             heads 1 to 1024, key dims 1 to 4096, kv strides 1 to 8"
+        ));
+    }
     if let BlockKind::UniversalInvertedResidual { start_kernel: 0, mid_kernel: 0, end_kernel: 0, .. } = kind {
         if stride > 1 {
             return Err(format!("{s:?}: a strided uir block needs a depthwise conv (a, k or p)"));
         }
     }
     let repeats = int("r")?;
-    Ok((BlockSpec { kind, stride, out_chs: int("c")?, noskip }, repeats))
+    if !(1..=256).contains(&repeats) {
+        return Err(format!("{s:?}: repeats (`r`) must be 1 to 256"));
+    }
+    let out_chs = int("c")?;
+    if !(1..=MAX_CHANNELS).contains(&out_chs) {
+        return Err(format!("{s:?}: channels (`c`) must be 1 to {MAX_CHANNELS}"));
+    }
+    Ok((BlockSpec { kind, stride, out_chs, noskip }, repeats))
 }
+
+/// Bounds on what a MobileNetV5 may be, far above every published one: a zero or absurd
+/// size in a config is an error naming it, not a panic or an allocation that never ends.
+pub const MAX_CHANNELS: usize = 1 << 16;
+pub const MAX_KERNEL: usize = 31;
+/// The largest encoder input side (a 64 MP image is 8000 x 8000).
+pub const MAX_IMAGE_SIDE: usize = 8192;
+/// The largest token grid side (Gemma 3n's is 16: 256 tokens).
+pub const MAX_GRID_SIDE: usize = 128;
+/// The most blocks over all stages (Gemma 3n's 300M encoder has 85).
+pub const MAX_BLOCKS: usize = 1024;
 
 /// timm's `make_divisible`: nearest multiple of `divisor`, never below 90% of `v`.
 pub fn make_divisible(v: f64, divisor: usize) -> usize {
@@ -176,6 +216,27 @@ pub struct ResolvedArch {
 }
 
 impl MobileNetV5Arch {
+    /// Every size within bounds and the blocks resolvable; the error names the field.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let within = |field: &'static str, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) { Ok(()) } else { Err((field, format!("{v} is not between {lo} and {hi}"))) }
+        };
+        within("image_size", self.image_size, 32, MAX_IMAGE_SIDE)?;
+        within("stem_size", self.stem_size, 1, MAX_CHANNELS)?;
+        within("num_features", self.num_features, 1, MAX_CHANNELS)?;
+        within("msfa_output_resolution", self.msfa_output_resolution, 1, MAX_GRID_SIDE.min(self.image_size))?;
+        if let Some(v) = self.layer_scale_init_value
+            && !v.is_finite()
+        {
+            return Err(("layer_scale_init_value", format!("{v} is not a number")));
+        }
+        let resolved = self.resolve().map_err(|e| ("block_args", e))?;
+        let blocks: usize = resolved.stages.iter().map(Vec::len).sum();
+        within("block_args", blocks, 1, MAX_BLOCKS)
+            .map_err(|(f, _)| (f, format!("{blocks} blocks in all, more than {MAX_BLOCKS}")))?;
+        Ok(())
+    }
+
     /// Resolves channels, strides, dilation and the fusion taps exactly as timm's builder does.
     pub fn resolve(&self) -> Result<ResolvedArch, String> {
         if self.block_args.is_empty() || self.block_args.iter().any(|s| s.is_empty()) {

@@ -236,7 +236,7 @@ impl Norm2d {
         }
         let beta = bias.val();
         let out = kernels::autodiff::batch_norm_train(&x, &weight, &beta, self.eps)
-            .unwrap_or_else(|| batch_norm_train(x, weight, beta, self.eps));
+            .unwrap_or_else(|| batch_norm_train(constant_channels_pass_no_gradient(x), weight, beta, self.eps));
         let k = BATCH_NORM_MOMENTUM;
         // `value()` is current: every update below is committed at once.
         let m = mean.value().to_device(&device) * (1.0 - k) + out.mean.detach() * k;
@@ -310,6 +310,18 @@ impl LayerScale2d {
         let gamma = scale.map(|s| s.gamma.val());
         kernels::scale_add(x, gamma.as_ref(), skip)
     }
+}
+
+/// `x`, with the channels whose values are all equal over the batch entering as constants:
+/// they pass no gradient, as in the flex kernel (`kernels::batchnorm::backward`), where
+/// the norm's slope of `1 / sqrt(eps)` would otherwise overflow the gradient. The values are
+/// unchanged (`x * 1 + 0`).
+fn constant_channels_pass_no_gradient(x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let per_channel = x.clone().swap_dims(0, 1).reshape([c, b * h * w]);
+    let live = per_channel.clone().max_dim(1).greater(per_channel.min_dim(1)).float().reshape([1, c, 1, 1]).detach();
+    let dead = live.clone().neg() + 1.0;
+    x.clone() * live + (x * dead).detach()
 }
 
 #[cfg(test)]

@@ -56,6 +56,14 @@ impl EncoderConfig {
         }
     }
 
+    /// The encoder's sizes within bounds; the error names the field.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        match self {
+            Self::MobileNetV5(a) => a.check(),
+            Self::Vit(v) => v.check(),
+        }
+    }
+
     pub fn init(&self, device: &Device) -> Result<VisionEncoder, String> {
         Ok(match self {
             Self::MobileNetV5(a) => VisionEncoder::MobileNetV5(MobileNetV5::new(a, device)?),

@@ -45,6 +45,32 @@ fn yes() -> bool {
 }
 
 impl VitConfig {
+    /// Every size within bounds and consistent; the error names the field.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        use super::arch::{MAX_CHANNELS, MAX_IMAGE_SIDE};
+        let within = |field: &'static str, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) { Ok(()) } else { Err((field, format!("{v} is not between {lo} and {hi}"))) }
+        };
+        within("hidden_size", self.hidden_size, 1, MAX_CHANNELS)?;
+        within("intermediate_size", self.intermediate_size, 1, 1 << 20)?;
+        within("num_hidden_layers", self.num_hidden_layers, 0, 1024)?;
+        within("num_attention_heads", self.num_attention_heads, 1, 1024)?;
+        within("num_channels", self.num_channels, 3, 3)?;
+        within("image_size", self.image_size, 1, MAX_IMAGE_SIDE)?;
+        within("patch_size", self.patch_size, 1, self.image_size)?;
+        within("num_patches", self.num_patches, 1, 1 << 16)?;
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err((
+                "num_attention_heads",
+                format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
+            ));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
+            return Err(("layer_norm_eps", format!("{} is not a non-negative number", self.layer_norm_eps)));
+        }
+        Ok(())
+    }
+
     /// Named shapes: `siglip2_base_p16` (86M), `siglip2_large_p16` (303M), `vit_300m_p14`
     /// (InternViT-300M / ViT-L/14 shapes, 304M), `vit_mini` (the quickstart's baseline), `vit_tiny`
     /// (tests).

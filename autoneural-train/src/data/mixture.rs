@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::data::records::{DataError, JsonlRecords, OnBadRecord, Record};
+use crate::data::records::{DataError, JsonlRecords, OnBadRecord, Record, Skipped};
 
 /// The paper's stage-3 mixture (task family, weight).
 pub const PAPER_MIXTURE: &[(&str, f64)] =
@@ -59,6 +59,9 @@ pub enum RecipeError {
     Invalid { path: PathBuf, message: String },
     #[error(transparent)]
     Data(#[from] DataError),
+    /// Not a regular file, or too large to be a recipe.
+    #[error(transparent)]
+    File(autoneural_io::Error),
 }
 
 impl Recipe {
@@ -77,7 +80,10 @@ impl Recipe {
 
     /// Reads a recipe TOML; source paths resolve against its directory.
     pub fn from_file(path: &Path) -> Result<Self, RecipeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io { path: path.into(), source })?;
+        let text = autoneural_io::read::read_to_string(path, autoneural_io::read::CONFIG).map_err(|e| match e {
+            autoneural_io::Error::Io { path, source } => RecipeError::Io { path, source },
+            other => RecipeError::File(other),
+        })?;
         let invalid = |message: String| RecipeError::Invalid { path: path.into(), message };
         // toml's message names the line, column and key.
         let mut recipe: Recipe = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
@@ -114,6 +120,11 @@ pub struct MixtureSampler {
     total_weight: f64,
     /// Records drawn from each source so far.
     pub drawn: Vec<usize>,
+    /// Bad records skipped by readers that have since been reopened (a source's epoch ended).
+    closed: Skipped,
+    /// Records drawn whole but refused later (a batcher's checks: too long, an image that does
+    /// not decode) under `on_bad_record = "skip"`.
+    pub refused: Skipped,
 }
 
 impl MixtureSampler {
@@ -122,7 +133,15 @@ impl MixtureSampler {
             recipe.sources.iter().map(|s| JsonlRecords::open(&s.path, policy(&recipe))).collect::<Result<_, _>>()?;
         let n = recipe.sources.len();
         let total_weight = recipe.sources.iter().map(|s| s.weight).sum();
-        Ok(Self { recipe, readers, credit: vec![0.0; n], total_weight, drawn: vec![0; n] })
+        Ok(Self {
+            recipe,
+            readers,
+            credit: vec![0.0; n],
+            total_weight,
+            drawn: vec![0; n],
+            closed: Skipped::default(),
+            refused: Skipped::default(),
+        })
     }
 
     /// The source the schedule picks next (smooth weighted round-robin).
@@ -144,7 +163,9 @@ impl MixtureSampler {
                 Some(r) => return Ok((self.recipe.sources[i].name.clone(), r?)),
                 // Exhausted: start the source over (once; an empty source is an error).
                 None if attempt == 0 => {
-                    self.readers[i] = JsonlRecords::open(&self.recipe.sources[i].path, policy(&self.recipe))?;
+                    let fresh = JsonlRecords::open(&self.recipe.sources[i].path, policy(&self.recipe))?;
+                    let done = std::mem::replace(&mut self.readers[i], fresh);
+                    self.closed.merge(&done.skipped);
                 }
                 None => break,
             }
@@ -153,6 +174,24 @@ impl MixtureSampler {
             path: self.recipe.sources[i].path.clone(),
             message: format!("source {:?} has no usable records", self.recipe.sources[i].name),
         })
+    }
+}
+
+impl MixtureSampler {
+    /// Whether bad records are skipped (`on_bad_record = "skip"`) rather than fatal.
+    pub fn skips_bad_records(&self) -> bool {
+        self.recipe.on_bad_record == BadRecordPolicy::Skip
+    }
+
+    /// Every record skipped so far: bad lines the readers passed over, and records refused
+    /// after they were drawn.
+    pub fn skipped(&self) -> Skipped {
+        let mut all = self.closed.clone();
+        for r in &self.readers {
+            all.merge(&r.skipped);
+        }
+        all.merge(&self.refused);
+        all
     }
 }
 

@@ -7,4 +7,4 @@ pub mod records;
 
 pub use encode::{Batch, Encoded, encode_record, pad_batch};
 pub use mixture::{MixtureSampler, PAPER_MIXTURE, Recipe, RecipeError};
-pub use records::{DataError, JsonlRecords, Message, OnBadRecord, Record, Role};
+pub use records::{DataError, JsonlRecords, Message, OnBadRecord, Record, Role, Skipped};

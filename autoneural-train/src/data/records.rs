@@ -9,8 +9,7 @@
 //! set is never held whole. A bad line (malformed JSON, unknown role, missing image) is an
 //! error naming the file and line; [`OnBadRecord::Skip`] counts and skips it instead.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Lines};
+use autoneural_io::read::Line;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -66,6 +65,9 @@ pub struct Record {
 pub enum DataError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// Not a regular file, or unreadable.
+    #[error(transparent)]
+    File(#[from] autoneural_io::Error),
     #[error("{}:{line}: {message}", path.display())]
     Record { path: PathBuf, line: usize, message: String },
 }
@@ -137,29 +139,52 @@ pub fn parse_record(text: &str, dir: &Path, path: &Path, line: usize) -> Result<
     Ok(Record { messages, images, task, line })
 }
 
-/// Streams the records of one JSONL file (blank lines are ignored).
+/// Streams the records of one JSONL file (blank lines are ignored). Only a regular file is
+/// read, and no line is held beyond [`autoneural_io::read::LINE_LIMIT`] bytes: a line
+/// longer than that is a bad record.
 pub struct JsonlRecords {
     path: PathBuf,
     dir: PathBuf,
-    lines: Lines<BufReader<File>>,
-    line: usize,
+    lines: autoneural_io::read::Lines,
     policy: OnBadRecord,
-    /// Records skipped under [`OnBadRecord::Skip`], with their errors.
-    pub skipped: Vec<DataError>,
+    /// Records skipped under [`OnBadRecord::Skip`].
+    pub skipped: Skipped,
+}
+
+/// Records skipped under `on_bad_record = "skip"`: how many, and the first few reasons
+/// (file, line, what was wrong) for the log and the run report. Bounded, however many
+/// lines are bad.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Skipped {
+    pub count: usize,
+    pub first: Vec<String>,
+}
+
+impl Skipped {
+    const SHOWN: usize = 5;
+
+    pub fn add(&mut self, reason: impl std::fmt::Display) {
+        self.count += 1;
+        if self.first.len() < Self::SHOWN {
+            self.first.push(reason.to_string());
+        }
+    }
+
+    pub fn merge(&mut self, other: &Skipped) {
+        self.count += other.count;
+        for r in &other.first {
+            if self.first.len() < Self::SHOWN && !self.first.contains(r) {
+                self.first.push(r.clone());
+            }
+        }
+    }
 }
 
 impl JsonlRecords {
     pub fn open(path: &Path, policy: OnBadRecord) -> Result<Self, DataError> {
-        let file = File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+        let lines = autoneural_io::read::Lines::open(path, autoneural_io::read::LINE_LIMIT)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(Self {
-            path: path.to_path_buf(),
-            dir,
-            lines: BufReader::new(file).lines(),
-            line: 0,
-            policy,
-            skipped: Vec::new(),
-        })
+        Ok(Self { path: path.to_path_buf(), dir, lines, policy, skipped: Skipped::default() })
     }
 }
 
@@ -168,17 +193,19 @@ impl Iterator for JsonlRecords {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let text = match self.lines.next()? {
-                Ok(t) => t,
-                Err(source) => return Some(Err(DataError::Io { path: self.path.clone(), source })),
+            let line = match self.lines.next()? {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e.into())),
             };
-            self.line += 1;
-            if text.trim().is_empty() {
-                continue;
-            }
-            match parse_record(&text, &self.dir, &self.path, self.line) {
+            let n = self.lines.line;
+            let parsed = match line {
+                Line::Text(text) if text.trim().is_empty() => continue,
+                Line::Text(text) => parse_record(&text, &self.dir, &self.path, n),
+                Line::Bad(message) => Err(DataError::Record { path: self.path.clone(), line: n, message }),
+            };
+            match parsed {
                 Ok(r) => return Some(Ok(r)),
-                Err(e) if self.policy == OnBadRecord::Skip => self.skipped.push(e),
+                Err(e) if self.policy == OnBadRecord::Skip => self.skipped.add(e),
                 Err(e) => return Some(Err(e)),
             }
         }

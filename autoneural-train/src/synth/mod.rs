@@ -24,10 +24,10 @@
 //! Determinism: every sample draws from its own `StdRng`, seeded from (seed, family, split,
 //! index), so families and splits are independent of each other and of which families are
 //! requested, generation can run in parallel, and the same options give byte-identical files.
-//! Each JSONL file and the manifest are written under a temporary name and renamed when
-//! complete; a JSONL file appears only after all of its images are written.
-//! Files of an earlier run that this run does not produce (e.g. images past the new sample
-//! count) are left in place; they are not referenced.
+//! [`synthesize_into`] owns its output directory (`autoneural_io::output`): it writes into
+//! a directory that does not exist, is empty, or holds this same set from an interrupted or
+//! earlier run, through a staging directory committed at the end; a user's dataset or a set
+//! rendered from other options is refused unless forced.
 
 pub mod canvas;
 mod chart;
@@ -64,6 +64,9 @@ pub const MIN_IMAGE_SIZE: u32 = 64;
 pub const MAX_IMAGE_SIZE: u32 = 2048;
 /// Floor on the validation and test split sizes.
 pub const MIN_EVAL_SAMPLES: usize = 20;
+/// The most training records per family: a million 64-pixel images is ~10 GB of PNGs and
+/// the answers of a split are held in memory while it renders; more is a typo.
+pub const MAX_SAMPLES: usize = 1_000_000;
 
 /// A task family; its name is the directory name and the records' `task` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,8 +190,8 @@ impl SynthOptions {
 
     fn validate(&self) -> Result<(), SynthError> {
         let bad = |m: String| Err(SynthError::Options(m));
-        if self.samples == 0 {
-            return bad("samples must be at least 1".into());
+        if !(1..=MAX_SAMPLES).contains(&self.samples) {
+            return bad(format!("samples must be 1 to {MAX_SAMPLES} per family, found {}", self.samples));
         }
         if !(MIN_IMAGE_SIZE..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return bad(format!(
@@ -218,6 +221,9 @@ pub enum SynthError {
     Image { path: PathBuf, source: image::ImageError },
     #[error("{}: cannot serialize JSON: {source}", path.display())]
     Json { path: PathBuf, source: serde_json::Error },
+    /// The output directory is not ours to write, or an ownership file could not be written.
+    #[error(transparent)]
+    Output(#[from] autoneural_io::Error),
 }
 
 /// What one split of one family holds.
@@ -260,6 +266,66 @@ pub fn synthesize(opts: &SynthOptions) -> Result<SynthSummary, SynthError> {
     let manifest = manifest_path(&opts.out);
     output::write_manifest(&manifest, opts, families)?;
     Ok(SynthSummary { manifest, splits })
+}
+
+/// The command name an output directory's marker records for a synthetic set.
+pub const COMMAND: &str = "data synth";
+
+/// What a synthetic set is made from, as its directory's marker records it: the same
+/// inputs render byte-identical files.
+pub fn ownership_inputs(opts: &SynthOptions) -> serde_json::Map<String, serde_json::Value> {
+    let mut families: Vec<&str> = opts.families.iter().map(|f| f.name()).collect();
+    families.sort_unstable();
+    let v = serde_json::json!({
+        "samples": opts.samples,
+        "image_size": opts.image_size,
+        "seed": opts.seed,
+        "families": families,
+        "format_version": FORMAT_VERSION,
+        "render_version": RENDER_VERSION,
+    });
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// Whether `opts.out` holds this very set, complete: reusable as it is, without a lock (a
+/// sweep's runs read one set at the same time). A set written before ownership markers
+/// counts when its manifest matches.
+pub fn up_to_date(opts: &SynthOptions) -> Result<bool, SynthError> {
+    match autoneural_io::output::marker(&opts.out) {
+        Some(m) => Ok(m.command == COMMAND && m.complete && m.inputs == ownership_inputs(opts)),
+        None => legacy_set(opts),
+    }
+}
+
+/// A set from before ownership markers: its manifest says our generator rendered it with
+/// these options.
+fn legacy_set(opts: &SynthOptions) -> Result<bool, SynthError> {
+    Ok(manifest_path(&opts.out).is_file() && differences(opts).is_ok_and(|d| d.is_empty()))
+}
+
+/// Generates the set into `opts.out` as its owner: refused (naming the directory and
+/// `way_out`) when the directory holds anything but this set, unless `force`; written
+/// through a staging directory, so an interrupted run leaves the earlier set or nothing.
+pub fn synthesize_into(opts: &SynthOptions, force: bool, way_out: &str) -> Result<SynthSummary, SynthError> {
+    opts.validate()?;
+    let legacy = |_: &Path| legacy_set(opts).unwrap_or(false);
+    let spec = autoneural_io::output::Spec {
+        command: COMMAND,
+        inputs: ownership_inputs(opts),
+        force,
+        way_out,
+        legacy: Some(&legacy),
+    };
+    let mut out = autoneural_io::output::Output::claim(&opts.out, spec)?;
+    let staging = out.staging()?;
+    let mut summary = synthesize(&SynthOptions { out: staging.clone(), ..opts.clone() })?;
+    out.commit()?;
+    let moved = |p: &Path| opts.out.join(p.strip_prefix(&staging).unwrap_or(p));
+    summary.manifest = moved(&summary.manifest);
+    for s in &mut summary.splits {
+        s.jsonl = moved(&s.jsonl);
+    }
+    Ok(summary)
 }
 
 /// Writes the images, then the JSONL file, of one split.

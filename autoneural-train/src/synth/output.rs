@@ -255,7 +255,7 @@ pub fn write_manifest(
 pub fn differences(opts: &SynthOptions) -> Result<Vec<String>, SynthError> {
     use serde_json::Value;
     let path = super::manifest_path(&opts.out);
-    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let text = autoneural_io::read::read_to_string(&path, autoneural_io::read::CONFIG)?;
     let manifest: Value = serde_json::from_str(&text)
         .map_err(|e| SynthError::Options(format!("{}: not a synthesis manifest: {e}", path.display())))?;
     let unordered = |v: &Value| match v.as_array() {

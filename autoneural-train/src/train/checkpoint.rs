@@ -36,6 +36,10 @@ pub struct TrainerState {
     /// A QAT stage's running activation ranges by op (its weight's key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat_ranges: Option<BTreeMap<String, (f32, f32)>>,
+    /// Records drawn and then refused under `on_bad_record = "skip"` (bad lines the readers
+    /// skip are found again when the draws are replayed; these are not).
+    #[serde(default)]
+    pub refused: crate::data::Skipped,
 }
 
 /// Tokenizer files copied next to the weights, so the checkpoint is self-contained.
@@ -106,7 +110,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = autoneural_io::read::read_to_string(path, autoneural_io::read::CONFIG)?;
     serde_json::from_str(&text).with_context(|| format!("{}: not a valid checkpoint file", path.display()))
 }
 
@@ -173,7 +177,9 @@ pub fn save_checkpoint(
         write_model(model, tokenizer_dir, tmp)?;
         optim.save(tmp.join("optimizer.bpk")).map_err(|e| anyhow::anyhow!("saving the optimizer state: {e:?}"))?;
         write_json(&tmp.join("param_ids.json"), &param_ids(model))?;
-        write_json(&tmp.join("trainer_state.json"), state)
+        write_json(&tmp.join("trainer_state.json"), state)?;
+        // Last: the digests of everything above, checked when the checkpoint is loaded.
+        Ok(autoneural_io::checksum::write(tmp)?)
     })?;
     replace_file(&root, "latest", &name)?;
     prune(&root, keep)?;
@@ -201,8 +207,13 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     if !pointer.is_file() {
         return Ok(None);
     }
-    let name = std::fs::read_to_string(&pointer).with_context(|| format!("reading {}", pointer.display()))?;
-    let dir = root.join(name.trim());
+    let name = autoneural_io::read::read_to_string(&pointer, autoneural_io::read::CONFIG)?;
+    let name = name.trim();
+    // `latest` names a checkpoint beside it, never a path elsewhere.
+    if !name.starts_with("step-") || name.contains(['/', '\\']) {
+        bail!("{}: names {name:?}, which is not a checkpoint of this run", pointer.display());
+    }
+    let dir = root.join(name);
     if !dir.join("trainer_state.json").is_file() {
         bail!("{} points at {}, which is not a complete checkpoint", pointer.display(), dir.display());
     }
@@ -221,7 +232,10 @@ pub fn trainer_state(dir: &Path) -> Result<TrainerState> {
     read_json(&dir.join("trainer_state.json"))
 }
 
+/// Loads a checkpoint after checking every file against its `checksums.json`: a file
+/// damaged on disk or in a copy is named as corrupt here, not found later as a NaN.
 pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Restored> {
+    autoneural_io::checksum::verify(dir).with_context(|| format!("checking the checkpoint {}", dir.display()))?;
     let model = load_vlm(dir, device).with_context(|| format!("loading the model of {}", dir.display()))?;
     let ids: BTreeMap<String, u64> = read_json(&dir.join("param_ids.json"))?;
     let model = restore_param_ids(model, &ids)?;

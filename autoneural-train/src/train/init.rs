@@ -47,6 +47,9 @@ pub fn text_config(init: &LanguageInit, vocab_size: usize) -> Result<Lfm2Config>
     let attention =
         init.attention_layers.unwrap_or_else(|| c.layer_types.iter().filter(|k| **k == LayerKind::Attention).count());
     if let Some(n) = init.num_layers {
+        if n > autoneural_model::text::config::MAX_LAYERS {
+            bail!("model.language.num_layers: {n} is more than {}", autoneural_model::text::config::MAX_LAYERS);
+        }
         c.layer_types = vec![LayerKind::Conv; n];
     }
     if let Some(at) = &init.attention_at {
@@ -138,7 +141,12 @@ pub fn vlm_config(config: &ModelConfig, vocab_size: usize, image_token_id: u32) 
         layer_norm: false,
     };
     let preprocess = Preprocess::Fixed { size, mean: [0.0; 3], std: [1.0; 3] };
-    Ok(VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token_id, preprocess, None))
+    let config = VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token_id, preprocess, None);
+    // The same bounds a checkpoint's config.json meets, before anything is allocated.
+    config.check().map_err(|(field, message)| {
+        anyhow!("[model]: the model it describes has {field} {message} (fields as the saved config.json names them)")
+    })?;
+    Ok(config)
 }
 
 /// The experiment's starting model on `device`, seeded by `seed`. `tokenizer` decides the

@@ -16,6 +16,8 @@ pub struct DeviceBatch {
     pub records: usize,
     /// How the stage weighs its losses.
     pub weights: LossWeights,
+    /// Where each conversation came from (`source "vqa", line 12`), for messages.
+    pub origins: Vec<String>,
 }
 
 /// Weights of a stage's losses (`lm_weight`, `align_weight` in the experiment file).

@@ -64,6 +64,24 @@ pub struct ValMetrics {
     pub loss_images_rotated: Option<f64>,
 }
 
+/// Rewrites `path` (through a temporary file) with only the lines of global steps up to
+/// `upto`.
+fn keep_steps_upto(path: &Path, upto: usize) -> Result<()> {
+    use autoneural_io::read::{LINE_LIMIT, Line, Lines};
+    let mut kept = String::new();
+    for line in Lines::open(path, LINE_LIMIT)? {
+        if let Line::Text(text) = line? {
+            let step = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["global_step"].as_u64());
+            if step.is_some_and(|s| s as usize <= upto) {
+                kept.push_str(&text);
+                kept.push('\n');
+            }
+        }
+    }
+    autoneural_io::output::write_file(path, kept.as_bytes())?;
+    Ok(())
+}
+
 pub struct MetricsLog {
     file: File,
     path: PathBuf,
@@ -74,10 +92,15 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Appends to `<run_dir>/metrics.jsonl` (a resumed run continues the same file).
-    pub fn open(run_dir: &Path) -> Result<Self> {
+    /// Appends to `<run_dir>/metrics.jsonl`, after dropping its lines of global steps past
+    /// `upto`: a resumed run logs again the steps its checkpoint did not keep, and a fresh
+    /// start (`upto` 0) begins an empty file, so no step is ever in the file twice.
+    pub fn open(run_dir: &Path, upto: usize) -> Result<Self> {
         std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let path = run_dir.join("metrics.jsonl");
+        if path.exists() {
+            keep_steps_upto(&path, upto)?;
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -147,9 +170,14 @@ impl MetricsLog {
         writeln!(self.file, "{value}").with_context(|| format!("writing {}", self.path.display()))
     }
 
-    pub fn step(&mut self, m: &StepMetrics, print: bool, total: usize) -> Result<()> {
+    /// One step's line; `skipped` counts the bad records skipped so far in the stage
+    /// (written when there are any).
+    pub fn step(&mut self, m: &StepMetrics, print: bool, total: usize, skipped: usize) -> Result<()> {
         let mut v = serde_json::to_value(m).expect("serialisable");
         v["kind"] = "train".into();
+        if skipped > 0 {
+            v["skipped_records"] = skipped.into();
+        }
         self.write(v)?;
         if let Some(d) = &mut self.dashboard {
             d.step(m);

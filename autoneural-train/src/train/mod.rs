@@ -13,7 +13,7 @@ pub mod trainer;
 
 pub use batches::Batcher;
 pub use checkpoint::{
-    TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint, save_model_dir, trainer_state,
+    TrainerState, copy_tokenizer, latest_checkpoint, load_checkpoint, save_checkpoint, save_model_dir, trainer_state,
 };
 pub use init::{build_model, vlm_config};
 pub use metrics::{MetricsLog, StepMetrics, ValMetrics};

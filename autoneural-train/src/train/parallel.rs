@@ -196,6 +196,7 @@ impl Replicas {
                 pixels: b.pixels.clone().map(|p| p.to_device(&worker.device)),
                 records: b.records,
                 weights: b.weights,
+                origins: b.origins.clone(),
             };
             worker.submit((replica, b, tokens, qat.clone()));
         }

@@ -22,7 +22,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{Part, StageConfig};
 use crate::data::mixture::{BadRecordPolicy, Source};
-use crate::data::{MixtureSampler, PAPER_MIXTURE, Recipe};
+use crate::data::{MixtureSampler, PAPER_MIXTURE, Recipe, Skipped};
 use crate::train::batches::Batcher;
 use crate::train::checkpoint::{TrainerState, save_checkpoint};
 use crate::train::clip::{clip_global_norm, take_grads};
@@ -76,6 +76,9 @@ pub struct StageReport {
     /// A QAT stage's activation ranges at its end, by op (its weight's key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat_ranges: Option<BTreeMap<String, (f32, f32)>>,
+    /// Records skipped under `on_bad_record = "skip"`, with the first reasons.
+    #[serde(default)]
+    pub skipped: Skipped,
 }
 
 /// The stage's data for `split`: its recipe file, its inline mixture, or the paper's.
@@ -116,13 +119,11 @@ pub fn stage_recipe(run: &StageRun, split: &str) -> Result<Recipe> {
 
 /// Records (non-blank lines) in the recipe's files, for `epochs`; streamed, as the data is.
 fn count_records(recipe: &Recipe) -> Result<usize> {
-    use std::io::BufRead;
+    use autoneural_io::read::{LINE_LIMIT, Line, Lines};
     let mut n = 0;
     for s in &recipe.sources {
-        let file = std::fs::File::open(&s.path).with_context(|| format!("reading {}", s.path.display()))?;
-        for line in std::io::BufReader::new(file).lines() {
-            let line = line.with_context(|| format!("reading {}", s.path.display()))?;
-            n += usize::from(!line.trim().is_empty());
+        for line in Lines::open(&s.path, LINE_LIMIT)? {
+            n += usize::from(!matches!(line?, Line::Text(t) if t.trim().is_empty()));
         }
     }
     Ok(n)
@@ -250,6 +251,7 @@ pub fn run_stage(
         for _ in 0..state.records_drawn {
             sampler.next_record()?;
         }
+        sampler.refused = state.refused.clone();
         start = state.step;
     }
     log.say(format!(
@@ -268,22 +270,23 @@ pub fn run_stage(
         log.say(format!("  quantization-aware at {}: {w} weights and {a} op inputs fake-quantized", q.policy.name));
     }
     log.start_stage(&s.name, run.index, run.count, start, total);
-    let mut records_drawn = sampler.drawn.iter().sum::<usize>();
     let (mut train_seconds, mut samples) = (0.0f64, 0usize);
     let (mut last_loss, mut last_align) = (None, None);
     // An alignment-only stage skips the language model: it has no loss or token accuracy.
     let lm = s.lm_weight > 0.0;
     let mut val = None;
     let mut steps_done = start;
-    let state_at = |step: usize, drawn: usize, done: bool| TrainerState {
+    let state_at = |step: usize, sampler: &MixtureSampler, done: bool| TrainerState {
         stage: run.index,
         stage_name: s.name.clone(),
         step,
         global_step: run.global_step_base + step,
-        records_drawn: drawn,
+        records_drawn: sampler.drawn.iter().sum(),
         stage_done: done,
         qat_ranges: qat.as_ref().map(|q| q.ranges_by_key()),
+        refused: sampler.refused.clone(),
     };
+    let mut skips_shown = sampler.skipped().first.len();
     for step in start..total {
         let t0 = Instant::now();
         let lr = learning_rate(step, total, s.warmup_steps, s.lr, s.min_lr());
@@ -297,18 +300,18 @@ pub fn run_stage(
                 Ok(b)
             })
             .collect::<Result<Vec<_>>>()?;
-        records_drawn += s.effective_batch();
         // The loss of the whole effective batch is the mean over all of its trained tokens,
         // so accumulation gives the same gradient as one large batch.
         let tokens = shards.iter().map(|b| b.loss_tokens()).sum::<usize>().max(1) as f64;
         let out = with_qat(qat.clone(), || replicas.step_gradients(&model, &shards, tokens))?;
         let (nll, correct) = (out.nll, out.correct);
+        let origins: Vec<&str> = shards.iter().flat_map(|b| b.origins.iter().map(String::as_str)).collect();
         let Some(mut grads) = out.grads else {
-            bail!(non_finite(run, step, "loss", nll));
+            bail!(non_finite(run, step, "loss", nll, &origins));
         };
         let grad_norm = clip_global_norm(&model, &mut grads, s.grad_clip);
         if !grad_norm.is_finite() {
-            bail!(non_finite(run, step, "gradient norm", grad_norm));
+            bail!(non_finite(run, step, "gradient norm", grad_norm, &origins));
         }
         model = step_parts(&mut optim, lr, &s.lr_scale, model, grads);
         if let Some(q) = &qat {
@@ -331,7 +334,12 @@ pub fn run_stage(
             align_loss: out.align,
         };
         let last = step + 1 == total;
-        log.step(&m, last || (step + 1) % s.log_every.max(1) == 0, total)?;
+        let skipped = sampler.skipped();
+        for reason in &skipped.first[skips_shown..] {
+            log.say(format!("  skipped a bad record (on_bad_record = \"skip\"): {reason}"));
+        }
+        skips_shown = skipped.first.len();
+        log.step(&m, last || (step + 1) % s.log_every.max(1) == 0, total, skipped.count)?;
         // Validation measures the language model's loss, which a stage that does not run
         // it (alignment only) has no use for: it would report the untrained head's.
         if lm && (last || (s.val_every > 0 && (step + 1) % s.val_every == 0)) {
@@ -344,7 +352,7 @@ pub fn run_stage(
             break;
         }
         if !last && s.checkpoint_every > 0 && steps_done % s.checkpoint_every == 0 {
-            let state = state_at(steps_done, records_drawn, false);
+            let state = state_at(steps_done, &sampler, false);
             save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
         }
     }
@@ -352,7 +360,14 @@ pub fn run_stage(
     // The stage's last checkpoint: at its end, or where `stop_after` or the dashboard
     // stopped it.
     let complete = steps_done == total;
-    let state = state_at(steps_done, records_drawn, complete);
+    let state = state_at(steps_done, &sampler, complete);
+    let skipped = sampler.skipped();
+    if skipped.count > 0 {
+        log.say(format!(
+            "stage {:?}: {} bad record(s) skipped (on_bad_record = \"skip\"); the run report lists the first",
+            s.name, skipped.count
+        ));
+    }
     let checkpoint = save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
     let report = StageReport {
         name: s.name.clone(),
@@ -368,16 +383,25 @@ pub fn run_stage(
         checkpoint,
         complete,
         qat_ranges: qat.as_ref().map(|q| q.ranges_by_key()),
+        skipped,
     };
     Ok((model, report))
 }
 
-fn non_finite(run: &StageRun, step: usize, what: &str, value: f64) -> String {
+/// Why training stopped on a NaN or infinity, with the records of the step's batch: the
+/// cause is as often one record (an empty image, an absurd value) as the learning rate.
+fn non_finite(run: &StageRun, step: usize, what: &str, value: f64, origins: &[&str]) -> String {
+    let shown: Vec<&str> = origins.iter().take(8).copied().collect();
+    let more =
+        if origins.len() > shown.len() { format!(" and {} more", origins.len() - shown.len()) } else { String::new() };
     format!(
         "stage {:?} step {}: the {what} is {value}; training stopped. The last good checkpoint under {} is \
-         untouched; lower the learning rate (stage.lr) or tighten grad_clip, then run again with --resume",
+         untouched. The step's batch held: {}{more}. Look at those records first (a record can make a \
+         weight's gradient overflow); if they are sound, lower the learning rate (stage.lr) or tighten \
+         grad_clip, then run again with --resume",
         run.stage.name,
         step + 1,
-        run.run_dir.join("checkpoints").display()
+        run.run_dir.join("checkpoints").display(),
+        shown.join("; ")
     )
 }
