@@ -7,10 +7,10 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use autoneural_data::Batch;
 use autoneural_model::text::Logits;
 use autoneural_model::vlm::{VisionLanguageModel, VlmConfig};
-use autoneural_train::config::{Experiment, Part, StageConfig};
-use autoneural_train::data::Batch;
+use autoneural_train::config::{ModelConfig, Part, StageConfig};
 use autoneural_train::train::clip::clip_global_norm;
 use autoneural_train::train::loss::{DeviceBatch, forward_loss};
 use autoneural_train::train::parallel::{Replicas, shard_sizes};
@@ -111,9 +111,22 @@ pub struct TrainBenchResult {
     pub threads: usize,
 }
 
+/// What `bench train` builds and trains: an experiment's model and stages (the CLI reads
+/// them from the experiment file as `run` does; `Experiment::bench_spec`).
+#[derive(Debug, Clone)]
+pub struct TrainBenchSpec {
+    /// The experiment's name, for the report.
+    pub name: String,
+    pub seed: u64,
+    /// The vocabulary the model is built with (`data.vocab_size`).
+    pub vocab_size: usize,
+    pub model: ModelConfig,
+    pub stages: Vec<StageConfig>,
+}
+
 /// The stage the benchmark trains: by name, else the first that trains every part with the
 /// language-model loss (the quickstart's "full"), else the first.
-pub fn pick_stage<'a>(exp: &'a Experiment, name: Option<&str>) -> Result<&'a StageConfig> {
+pub fn pick_stage<'a>(exp: &'a TrainBenchSpec, name: Option<&str>) -> Result<&'a StageConfig> {
     match name {
         Some(n) => exp.stages.iter().find(|s| s.name == n).with_context(|| {
             let names: Vec<_> = exp.stages.iter().map(|s| s.name.as_str()).collect();
@@ -132,11 +145,11 @@ pub fn pick_stage<'a>(exp: &'a Experiment, name: Option<&str>) -> Result<&'a Sta
 
 /// The experiment's model config, for a vocabulary of `data.vocab_size` with the image token
 /// at its last id (a trained tokenizer puts it elsewhere; shapes and cost do not change).
-pub fn model_config(exp: &Experiment) -> Result<VlmConfig> {
+pub fn model_config(exp: &TrainBenchSpec) -> Result<VlmConfig> {
     if exp.model.checkpoint.is_some() || exp.model.language.checkpoint.is_some() {
         bail!("bench train builds presets at random; this experiment starts from a checkpoint");
     }
-    let vocab = exp.data.vocab_size;
+    let vocab = exp.vocab_size;
     if vocab < 16 {
         bail!("data.vocab_size {vocab} is too small for a synthetic batch");
     }
@@ -277,7 +290,7 @@ pub fn breakdown(model: &VisionLanguageModel, b: &DeviceBatch, runs: usize) -> R
 /// `opts.steps` optimizer steps after `opts.warmup` untimed ones.
 /// Times the stage's optimizer steps on `devices` (more than one: data-parallel, see
 /// `autoneural_train::train::parallel`).
-pub fn run(exp: &Experiment, opts: &TrainBenchOptions, devices: &[Device]) -> Result<TrainBenchResult> {
+pub fn run(exp: &TrainBenchSpec, opts: &TrainBenchOptions, devices: &[Device]) -> Result<TrainBenchResult> {
     if opts.batch == 0 || opts.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
@@ -405,11 +418,20 @@ pub fn run(exp: &Experiment, opts: &TrainBenchOptions, devices: &[Device]) -> Re
 mod tests {
     use super::*;
 
+    /// The model and stages of an experiment file (its other tables are the experiment's).
+    #[derive(serde::Deserialize)]
+    struct Tables {
+        model: ModelConfig,
+        #[serde(rename = "stage")]
+        stages: Vec<StageConfig>,
+    }
+
+    fn spec() -> TrainBenchSpec {
+        let t: Tables = toml::from_str(EXP).unwrap();
+        TrainBenchSpec { name: "t".into(), seed: 0, vocab_size: 64, model: t.model, stages: t.stages }
+    }
+
     const EXP: &str = r#"
-name = "t"
-[data]
-dir = "data"
-vocab_size = 64
 [model.vision]
 preset = "mobilenetv5_tiny"
 msfa_output_resolution = 2
@@ -431,7 +453,7 @@ lr = 1e-3
 
     #[test]
     fn batch_has_training_shapes() {
-        let exp = Experiment::from_toml(EXP).unwrap();
+        let exp = spec();
         let cfg = model_config(&exp).unwrap();
         let opts = TrainBenchOptions { batch: 2, ..Default::default() };
         let b = synthetic_batch(&cfg, &opts, 0, &Device::flex());
@@ -445,7 +467,7 @@ lr = 1e-3
 
     #[test]
     fn steps_run_and_loss_falls() {
-        let exp = Experiment::from_toml(EXP).unwrap();
+        let exp = spec();
         let opts = TrainBenchOptions { batch: 2, steps: 3, warmup: 1, breakdown: true, ..Default::default() };
         let r = run(&exp, &opts, &[Device::flex()]).unwrap();
         assert!(r.breakdown_ms.is_some_and(|b| b.vision_backward > 0.0 && b.language_backward > 0.0));

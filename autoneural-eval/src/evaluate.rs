@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use autoneural_data::{JsonlRecords, OnBadRecord, Record, Role};
 use autoneural_model::generate::{GenerateOptions, Sampler, SamplingConfig, generate_from};
 use autoneural_model::images::load_image;
 use autoneural_model::tokenizer::{ChatMessage, TextTokenizer};
 use autoneural_model::vlm::{IMAGE_TAG, VisionLanguageModel};
-use autoneural_train::data::{JsonlRecords, OnBadRecord, Record, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::accuracy::{Scored, TaskScore, anls, exact_match, markdown_table, summarize};

@@ -1,5 +1,7 @@
-//! Evaluation: task accuracy (exact match, ANLS) against baselines, the experiment runner
-//! and its report, and benchmarks of latency, throughput and memory.
+//! Evaluation: task accuracy (exact match, ANLS) against baselines and the scorer that
+//! produces it (`accuracy`, `evaluate`), benchmarks of latency, throughput and memory
+//! (`bench_lm`, `bench_vision`, `bench_train`, `membw`, `peak_alloc`), and the plots reports
+//! draw with (`plot`).
 
 pub mod accuracy;
 pub mod bench_lm;
@@ -7,12 +9,5 @@ pub mod bench_train;
 pub mod bench_vision;
 pub mod evaluate;
 pub mod membw;
-pub mod npu;
 pub mod peak_alloc;
 pub mod plot;
-pub mod quant_compare;
-pub mod quant_report;
-pub mod quantize;
-pub mod report;
-pub mod runner;
-pub mod sweep;

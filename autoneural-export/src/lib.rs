@@ -10,3 +10,8 @@ pub mod graph;
 pub mod lm;
 pub mod qdq;
 pub mod vision;
+
+/// The ONNX messages the exporter writes (and the cost model reads), so every crate speaks
+/// of one `ModelProto`.
+pub use onnx_protobuf as onnx;
+pub use protobuf;

@@ -6,12 +6,12 @@ use autoneural_eval::bench_lm::{LmBenchOptions, random_model, run as run_bench, 
 use autoneural_eval::bench_train::{self, TrainBenchOptions};
 use autoneural_eval::bench_vision;
 use autoneural_eval::membw::measure_read_bandwidth;
+use autoneural_experiments::experiment::Experiment;
+use autoneural_experiments::sweep::{Expansion, parse_overrides};
 use autoneural_model::device::{parse_device, parse_devices};
 use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::text::Lfm2Config;
 use autoneural_model::vision::EncoderConfig;
-use autoneural_train::config::Experiment;
-use autoneural_train::sweep::{Expansion, parse_overrides};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -177,7 +177,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         stage: args.stage,
         breakdown: args.breakdown,
     };
-    let r = bench_train::run(&exp, &opts, &devices)?;
+    let r = bench_train::run(&exp.bench_spec(), &opts, &devices)?;
     match args.format {
         Format::Json => {
             let mut v = serde_json::to_value(&r)?;

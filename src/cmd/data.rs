@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use autoneural_train::synth::{Family, SynthOptions, synthesize_into};
-use autoneural_train::tokenizer_train::train_tokenizer;
+use autoneural_data::synth::{Family, SynthOptions, synthesize_into};
+use autoneural_data::tokenizer_train::train_tokenizer;
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand, Debug)]

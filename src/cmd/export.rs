@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use autoneural_eval::npu::paper::autoneural_paper;
-use autoneural_eval::quantize::{batcher_for, calibration_records, post_training_quantize};
 use autoneural_export::export::{ExportOptions, export_language, export_vlm};
 use autoneural_io::output::{Output, Spec};
 use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type};
@@ -14,6 +12,8 @@ use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::quant::saved::QuantizationFile;
 use autoneural_model::text::{Lfm2Config, Lfm2ForCausalLM};
 use autoneural_model::vlm::VisionLanguageModel;
+use autoneural_npu::paper::autoneural_paper;
+use autoneural_quant::ptq::{batcher_for, calibration_records, post_training_quantize};
 use clap::Args;
 
 #[derive(Args, Debug)]

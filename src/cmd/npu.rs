@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use autoneural_eval::npu::export_dir::predict_export;
-use autoneural_eval::npu::{Bits, DeviceProfile, Scenario, paper, predict_vlm};
 use autoneural_model::checkpoint::read_vlm_config;
 use autoneural_model::quant::PrecisionPolicy;
+use autoneural_npu::export_dir::predict_export;
+use autoneural_npu::{Bits, DeviceProfile, Scenario, paper, predict_vlm};
 use clap::Args;
 
 use super::Format;

@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use autoneural_eval::quant_report::{comparison_markdown, quant_report, write_plots};
-use autoneural_eval::quantize::quantize_checkpoint;
 use autoneural_io::output::{Output, Spec};
 use autoneural_model::checkpoint::load_vlm;
 use autoneural_model::device::parse_device;
 use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::quant::saved::{self, QuantizationFile};
+use autoneural_quant::ptq::quantize_checkpoint;
+use autoneural_quant::report::{comparison_markdown, quant_report, write_plots};
 use clap::Args;
 
 use super::Format;

@@ -13,7 +13,7 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
-    let path = autoneural_eval::sweep::report::write(&args.dir)?;
+    let path = autoneural_experiments::sweep::report::write(&args.dir)?;
     println!("report: {}", path.display());
     println!("tables: {}, {}", args.dir.join("results.csv").display(), args.dir.join("results.jsonl").display());
     Ok(())

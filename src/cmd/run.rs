@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use autoneural_eval::runner::{RunOptions, run_single};
-use autoneural_eval::sweep::{SweepOptions, run_point, run_sweep};
-use autoneural_train::sweep::{Expansion, parse_overrides};
+use autoneural_experiments::runner::{RunOptions, run_single};
+use autoneural_experiments::sweep::{Expansion, parse_overrides};
+use autoneural_experiments::sweep::{SweepOptions, run_point, run_sweep};
 use clap::Args;
 
 #[derive(Args, Debug)]

@@ -8,8 +8,8 @@ use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_model::vlm::ImageTokens;
 use burn::tensor::{Device, Tensor};
 
-use crate::data::{Encoded, MixtureSampler, Record, encode_record, pad_batch};
 use crate::train::loss::DeviceBatch;
+use autoneural_data::{Encoded, MixtureSampler, Record, encode_record, pad_batch};
 
 /// Turns records into device batches for one model.
 pub struct Batcher {

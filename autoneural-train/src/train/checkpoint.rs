@@ -39,7 +39,7 @@ pub struct TrainerState {
     /// Records drawn and then refused under `on_bad_record = "skip"` (bad lines the readers
     /// skip are found again when the draws are replayed; these are not).
     #[serde(default)]
-    pub refused: crate::data::Skipped,
+    pub refused: autoneural_data::Skipped,
 }
 
 /// Tokenizer files copied next to the weights, so the checkpoint is self-contained.

@@ -5,7 +5,7 @@ use autoneural_model::vlm::VisionLanguageModel;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::Batch;
+use autoneural_data::Batch;
 
 /// A padded batch on the device, ready for [`forward_loss`].
 pub struct DeviceBatch {

@@ -21,8 +21,6 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{Part, StageConfig};
-use crate::data::mixture::{BadRecordPolicy, Source};
-use crate::data::{MixtureSampler, PAPER_MIXTURE, Recipe, Skipped};
 use crate::train::batches::Batcher;
 use crate::train::checkpoint::{TrainerState, save_checkpoint};
 use crate::train::clip::{clip_global_norm, take_grads};
@@ -30,6 +28,8 @@ use crate::train::loss::{LossWeights, forward_loss};
 use crate::train::metrics::{MetricsLog, StepMetrics, ValMetrics};
 use crate::train::parallel::{Replicas, shard_sizes};
 use crate::train::schedule::learning_rate;
+use autoneural_data::mixture::{BadRecordPolicy, Source};
+use autoneural_data::{MixtureSampler, PAPER_MIXTURE, Recipe, Skipped};
 
 /// Everything a stage needs besides the model.
 pub struct StageRun<'a> {

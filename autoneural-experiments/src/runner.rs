@@ -1,0 +1,458 @@
+//! `autoneural run EXPERIMENT.toml`: synthetic data (when missing), a tokenizer (when none is
+//! given), the training stages, evaluation on the held-out split, and a run directory with
+//! the resolved config, metrics, the final checkpoint and a markdown report.
+//!
+//! ```text
+//! runs/<name>/
+//!   experiment.json       the experiment as resolved (absolute paths, defaults filled in)
+//!   tokenizer/            trained BPE tokenizer (unless the experiment names one)
+//!   metrics.jsonl         one line per step and per validation
+//!   checkpoints/          step-NNNNNN/ (+ `latest`), for --resume
+//!   stages.json           one report per finished stage
+//!   final/                the trained model: `autoneural generate --model runs/<name>/final`
+//!                         (quantized, with quantization.json, when the last stage is QAT)
+//!   eval.json, eval.md    per-task accuracy with the majority-answer baseline
+//!   quantization_comparison.json   a QAT run: float and PTQ before QAT, QAT after
+//!   before_qat/           a QAT run: the float model before the QAT stage
+//!   report.md             all of the above in one page
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::experiment::Experiment;
+use crate::sweep::Expansion;
+use anyhow::{Context, Result, bail};
+use autoneural_data::synth::{Family, SynthOptions, differences, manifest_path, synthesize_into, up_to_date};
+use autoneural_data::tokenizer_train::train_tokenizer;
+use autoneural_io::output::{Output, Spec};
+use autoneural_model::device::parse_devices;
+use autoneural_model::quant::apply::quantize_weights;
+use autoneural_model::quant::qat::Qat;
+use autoneural_model::quant::runtime::QuantizedRuntime;
+use autoneural_model::tokenizer::TextTokenizer;
+use autoneural_train::train::{
+    Batcher, MetricsLog, StageReport, StageRun, build_model, latest_checkpoint, load_checkpoint, run_stage,
+    save_model_dir, validate,
+};
+use burn::module::Module;
+use burn::tensor::Device;
+
+use autoneural_eval::evaluate::{EvalOptions, EvalReport, evaluate};
+use autoneural_quant::compare::QuantComparison;
+use autoneural_quant::ptq::quantization_file;
+
+/// A QAT run's float model before its QAT stage (under the run directory).
+pub const BEFORE_QAT: &str = "before_qat";
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the run's latest checkpoint.
+    pub resume: bool,
+    /// Overrides the experiment's `device`.
+    pub device: Option<String>,
+    /// Stop after this many optimizer steps in total (for tests of interruption).
+    pub stop_after_steps: Option<usize>,
+    /// Print progress to stderr.
+    pub quiet: bool,
+    /// burn-train's dashboard while training when stdout and stderr are a terminal
+    /// (`q` stops with a checkpoint); otherwise a progress bar or plain lines.
+    pub dashboard: bool,
+    /// `--set key=value` overrides of the experiment file.
+    pub overrides: Vec<(String, toml::Value)>,
+}
+
+/// What a finished run produced.
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    pub final_dir: PathBuf,
+    pub stages: Vec<StageReport>,
+    pub eval: Option<EvalReport>,
+}
+
+pub fn families_in(dir: &Path, split: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path().join(format!("{split}.jsonl")))).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.is_file());
+    files.sort();
+    files
+}
+
+/// The families that have a `train` split under `dir` but no `split` one: named in the
+/// output and the report, not silently left out of the evaluation.
+pub fn families_without(dir: &Path, split: &str) -> Vec<String> {
+    let name = |p: &PathBuf| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
+    let have: Vec<String> = families_in(dir, split).iter().filter_map(name).collect();
+    families_in(dir, "train").iter().filter_map(name).filter(|f| !have.contains(f)).collect()
+}
+
+/// How a run's `data.dir` is refused when it is not a synthetic set the run may write.
+const DATA_WAY_OUT: &str = "point data.dir elsewhere, move this directory away to regenerate it here, or drop \
+                            [data.synth] to train on the files it holds";
+
+/// Generates the synthetic set when the experiment asks for one and it is not there yet.
+/// `data.dir` is written only when it is new, empty, or an earlier synthesis of the same
+/// options (`autoneural_io::output`): a user's own dataset there is refused, never
+/// overwritten.
+pub fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
+    let dir = &exp.data.dir;
+    let Some(synth) = &exp.data.synth else {
+        if families_in(dir, "train").is_empty() {
+            bail!("data.dir {}: no <family>/train.jsonl files and no [data.synth] to generate them", dir.display());
+        }
+        return Ok(());
+    };
+    let families = if synth.families.is_empty() {
+        Family::ALL.to_vec()
+    } else {
+        synth
+            .families
+            .iter()
+            .map(|name| name.parse::<Family>().map_err(|e| anyhow::anyhow!("data.synth.families: {e}")))
+            .collect::<Result<_>>()?
+    };
+    let opts = SynthOptions {
+        out: dir.clone(),
+        samples: synth.samples,
+        image_size: synth.image_size,
+        seed: synth.seed,
+        families,
+    };
+    if up_to_date(&opts)? {
+        return Ok(());
+    }
+    if autoneural_io::output::marker(dir).is_none() && manifest_path(dir).is_file() {
+        // A set written before ownership markers, from other options: training on it would
+        // be silent, rendering over it would lose it.
+        let differs = differences(&opts)?;
+        bail!(
+            "data.dir {} holds a synthetic set other than [data.synth] asks for: {}; {DATA_WAY_OUT}",
+            dir.display(),
+            differs.join(", ")
+        );
+    }
+    if !quiet {
+        eprintln!("generating synthetic data in {} ({} samples per family)", dir.display(), synth.samples);
+    }
+    synthesize_into(&opts, false, DATA_WAY_OUT).with_context(|| "data.dir, with [data.synth]".to_string())?;
+    Ok(())
+}
+
+/// The command a run directory's marker records.
+pub const RUN_COMMAND: &str = "run";
+
+/// Claims `dir` as a run directory (created when missing) and locks it for as long as the
+/// result lives: a directory holding anything but a run is refused, and a second process
+/// on the same run is turned away.
+pub fn claim_run_dir(dir: &Path) -> Result<Output> {
+    // A run from before ownership markers: its experiment, or a sweep point's config.
+    let legacy = |d: &Path| d.join("experiment.json").is_file() || d.join(crate::sweep::CONFIG).is_file();
+    let spec = Spec {
+        command: RUN_COMMAND,
+        inputs: serde_json::Map::new(),
+        force: false,
+        way_out: "give the experiment another name or out_dir, or move the directory away",
+        legacy: Some(&legacy),
+    };
+    Ok(Output::claim(dir, spec)?)
+}
+
+/// The experiment a run started with (its `experiment.json`).
+fn started_experiment(run_dir: &Path) -> Result<Experiment> {
+    let path = run_dir.join("experiment.json");
+    let text = autoneural_io::read::read_to_string(&path, autoneural_io::read::CONFIG)
+        .with_context(|| "the run's experiment, needed to check that --resume continues the same run")?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not an experiment this version reads", path.display()))
+}
+
+/// The tokenizer directory: the experiment's, or one trained on the training split.
+fn ensure_tokenizer(exp: &Experiment, run_dir: &Path, quiet: bool) -> Result<PathBuf> {
+    if let Some(dir) = &exp.data.tokenizer {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = &exp.model.language.checkpoint {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = &exp.model.checkpoint {
+        return Ok(dir.clone());
+    }
+    let dir = run_dir.join("tokenizer");
+    if !dir.join("tokenizer.json").is_file() {
+        if !quiet {
+            eprintln!("training a {}-token BPE tokenizer on {}", exp.data.vocab_size, exp.data.dir.display());
+        }
+        train_tokenizer(&families_in(&exp.data.dir, "train"), exp.data.vocab_size, &dir)?;
+    }
+    Ok(dir)
+}
+
+/// Runs an experiment file (without a `[sweep]`; see `crate::sweep` for those) end to end.
+pub fn run_experiment(path: &Path, options: &RunOptions) -> Result<RunOutcome> {
+    run_single(Expansion::from_file(path, &options.overrides)?, options)
+}
+
+/// Runs an expanded experiment file that has no `[sweep]` (its one point).
+pub fn run_single(expansion: Expansion, options: &RunOptions) -> Result<RunOutcome> {
+    if expansion.is_sweep {
+        bail!(
+            "{} has a [sweep] of {} runs: run it with `autoneural run` (sweep::run_sweep)",
+            expansion.file.display(),
+            expansion.points.len()
+        );
+    }
+    let exp = expansion.points.into_iter().next().expect("one point without a sweep").experiment;
+    run_resolved(exp, &expansion.file, options)
+}
+
+/// Runs one resolved experiment (`path` is its file, for messages) in `<out_dir>/<name>`.
+pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> Result<RunOutcome> {
+    if let Some(d) = &options.device {
+        exp.device = d.clone();
+    }
+    let run_dir = exp.out_dir.join(&exp.name);
+    // Held until the run returns: one process per run directory.
+    let _owner = claim_run_dir(&run_dir)?;
+    let latest = latest_checkpoint(&run_dir)?;
+    match (&latest, options.resume) {
+        (Some(_), false) => bail!(
+            "{} already holds checkpoints of an earlier run: pass --resume to continue it, or remove the \
+             directory (or rename the experiment) to start over",
+            run_dir.display()
+        ),
+        (None, true) => bail!(
+            "--resume: {} has no checkpoint to continue from (no checkpoints/latest); run without --resume to \
+             start it",
+            run_dir.display()
+        ),
+        (Some(_), true) => {
+            // Continuing a run under a changed experiment would train a model no file describes.
+            let differs = exp.resume_differences(&started_experiment(&run_dir)?);
+            if !differs.is_empty() {
+                bail!(
+                    "--resume: {} differs from the experiment {} started with:\n  {}\nRestore those keys to \
+                     continue the run, or start a new run (another name or out_dir). Keys that may change on \
+                     resume: {}",
+                    path.display(),
+                    run_dir.display(),
+                    differs.join("\n  "),
+                    crate::experiment::RESUME_SAFE.join(", ")
+                );
+            }
+        }
+        (None, false) => {}
+    }
+    autoneural_io::output::write_file(
+        &run_dir.join("experiment.json"),
+        serde_json::to_string_pretty(&exp)?.as_bytes(),
+    )?;
+    ensure_data(&exp, options.quiet).with_context(|| path.display().to_string())?;
+    let tokenizer_dir = ensure_tokenizer(&exp, &run_dir, options.quiet)?;
+    let devices: Vec<Device> = parse_devices(&exp.device)?.into_iter().map(|d| d.autodiff()).collect();
+    let device = devices[0].clone();
+    if let Some(s) = exp.stages.iter().find(|s| s.micro_batch < devices.len()) {
+        bail!(
+            "{}: stage {:?} has micro_batch {}, fewer rows than the {} devices of device = {:?} (each device \
+             takes a shard of every micro-batch)",
+            path.display(),
+            s.name,
+            s.micro_batch,
+            devices.len(),
+            exp.device
+        );
+    }
+
+    // The model: the latest checkpoint when resuming, else the experiment's initialisation.
+    let (mut model, resume_state) = match (&latest, options.resume) {
+        (Some(dir), true) => {
+            let r = load_checkpoint(dir, &device)?;
+            let st = &r.state;
+            let fits = exp.stages.get(st.stage).is_some_and(|s| s.name == st.stage_name) && st.step <= st.global_step;
+            if !fits {
+                bail!(
+                    "{}: the checkpoint is at stage {} ({:?}), step {}, which {} does not have (stages: {})",
+                    dir.display(),
+                    st.stage,
+                    st.stage_name,
+                    st.step,
+                    path.display(),
+                    exp.stages.iter().map(|s| format!("{:?}", s.name)).collect::<Vec<_>>().join(", ")
+                );
+            }
+            if !options.quiet {
+                eprintln!("resuming from {} (stage {:?}, step {})", dir.display(), r.state.stage_name, r.state.step);
+            }
+            (r.model, Some((r.state, r.optimizer_file)))
+        }
+        _ => {
+            let plain = TextTokenizer::from_dir(&tokenizer_dir, &[])?;
+            (build_model(&exp.model, &plain, exp.seed, &device).with_context(|| path.display().to_string())?, None)
+        }
+    };
+    let tokenizer = TextTokenizer::from_dir(&tokenizer_dir, &model.language.config.eos_token_ids)?;
+    let size = model.config.encoder.image_size();
+    if let Some(synth) = &exp.data.synth
+        && synth.image_size as usize != size
+        && !options.quiet
+    {
+        eprintln!(
+            "warning: data.synth.image_size is {} but the encoder reads {size}x{size} ([model] image_size or the \
+             preset's): every image is resized to {size} px",
+            synth.image_size
+        );
+    }
+    if let Some(dir) = &exp.model.checkpoint
+        && !options.quiet
+    {
+        let moot = exp.model.shape_keys_set();
+        if !moot.is_empty() {
+            eprintln!(
+                "warning: the model is model.checkpoint {}, with its own config; these keys do not change it: {}",
+                dir.display(),
+                moot.join(", ")
+            );
+        }
+    }
+    let batcher = Batcher {
+        pad_id: model.language.config.pad_token_id.unwrap_or(0),
+        tokens_per_image: model.config.tokens_per_image(size, size),
+        image_tokens: model.image_tokens(),
+        preprocess: model.config.preprocess.clone(),
+        tokenizer,
+        device: device.clone(),
+        max_seq_len: exp.data.max_seq_len.min(model.language.config.max_position_embeddings),
+    };
+
+    let mut log = MetricsLog::open(&run_dir, resume_state.as_ref().map_or(0, |(s, _)| s.global_step))?;
+    log.echo = !options.quiet;
+    if options.dashboard {
+        log.open_dashboard();
+    }
+    let stages_path = run_dir.join("stages.json");
+    let mut reports: Vec<StageReport> = match &resume_state {
+        Some(_) if stages_path.is_file() => {
+            serde_json::from_str(&autoneural_io::read::read_to_string(&stages_path, autoneural_io::read::CONFIG)?)
+                .with_context(|| format!("{}: unreadable", stages_path.display()))?
+        }
+        _ => Vec::new(),
+    };
+    // The stages before the checkpoint's (and its own when it finished); a later report
+    // would describe training the checkpoint does not hold.
+    if let Some((state, _)) = &resume_state {
+        reports.truncate(state.stage + usize::from(state.stage_done));
+    }
+    let test_files = families_in(&exp.data.dir, &exp.eval.split);
+    let not_evaluated = families_without(&exp.data.dir, &exp.eval.split);
+    if !not_evaluated.is_empty() {
+        log.say(format!(
+            "no {}.jsonl for {}: not evaluated (they still train)",
+            exp.eval.split,
+            not_evaluated.join(", ")
+        ));
+    }
+    let eval_opts = EvalOptions { max_new_tokens: exp.eval.max_new_tokens, max_per_task: exp.eval.max_per_task };
+    let stage_run = |index: usize, global_step_base: usize| StageRun {
+        run_dir: &run_dir,
+        data_dir: &exp.data.dir,
+        tokenizer_dir: &tokenizer_dir,
+        batcher: &batcher,
+        devices: &devices,
+        index,
+        count: exp.stages.len(),
+        stage: &exp.stages[index],
+        on_bad_record: exp.data.on_bad_record,
+        global_step_base,
+        keep: 2,
+        stop_after: options.stop_after_steps,
+    };
+    let mut global = 0;
+    for (i, stage) in exp.stages.iter().enumerate() {
+        let mut resume = None;
+        if let Some((state, opt)) = &resume_state {
+            if i < state.stage || (i == state.stage && state.stage_done) {
+                global = state.global_step.max(global);
+                continue;
+            }
+            if i == state.stage {
+                resume = Some((state.clone(), opt.clone()));
+                global = state.global_step - state.step;
+            }
+        }
+        let run = stage_run(i, global);
+        // Before a QAT stage starts: the model in float and after PTQ at the stage's policy,
+        // for the report's PTQ-against-QAT table.
+        if let (Some(q), None, false) = (&stage.quantization, &resume, test_files.is_empty()) {
+            let policy = q.load_policy().with_context(|| format!("stage {:?}: quantization.policy", stage.name))?;
+            log.say(format!("evaluating float and PTQ at {} before quantization-aware training", policy.name));
+            let calib = families_in(&exp.data.dir, "train");
+            let valid = model.clone().valid();
+            let cmp = QuantComparison::before_qat(&valid, &run, &policy, &calib, &test_files, &eval_opts)?;
+            cmp.write(&run_dir)?;
+            // The float model QAT starts from: what `quant-report` and `quantize` measure.
+            save_model_dir(&valid, &tokenizer_dir, &run_dir.join(BEFORE_QAT))?;
+        }
+        let (m, report) = run_stage(model, &run, resume, &mut log)?;
+        model = m;
+        global += report.steps;
+        if !report.complete {
+            // Stopped on request (`stop_after_steps`, or `q` in the dashboard): the
+            // checkpoint is written (and dropping `log` gives the terminal back).
+            return Ok(RunOutcome { final_dir: run_dir.join("final"), run_dir, stages: reports, eval: None });
+        }
+        reports.push(report);
+        std::fs::write(&stages_path, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("writing {}", stages_path.display()))?;
+    }
+
+    log.close_dashboard();
+    let final_dir = run_dir.join("final");
+    let model = model.valid();
+    // After QAT the final checkpoint is the quantized model, as `autoneural quantize` writes
+    // one: QDQ weights and quantization.json (op-input ranges from training).
+    let (model, runtime) = match exp.stages.last().and_then(|s| s.quantization.as_ref()) {
+        Some(q) => {
+            let policy = q.load_policy()?;
+            let qat = Qat::new(&model, policy.clone(), q.range_momentum);
+            if let Some(r) = reports.last().and_then(|r| r.qat_ranges.as_ref()) {
+                qat.restore_ranges(r)?;
+            }
+            let activations = qat.activation_encodings()?;
+            let (quantized, weights) = quantize_weights(model, &policy)?;
+            let file = quantization_file(&quantized, &policy, &weights, &activations);
+            save_model_dir(&quantized, &tokenizer_dir, &final_dir)?;
+            file.write(&final_dir)?;
+            let runtime = QuantizedRuntime::from_file(&quantized, &file)?;
+            (quantized, runtime)
+        }
+        None => {
+            save_model_dir(&model, &tokenizer_dir, &final_dir)?;
+            (model, QuantizedRuntime::default())
+        }
+    };
+    let eval = if test_files.is_empty() || exp.stages.is_empty() {
+        // (an untrained model's answers measure nothing)
+        None
+    } else {
+        if !options.quiet {
+            eprintln!("evaluating on {} ({} files)", exp.eval.split, test_files.len());
+        }
+        let mut report = runtime.run(|| evaluate(&model, &batcher.tokenizer, &test_files, &eval_opts))?;
+        report.not_evaluated = not_evaluated.clone();
+        std::fs::write(run_dir.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(run_dir.join("eval.md"), report.markdown())?;
+        Some(report)
+    };
+    let comparison = match (QuantComparison::read(&run_dir), &eval, &runtime.name) {
+        (Some(mut c), Some(e), Some(_)) => {
+            c.qat = Some(e.clone());
+            let last = stage_run(exp.stages.len() - 1, global);
+            c.qat_val = Some(runtime.run(|| validate(&model, &last))?);
+            c.write(&run_dir)?;
+            Some(c)
+        }
+        _ => None,
+    };
+    let report = crate::report::render(&exp, &model, &reports, eval.as_ref(), comparison.as_ref(), &final_dir);
+    std::fs::write(run_dir.join("report.md"), report)
+        .with_context(|| format!("writing {}", run_dir.join("report.md").display()))?;
+    Ok(RunOutcome { run_dir, final_dir, stages: reports, eval })
+}
