@@ -86,7 +86,7 @@ fn ids(batch: usize, len: usize, vocab: usize, seed: usize, device: &Device) -> 
 /// Materialises a random model of `config` on `device` (parameters are drawn up front so
 /// their cost is not timed).
 pub fn random_model(config: &Lfm2Config, device: &Device) -> Lfm2ForCausalLM {
-    Lfm2ForCausalLM::new(config, device).materialize()
+    config.init(device).materialize()
 }
 
 pub fn run(model: &Lfm2ForCausalLM, device: &Device, opts: &LmBenchOptions) -> LmBenchResult {

@@ -305,7 +305,7 @@ pub fn run(exp: &TrainBenchSpec, opts: &TrainBenchOptions, devices: &[Device]) -
     let cfg = model_config(exp)?;
     let device = devices[0].clone();
     device.seed(exp.seed);
-    let model = VisionLanguageModel::new(&cfg, &device)?;
+    let model = cfg.init(&device)?;
     let mut model = set_trainable(model, &stage.train);
     let (pv, pp, pl) =
         (model.vision_tower.num_params(), model.multi_modal_projector.num_params(), model.language.num_params());

@@ -34,7 +34,7 @@ pub fn run(
     resolutions: &[usize],
     runs: usize,
     device: &Device,
-) -> Result<Vec<VisionBenchRow>, String> {
+) -> autoneural_model::Result<Vec<VisionBenchRow>> {
     let model = config.init(device)?;
     let params = model.num_params();
     let mut rows = Vec::new();

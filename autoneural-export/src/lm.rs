@@ -17,6 +17,7 @@
 
 use anyhow::{Result, bail};
 use autoneural_model::text::attention::Attention;
+use autoneural_model::text::model::Mixer;
 use autoneural_model::text::rope::Rope;
 use autoneural_model::text::shortconv::ShortConv;
 use autoneural_model::text::{LayerKind, Lfm2ForCausalLM};
@@ -178,19 +179,18 @@ pub fn step_graph(
     let mut h = embeds;
     for (i, layer) in lm.model.layers.iter().enumerate() {
         let key = format!("{prefix}model.layers.{i}");
-        let w = g.weight(&format!("{key}.operator_norm.weight"), &[d], &values(layer.operator_norm.weight.val()));
+        let w = g.weight(&format!("{key}.operator_norm.weight"), &[d], &values(layer.operator_norm().weight.val()));
         let normed = g.rms_norm(&h, &w, c.norm_eps);
-        let mixed = match (&layer.conv, &layer.self_attn) {
-            (Some(conv), _) => short_conv(&mut g, &normed, conv, &format!("{key}.conv"), i, &step, d),
-            (_, Some(attn)) => {
+        let mixed = match layer.mixer() {
+            Mixer::Conv(conv) => short_conv(&mut g, &normed, conv, &format!("{key}.conv"), i, &step, d),
+            Mixer::Attention(attn) => {
                 attention(&mut g, &normed, attn, &format!("{key}.self_attn"), i, &step, (&cos, &sin), &mask, c.norm_eps)
             }
-            _ => bail!("layer {i} has neither a conv nor an attention block"),
         };
         let h1 = g.add(&h, &mixed);
-        let w = g.weight(&format!("{key}.ffn_norm.weight"), &[d], &values(layer.ffn_norm.weight.val()));
+        let w = g.weight(&format!("{key}.ffn_norm.weight"), &[d], &values(layer.ffn_norm().weight.val()));
         let normed = g.rms_norm(&h1, &w, c.norm_eps);
-        let mlp = &layer.feed_forward;
+        let mlp = layer.feed_forward();
         let gate = linear(&mut g, &normed, &mlp.w1, &format!("{key}.feed_forward.w1"));
         let gate = g.silu(&gate);
         let up = linear(&mut g, &normed, &mlp.w3, &format!("{key}.feed_forward.w3"));

@@ -11,13 +11,14 @@
 
 use anyhow::{Result, bail};
 use autoneural_model::connector::Projector;
+use autoneural_model::nn::LayerNorm;
+use autoneural_model::nn::conv_norm::{Conv2d, ConvNorm, LayerScale2d, Norm2d, conv_padding};
 use autoneural_model::vision::blocks::{
     EdgeResidual, KvProjection, MobileAttention, MobileBlock, UniversalInvertedResidual,
 };
-use autoneural_model::vision::layers::{Conv2d, ConvNorm, LayerScale2d, Norm2d, conv_padding};
 use autoneural_model::vision::mobilenetv5::MultiScaleFusionAdapter;
 use autoneural_model::vision::resize::bilinear_weights;
-use autoneural_model::vision::siglip::{LayerNorm, PatchEmbedding, SiglipVision, VitLayer};
+use autoneural_model::vision::siglip::{PatchEmbedding, SiglipVision, VitLayer};
 use autoneural_model::vision::{MobileNetV5, NormKind, VisionEncoder};
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::tensor::Tensor;

@@ -43,7 +43,7 @@ fn tiny_vlm_at(norm: NormKind, grid: usize) -> VisionLanguageModel {
     let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let device = Device::flex();
     device.seed(5);
-    let model = VisionLanguageModel::new(&config, &device).unwrap();
+    let model = config.init(&device).unwrap();
     collect_tensors(&model, &Identity);
     model
 }
@@ -72,7 +72,7 @@ fn tiny_vit_vlm(linear_patches: bool) -> VisionLanguageModel {
     let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let device = Device::flex();
     device.seed(7);
-    let model = VisionLanguageModel::new(&config, &device).unwrap();
+    let model = config.init(&device).unwrap();
     collect_tensors(&model, &Identity);
     model
 }

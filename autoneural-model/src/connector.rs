@@ -9,11 +9,9 @@
 //! Both use the exact (erf) GELU, as `nn.GELU()` and transformers' `"gelu"` do.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, activation};
 
-use crate::text::linear::project;
-use crate::vision::siglip::LayerNorm;
+use crate::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 
 /// Keys: `layer_norm.{weight,bias}` (optional), `linear_1.*`, `linear_2.*`.
 #[derive(Module, Debug)]
@@ -40,7 +38,7 @@ impl ProjectorConfig {
     pub fn init(&self, device: &Device) -> Projector {
         let in_dim = self.vision_dim * self.downsample * self.downsample;
         Projector {
-            layer_norm: self.layer_norm.then(|| LayerNorm::new(in_dim, 1e-5, device)),
+            layer_norm: self.layer_norm.then(|| LayerNormConfig::new(in_dim, 1e-5).init(device)),
             linear_1: LinearConfig::new(in_dim, self.hidden).with_bias(self.bias).init(device),
             linear_2: LinearConfig::new(self.hidden, self.text_dim).with_bias(self.bias).init(device),
             downsample: self.downsample,
@@ -73,6 +71,6 @@ impl Projector {
             Some(ln) => ln.forward(x),
             None => x,
         };
-        project(&self.linear_2, activation::gelu(project(&self.linear_1, x)))
+        self.linear_2.forward(activation::gelu(self.linear_1.forward(x)))
     }
 }

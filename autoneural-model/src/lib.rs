@@ -10,6 +10,7 @@ pub mod error;
 pub mod generate;
 pub mod images;
 pub mod kernels;
+pub mod nn;
 pub mod quant;
 pub mod text;
 pub mod tokenizer;

@@ -93,6 +93,22 @@ impl VlmConfig {
         Ok(())
     }
 
+    /// A randomly initialised model (its parameters drawn when first read), or an error
+    /// naming the config field that is out of bounds, or the model's size when it cannot
+    /// fit in memory.
+    pub fn init(&self, device: &Device) -> Result<VisionLanguageModel> {
+        let config = self;
+        config.check().map_err(|(field, message)| ModelError::Invalid(format!("model config `{field}`: {message}")))?;
+        let model = VisionLanguageModel {
+            vision_tower: config.encoder.init(device)?,
+            multi_modal_projector: config.projector.init(device),
+            language: config.text.init(device),
+            config: config.clone(),
+        };
+        crate::checkpoint::apply::check_memory(&model, "model config")?;
+        Ok(model)
+    }
+
     /// Image tokens the language model sees for an encoder input of `h x w`.
     pub fn tokens_per_image(&self, h: usize, w: usize) -> usize {
         let (gh, gw, _) = self.encoder.token_grid(h, w);
@@ -112,21 +128,6 @@ pub struct VisionLanguageModel {
 }
 
 impl VisionLanguageModel {
-    /// A randomly initialised model (its parameters drawn when first read), or an error
-    /// naming the config field that is out of bounds, or the model's size when it cannot
-    /// fit in memory.
-    pub fn new(config: &VlmConfig, device: &Device) -> Result<Self> {
-        config.check().map_err(|(field, message)| ModelError::Invalid(format!("model config `{field}`: {message}")))?;
-        let model = Self {
-            vision_tower: config.encoder.init(device).map_err(ModelError::Invalid)?,
-            multi_modal_projector: config.projector.init(device),
-            language: Lfm2ForCausalLM::new(&config.text, device),
-            config: config.clone(),
-        };
-        crate::checkpoint::apply::check_memory(&model, "model config")?;
-        Ok(model)
-    }
-
     /// Encoder input `[n, 3, H, W]` -> language-model image features `[n, tokens, hidden]`.
     pub fn image_features(&self, pixels: Tensor<4>) -> Tensor<3> {
         let [_, _, h, w] = pixels.dims();

@@ -2,7 +2,6 @@
 //! model, on the inference path (flex fast kernels) and the training path (autodiff).
 
 use autoneural_model::text::Lfm2Config;
-use autoneural_model::text::Lfm2ForCausalLM;
 use autoneural_model::vision::EncoderConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 
@@ -34,7 +33,7 @@ fn encoders_batch_rows_independently() {
 fn language_model_batch_rows_independently() {
     for device in [Device::flex(), Device::flex().autodiff()] {
         let config = Lfm2Config::preset("lfm2-nano").unwrap();
-        let lm = Lfm2ForCausalLM::new(&config, &device);
+        let lm = config.init(&device);
         let x = Tensor::<3>::random([3, 9, config.hidden_size], Distribution::Normal(0.0, 1.0), &device);
         let batched = lm.hidden_states(x.clone(), None);
         let rows = (0..3).map(|i| lm.hidden_states(x.clone().slice([i..i + 1]), None)).collect();

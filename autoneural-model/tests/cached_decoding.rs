@@ -64,7 +64,7 @@ fn every_attention_ratio_decodes_consistently() {
     let device = Device::flex();
     let base = Lfm2Config::preset("lfm2-nano").unwrap();
     for attn in 0..=base.num_layers() {
-        let model = Lfm2ForCausalLM::new(&base.clone().with_attention_layers(attn), &device).materialize();
+        let model = base.clone().with_attention_layers(attn).init(&device).materialize();
         check(&model, &[1, 2, 3, 4, 5, 6, 7, 8, 9], &format!("{attn} attention layers"));
     }
 }
@@ -73,7 +73,7 @@ fn every_attention_ratio_decodes_consistently() {
 fn decode_state_bytes_follow_the_layer_mix() {
     let device = Device::flex();
     let cfg = Lfm2Config::preset("lfm2-nano").unwrap(); // 4 layers, 2 attention
-    let model = Lfm2ForCausalLM::new(&cfg, &device);
+    let model = cfg.init(&device);
     let mut state = model.new_state(1, 16, &device);
     let _ = model.forward(ids(&[1, 2, 3, 4, 5], &device), Some(&mut state), Logits::Last);
     let b = state.bytes();

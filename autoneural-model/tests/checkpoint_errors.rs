@@ -8,7 +8,7 @@ use std::path::Path;
 use autoneural_model::ModelError;
 use autoneural_model::checkpoint::apply::collect_tensors;
 use autoneural_model::checkpoint::{load_lfm2, save_lfm2};
-use autoneural_model::text::{Lfm2Config, Lfm2ForCausalLM, Logits};
+use autoneural_model::text::{Lfm2Config, Logits};
 use autoneural_model::tokenizer::TextTokenizer;
 use burn::module::Module;
 use burn::tensor::Device;
@@ -127,7 +127,7 @@ fn save_then_load_round_trips() {
     for (tied, attn) in [(true, 2), (false, 1)] {
         let mut cfg = Lfm2Config::preset("lfm2-nano").unwrap().with_attention_layers(attn);
         cfg.tie_word_embeddings = tied;
-        let model = Lfm2ForCausalLM::new(&cfg, &device).materialize();
+        let model = cfg.init(&device).materialize();
         let dir = tempfile::tempdir().unwrap();
         save_lfm2(&model, dir.path()).unwrap();
         let back = load_lfm2(dir.path(), &device).unwrap();

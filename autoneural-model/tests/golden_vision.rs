@@ -13,7 +13,7 @@ use autoneural_model::checkpoint::{load_mobilenetv5, load_siglip_vision, load_vl
 use autoneural_model::generate::{GenerateOptions, Sampler, SamplingConfig};
 use autoneural_model::images::load_image;
 use autoneural_model::tokenizer::TextTokenizer;
-use autoneural_model::vision::{MobileNetV5, MobileNetV5Arch};
+use autoneural_model::vision::MobileNetV5Arch;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
@@ -58,7 +58,7 @@ fn mobilenetv5_matches_timm() {
 fn mobilenetv5_300m_layout_matches_timm() {
     let g = json(vision_fixtures().join("mnv5-300m-keys.json"));
     let arch = MobileNetV5Arch::preset("mobilenetv5_300m_enc").unwrap();
-    let model = MobileNetV5::new(&arch, &Device::flex()).unwrap();
+    let model = arch.init(&Device::flex()).unwrap();
     assert_eq!(model.num_params() as u64, g["num_params"].as_u64().unwrap());
     assert_eq!(model.num_params(), 294_126_912);
     let ours: BTreeMap<String, Vec<usize>> = param_shapes(&model, &NoMap).into_iter().collect();
@@ -66,7 +66,7 @@ fn mobilenetv5_300m_layout_matches_timm() {
         g["keys"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), dims(v))).collect();
     assert_eq!(ours, theirs);
     // timm's mobilenetv5_base without its classifier.
-    let base = MobileNetV5::new(&MobileNetV5Arch::preset("mobilenetv5_base").unwrap(), &Device::flex()).unwrap();
+    let base = MobileNetV5Arch::preset("mobilenetv5_base").unwrap().init(&Device::flex()).unwrap();
     assert_eq!(base.num_params(), 80_598_976);
     // Output grid: 768 -> 16x16 tokens of 2048 channels (from the arch, without running 300M params).
     let resolved = arch.resolve().unwrap();

@@ -26,7 +26,7 @@ fn tiny_vlm(device: &Device) -> VisionLanguageModel {
     static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     device.seed(11);
-    let model = VisionLanguageModel::new(&config, device).unwrap();
+    let model = config.init(device).unwrap();
     collect_tensors(&model, &Identity); // parameters draw their values on first use
     model
 }
@@ -164,7 +164,7 @@ fn packed_low_bit_decoding_matches_the_fake_quantized_model() {
     let device = Device::flex();
     let config = Lfm2Config::preset("lfm2-nano").unwrap();
     device.seed(5);
-    let model = Lfm2ForCausalLM::new(&config, &device).materialize();
+    let model = config.init(&device).materialize();
     let seq = [3u32, 17, 400, 9, 250, 77, 1];
     // a prompt of three positions (within the kernels' eight rows), then one at a time
     let logits = |m: &Lfm2ForCausalLM| {
@@ -204,14 +204,14 @@ fn qat_forward_is_the_fake_quantized_model_and_gradients_reach_the_weights() {
     use autoneural_model::checkpoint::apply::param_keys;
     use autoneural_model::quant::activations::with_qat;
     use autoneural_model::quant::qat::Qat;
-    use autoneural_model::text::Lfm2ForCausalLM;
+
     use burn::module::Module;
     use std::sync::Arc;
 
     let device = Device::flex().autodiff();
     let config = Lfm2Config::preset("lfm2-nano").unwrap();
     device.seed(9);
-    let model = Lfm2ForCausalLM::new(&config, &device).materialize();
+    let model = config.init(&device).materialize();
     let policy = PrecisionPolicy::preset("w4a16").unwrap();
     let qat = Arc::new(Qat::new(&model, policy.clone(), 0.9));
     let (weights, inputs) = qat.counts();

@@ -4,8 +4,8 @@
 //! and the connector.
 
 use autoneural_model::connector::ProjectorConfig;
+use autoneural_model::nn::conv_norm::conv_padding;
 use autoneural_model::vision::arch::{BlockKind, MobileNetV5Arch, NormKind, ResolvedBlock, make_divisible};
-use autoneural_model::vision::layers::conv_padding;
 use autoneural_model::vision::{EncoderConfig, VitConfig};
 
 use super::builder::{Builder, Fm};
@@ -214,7 +214,7 @@ fn block(b: &mut Builder, arch: &MobileNetV5Arch, name: &str, x: Fm, r: &Resolve
 
 /// MobileNetV5 at `s x s`: stem, blocks, fusion adapter; returns the `[c, r, r]` output.
 pub fn mobilenet(b: &mut Builder, arch: &MobileNetV5Arch, s: usize) -> Result<Fm, String> {
-    let resolved = arch.resolve()?;
+    let resolved = arch.resolve().map_err(|e| e.to_string())?;
     let pixels = Fm { c: 3, h: s, w: s };
     let stem = conv(b, arch, "conv_stem.conv", pixels, arch.stem_size, 3, 2, 1, false, true);
     norm(b, arch, "conv_stem.bn", stem);

@@ -7,7 +7,7 @@ use autoneural_export::export::{ExportOptions, export_vlm};
 use autoneural_model::images::Preprocess;
 use autoneural_model::text::Lfm2Config;
 use autoneural_model::vision::{EncoderConfig, NormKind};
-use autoneural_model::vlm::{VisionLanguageModel, VlmConfig};
+use autoneural_model::vlm::VlmConfig;
 use autoneural_npu::onnx::read_onnx;
 use autoneural_npu::text::{Step, step_ops};
 use autoneural_npu::vision::vision_ops;
@@ -38,7 +38,7 @@ fn analytic_op_lists_match_the_exported_graphs() {
     for (norm, linear_as_conv) in [(NormKind::Rms, false), (NormKind::Batch, true)] {
         let config = tiny_config(norm);
         let device = Device::flex();
-        let model = VisionLanguageModel::new(&config, &device).unwrap();
+        let model = config.init(&device).unwrap();
         let out = tempfile::tempdir().unwrap();
         let (prefill_len, context) = (8, 48);
         let opts = ExportOptions { prefill_len, context, reference_tokens: 0, linear_as_conv, quantization: None };

@@ -248,9 +248,7 @@ fn vision(args: VisionArgs) -> anyhow::Result<()> {
         let config = EncoderConfig::preset(name).with_context(|| {
             format!("unknown encoder {name:?} (expected one of {})", EncoderConfig::preset_names().join(", "))
         })?;
-        rows.extend(
-            bench_vision::run(name, &config, &args.resolution, args.runs, &device).map_err(anyhow::Error::msg)?,
-        );
+        rows.extend(bench_vision::run(name, &config, &args.resolution, args.runs, &device)?);
     }
     let baseline =
         |r: usize| rows.iter().find(|x| x.encoder == args.encoder[0] && x.resolution == r).map(|x| x.latency_ms);

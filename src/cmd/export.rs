@@ -10,8 +10,7 @@ use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type}
 use autoneural_model::device::parse_device;
 use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::quant::saved::QuantizationFile;
-use autoneural_model::text::{Lfm2Config, Lfm2ForCausalLM};
-use autoneural_model::vlm::VisionLanguageModel;
+use autoneural_model::text::Lfm2Config;
 use autoneural_npu::paper::autoneural_paper;
 use autoneural_quant::ptq::{batcher_for, calibration_records, post_training_quantize};
 use clap::Args;
@@ -116,7 +115,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         (_, Some(name)) if name == PAPER_VLM => {
             // at the encoder's native input, 768x768 (256 image tokens)
             device.seed(0);
-            let model = VisionLanguageModel::new(&autoneural_paper(768), &device)?;
+            let model = autoneural_paper(768).init(&device)?;
             export_vlm(&model, &staging, &opts)?
         }
         (_, Some(name)) => {
@@ -124,7 +123,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 format!("--preset {name:?}: expected {PAPER_VLM} or one of {}", Lfm2Config::PRESETS.join(", "))
             })?;
             device.seed(0);
-            export_language(&Lfm2ForCausalLM::new(&config, &device), "", &staging, &opts)?
+            export_language(&config.init(&device), "", &staging, &opts)?
         }
         (Some(dir), None) => {
             if kind.as_deref().is_some_and(is_vlm_type) {

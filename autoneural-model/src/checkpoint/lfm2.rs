@@ -45,7 +45,7 @@ pub fn read_config(dir: &Path) -> Result<Lfm2Config> {
 pub fn load_lfm2(dir: &Path, device: &Device) -> Result<Lfm2ForCausalLM> {
     let config = read_config(dir)?;
     let files = WeightFiles::open_dir(dir)?;
-    let model = Lfm2ForCausalLM::new(&config, device);
+    let model = config.init(device);
     load_module(model, &files, &Lfm2Keys { tied: config.tie_word_embeddings }, dir)
 }
 

@@ -61,6 +61,6 @@ pub fn load_mobilenetv5(path: &Path, arch: Option<&MobileNetV5Arch>, device: &De
     };
     let prefix =
         if files.shape(&format!("{GEMMA3N_PREFIX}conv_stem.conv.weight")).is_some() { GEMMA3N_PREFIX } else { "" };
-    let model = MobileNetV5::new(&arch, device).map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+    let model = arch.init(device).map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
     load_module(model, &files, &TimmKeys { prefix }, &dir)
 }

@@ -172,7 +172,7 @@ fn autoneural_encoder(f: &Fields) -> Result<EncoderConfig> {
         arch.norm = serde_json::from_value(Value::String(n.to_string()))
             .map_err(|_| f.invalid("norm", format!("{n:?}: expected \"rms\" or \"batch\"")))?;
     }
-    arch.resolve().map_err(|e| f.invalid("block_args", e))?;
+    arch.resolve().map_err(|e| f.invalid("block_args", e.to_string()))?;
     Ok(EncoderConfig::MobileNetV5(arch))
 }
 
@@ -273,7 +273,7 @@ pub fn load_vlm(dir: &Path, device: &Device) -> Result<VisionLanguageModel> {
     let mut config = read_vlm_config(dir)?;
     let files = WeightFiles::open_dir(dir)?;
     config.flat_vit_keys = files.shape("model.vision_tower.embeddings.patch_embedding.weight").is_some();
-    load_module(VisionLanguageModel::new(&config, device)?, &files, &VlmKeys::new(&config), dir)
+    load_module(config.init(device)?, &files, &VlmKeys::new(&config), dir)
 }
 
 /// The AutoNeural `config.json` for a config built in code.
@@ -354,5 +354,5 @@ pub fn load_siglip_vision(dir: &Path, device: &Device) -> Result<crate::vision::
     };
     let files = WeightFiles::open_dir(dir)?;
     let flat = files.shape("embeddings.patch_embedding.weight").is_some();
-    load_module(crate::vision::SiglipVision::new(&cfg, device), &files, &VitKeys { flat }, dir)
+    load_module(cfg.init(device), &files, &VitKeys { flat }, dir)
 }

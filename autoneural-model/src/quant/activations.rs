@@ -3,17 +3,17 @@
 //! the tensors an NPU holds in int8/int16 between its ops. Each one is keyed by the id of
 //! the weight it multiplies.
 //!
-//! A per-thread context chosen by the caller decides what happens there. By default nothing
+//! This thread's context ([`super::context`]) decides what happens there. By default nothing
 //! happens (one thread-local read). Under [`observe`] the range of every input is recorded
 //! (calibration). Under [`quantize_with`] every input with an encoding is fake-quantized.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use burn::module::ParamId;
 use burn::tensor::Tensor;
 
+use super::context::{self, Activations, Scope};
 use super::encoding::Encoding;
 use super::fake::fake_quant;
 use super::qat::Qat;
@@ -64,41 +64,30 @@ impl Observer {
 /// Observed ranges by weight id.
 pub type Ranges = HashMap<ParamId, Observer>;
 
-enum Mode {
-    Observe(Ranges),
-    Quantize(HashMap<ParamId, Encoding>),
-    Train(Arc<Qat>),
-}
-
-thread_local! {
-    static MODE: RefCell<Option<Mode>> = const { RefCell::new(None) };
-}
-
 /// The input `x` of the op whose weight is `weight`: recorded, fake-quantized or returned
-/// as is, by the context of this thread.
+/// as is, by the context of this thread ([`super::context`]).
 pub fn at_weight_input<const D: usize>(weight: ParamId, x: Tensor<D>) -> Tensor<D> {
     if let Some(q) = current_qat() {
         return q.input(weight, x);
     }
-    MODE.with_borrow_mut(|mode| match mode {
-        None => x,
-        Some(Mode::Observe(ranges)) => {
+    context::with_mut(|c| match &mut c.activations {
+        Activations::Float | Activations::Train(_) => x,
+        Activations::Observe(ranges) => {
             let values = x.clone().into_data().try_into_vec_as::<f32>().expect("float activations");
             ranges.entry(weight).or_default().record(&values);
             x
         }
-        Some(Mode::Quantize(encodings)) => match encodings.get(&weight) {
+        Activations::Quantize(encodings) => match encodings.get(&weight) {
             Some(enc) => fake_quant(x, enc),
             None => x,
         },
-        Some(Mode::Train(_)) => unreachable!("handled above"),
     })
 }
 
 /// The QAT context installed on this thread, if any.
 pub fn current_qat() -> Option<Arc<Qat>> {
-    MODE.with_borrow(|mode| match mode {
-        Some(Mode::Train(q)) => Some(q.clone()),
+    context::with(|c| match &c.activations {
+        Activations::Train(q) => Some(q.clone()),
         _ => None,
     })
 }
@@ -107,19 +96,17 @@ pub fn current_qat() -> Option<Arc<Qat>> {
 /// training loop installs it on its own thread and on every replica's worker.
 pub fn with_qat<R>(qat: Option<Arc<Qat>>, f: impl FnOnce() -> R) -> R {
     let Some(q) = qat else { return f() };
-    let previous = MODE.replace(Some(Mode::Train(q)));
-    let r = f();
-    MODE.set(previous);
-    r
+    let _scope = Scope::activations(Activations::Train(q));
+    f()
 }
 
 /// Runs `f` recording the range of every weight op's input; returns its result and the
 /// ranges.
 pub fn observe<R>(f: impl FnOnce() -> R) -> (R, Ranges) {
-    let previous = MODE.replace(Some(Mode::Observe(Ranges::new())));
+    let scope = Scope::activations(Activations::Observe(Ranges::new()));
     let r = f();
-    let ranges = match MODE.replace(previous) {
-        Some(Mode::Observe(ranges)) => ranges,
+    let ranges = match scope.exit_activations() {
+        Activations::Observe(ranges) => ranges,
         _ => Ranges::new(),
     };
     (r, ranges)
@@ -127,10 +114,8 @@ pub fn observe<R>(f: impl FnOnce() -> R) -> (R, Ranges) {
 
 /// Runs `f` with the inputs of the ops in `encodings` fake-quantized.
 pub fn quantize_with<R>(encodings: HashMap<ParamId, Encoding>, f: impl FnOnce() -> R) -> R {
-    let previous = MODE.replace(Some(Mode::Quantize(encodings)));
-    let r = f();
-    MODE.set(previous);
-    r
+    let _scope = Scope::activations(Activations::Quantize(Arc::new(encodings)));
+    f()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod activations;
 pub mod apply;
+pub mod context;
 pub mod encoding;
 pub mod fake;
 pub mod grid;

@@ -9,7 +9,6 @@
 //! the policy), which changes the logits by far less than the weights' quantization does
 //! (tests/quantization.rs states the tolerance).
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -94,25 +93,32 @@ fn pack_one(shape: &[usize], values: &[f32], enc: &Encoding) -> Option<PackedMat
     PackedMatrix::new(&q, n, k, enc.grid.bits, group, &scales)
 }
 
-thread_local! {
-    static PACKED: RefCell<Option<Arc<PackedWeights>>> = const { RefCell::new(None) };
-}
-
 /// Runs `f` with the products of `weights`' matrices through the low-bit kernels.
 pub fn with_packed<R>(weights: Arc<PackedWeights>, f: impl FnOnce() -> R) -> R {
-    let previous = PACKED.replace(Some(weights));
-    let r = f();
-    PACKED.set(previous);
-    r
+    let _scope = super::context::Scope::packed(Some(weights));
+    f()
+}
+
+/// Whether the product of `weight` with `x` runs through its packed form on this thread:
+/// this thread runs [`with_packed`] weights that include it, and `x` is a flex inference
+/// tensor of at most [`MAX_ROWS`] rows of the matrix's width (a decode step; prefill stays
+/// on the f32 matmul, whose weights are the same QDQ values).
+pub fn applies<const D: usize>(weight: ParamId, x: &Tensor<D>) -> bool {
+    super::context::with(|c| {
+        let Some(matrix) = c.packed.as_ref().and_then(|p| p.matrices.get(&weight)) else { return false };
+        let dims = x.dims();
+        let m: usize = dims[..D - 1].iter().product();
+        m <= MAX_ROWS
+            && dims[D - 1] == matrix.cols()
+            && x.clone().try_into_primitive::<Flex>().ok().is_some_and(|p| p.as_slice::<f32>().is_some())
+    })
 }
 
 /// `x @ W^T` for the weight `weight` (`x: [..., in]` -> `[..., out]`) through its packed
-/// form, when this thread runs [`with_packed`] weights that include it and `x` is a flex
-/// inference tensor of at most [`MAX_ROWS`] rows (a decode step; prefill stays on the f32
-/// matmul, whose weights are the same QDQ values).
+/// form, when it [`applies`].
 pub fn packed_product<const D: usize>(weight: ParamId, x: &Tensor<D>) -> Option<Tensor<D>> {
-    PACKED.with_borrow(|packed| {
-        let matrix = packed.as_ref()?.matrices.get(&weight)?;
+    super::context::with(|c| {
+        let matrix = c.packed.as_ref()?.matrices.get(&weight)?;
         let dims = x.dims();
         let m: usize = dims[..D - 1].iter().product();
         if m > MAX_ROWS || dims[D - 1] != matrix.cols() {

@@ -133,7 +133,7 @@ impl Qat {
             .collect()
     }
 
-    fn weight<const D: usize>(&self, param: &Param<Tensor<D>>, axes: Axes) -> Tensor<D> {
+    pub fn weight<const D: usize>(&self, param: &Param<Tensor<D>>, axes: Axes) -> Tensor<D> {
         let w = param.val();
         let Some(&scheme) = self.weights.get(&param.id) else { return w };
         let values = w.clone().detach().into_data().try_into_vec_as::<f32>().expect("float weights");

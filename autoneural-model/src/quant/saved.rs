@@ -116,9 +116,9 @@ impl QuantizationFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::{Linear, LinearConfig};
     use crate::quant::encoding::{Axes, Granularity};
     use burn::module::Param;
-    use burn::nn::{Linear, LinearConfig};
     use burn::tensor::{Device, Tensor};
 
     #[derive(Module, Debug)]

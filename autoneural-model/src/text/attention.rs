@@ -2,13 +2,11 @@
 //! no biases, scale `1/sqrt(head_dim)`, causal.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
+use crate::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use crate::quant::kv::at_cache_input;
-use crate::text::linear::project;
-use crate::text::norm::RmsNorm;
 use crate::text::rope::Rope;
 use crate::text::state::KvCache;
 
@@ -26,22 +24,36 @@ pub struct Attention {
     pub head_dim: usize,
 }
 
-impl Attention {
-    pub fn new(hidden: usize, heads: usize, kv_heads: usize, head_dim: usize, eps: f64, device: &Device) -> Self {
+/// An [`Attention`] of `heads` query heads sharing `kv_heads` key/value heads.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionConfig {
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// The q/k norms' epsilon.
+    pub eps: f64,
+}
+
+impl AttentionConfig {
+    pub fn init(&self, device: &Device) -> Attention {
+        let &Self { hidden, heads, kv_heads, head_dim, eps } = self;
         let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
-        Self {
+        Attention {
             q_proj: lin(hidden, heads * head_dim),
             k_proj: lin(hidden, kv_heads * head_dim),
             v_proj: lin(hidden, kv_heads * head_dim),
             out_proj: lin(heads * head_dim, hidden),
-            q_layernorm: RmsNorm::new(head_dim, eps, device),
-            k_layernorm: RmsNorm::new(head_dim, eps, device),
+            q_layernorm: RmsNormConfig::new(head_dim, eps).init(device),
+            k_layernorm: RmsNormConfig::new(head_dim, eps).init(device),
             num_heads: heads,
             num_kv_heads: kv_heads,
             head_dim,
         }
     }
+}
 
+impl Attention {
     /// `x: [b, t, hidden]` at positions `start..start + t` -> `[b, t, hidden]`.
     /// With a cache, keys and values are appended and queries attend to all of it.
     pub fn forward(
@@ -54,9 +66,9 @@ impl Attention {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]);
-        let q = self.q_layernorm.forward(heads(project(&self.q_proj, x.clone()), h)).swap_dims(1, 2);
-        let k = self.k_layernorm.forward(heads(project(&self.k_proj, x.clone()), kvh)).swap_dims(1, 2);
-        let v = heads(project(&self.v_proj, x), kvh).swap_dims(1, 2);
+        let q = self.q_layernorm.forward(heads(self.q_proj.forward(x.clone()), h)).swap_dims(1, 2);
+        let k = self.k_layernorm.forward(heads(self.k_proj.forward(x.clone()), kvh)).swap_dims(1, 2);
+        let v = heads(self.v_proj.forward(x), kvh).swap_dims(1, 2);
         let q = Rope::apply(q, rope.0, rope.1);
         // What the cache holds (an NPU's past_key / past_value state), quantized at the
         // policy's KV-cache bits when a quantization context says so.
@@ -88,7 +100,7 @@ impl Attention {
         };
         let probs = softmax(scores, 3);
         let out = probs.matmul(v).reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
-        project(&self.out_proj, out)
+        self.out_proj.forward(out)
     }
 }
 

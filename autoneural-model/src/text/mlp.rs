@@ -1,11 +1,10 @@
 //! SwiGLU feed-forward: `w2(silu(w1(x)) * w3(x))`.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::kernels::silu;
-use crate::text::linear::project;
+use crate::nn::{Linear, LinearConfig};
 
 /// Keys: `feed_forward.{w1,w2,w3}.weight`.
 #[derive(Module, Debug)]
@@ -15,16 +14,30 @@ pub struct Mlp {
     pub w3: Linear,
 }
 
-impl Mlp {
-    pub fn new(hidden: usize, width: usize, device: &Device) -> Self {
-        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
-        Self { w1: lin(hidden, width), w2: lin(width, hidden), w3: lin(hidden, width) }
+/// An [`Mlp`] from `hidden` through `width` back to `hidden`.
+#[derive(Debug, Clone, Copy)]
+pub struct MlpConfig {
+    pub hidden: usize,
+    pub width: usize,
+}
+
+impl MlpConfig {
+    pub fn new(hidden: usize, width: usize) -> Self {
+        Self { hidden, width }
     }
 
+    pub fn init(&self, device: &Device) -> Mlp {
+        let (hidden, width) = (self.hidden, self.width);
+        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        Mlp { w1: lin(hidden, width), w2: lin(width, hidden), w3: lin(hidden, width) }
+    }
+}
+
+impl Mlp {
     /// `[b, t, hidden] -> [b, t, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(project(&self.w1, x.clone()));
-        let up = project(&self.w3, x);
-        project(&self.w2, gate * up)
+        let gate = silu(self.w1.forward(x.clone()));
+        let up = self.w3.forward(x);
+        self.w2.forward(gate * up)
     }
 }

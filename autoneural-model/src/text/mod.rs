@@ -2,10 +2,8 @@
 
 pub mod attention;
 pub mod config;
-pub mod linear;
 pub mod mlp;
 pub mod model;
-pub mod norm;
 pub mod rope;
 pub mod shortconv;
 pub mod state;

@@ -3,52 +3,119 @@
 //! Field names mirror the Hugging Face keys so checkpoints load without remapping.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::kernels::{WeightLayout, matmul_weight};
+use crate::kernels::WeightLayout;
+use crate::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig, weight_product};
 use crate::quant::Axes;
-use crate::quant::activations::{at_weight_input, current_qat};
-use crate::quant::packed::packed_product;
+use crate::quant::activations::current_qat;
 use crate::quant::qat::weight_value;
-use crate::text::attention::Attention;
+use crate::text::attention::{Attention, AttentionConfig};
 use crate::text::config::{LayerKind, Lfm2Config};
-use crate::text::linear::project;
-use crate::text::mlp::Mlp;
-use crate::text::norm::RmsNorm;
+use crate::text::mlp::{Mlp, MlpConfig};
 use crate::text::rope::Rope;
-use crate::text::shortconv::ShortConv;
+use crate::text::shortconv::{ShortConv, ShortConvConfig};
 use crate::text::state::{DecodeState, LayerState};
 
 /// One decoder layer: `h += op(operator_norm(h)); h += feed_forward(ffn_norm(h))`, where
-/// `op` is `conv` or `self_attn` (exactly one is present).
+/// `op` is a gated short convolution (`conv`) or attention (`self_attn`), as `layer_types`
+/// says. The variant adds no segment to checkpoint keys (`layers.N.conv.*`).
 #[derive(Module, Debug)]
-pub struct DecoderLayer {
+pub enum DecoderLayer {
+    Conv(ConvLayer),
+    Attention(AttentionLayer),
+}
+
+/// Keys `operator_norm`, `ffn_norm`, `feed_forward`, `conv`.
+#[derive(Module, Debug)]
+pub struct ConvLayer {
     pub operator_norm: RmsNorm,
     pub ffn_norm: RmsNorm,
     pub feed_forward: Mlp,
-    pub conv: Option<ShortConv>,
-    pub self_attn: Option<Attention>,
+    pub conv: ShortConv,
+}
+
+/// Keys `operator_norm`, `ffn_norm`, `feed_forward`, `self_attn`.
+#[derive(Module, Debug)]
+pub struct AttentionLayer {
+    pub operator_norm: RmsNorm,
+    pub ffn_norm: RmsNorm,
+    pub feed_forward: Mlp,
+    pub self_attn: Attention,
+}
+
+/// What mixes the tokens of a layer.
+pub enum Mixer<'a> {
+    Conv(&'a ShortConv),
+    Attention(&'a Attention),
+}
+
+/// A [`DecoderLayer`] of `kind` with `config`'s sizes.
+#[derive(Debug, Clone)]
+pub struct DecoderLayerConfig<'a> {
+    pub config: &'a Lfm2Config,
+    pub kind: LayerKind,
+}
+
+impl DecoderLayerConfig<'_> {
+    pub fn init(&self, device: &Device) -> DecoderLayer {
+        let c = self.config;
+        let d = c.hidden_size;
+        // Field by field in checkpoint order: a seed draws the same weights in every layout.
+        let operator_norm = RmsNormConfig::new(d, c.norm_eps).init(device);
+        let ffn_norm = RmsNormConfig::new(d, c.norm_eps).init(device);
+        let feed_forward = MlpConfig::new(d, c.mlp_width()).init(device);
+        match self.kind {
+            LayerKind::Conv => DecoderLayer::Conv(ConvLayer {
+                operator_norm,
+                ffn_norm,
+                feed_forward,
+                conv: ShortConvConfig::new(d, c.conv_kernel, c.conv_bias).init(device),
+            }),
+            LayerKind::Attention => DecoderLayer::Attention(AttentionLayer {
+                operator_norm,
+                ffn_norm,
+                feed_forward,
+                self_attn: AttentionConfig {
+                    hidden: d,
+                    heads: c.num_attention_heads,
+                    kv_heads: c.num_key_value_heads,
+                    head_dim: c.head_dim,
+                    eps: c.norm_eps,
+                }
+                .init(device),
+            }),
+        }
+    }
 }
 
 impl DecoderLayer {
-    pub fn new(config: &Lfm2Config, kind: LayerKind, device: &Device) -> Self {
-        let d = config.hidden_size;
-        Self {
-            operator_norm: RmsNorm::new(d, config.norm_eps, device),
-            ffn_norm: RmsNorm::new(d, config.norm_eps, device),
-            feed_forward: Mlp::new(d, config.mlp_width(), device),
-            conv: (kind == LayerKind::Conv).then(|| ShortConv::new(d, config.conv_kernel, config.conv_bias, device)),
-            self_attn: (kind == LayerKind::Attention).then(|| {
-                Attention::new(
-                    d,
-                    config.num_attention_heads,
-                    config.num_key_value_heads,
-                    config.head_dim,
-                    config.norm_eps,
-                    device,
-                )
-            }),
+    pub fn operator_norm(&self) -> &RmsNorm {
+        match self {
+            Self::Conv(l) => &l.operator_norm,
+            Self::Attention(l) => &l.operator_norm,
+        }
+    }
+
+    pub fn ffn_norm(&self) -> &RmsNorm {
+        match self {
+            Self::Conv(l) => &l.ffn_norm,
+            Self::Attention(l) => &l.ffn_norm,
+        }
+    }
+
+    pub fn feed_forward(&self) -> &Mlp {
+        match self {
+            Self::Conv(l) => &l.feed_forward,
+            Self::Attention(l) => &l.feed_forward,
+        }
+    }
+
+    pub fn mixer(&self) -> Mixer<'_> {
+        match self {
+            Self::Conv(l) => Mixer::Conv(&l.conv),
+            Self::Attention(l) => Mixer::Attention(&l.self_attn),
         }
     }
 
@@ -59,16 +126,13 @@ impl DecoderLayer {
         start: usize,
         state: Option<&mut LayerState>,
     ) -> Tensor<3> {
-        let normed = self.operator_norm.forward(h.clone());
-        let mixed = match (&self.conv, &self.self_attn, state) {
-            (Some(conv), _, Some(LayerState::Conv(s))) => conv.forward(normed, Some(s)),
-            (Some(conv), _, None) => conv.forward(normed, None),
-            (_, Some(attn), Some(LayerState::Attention(kv))) => attn.forward(normed, rope, start, Some(kv)),
-            (_, Some(attn), None) => attn.forward(normed, rope, start, None),
-            _ => panic!("decode state does not match the layer types of the model"),
+        let normed = self.operator_norm().forward(h.clone());
+        let mixed = match self.mixer() {
+            Mixer::Conv(conv) => conv.forward(normed, state.map(LayerState::conv)),
+            Mixer::Attention(attn) => attn.forward(normed, rope, start, state.map(LayerState::kv)),
         };
         let h = h + mixed;
-        h.clone() + self.feed_forward.forward(self.ffn_norm.forward(h))
+        h.clone() + self.feed_forward().forward(self.ffn_norm().forward(h))
     }
 }
 
@@ -107,19 +171,20 @@ pub struct Lfm2ForCausalLM {
     rope: Rope,
 }
 
-impl Lfm2ForCausalLM {
+impl Lfm2Config {
     /// A randomly initialised model (lazy: parameters materialise on first use or are
     /// replaced by a checkpoint without ever being drawn).
-    pub fn new(config: &Lfm2Config, device: &Device) -> Self {
-        let layers = config.layer_types.iter().map(|&k| DecoderLayer::new(config, k, device)).collect();
+    pub fn init(&self, device: &Device) -> Lfm2ForCausalLM {
+        let config = self;
+        let layers = config.layer_types.iter().map(|&kind| DecoderLayerConfig { config, kind }.init(device)).collect();
         let embed_tokens = EmbeddingConfig::new(config.vocab_size, config.hidden_size)
             .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
             .init(device);
-        Self {
+        Lfm2ForCausalLM {
             model: Lfm2Model {
                 embed_tokens,
                 layers,
-                embedding_norm: RmsNorm::new(config.hidden_size, config.norm_eps, device),
+                embedding_norm: RmsNormConfig::new(config.hidden_size, config.norm_eps).init(device),
             },
             lm_head: (!config.tie_word_embeddings)
                 .then(|| LinearConfig::new(config.hidden_size, config.vocab_size).with_bias(false).init(device)),
@@ -127,7 +192,9 @@ impl Lfm2ForCausalLM {
             rope: Rope::new(config.head_dim, config.rope_theta),
         }
     }
+}
 
+impl Lfm2ForCausalLM {
     /// The device the model's weights live on.
     pub fn device(&self) -> Device {
         self.model.embed_tokens.weight.val().device()
@@ -182,16 +249,10 @@ impl Lfm2ForCausalLM {
             Logits::Last => hidden.slice([0..b, t - 1..t, 0..d]),
         };
         match &self.lm_head {
-            Some(head) => project(head, hidden),
-            None => {
-                // The tied head: the embedding table `[vocab, hidden]` is the `[out, in]` weight.
-                let table = &self.model.embed_tokens.weight;
-                let hidden = at_weight_input(table.id, hidden);
-                match packed_product(table.id, &hidden) {
-                    Some(y) => y,
-                    None => matmul_weight(hidden, &weight_value(table, Axes::OUT_IN), WeightLayout::OutIn),
-                }
-            }
+            Some(head) => head.forward(hidden),
+            // The tied head: the same weight op, on the embedding table `[vocab, hidden]` as
+            // its `[out, in]` weight.
+            None => weight_product(&self.model.embed_tokens.weight, WeightLayout::OutIn, hidden),
         }
     }
 

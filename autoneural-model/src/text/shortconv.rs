@@ -6,12 +6,12 @@
 //! chunk), single-token decode, training (autodiff) and every backend.
 
 use burn::module::{Module, Param};
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
+use crate::nn::{Linear, LinearConfig};
 use crate::quant::Axes;
 use crate::quant::qat::weight_value;
-use crate::text::linear::project;
 use crate::text::state::ConvState;
 
 /// Depthwise causal conv weights. Key `conv.conv.weight`, shape `[hidden, 1, kernel]`
@@ -30,10 +30,23 @@ pub struct ShortConv {
     pub conv: DepthwiseCausalConv,
 }
 
-impl ShortConv {
-    pub fn new(hidden: usize, kernel: usize, bias: bool, device: &Device) -> Self {
+/// A [`ShortConv`] over `hidden` channels with a causal window of `kernel` (`conv_L_cache`).
+#[derive(Debug, Clone, Copy)]
+pub struct ShortConvConfig {
+    pub hidden: usize,
+    pub kernel: usize,
+    pub bias: bool,
+}
+
+impl ShortConvConfig {
+    pub fn new(hidden: usize, kernel: usize, bias: bool) -> Self {
+        Self { hidden, kernel, bias }
+    }
+
+    pub fn init(&self, device: &Device) -> ShortConv {
+        let (hidden, kernel, bias) = (self.hidden, self.kernel, self.bias);
         let init = Initializer::KaimingUniform { gain: 1.0 / 3f64.sqrt(), fan_out_only: false };
-        Self {
+        ShortConv {
             in_proj: LinearConfig::new(hidden, 3 * hidden).with_bias(bias).init(device),
             out_proj: LinearConfig::new(hidden, hidden).with_bias(bias).init(device),
             conv: DepthwiseCausalConv {
@@ -42,7 +55,9 @@ impl ShortConv {
             },
         }
     }
+}
 
+impl ShortConv {
     pub fn kernel(&self) -> usize {
         self.conv.weight.shape().dims::<3>()[2]
     }
@@ -52,13 +67,13 @@ impl ShortConv {
     pub fn forward(&self, u: Tensor<3>, state: Option<&mut ConvState>) -> Tensor<3> {
         let [b, t, d] = u.dims();
         let l = self.kernel();
-        let bcx = project(&self.in_proj, u);
+        let bcx = self.in_proj.forward(u);
         // Training on flex (no history, no bias): the gates and the convolution as one op
         // with its own backward.
         if state.is_none() && self.conv.bias.is_none() {
             let weight = weight_value(&self.conv.weight, Axes::OUT_IN);
             if let Some(z) = crate::kernels::autodiff::gated_short_conv(&bcx, &weight) {
-                return project(&self.out_proj, z);
+                return self.out_proj.forward(z);
             }
         }
         let gate_b = bcx.clone().slice([0..b, 0..t, 0..d]);
@@ -88,7 +103,7 @@ impl ShortConv {
         if let Some(s) = state {
             s.window = window.slice([0..b, t..t + l - 1, 0..d]);
         }
-        project(&self.out_proj, gate_c * y)
+        self.out_proj.forward(gate_c * y)
     }
 }
 
@@ -104,7 +119,7 @@ mod tests {
     fn fused_training_path_matches_the_composite() {
         let device = Device::flex().autodiff();
         device.seed(11);
-        let conv = ShortConv::new(8, 3, false, &device);
+        let conv = ShortConvConfig::new(8, 3, false).init(&device);
         let u = Tensor::<3>::random([2, 7, 8], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let fused = conv.forward(u.clone(), None);
         let mut zero = ConvState { window: Tensor::zeros([2, 2, 8], &device) };

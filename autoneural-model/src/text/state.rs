@@ -98,6 +98,25 @@ pub enum LayerState {
     Conv(ConvState),
 }
 
+impl LayerState {
+    /// A conv layer's window. The state is built from the layer types of the model it
+    /// decodes ([`DecodeState::new`]), so each layer finds its own kind.
+    pub fn conv(&mut self) -> &mut ConvState {
+        match self {
+            Self::Conv(s) => s,
+            Self::Attention(_) => unreachable!("a decode state built for other layer types"),
+        }
+    }
+
+    /// An attention layer's cache (see [`Self::conv`]).
+    pub fn kv(&mut self) -> &mut KvCache {
+        match self {
+            Self::Attention(kv) => kv,
+            Self::Conv(_) => unreachable!("a decode state built for other layer types"),
+        }
+    }
+}
+
 /// Everything a decoder needs to continue a sequence: one state per layer and the number
 /// of positions consumed so far.
 #[derive(Debug, Clone)]

@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{ModelError, Result};
+
 /// How convolutions pad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PadType {
@@ -50,7 +52,9 @@ pub struct ResolvedBlock {
 }
 
 /// Parses one block string into `(spec, repeats)`.
-pub fn parse_block(s: &str) -> Result<(BlockSpec, usize), String> {
+/// (A block string's own grammar: errors are the message, which callers place under the
+/// config field that holds the string.)
+pub fn parse_block(s: &str) -> std::result::Result<(BlockSpec, usize), String> {
     let mut parts = s.split('_');
     let kind = parts.next().unwrap_or_default();
     let mut opts = std::collections::BTreeMap::<String, String>::new();
@@ -230,7 +234,7 @@ impl MobileNetV5Arch {
         {
             return Err(("layer_scale_init_value", format!("{v} is not a number")));
         }
-        let resolved = self.resolve().map_err(|e| ("block_args", e))?;
+        let resolved = self.resolve().map_err(|e| ("block_args", e.to_string()))?;
         let blocks: usize = resolved.stages.iter().map(Vec::len).sum();
         within("block_args", blocks, 1, MAX_BLOCKS)
             .map_err(|(f, _)| (f, format!("{blocks} blocks in all, more than {MAX_BLOCKS}")))?;
@@ -238,16 +242,16 @@ impl MobileNetV5Arch {
     }
 
     /// Resolves channels, strides, dilation and the fusion taps exactly as timm's builder does.
-    pub fn resolve(&self) -> Result<ResolvedArch, String> {
+    pub fn resolve(&self) -> Result<ResolvedArch> {
         if self.block_args.is_empty() || self.block_args.iter().any(|s| s.is_empty()) {
-            return Err("block_args needs at least one stage and no empty stage".into());
+            return Err(ModelError::Invalid("block_args needs at least one stage and no empty stage".into()));
         }
         let mut stages = Vec::new();
         let mut in_chs = self.stem_size;
         let (mut current_stride, mut dilation) = (2usize, 1usize);
         // feature_info: (tap number, channels)
         let mut features: Vec<(usize, usize)> = Vec::new();
-        let first = parse_block(&self.block_args[0][0])?.0;
+        let first = parse_block(&self.block_args[0][0]).map_err(ModelError::Invalid)?.0;
         if first.stride > 1 {
             features.push((0, self.stem_size));
         }
@@ -257,12 +261,12 @@ impl MobileNetV5Arch {
             .map(|stage| {
                 let mut out = Vec::new();
                 for s in stage {
-                    let (spec, r) = parse_block(s)?;
+                    let (spec, r) = parse_block(s).map_err(ModelError::Invalid)?;
                     out.extend(std::iter::repeat_n(spec, r));
                 }
                 Ok(out)
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_>>()?;
         for (si, stage) in parsed.iter().enumerate() {
             let mut blocks = Vec::new();
             for (bi, spec) in stage.iter().enumerate() {
@@ -291,7 +295,9 @@ impl MobileNetV5Arch {
             stages.push(blocks);
         }
         if features.len() < 2 {
-            return Err("the fusion adapter needs two feature levels (stages that end before a stride-2 stage)".into());
+            return Err(ModelError::Invalid(
+                "the fusion adapter needs two feature levels (stages that end before a stride-2 stage)".into(),
+            ));
         }
         let taps: Vec<(usize, usize)> = features[features.len() - 2..].to_vec();
         Ok(ResolvedArch {

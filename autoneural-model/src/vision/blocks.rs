@@ -5,8 +5,10 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use crate::kernels;
+use crate::nn::conv_norm::{
+    Conv2d, Conv2dConfig, ConvNorm, ConvNormConfig, LayerScale2d, LayerScale2dConfig, Norm2d, Norm2dConfig,
+};
 use crate::vision::arch::{BlockKind, NormKind, PadType, ResolvedBlock, make_divisible};
-use crate::vision::layers::{Conv2d, ConvNorm, ConvSpec, LayerScale2d, Norm2d};
 
 /// Full conv expansion -> norm+GELU -> 1x1 projection -> norm (no layer scale).
 /// Keys: `conv_exp.weight`, `bn1.*`, `conv_pwl.weight`, `bn2.*`.
@@ -19,20 +21,35 @@ pub struct EdgeResidual {
     pub has_skip: bool,
 }
 
-impl EdgeResidual {
-    pub fn new(b: &ResolvedBlock, kernel: usize, exp_ratio: f64, style: Style, device: &Device) -> Self {
-        let Style { pad, norm } = style;
-        let mid = make_divisible(b.in_chs as f64 * exp_ratio, 8);
+/// An [`EdgeResidual`] for `block`, with its kernel and expansion ratio.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeResidualConfig<'a> {
+    pub block: &'a ResolvedBlock,
+    pub kernel: usize,
+    pub exp_ratio: f64,
+    pub style: Style,
+}
+
+impl EdgeResidualConfig<'_> {
+    pub fn init(&self, device: &Device) -> EdgeResidual {
+        let (b, kernel) = (self.block, self.kernel);
+        let Style { pad, norm } = self.style;
+        let mid = make_divisible(b.in_chs as f64 * self.exp_ratio, 8);
         let out = b.spec.out_chs;
-        Self {
-            conv_exp: ConvSpec::new(b.in_chs, mid, kernel, pad).stride(b.spec.stride).dilation(b.dilation).init(device),
-            bn1: Norm2d::new(norm, mid, device),
-            conv_pwl: ConvSpec::new(mid, out, 1, pad).init(device),
-            bn2: Norm2d::new(norm, out, device),
+        EdgeResidual {
+            conv_exp: Conv2dConfig::new(b.in_chs, mid, kernel, pad)
+                .stride(b.spec.stride)
+                .dilation(b.dilation)
+                .init(device),
+            bn1: Norm2dConfig::new(norm, mid).init(device),
+            conv_pwl: Conv2dConfig::new(mid, out, 1, pad).init(device),
+            bn2: Norm2dConfig::new(norm, out).init(device),
             has_skip: b.in_chs == out && b.spec.stride == 1 && !b.spec.noskip,
         }
     }
+}
 
+impl EdgeResidual {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.bn1.forward_gelu(self.conv_exp.forward(x.clone()));
         self.bn2.forward_scale_add(self.conv_pwl.forward(y), None, self.has_skip.then_some(x))
@@ -53,9 +70,9 @@ pub struct UniversalInvertedResidual {
     pub has_skip: bool,
 }
 
-/// Geometry of a UIR block.
+/// A [`UniversalInvertedResidual`]: its geometry and style.
 #[derive(Debug, Clone, Copy)]
-pub struct UirSpec {
+pub struct UirConfig {
     pub in_chs: usize,
     pub out_chs: usize,
     pub start_kernel: usize,
@@ -76,33 +93,34 @@ pub struct Style {
     pub norm: NormKind,
 }
 
-impl UniversalInvertedResidual {
-    pub fn new(s: UirSpec, device: &Device) -> Self {
+impl UirConfig {
+    pub fn init(&self, device: &Device) -> UniversalInvertedResidual {
+        let s = self;
         let dw = |chs: usize, k: usize, stride: usize, act: bool| {
             (k > 0).then(|| {
-                ConvNorm::new(
-                    ConvSpec::new(chs, chs, k, s.style.pad).stride(stride).dilation(s.dilation).depthwise(),
-                    s.style.norm,
-                    act,
-                    device,
-                )
+                let conv = Conv2dConfig::new(chs, chs, k, s.style.pad).stride(stride).dilation(s.dilation).depthwise();
+                ConvNormConfig::new(conv, s.style.norm, act).init(device)
             })
         };
         let mid = make_divisible(s.in_chs as f64 * s.exp_ratio, 8);
         // The stride goes to the first depthwise conv that exists, counting from the middle.
         let start_stride = if s.mid_kernel == 0 { s.stride } else { 1 };
         let end_stride = if s.start_kernel == 0 && s.mid_kernel == 0 { s.stride } else { 1 };
-        Self {
+        UniversalInvertedResidual {
             dw_start: dw(s.in_chs, s.start_kernel, start_stride, false),
-            pw_exp: ConvNorm::new(ConvSpec::new(s.in_chs, mid, 1, s.style.pad), s.style.norm, true, device),
+            pw_exp: ConvNormConfig::new(Conv2dConfig::new(s.in_chs, mid, 1, s.style.pad), s.style.norm, true)
+                .init(device),
             dw_mid: dw(mid, s.mid_kernel, s.stride, true),
-            pw_proj: ConvNorm::new(ConvSpec::new(mid, s.out_chs, 1, s.style.pad), s.style.norm, false, device),
+            pw_proj: ConvNormConfig::new(Conv2dConfig::new(mid, s.out_chs, 1, s.style.pad), s.style.norm, false)
+                .init(device),
             dw_end: dw(s.out_chs, s.end_kernel, end_stride, false),
-            layer_scale: s.layer_scale.map(|v| LayerScale2d::new(s.out_chs, v, device)),
+            layer_scale: s.layer_scale.map(|v| LayerScale2dConfig::new(s.out_chs, v).init(device)),
             has_skip: s.in_chs == s.out_chs && s.stride == 1 && !s.noskip,
         }
     }
+}
 
+impl UniversalInvertedResidual {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut y = x.clone();
         if let Some(c) = &self.dw_start {
@@ -131,17 +149,32 @@ pub struct KvProjection {
     pub proj: Conv2d,
 }
 
-impl KvProjection {
-    fn new(dim: usize, out: usize, kernel: usize, stride: usize, dilation: usize, style: Style, d: &Device) -> Self {
+/// A [`KvProjection`] from `dim` channels to one head of `out`, downsampled by `stride`.
+#[derive(Debug, Clone, Copy)]
+struct KvProjectionConfig {
+    dim: usize,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    style: Style,
+}
+
+impl KvProjectionConfig {
+    fn init(&self, d: &Device) -> KvProjection {
+        let &Self { dim, out, kernel, stride, dilation, style } = self;
         let (down, pad) = (stride > 1, style.pad);
-        Self {
-            down_conv: down
-                .then(|| ConvSpec::new(dim, dim, kernel, pad).stride(stride).dilation(dilation).depthwise().init(d)),
-            norm: down.then(|| Norm2d::new(style.norm, dim, d)),
-            proj: ConvSpec::new(dim, out, 1, pad).init(d),
+        KvProjection {
+            down_conv: down.then(|| {
+                Conv2dConfig::new(dim, dim, kernel, pad).stride(stride).dilation(dilation).depthwise().init(d)
+            }),
+            norm: down.then(|| Norm2dConfig::new(style.norm, dim).init(d)),
+            proj: Conv2dConfig::new(dim, out, 1, pad).init(d),
         }
     }
+}
 
+impl KvProjection {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut y = x;
         if let (Some(c), Some(n)) = (&self.down_conv, &self.norm) {
@@ -218,16 +251,26 @@ pub enum MobileBlock {
     MobileAttention(MobileAttention),
 }
 
-impl MobileBlock {
-    pub fn new(b: &ResolvedBlock, style: Style, layer_scale: Option<f64>, device: &Device) -> Self {
+/// The [`MobileBlock`] a resolved block string describes.
+#[derive(Debug, Clone, Copy)]
+pub struct MobileBlockConfig<'a> {
+    pub block: &'a ResolvedBlock,
+    pub style: Style,
+    /// The layer-scale init of UIR and attention blocks (`None`: no layer scale).
+    pub layer_scale: Option<f64>,
+}
+
+impl MobileBlockConfig<'_> {
+    pub fn init(&self, device: &Device) -> MobileBlock {
+        let (b, style, layer_scale) = (self.block, self.style, self.layer_scale);
         let pad = style.pad;
         match b.spec.kind {
             BlockKind::EdgeResidual { kernel, exp_ratio } => {
-                Self::EdgeResidual(EdgeResidual::new(b, kernel, exp_ratio, style, device))
+                MobileBlock::EdgeResidual(EdgeResidualConfig { block: b, kernel, exp_ratio, style }.init(device))
             }
             BlockKind::UniversalInvertedResidual { start_kernel, mid_kernel, end_kernel, exp_ratio } => {
-                Self::UniversalInvertedResidual(UniversalInvertedResidual::new(
-                    UirSpec {
+                MobileBlock::UniversalInvertedResidual(
+                    UirConfig {
                         in_chs: b.in_chs,
                         out_chs: b.spec.out_chs,
                         start_kernel,
@@ -239,32 +282,44 @@ impl MobileBlock {
                         noskip: b.spec.noskip,
                         layer_scale,
                         style,
-                    },
-                    device,
-                ))
+                    }
+                    .init(device),
+                )
             }
             BlockKind::MultiQueryAttention { kv_kernel, num_heads, key_dim, kv_stride } => {
                 let c = b.in_chs;
                 let out = b.spec.out_chs;
-                let kv = |d: &Device| KvProjection::new(c, key_dim, kv_kernel, kv_stride, b.dilation, style, d);
-                Self::MobileAttention(MobileAttention {
-                    norm: Norm2d::new(style.norm, c, device),
+                let kv = |d: &Device| {
+                    KvProjectionConfig {
+                        dim: c,
+                        out: key_dim,
+                        kernel: kv_kernel,
+                        stride: kv_stride,
+                        dilation: b.dilation,
+                        style,
+                    }
+                    .init(d)
+                };
+                MobileBlock::MobileAttention(MobileAttention {
+                    norm: Norm2dConfig::new(style.norm, c).init(device),
                     attn: MultiQueryAttention2d {
-                        query: Projection { proj: ConvSpec::new(c, num_heads * key_dim, 1, pad).init(device) },
+                        query: Projection { proj: Conv2dConfig::new(c, num_heads * key_dim, 1, pad).init(device) },
                         key: kv(device),
                         value: kv(device),
-                        output: Projection { proj: ConvSpec::new(num_heads * key_dim, out, 1, pad).init(device) },
+                        output: Projection { proj: Conv2dConfig::new(num_heads * key_dim, out, 1, pad).init(device) },
                         num_heads,
                         key_dim,
                     },
-                    layer_scale: layer_scale.map(|v| LayerScale2d::new(out, v, device)),
+                    layer_scale: layer_scale.map(|v| LayerScale2dConfig::new(out, v).init(device)),
                     // A strided attention block keeps its resolution but loses its skip, as in timm.
                     has_skip: c == out && b.spec.stride == 1 && !b.spec.noskip,
                 })
             }
         }
     }
+}
 
+impl MobileBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Self::EdgeResidual(m) => m.forward(x),

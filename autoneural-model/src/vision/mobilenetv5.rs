@@ -4,9 +4,10 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use crate::error::Result;
+use crate::nn::conv_norm::{Conv2dConfig, ConvNorm, ConvNormConfig, Norm2d, Norm2dConfig};
 use crate::vision::arch::MobileNetV5Arch;
-use crate::vision::blocks::{MobileBlock, Style, UirSpec, UniversalInvertedResidual};
-use crate::vision::layers::{ConvNorm, ConvSpec, Norm2d};
+use crate::vision::blocks::{MobileBlock, MobileBlockConfig, Style, UirConfig, UniversalInvertedResidual};
 use crate::vision::resize;
 
 /// Multi-Scale Fusion Adapter: nearest-upsample the tapped stages to the finest grid,
@@ -58,48 +59,51 @@ pub struct MobileNetV5 {
     pub arch: MobileNetV5Arch,
 }
 
-impl MobileNetV5 {
-    pub fn new(arch: &MobileNetV5Arch, device: &Device) -> Result<Self, String> {
+impl MobileNetV5Arch {
+    /// The encoder this architecture describes, initialised as timm initialises it.
+    pub fn init(&self, device: &Device) -> Result<MobileNetV5> {
+        let arch = self;
         let resolved = arch.resolve()?;
         let style = Style { pad: arch.pad_type, norm: arch.norm };
-        let stem = ConvSpec::new(3, arch.stem_size, 3, style.pad).stride(2).bias(true);
-        let conv_stem = ConvNorm::new(stem, style.norm, true, device);
+        let stem = Conv2dConfig::new(3, arch.stem_size, 3, style.pad).stride(2).bias(true);
+        let conv_stem = ConvNormConfig::new(stem, style.norm, true).init(device);
+        let layer_scale = arch.layer_scale_init_value;
         let blocks = resolved
             .stages
             .iter()
             .map(|stage| {
-                stage.iter().map(|b| MobileBlock::new(b, style, arch.layer_scale_init_value, device)).collect()
+                stage.iter().map(|block| MobileBlockConfig { block, style, layer_scale }.init(device)).collect()
             })
             .collect();
-        let ffn = UniversalInvertedResidual::new(
-            UirSpec {
-                in_chs: resolved.msfa_in_chs,
-                out_chs: arch.num_features,
-                start_kernel: 0,
-                mid_kernel: 0,
-                end_kernel: 0,
-                exp_ratio: 2.0,
-                stride: 1,
-                dilation: 1,
-                noskip: true,
-                layer_scale: None,
-                style,
-            },
-            device,
-        );
-        Ok(Self {
+        let ffn = UirConfig {
+            in_chs: resolved.msfa_in_chs,
+            out_chs: arch.num_features,
+            start_kernel: 0,
+            mid_kernel: 0,
+            end_kernel: 0,
+            exp_ratio: 2.0,
+            stride: 1,
+            dilation: 1,
+            noskip: true,
+            layer_scale: None,
+            style,
+        }
+        .init(device);
+        Ok(MobileNetV5 {
             conv_stem,
             blocks,
             msfa: MultiScaleFusionAdapter {
                 ffn,
-                norm: Norm2d::new(arch.norm, arch.num_features, device),
+                norm: Norm2dConfig::new(arch.norm, arch.num_features).init(device),
                 output_resolution: arch.msfa_output_resolution,
             },
             msfa_taps: resolved.msfa_taps,
             arch: arch.clone(),
         })
     }
+}
 
+impl MobileNetV5 {
     /// `[b, 3, H, W] -> [b, num_features, r, r]`
     pub fn forward(&self, pixels: Tensor<4>) -> Tensor<4> {
         let mut x = self.conv_stem.forward(pixels);

@@ -2,7 +2,6 @@
 
 pub mod arch;
 pub mod blocks;
-pub mod layers;
 pub mod mobilenetv5;
 pub mod resize;
 pub mod siglip;
@@ -64,10 +63,10 @@ impl EncoderConfig {
         }
     }
 
-    pub fn init(&self, device: &Device) -> Result<VisionEncoder, String> {
+    pub fn init(&self, device: &Device) -> crate::Result<VisionEncoder> {
         Ok(match self {
-            Self::MobileNetV5(a) => VisionEncoder::MobileNetV5(MobileNetV5::new(a, device)?),
-            Self::Vit(v) => VisionEncoder::Vit(SiglipVision::new(v, device)),
+            Self::MobileNetV5(a) => VisionEncoder::MobileNetV5(a.init(device)?),
+            Self::Vit(v) => VisionEncoder::Vit(v.init(device)),
         })
     }
 }

@@ -3,14 +3,14 @@
 //! patch grid (SigLIP2's antialiased bilinear), pre-norm encoder layers with tanh-GELU MLPs,
 //! and a final LayerNorm. The attention-pooling head is not part of the tower.
 
-use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::text::linear::project;
+use crate::nn::conv_norm::{Conv2d, Conv2dConfig, gelu_tanh};
+use crate::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use crate::vision::arch::PadType;
-use crate::vision::layers::{Conv2d, ConvSpec, gelu_tanh};
 use crate::vision::resize;
 
 /// Shapes of a SigLIP-family vision transformer (the fields of HF's vision config).
@@ -108,26 +108,6 @@ impl VitConfig {
     }
 }
 
-/// LayerNorm with PyTorch's key names (`weight`, `bias`).
-#[derive(Module, Debug)]
-pub struct LayerNorm {
-    pub weight: Param<Tensor<1>>,
-    pub bias: Param<Tensor<1>>,
-    pub eps: f64,
-}
-
-impl LayerNorm {
-    pub fn new(dim: usize, eps: f64, device: &Device) -> Self {
-        Self { weight: Initializer::Ones.init([dim], device), bias: Initializer::Zeros.init([dim], device), eps }
-    }
-
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let y = (x - mean) / (var + self.eps).sqrt();
-        y * self.weight.val().unsqueeze::<D>() + self.bias.val().unsqueeze::<D>()
-    }
-}
-
 /// Patch embedding: a Linear over `(py, px, c)`-ordered patch pixels (SigLIP2) or a strided
 /// conv (SigLIP). The variant adds no segment to checkpoint keys.
 #[derive(Module, Debug)]
@@ -155,7 +135,7 @@ impl VitEmbeddings {
                 // [b, c, gh, p, gw, p] -> [b, gh, gw, p, p, c]: the processor's patch order.
                 let x =
                     pixels.reshape([b, c, gh, p, gw, p]).permute([0, 2, 4, 3, 5, 1]).reshape([b, gh * gw, p * p * c]);
-                project(lin, x)
+                lin.forward(x)
             }
             PatchEmbedding::Conv(conv) => {
                 let y = conv.forward(pixels);
@@ -191,12 +171,12 @@ impl VitAttention {
         let nh = self.num_heads;
         let hd = d / nh;
         let heads = |y: Tensor<3>| y.reshape([b, t, nh, hd]).swap_dims(1, 2);
-        let q = heads(project(&self.q_proj, x.clone()));
-        let k = heads(project(&self.k_proj, x.clone()));
-        let v = heads(project(&self.v_proj, x));
+        let q = heads(self.q_proj.forward(x.clone()));
+        let k = heads(self.k_proj.forward(x.clone()));
+        let v = heads(self.v_proj.forward(x));
         let scores = q.matmul(k.swap_dims(2, 3)) * (hd as f64).powf(-0.5);
         let o = crate::kernels::softmax_last(scores).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        project(&self.out_proj, o)
+        self.out_proj.forward(o)
     }
 }
 
@@ -217,8 +197,8 @@ pub struct VitLayer {
 impl VitLayer {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
-        let h = gelu_tanh(project(&self.mlp.fc1, self.layer_norm2.forward(x.clone())));
-        x + project(&self.mlp.fc2, h)
+        let h = gelu_tanh(self.mlp.fc1.forward(self.layer_norm2.forward(x.clone())));
+        x + self.mlp.fc2.forward(h)
     }
 }
 
@@ -243,8 +223,10 @@ pub struct SiglipVision {
     pub config: VitConfig,
 }
 
-impl SiglipVision {
-    pub fn new(config: &VitConfig, device: &Device) -> Self {
+impl VitConfig {
+    /// The tower this config describes, initialised at random (lazily).
+    pub fn init(&self, device: &Device) -> SiglipVision {
+        let config = self;
         let d = config.hidden_size;
         let p = config.patch_size;
         let c = config.num_channels;
@@ -252,11 +234,11 @@ impl SiglipVision {
         let patch_embedding = if config.linear_patch_embedding {
             PatchEmbedding::Linear(linear(c * p * p, d))
         } else {
-            PatchEmbedding::Conv(ConvSpec::new(c, d, p, PadType::Valid).stride(p).bias(true).init(device))
+            PatchEmbedding::Conv(Conv2dConfig::new(c, d, p, PadType::Valid).stride(p).bias(true).init(device))
         };
         let layers = (0..config.num_hidden_layers)
             .map(|_| VitLayer {
-                layer_norm1: LayerNorm::new(d, config.layer_norm_eps, device),
+                layer_norm1: LayerNormConfig::new(d, config.layer_norm_eps).init(device),
                 self_attn: VitAttention {
                     q_proj: linear(d, d),
                     k_proj: linear(d, d),
@@ -264,11 +246,11 @@ impl SiglipVision {
                     out_proj: linear(d, d),
                     num_heads: config.num_attention_heads,
                 },
-                layer_norm2: LayerNorm::new(d, config.layer_norm_eps, device),
+                layer_norm2: LayerNormConfig::new(d, config.layer_norm_eps).init(device),
                 mlp: VitMlp { fc1: linear(d, config.intermediate_size), fc2: linear(config.intermediate_size, d) },
             })
             .collect();
-        Self {
+        SiglipVision {
             vision_model: VitTransformer {
                 embeddings: VitEmbeddings {
                     patch_embedding,
@@ -281,12 +263,14 @@ impl SiglipVision {
                     patch_size: p,
                 },
                 encoder: VitEncoder { layers },
-                post_layernorm: LayerNorm::new(d, config.layer_norm_eps, device),
+                post_layernorm: LayerNormConfig::new(d, config.layer_norm_eps).init(device),
             },
             config: config.clone(),
         }
     }
+}
 
+impl SiglipVision {
     /// `[b, c, H, W] -> [b, gh*gw, hidden]`, tokens row-major over the patch grid.
     pub fn tokens(&self, pixels: Tensor<4>) -> Tensor<3> {
         let mut x = self.vision_model.embeddings.forward(pixels);

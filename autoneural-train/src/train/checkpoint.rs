@@ -46,24 +46,47 @@ pub struct TrainerState {
 pub const TOKENIZER_FILES: &[&str] =
     &["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"];
 
+/// A parameter's dotted module path, as `param_ids.json` keys it: without enum variants
+/// (as checkpoint keys), and as checkpoints before that wrote it, with them.
+#[derive(Default)]
+struct ModulePath {
+    /// (segment, is an enum variant)
+    segments: Vec<(String, bool)>,
+}
+
+impl ModulePath {
+    fn enter(&mut self, name: &str, container: &str) {
+        self.segments.push((name.into(), container.starts_with("Enum:")));
+    }
+    fn exit(&mut self) {
+        self.segments.pop();
+    }
+    fn key(&self) -> String {
+        self.segments.iter().filter(|(_, variant)| !variant).map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(".")
+    }
+    fn legacy_key(&self) -> String {
+        self.segments.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(".")
+    }
+}
+
 /// Dotted module path -> parameter id, for every float parameter.
 pub fn param_ids<M: Module>(model: &M) -> BTreeMap<String, u64> {
     struct Ids {
-        path: Vec<String>,
+        path: ModulePath,
         out: BTreeMap<String, u64>,
     }
     impl ModuleVisitor for Ids {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.into());
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.path.enter(name, container);
         }
         fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
+            self.path.exit();
         }
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.out.insert(self.path.join("."), p.id.val());
+            self.out.insert(self.path.key(), p.id.val());
         }
     }
-    let mut v = Ids { path: Vec::new(), out: BTreeMap::new() };
+    let mut v = Ids { path: ModulePath::default(), out: BTreeMap::new() };
     model.visit(&mut v);
     v.out
 }
@@ -71,20 +94,20 @@ pub fn param_ids<M: Module>(model: &M) -> BTreeMap<String, u64> {
 /// Gives every parameter the id `ids` records for its path (values untouched).
 pub fn restore_param_ids<M: Module>(model: M, ids: &BTreeMap<String, u64>) -> Result<M> {
     struct Restore<'a> {
-        path: Vec<String>,
+        path: ModulePath,
         ids: &'a BTreeMap<String, u64>,
         missing: Vec<String>,
     }
     impl ModuleMapper for Restore<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.into());
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.path.enter(name, container);
         }
         fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
+            self.path.exit();
         }
         fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let path = self.path.join(".");
-            match self.ids.get(&path) {
+            let path = self.path.key();
+            match self.ids.get(&path).or_else(|| self.ids.get(&self.path.legacy_key())) {
                 Some(&id) => {
                     let value = p.val();
                     p.transform_for_load(value, ParamId::from(id))
@@ -96,7 +119,7 @@ pub fn restore_param_ids<M: Module>(model: M, ids: &BTreeMap<String, u64>) -> Re
             }
         }
     }
-    let mut r = Restore { path: Vec::new(), ids, missing: Vec::new() };
+    let mut r = Restore { path: ModulePath::default(), ids, missing: Vec::new() };
     let model = model.map(&mut r);
     if !r.missing.is_empty() {
         bail!("param_ids.json has no id for {} parameters (first: {})", r.missing.len(), r.missing[0]);

@@ -169,7 +169,7 @@ pub fn build_model(
     static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let guard = SEEDED_INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     device.seed(seed);
-    let mut model = VisionLanguageModel::new(&vlm, device)?;
+    let mut model = vlm.init(device)?;
     if let Some(dir) = &config.language.checkpoint {
         model.language =
             load_lfm2(dir, device).with_context(|| format!("model.language.checkpoint {}", dir.display()))?;

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use anyhow::{Result, anyhow};
+use autoneural_model::nn::conv_norm::{commit_running_stats, defer_running_stats};
 use autoneural_model::quant::activations::{current_qat, with_qat};
 use autoneural_model::quant::qat::Qat;
-use autoneural_model::vision::layers::{commit_running_stats, defer_running_stats};
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};

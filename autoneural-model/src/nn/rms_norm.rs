@@ -1,8 +1,27 @@
-//! RMSNorm as LFM2 and MobileNetV5 use it: `x * rsqrt(mean(x^2) + eps) * weight`, in f32.
+//! RMSNorm as LFM2 uses it: `x * rsqrt(mean(x^2) + eps) * weight`, in f32, over the last
+//! dimension.
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
+
+/// An [`RmsNorm`] of `dim` features.
+#[derive(Debug, Clone, Copy)]
+pub struct RmsNormConfig {
+    pub dim: usize,
+    pub eps: f64,
+}
+
+impl RmsNormConfig {
+    pub fn new(dim: usize, eps: f64) -> Self {
+        Self { dim, eps }
+    }
+
+    /// Weight ones.
+    pub fn init(&self, device: &Device) -> RmsNorm {
+        RmsNorm { weight: Initializer::Ones.init([self.dim], device), eps: self.eps }
+    }
+}
 
 /// Normalises the last dimension. Key: `<prefix>.weight`, shape `[dim]`.
 #[derive(Module, Debug)]
@@ -12,10 +31,6 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn new(dim: usize, eps: f64, device: &Device) -> Self {
-        Self { weight: Initializer::Ones.init([dim], device), eps }
-    }
-
     /// `[..., dim] -> [..., dim]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let weight = self.weight.val();

@@ -48,7 +48,7 @@ pub struct Conv2d {
 
 /// Geometry of a [`Conv2d`].
 #[derive(Debug, Clone, Copy)]
-pub struct ConvSpec {
+pub struct Conv2dConfig {
     pub in_chs: usize,
     pub out_chs: usize,
     pub kernel: usize,
@@ -59,7 +59,7 @@ pub struct ConvSpec {
     pub pad: PadType,
 }
 
-impl ConvSpec {
+impl Conv2dConfig {
     pub fn new(in_chs: usize, out_chs: usize, kernel: usize, pad: PadType) -> Self {
         Self { in_chs, out_chs, kernel, stride: 1, dilation: 1, groups: 1, bias: false, pad }
     }
@@ -81,7 +81,7 @@ impl ConvSpec {
     }
 
     /// Random init as timm's EfficientNet init: normal with std sqrt(2 / fan_out).
-    pub fn init(self, device: &Device) -> Conv2d {
+    pub fn init(&self, device: &Device) -> Conv2d {
         let k = self.kernel;
         let fan_out = k * k * self.out_chs / self.groups;
         let std = (2.0 / fan_out as f64).sqrt();
@@ -177,12 +177,25 @@ pub struct Norm2d {
 
 const BATCH_NORM_MOMENTUM: f64 = 0.1;
 
-impl Norm2d {
-    pub fn new(kind: NormKind, channels: usize, device: &Device) -> Self {
+/// A [`Norm2d`] of `kind` over `channels`.
+#[derive(Debug, Clone, Copy)]
+pub struct Norm2dConfig {
+    pub kind: NormKind,
+    pub channels: usize,
+}
+
+impl Norm2dConfig {
+    pub fn new(kind: NormKind, channels: usize) -> Self {
+        Self { kind, channels }
+    }
+
+    /// Weight ones (and bias zeros, running mean 0 and variance 1 for batch norm).
+    pub fn init(&self, device: &Device) -> Norm2d {
+        let channels = self.channels;
         let weight = Initializer::Ones.init([channels], device);
-        match kind {
-            NormKind::Rms => Self { weight, bias: None, running_mean: None, running_var: None, eps: 1e-6 },
-            NormKind::Batch => Self {
+        match self.kind {
+            NormKind::Rms => Norm2d { weight, bias: None, running_mean: None, running_var: None, eps: 1e-6 },
+            NormKind::Batch => Norm2d {
                 weight,
                 bias: Some(Initializer::Zeros.init([channels], device)),
                 running_mean: Some(RunningState::new(Tensor::zeros([channels], device))),
@@ -191,7 +204,9 @@ impl Norm2d {
             },
         }
     }
+}
 
+impl Norm2d {
     pub fn kind(&self) -> NormKind {
         if self.running_mean.is_some() { NormKind::Batch } else { NormKind::Rms }
     }
@@ -247,25 +262,19 @@ impl Norm2d {
         // one, and a checkpoint written in between would miss it (breaking exact resume).
         // Replicas running at once leave theirs pending instead: committing one while
         // another still reads the old value would race; see `commit_running_stats`.
-        if !DEFER_COMMIT.get() {
+        if !crate::quant::context::with(|c| c.defer_running_stats) {
             let _ = (mean.value_sync(), var.value_sync());
         }
         out.output
     }
 }
 
-thread_local! {
-    static DEFER_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Runs `f` (a data-parallel replica's forward pass) with batch-norm running-statistic
 /// updates left pending on this thread; [`commit_running_stats`] then averages every
 /// replica's update, as Burn's `RunningState` defines it.
 pub fn defer_running_stats<R>(f: impl FnOnce() -> R) -> R {
-    DEFER_COMMIT.set(true);
-    let r = f();
-    DEFER_COMMIT.set(false);
-    r
+    let _scope = crate::quant::context::Scope::defer_running_stats(true);
+    f()
 }
 
 /// Commits the pending running-statistic updates of every thread (their mean) in `module`.
@@ -283,11 +292,29 @@ pub struct ConvNorm {
     pub act: bool,
 }
 
-impl ConvNorm {
-    pub fn new(spec: ConvSpec, norm: NormKind, act: bool, device: &Device) -> Self {
-        Self { conv: spec.init(device), bn: Norm2d::new(norm, spec.out_chs, device), act }
+/// A [`ConvNorm`]: the convolution, its norm, and whether tanh-GELU follows.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvNormConfig {
+    pub conv: Conv2dConfig,
+    pub norm: NormKind,
+    pub act: bool,
+}
+
+impl ConvNormConfig {
+    pub fn new(conv: Conv2dConfig, norm: NormKind, act: bool) -> Self {
+        Self { conv, norm, act }
     }
 
+    pub fn init(&self, device: &Device) -> ConvNorm {
+        ConvNorm {
+            conv: self.conv.init(device),
+            bn: Norm2dConfig::new(self.norm, self.conv.out_chs).init(device),
+            act: self.act,
+        }
+    }
+}
+
+impl ConvNorm {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.conv.forward(x);
         if self.act { self.bn.forward_gelu(y) } else { self.bn.forward(y) }
@@ -300,11 +327,24 @@ pub struct LayerScale2d {
     pub gamma: Param<Tensor<1>>,
 }
 
-impl LayerScale2d {
-    pub fn new(channels: usize, init: f64, device: &Device) -> Self {
-        Self { gamma: Initializer::Constant { value: init }.init([channels], device) }
+/// A [`LayerScale2d`] over `channels`, every scale starting at `init`.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerScale2dConfig {
+    pub channels: usize,
+    pub init: f64,
+}
+
+impl LayerScale2dConfig {
+    pub fn new(channels: usize, init: f64) -> Self {
+        Self { channels, init }
     }
 
+    pub fn init(&self, device: &Device) -> LayerScale2d {
+        LayerScale2d { gamma: Initializer::Constant { value: self.init }.init([self.channels], device) }
+    }
+}
+
+impl LayerScale2d {
     /// `x * gamma + skip`, either optional (one pass on CPU when both apply).
     pub fn apply(scale: Option<&Self>, x: Tensor<4>, skip: Option<Tensor<4>>) -> Tensor<4> {
         let gamma = scale.map(|s| s.gamma.val());
@@ -336,7 +376,7 @@ mod tests {
     #[test]
     fn batch_norm_trains_on_batch_statistics_and_infers_with_running_ones() {
         let device = Device::flex().autodiff();
-        let norm = Norm2d::new(NormKind::Batch, 3, &device);
+        let norm = Norm2dConfig::new(NormKind::Batch, 3).init(&device);
         let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(2.0, 3.0), &device);
         // Training: each channel comes out with mean 0 and (biased) variance 1 ...
         let y = norm.forward(x.clone());
@@ -366,7 +406,7 @@ mod tests {
     fn pointwise_training_path_matches_conv2d() {
         let device = Device::flex().autodiff();
         device.seed(4);
-        let conv = ConvSpec::new(6, 5, 1, PadType::Same).bias(true).init(&device);
+        let conv = Conv2dConfig::new(6, 5, 1, PadType::Same).bias(true).init(&device);
         let x = Tensor::<4>::random([3, 6, 4, 7], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let w = Tensor::<4>::random([3, 5, 4, 7], Distribution::Normal(0.0, 1.0), &device);
         let fast = conv.forward(x.clone());
