@@ -1,6 +1,7 @@
 //! Language-model throughput on random weights: prefill and decode tokens/s, and the
 //! decode state (KV cache + conv windows) at the final context.
 
+use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +12,9 @@ use autoneural_model::text::{DecodeState, Lfm2Config, Lfm2ForCausalLM, Logits};
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
+use serde_json::json;
+
+use crate::membw::{Bandwidth, measure_read_bandwidth};
 
 #[derive(Debug, Clone)]
 pub struct LmBenchOptions {
@@ -159,4 +163,190 @@ pub fn run_at(
     r.packed_matrices = matrices;
     r.decode_weight_bytes = bytes;
     Ok(r)
+}
+
+/// `bench lm`: one model on random weights at each precision (the first is the baseline of
+/// the speed ratios), next to this machine's memory-bandwidth bound measured after them
+/// in the same process.
+pub struct LmComparison {
+    pub preset: String,
+    pub device: String,
+    pub results: Vec<LmBenchResult>,
+    pub bandwidth: Option<Bandwidth>,
+}
+
+impl LmComparison {
+    pub fn run(
+        preset: &str,
+        config: &Lfm2Config,
+        policies: &[PrecisionPolicy],
+        opts: &LmBenchOptions,
+        (device, device_name): (&Device, &str),
+        bandwidth: bool,
+    ) -> autoneural_model::Result<Self> {
+        opts.check(config).map_err(autoneural_model::ModelError::Invalid)?;
+        let model = random_model(config, device);
+        let results = policies.iter().map(|p| run_at(&model, p, device, opts)).collect::<Result<Vec<_>, _>>()?;
+        // measured after the model runs so both see the same machine state
+        let bandwidth = bandwidth.then(|| measure_read_bandwidth(1 << 30, 9));
+        Ok(Self { preset: preset.into(), device: device_name.into(), results, bandwidth })
+    }
+
+    /// Decode tokens/s if every weight byte were read at the measured bandwidth.
+    fn bound(&self, r: &LmBenchResult) -> Option<f64> {
+        self.bandwidth.map(|b| b.gb_per_s * 1e9 / r.decode_weight_bytes as f64)
+    }
+
+    /// One object per precision.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        let base = &self.results[0];
+        self.results
+            .iter()
+            .map(|r| {
+                let bound = self.bound(r);
+                let mut obj = serde_json::to_value(r).expect("a result serializes");
+                obj["preset"] = json!(self.preset);
+                obj["device"] = json!(self.device);
+                obj["bandwidth_gb_s"] = json!(self.bandwidth.map(|b| b.gb_per_s));
+                obj["decode_bound_tok_s"] = json!(bound);
+                obj["decode_fraction_of_bound"] = json!(bound.map(|b| r.decode_tok_s / (b * r.batch as f64)));
+                obj["decode_speedup"] = json!(r.decode_tok_s / base.decode_tok_s);
+                obj
+            })
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        let base = &self.results[0];
+        let mut s = String::new();
+        for r in &self.results {
+            let _ = writeln!(
+                s,
+                "{} at {} ({} layers, attention at {:?}), {} params, {} threads, device {}",
+                self.preset, r.precision, r.num_layers, r.attention_layers, r.params, r.threads, self.device
+            );
+            if r.packed_matrices > 0 {
+                let _ = writeln!(s, "weights: {} matrices decode from int8/int4", r.packed_matrices);
+            }
+            let _ = writeln!(
+                s,
+                "prefill: {} tokens in {:.1} ms = {:.1} tok/s",
+                r.prompt_len * r.batch,
+                r.prefill_ms,
+                r.prefill_tok_s
+            );
+            let _ = writeln!(
+                s,
+                "decode:  {} tokens, {:.2} ms/token = {:.2} tok/s ({:.2}x {})",
+                r.new_tokens * r.batch,
+                r.decode_ms_per_token,
+                r.decode_tok_s,
+                r.decode_tok_s / base.decode_tok_s,
+                base.precision
+            );
+            let _ = writeln!(
+                s,
+                "state at context {}: KV {:.2} MiB + conv {:.3} MiB = {:.2} MiB",
+                r.final_context,
+                r.state_kv_bytes as f64 / 1048576.0,
+                r.state_conv_bytes as f64 / 1048576.0,
+                r.state_total_bytes as f64 / 1048576.0
+            );
+            if let (Some(bw), Some(bound)) = (self.bandwidth, self.bound(r)) {
+                let _ = writeln!(
+                    s,
+                    "bound:   {:.2} GB/s (median read bandwidth) / {:.1} MB per token = {:.2} tok/s; decode reaches {:.0}% of it",
+                    bw.gb_per_s,
+                    r.decode_weight_bytes as f64 / 1e6,
+                    bound,
+                    100.0 * r.decode_tok_s / (bound * r.batch as f64)
+                );
+            }
+        }
+        s
+    }
+}
+
+/// `bench context`: decode speed and state memory per context length, for a preset's layer
+/// mix and a baseline mix of the same shapes, in the same process.
+pub struct ContextComparison {
+    pub preset: String,
+    pub hybrid: Lfm2Config,
+    pub baseline: Lfm2Config,
+    /// (mix, context, result)
+    pub rows: Vec<(&'static str, usize, LmBenchResult)>,
+}
+
+impl ContextComparison {
+    pub fn run(
+        preset: &str,
+        hybrid: &Lfm2Config,
+        baseline: &Lfm2Config,
+        contexts: &[usize],
+        new_tokens: usize,
+        device: &Device,
+    ) -> autoneural_model::Result<Self> {
+        let opts = |context| LmBenchOptions { prompt_len: 1, new_tokens, context, batch: 1 };
+        for cfg in [hybrid, baseline] {
+            for &ctx in contexts {
+                opts(ctx).check(cfg).map_err(autoneural_model::ModelError::Invalid)?;
+            }
+        }
+        let mut rows = Vec::new();
+        for (label, cfg) in [("hybrid", hybrid), ("baseline", baseline)] {
+            let model = random_model(cfg, device);
+            for &ctx in contexts {
+                rows.push((label, ctx, run(&model, device, &opts(ctx))));
+            }
+        }
+        Ok(Self { preset: preset.into(), hybrid: hybrid.clone(), baseline: baseline.clone(), rows })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let rows: Vec<_> = self
+            .rows
+            .iter()
+            .map(|(label, ctx, r)| {
+                let mut v = serde_json::to_value(r).expect("a result serializes");
+                v["mix"] = json!(label);
+                v["requested_context"] = json!(ctx);
+                v
+            })
+            .collect();
+        serde_json::Value::Array(rows)
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let n = self.hybrid.num_layers();
+        let _ = writeln!(
+            s,
+            "{}: hybrid = attention at {:?}; baseline = attention at {:?} ({} of {n} layers)",
+            self.preset,
+            self.hybrid.attention_layers(),
+            self.baseline.attention_layers(),
+            self.baseline.attention_layers().len()
+        );
+        s.push_str(
+            "| context | hybrid tok/s | baseline tok/s | speed ratio | hybrid state MiB | baseline state MiB | memory ratio |\n",
+        );
+        s.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        let contexts: Vec<usize> = self.rows.iter().filter(|(l, ..)| *l == "hybrid").map(|(_, c, _)| *c).collect();
+        for ctx in contexts {
+            let find = |mix: &str| &self.rows.iter().find(|(l, c, _)| *l == mix && *c == ctx).expect("ran").2;
+            let (h, b) = (find("hybrid"), find("baseline"));
+            let mib = |x: usize| x as f64 / 1048576.0;
+            let _ = writeln!(
+                s,
+                "| {ctx} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
+                h.decode_tok_s,
+                b.decode_tok_s,
+                h.decode_tok_s / b.decode_tok_s,
+                mib(h.state_total_bytes),
+                mib(b.state_total_bytes),
+                b.state_total_bytes as f64 / h.state_total_bytes as f64
+            );
+        }
+        s
+    }
 }

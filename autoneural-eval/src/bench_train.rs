@@ -17,7 +17,7 @@ use autoneural_train::train::parallel::{Replicas, shard_sizes};
 use autoneural_train::train::trainer::{optimizer, set_trainable};
 use autoneural_train::train::vlm_config;
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
@@ -291,53 +291,99 @@ pub fn breakdown(model: &VisionLanguageModel, b: &DeviceBatch, runs: usize) -> R
 /// Times the stage's optimizer steps on `devices` (more than one: data-parallel, see
 /// `autoneural_train::train::parallel`).
 pub fn run(exp: &TrainBenchSpec, opts: &TrainBenchOptions, devices: &[Device]) -> Result<TrainBenchResult> {
+    check_options(opts, devices)?;
+    let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let stage = pick_stage(exp, opts.stage.as_deref())?;
+    let cfg = model_config(exp)?;
+    let device = devices[0].clone();
+    device.seed(exp.seed);
+    let mut model = set_trainable(cfg.init(&device)?, &stage.train);
+    let params =
+        (model.vision_tower.num_params(), model.multi_modal_projector.num_params(), model.language.num_params());
+    let b = synthetic_batch(&cfg, opts, exp.seed, &device);
+    let inputs = StepInputs {
+        shards: shards_of(&b, opts.batch, devices.len()),
+        tokens: b.loss_tokens().max(1) as f64,
+        replicas: Replicas::new(&devices)?,
+        batch: b,
+        stage,
+    };
+    let mut optim = optimizer(stage);
+    let mut timed = Vec::new();
+    let mut before = None;
+    for step in 0..opts.warmup + opts.steps {
+        if step == opts.warmup {
+            peak_alloc::reset_peak();
+            before = peak_alloc::current_bytes();
+        }
+        let (m, times) = inputs.step(model, &mut optim, step)?;
+        model = m;
+        if step >= opts.warmup {
+            timed.push(times);
+        }
+    }
+    let peak = peak_alloc::peak_bytes().zip(before).map(|(p, b)| p.saturating_sub(b) as f64 / 1048576.0);
+    let split = if opts.breakdown { Some(breakdown(&model, &inputs.batch, opts.steps)?) } else { None };
+    Ok(summarize(exp, &inputs, &cfg, params, opts, &timed, peak, split))
+}
+
+fn check_options(opts: &TrainBenchOptions, devices: &[Device]) -> Result<()> {
     if opts.batch == 0 || opts.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
     if devices.is_empty() || opts.batch < devices.len() {
         bail!("--batch {} must give every one of the {} devices a row", opts.batch, devices.len());
     }
-    let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
     if opts.text_tokens < 4 || opts.loss_tokens == 0 {
         bail!("--text-tokens must be at least 4 and --loss-tokens at least 1");
     }
-    let stage = pick_stage(exp, opts.stage.as_deref())?;
-    let cfg = model_config(exp)?;
-    let device = devices[0].clone();
-    device.seed(exp.seed);
-    let model = cfg.init(&device)?;
-    let mut model = set_trainable(model, &stage.train);
-    let (pv, pp, pl) =
-        (model.vision_tower.num_params(), model.multi_modal_projector.num_params(), model.language.num_params());
-    let b = synthetic_batch(&cfg, opts, exp.seed, &device);
-    // With several devices the batch's rows are split into one shard per device.
+    Ok(())
+}
+
+/// With several devices the batch's rows are split into one shard per device.
+fn shards_of(b: &DeviceBatch, batch: usize, devices: usize) -> Vec<DeviceBatch> {
     let mut row = 0;
-    let shards: Vec<DeviceBatch> = shard_sizes(opts.batch, devices.len())
+    shard_sizes(batch, devices)
         .into_iter()
         .map(|n| {
             row += n;
-            shard_rows(&b, row - n, n)
+            shard_rows(b, row - n, n)
         })
-        .collect();
-    let tokens = b.loss_tokens().max(1) as f64;
-    let mut optim = optimizer(stage);
-    let lr = stage.lr;
-    let replicas = Replicas::new(&devices)?;
+        .collect()
+}
 
-    let mut times = Vec::new();
-    let (mut fwd, mut bwd, mut clip, mut opt) = (0.0, 0.0, 0.0, 0.0);
-    let mut last_loss = f64::NAN;
-    let mut before = None;
-    for step in 0..opts.warmup + opts.steps {
-        let timed = step >= opts.warmup;
-        if step == opts.warmup {
-            peak_alloc::reset_peak();
-            before = peak_alloc::current_bytes();
-        }
+/// What every timed step trains on.
+struct StepInputs<'a> {
+    batch: DeviceBatch,
+    shards: Vec<DeviceBatch>,
+    /// Trained tokens of the batch (the loss is their mean).
+    tokens: f64,
+    replicas: Replicas,
+    stage: &'a StageConfig,
+}
+
+/// One optimizer step's phases, in milliseconds, and its loss per trained token.
+struct StepTimes {
+    forward: f64,
+    backward: f64,
+    clip: f64,
+    optimizer: f64,
+    total: f64,
+    loss: f64,
+}
+
+impl StepInputs<'_> {
+    /// Optimizer step `step` (0-based, for messages) on the batch, timed by phase.
+    fn step(
+        &self,
+        model: VisionLanguageModel,
+        optim: &mut ModuleOptimizer,
+        step: usize,
+    ) -> Result<(VisionLanguageModel, StepTimes)> {
         let t_step = Instant::now();
         let t = Instant::now();
-        let (nll, grads, f, bw) = if devices.len() == 1 {
-            let parts = forward_loss(&model, &b)?;
+        let (nll, grads, forward, backward) = if self.shards.len() == 1 {
+            let parts = forward_loss(&model, &self.batch)?;
             let nll = f64::from(parts.nll_sum.clone().detach().into_scalar::<f32>());
             let _correct = parts.correct.into_scalar::<f32>();
             let f = ms(t);
@@ -345,43 +391,50 @@ pub fn run(exp: &TrainBenchSpec, opts: &TrainBenchOptions, devices: &[Device]) -
                 bail!("step {}: the loss is {nll}", step + 1);
             }
             let t = Instant::now();
-            let grads = GradientsParams::from_grads((parts.nll_sum / tokens).backward(), &model);
+            let grads = GradientsParams::from_grads((parts.nll_sum / self.tokens).backward(), &model);
             (nll, grads, f, ms(t))
         } else {
-            let out = replicas.step_gradients(&model, &shards, tokens)?;
+            let out = self.replicas.step_gradients(&model, &self.shards, self.tokens)?;
             let grads = out.grads.with_context(|| format!("step {}: the loss is {}", step + 1, out.nll))?;
             // Forward and backward overlap across the replicas: one phase.
             (out.nll, grads, ms(t), 0.0)
         };
         let mut grads = grads;
         let t = Instant::now();
-        let norm = clip_global_norm(&model, &mut grads, stage.grad_clip);
-        let c = ms(t);
+        let norm = clip_global_norm(&model, &mut grads, self.stage.grad_clip);
+        let clip = ms(t);
         if !norm.is_finite() {
             bail!("step {}: the gradient norm is {norm}", step + 1);
         }
         let t = Instant::now();
-        model = optim.step(lr, model, grads);
-        let o = ms(t);
-        let total = ms(t_step);
-        last_loss = nll / tokens;
-        if timed {
-            times.push(total);
-            fwd += f;
-            bwd += bw;
-            clip += c;
-            opt += o;
-        }
+        let model = optim.step(self.stage.lr, model, grads);
+        let optimizer = ms(t);
+        let times = StepTimes { forward, backward, clip, optimizer, total: ms(t_step), loss: nll / self.tokens };
+        Ok((model, times))
     }
-    let peak = peak_alloc::peak_bytes().zip(before).map(|(p, b)| p.saturating_sub(b) as f64 / 1048576.0);
-    let split = if opts.breakdown { Some(breakdown(&model, &b, opts.steps)?) } else { None };
-    let n = times.len() as f64;
-    let mean = times.iter().sum::<f64>() / n;
-    let mut sorted = times.clone();
+}
+
+/// The result from the timed steps.
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    exp: &TrainBenchSpec,
+    inputs: &StepInputs,
+    cfg: &VlmConfig,
+    (pv, pp, pl): (usize, usize, usize),
+    opts: &TrainBenchOptions,
+    timed: &[StepTimes],
+    peak_step_mib: Option<f64>,
+    breakdown_ms: Option<Breakdown>,
+) -> TrainBenchResult {
+    let (b, stage) = (&inputs.batch, inputs.stage);
+    let n = timed.len() as f64;
+    let mean_of = |f: fn(&StepTimes) -> f64| timed.iter().map(f).sum::<f64>() / n;
+    let mean = mean_of(|t| t.total);
+    let mut sorted: Vec<f64> = timed.iter().map(|t| t.total).collect();
     sorted.sort_by(f64::total_cmp);
     let size = cfg.encoder.image_size();
     let (_, _, vision_dim) = cfg.encoder.token_grid(size, size);
-    Ok(TrainBenchResult {
+    TrainBenchResult {
         experiment: exp.name.clone(),
         stage: stage.name.clone(),
         trained_parts: stage.train.iter().map(|p| format!("{p:?}").to_lowercase()).collect(),
@@ -406,12 +459,73 @@ pub fn run(exp: &TrainBenchSpec, opts: &TrainBenchOptions, devices: &[Device]) -
         median_ms: sorted[sorted.len() / 2],
         min_ms: sorted[0],
         samples_per_s: b.batch.rows as f64 * 1e3 / mean,
-        phases_ms: PhaseMs { forward: fwd / n, backward: bwd / n, clip: clip / n, optimizer: opt / n },
-        breakdown_ms: split,
-        last_loss,
-        peak_step_mib: peak,
+        phases_ms: PhaseMs {
+            forward: mean_of(|t| t.forward),
+            backward: mean_of(|t| t.backward),
+            clip: mean_of(|t| t.clip),
+            optimizer: mean_of(|t| t.optimizer),
+        },
+        breakdown_ms,
+        last_loss: timed.last().map_or(f64::NAN, |t| t.loss),
+        peak_step_mib,
         threads: rayon::current_num_threads(),
-    })
+    }
+}
+
+impl TrainBenchResult {
+    /// The report `bench train` prints, for `device` (as the user named it).
+    pub fn text(&self, device: &str) -> String {
+        let r = self;
+        let p = &r.phases_ms;
+        let mut lines = vec![
+            format!(
+                "{} stage {:?} (training {}): {} params = vision {} + projector {} + language {}",
+                r.experiment,
+                r.stage,
+                r.trained_parts.join(", "),
+                r.params_total,
+                r.params_vision,
+                r.params_projector,
+                r.params_language
+            ),
+            format!(
+                "image {}px -> {} tokens of {}; LM hidden {}, MLP {}, {} layers (attention at {:?}), vocab {}",
+                r.image_size,
+                r.image_tokens,
+                r.vision_dim,
+                r.text_hidden,
+                r.text_mlp_width,
+                r.text_layers,
+                r.attention_layers,
+                r.vocab_size
+            ),
+            format!(
+                "batch {} x {} positions ({} trained per row), {} timed steps after {} warm-up",
+                r.batch, r.seq_len, r.loss_tokens_per_row, r.steps, r.warmup
+            ),
+            format!(
+                "step: {:.1} ms mean ({:.1} median, {:.1} min) = {:.2} samples/s",
+                r.ms_per_step, r.median_ms, r.min_ms, r.samples_per_s
+            ),
+            format!(
+                "phases: forward {:.1} ms, backward {:.1} ms, grads + clip {:.1} ms, optimizer {:.1} ms",
+                p.forward, p.backward, p.clip, p.optimizer
+            ),
+        ];
+        if let Some(b) = &r.breakdown_ms {
+            lines.push(format!(
+                "halves: vision forward {:.1} + backward {:.1} ms, language forward {:.1} + backward {:.1} ms",
+                b.vision_forward, b.vision_backward, b.language_forward, b.language_backward
+            ));
+        }
+        lines.push(format!(
+            "last loss {:.3}, peak step heap {}, {} threads, device {device}",
+            r.last_loss,
+            r.peak_step_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
+            r.threads
+        ));
+        lines.join("\n") + "\n"
+    }
 }
 
 #[cfg(test)]

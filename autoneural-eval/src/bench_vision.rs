@@ -71,3 +71,63 @@ pub fn run(
     }
     Ok(rows)
 }
+
+/// `bench vision`: encoders timed in one process, each row as a ratio to the first encoder
+/// at the same resolution.
+pub struct VisionComparison {
+    pub rows: Vec<VisionBenchRow>,
+    pub device: String,
+    pub runs: usize,
+}
+
+impl VisionComparison {
+    /// The first encoder's latency at `resolution`.
+    fn baseline(&self, resolution: usize) -> Option<f64> {
+        let first = &self.rows.first()?.encoder;
+        self.rows.iter().find(|x| &x.encoder == first && x.resolution == resolution).map(|x| x.latency_ms)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let rows = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).expect("a row serializes");
+                v["device"] = serde_json::json!(self.device);
+                v["latency_vs_first"] = serde_json::json!(self.baseline(r.resolution).map(|b| r.latency_ms / b));
+                v
+            })
+            .collect();
+        serde_json::Value::Array(rows)
+    }
+
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = format!(
+            "{:<22} {:>6} {:>9} {:>7} {:>11} {:>11} {:>13} {:>8}\n",
+            "encoder", "res", "params", "tokens", "median ms", "min ms", "peak act MiB", "x first"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "{:<22} {:>6} {:>8.1}M {:>7} {:>11.1} {:>11.1} {:>13} {:>8.2}",
+                r.encoder,
+                r.resolution,
+                r.params as f64 / 1e6,
+                r.tokens,
+                r.latency_ms,
+                r.min_ms,
+                r.peak_activation_mib.map_or("n/a".into(), |m| format!("{m:.0}")),
+                self.baseline(r.resolution).map_or(f64::NAN, |b| r.latency_ms / b),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "({} threads, device {}, {} timed runs each after one warm-up)",
+            self.rows.first().map_or(0, |r| r.threads),
+            self.device,
+            self.runs
+        );
+        s
+    }
+}

@@ -21,6 +21,18 @@ pub struct Bandwidth {
     pub threads: usize,
 }
 
+impl Bandwidth {
+    pub fn text(&self) -> String {
+        format!(
+            "memory read bandwidth: {:.2} GB/s median, {:.2} GB/s best ({} threads, {} MiB buffer)",
+            self.gb_per_s,
+            self.best_gb_per_s,
+            self.threads,
+            self.bytes >> 20
+        )
+    }
+}
+
 /// Reads `bytes` (rounded to whole f32) `reps` times; reports the median and best rates.
 pub fn measure_read_bandwidth(bytes: usize, reps: usize) -> Bandwidth {
     let n = bytes / 4;

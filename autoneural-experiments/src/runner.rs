@@ -30,9 +30,10 @@ use autoneural_model::quant::apply::quantize_weights;
 use autoneural_model::quant::qat::Qat;
 use autoneural_model::quant::runtime::QuantizedRuntime;
 use autoneural_model::tokenizer::TextTokenizer;
+use autoneural_model::vlm::VisionLanguageModel;
 use autoneural_train::train::{
-    Batcher, MetricsLog, StageReport, StageRun, build_model, latest_checkpoint, load_checkpoint, run_stage,
-    save_model_dir, validate,
+    Batcher, MetricsLog, StageReport, StageRun, TrainerState, build_model, latest_checkpoint, load_checkpoint,
+    run_stage, save_model_dir, validate,
 };
 use burn::module::Module;
 use burn::tensor::Device;
@@ -204,7 +205,9 @@ pub fn run_single(expansion: Expansion, options: &RunOptions) -> Result<RunOutco
     run_resolved(exp, &expansion.file, options)
 }
 
-/// Runs one resolved experiment (`path` is its file, for messages) in `<out_dir>/<name>`.
+/// Runs one resolved experiment (`path` is its file, for messages) in `<out_dir>/<name>`:
+/// the run directory claimed and checked, the data and tokenizer, the starting model, the
+/// stages, then the final model, its evaluation and the report.
 pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> Result<RunOutcome> {
     if let Some(d) = &options.device {
         exp.device = d.clone();
@@ -212,8 +215,63 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
     let run_dir = exp.out_dir.join(&exp.name);
     // Held until the run returns: one process per run directory.
     let _owner = claim_run_dir(&run_dir)?;
-    let latest = latest_checkpoint(&run_dir)?;
-    match (&latest, options.resume) {
+    let latest = check_resume(&exp, path, &run_dir, options.resume)?;
+    autoneural_io::output::write_file(
+        &run_dir.join("experiment.json"),
+        serde_json::to_string_pretty(&exp)?.as_bytes(),
+    )?;
+    ensure_data(&exp, options.quiet).with_context(|| path.display().to_string())?;
+    let tokenizer_dir = ensure_tokenizer(&exp, &run_dir, options.quiet)?;
+    let devices = training_devices(&exp, path)?;
+    let (model, resume_state) = starting_model(&exp, path, latest.as_deref(), &tokenizer_dir, &devices[0], options)?;
+    if !options.quiet {
+        warn_about_moot_keys(&exp, &model);
+    }
+    let batcher = batcher_for_run(&exp, &model, &tokenizer_dir, &devices[0])?;
+    let mut log = MetricsLog::open(&run_dir, resume_state.as_ref().map_or(0, |(s, _)| s.global_step))?;
+    log.echo = !options.quiet;
+    if options.dashboard {
+        log.open_dashboard();
+    }
+    let run = Run {
+        test_files: families_in(&exp.data.dir, &exp.eval.split),
+        not_evaluated: families_without(&exp.data.dir, &exp.eval.split),
+        eval_opts: EvalOptions { max_new_tokens: exp.eval.max_new_tokens, max_per_task: exp.eval.max_per_task },
+        exp: &exp,
+        run_dir: &run_dir,
+        tokenizer_dir: &tokenizer_dir,
+        batcher: &batcher,
+        devices: &devices,
+        options,
+    };
+    if !run.not_evaluated.is_empty() {
+        log.say(format!(
+            "no {}.jsonl for {}: not evaluated (they still train)",
+            exp.eval.split,
+            run.not_evaluated.join(", ")
+        ));
+    }
+    let mut reports = run.earlier_reports(resume_state.as_ref().map(|(s, _)| s))?;
+    let Some((model, global)) = run.train_stages(model, resume_state, &mut reports, &mut log)? else {
+        // Stopped on request (`stop_after_steps`, or `q` in the dashboard): the checkpoint
+        // is written (and dropping `log` gives the terminal back).
+        return Ok(RunOutcome {
+            final_dir: run_dir.join("final"),
+            run_dir: run_dir.clone(),
+            stages: reports,
+            eval: None,
+        });
+    };
+    log.close_dashboard();
+    run.finish(model, reports, global)
+}
+
+/// The latest checkpoint of the run, when `--resume` may continue it: refused when a run
+/// with checkpoints is started again without `--resume`, when `--resume` has nothing to
+/// continue, or when the experiment changed since the run started.
+fn check_resume(exp: &Experiment, path: &Path, run_dir: &Path, resume: bool) -> Result<Option<PathBuf>> {
+    let latest = latest_checkpoint(run_dir)?;
+    match (&latest, resume) {
         (Some(_), false) => bail!(
             "{} already holds checkpoints of an earlier run: pass --resume to continue it, or remove the \
              directory (or rename the experiment) to start over",
@@ -226,7 +284,7 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
         ),
         (Some(_), true) => {
             // Continuing a run under a changed experiment would train a model no file describes.
-            let differs = exp.resume_differences(&started_experiment(&run_dir)?);
+            let differs = exp.resume_differences(&started_experiment(run_dir)?);
             if !differs.is_empty() {
                 bail!(
                     "--resume: {} differs from the experiment {} started with:\n  {}\nRestore those keys to \
@@ -241,14 +299,12 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
         }
         (None, false) => {}
     }
-    autoneural_io::output::write_file(
-        &run_dir.join("experiment.json"),
-        serde_json::to_string_pretty(&exp)?.as_bytes(),
-    )?;
-    ensure_data(&exp, options.quiet).with_context(|| path.display().to_string())?;
-    let tokenizer_dir = ensure_tokenizer(&exp, &run_dir, options.quiet)?;
+    Ok(latest.filter(|_| resume))
+}
+
+/// The experiment's devices, on autodiff; every stage's micro-batch gives each a row.
+fn training_devices(exp: &Experiment, path: &Path) -> Result<Vec<Device>> {
     let devices: Vec<Device> = parse_devices(&exp.device)?.into_iter().map(|d| d.autodiff()).collect();
-    let device = devices[0].clone();
     if let Some(s) = exp.stages.iter().find(|s| s.micro_batch < devices.len()) {
         bail!(
             "{}: stage {:?} has micro_batch {}, fewer rows than the {} devices of device = {:?} (each device \
@@ -260,39 +316,49 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
             exp.device
         );
     }
+    Ok(devices)
+}
 
-    // The model: the latest checkpoint when resuming, else the experiment's initialisation.
-    let (mut model, resume_state) = match (&latest, options.resume) {
-        (Some(dir), true) => {
-            let r = load_checkpoint(dir, &device)?;
-            let st = &r.state;
-            let fits = exp.stages.get(st.stage).is_some_and(|s| s.name == st.stage_name) && st.step <= st.global_step;
-            if !fits {
-                bail!(
-                    "{}: the checkpoint is at stage {} ({:?}), step {}, which {} does not have (stages: {})",
-                    dir.display(),
-                    st.stage,
-                    st.stage_name,
-                    st.step,
-                    path.display(),
-                    exp.stages.iter().map(|s| format!("{:?}", s.name)).collect::<Vec<_>>().join(", ")
-                );
-            }
-            if !options.quiet {
-                eprintln!("resuming from {} (stage {:?}, step {})", dir.display(), r.state.stage_name, r.state.step);
-            }
-            (r.model, Some((r.state, r.optimizer_file)))
-        }
-        _ => {
-            let plain = TextTokenizer::from_dir(&tokenizer_dir, &[])?;
-            (build_model(&exp.model, &plain, exp.seed, &device).with_context(|| path.display().to_string())?, None)
-        }
+/// The model the stages start from: the checkpoint `latest` (with its state and optimizer
+/// file) when resuming, else the experiment's initialisation.
+fn starting_model(
+    exp: &Experiment,
+    path: &Path,
+    latest: Option<&Path>,
+    tokenizer_dir: &Path,
+    device: &Device,
+    options: &RunOptions,
+) -> Result<(VisionLanguageModel, Option<(TrainerState, PathBuf)>)> {
+    let Some(dir) = latest else {
+        let plain = TextTokenizer::from_dir(tokenizer_dir, &[])?;
+        let model = build_model(&exp.model, &plain, exp.seed, device).with_context(|| path.display().to_string())?;
+        return Ok((model, None));
     };
-    let tokenizer = TextTokenizer::from_dir(&tokenizer_dir, &model.language.config.eos_token_ids)?;
+    let r = load_checkpoint(dir, device)?;
+    let st = &r.state;
+    let fits = exp.stages.get(st.stage).is_some_and(|s| s.name == st.stage_name) && st.step <= st.global_step;
+    if !fits {
+        bail!(
+            "{}: the checkpoint is at stage {} ({:?}), step {}, which {} does not have (stages: {})",
+            dir.display(),
+            st.stage,
+            st.stage_name,
+            st.step,
+            path.display(),
+            exp.stages.iter().map(|s| format!("{:?}", s.name)).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if !options.quiet {
+        eprintln!("resuming from {} (stage {:?}, step {})", dir.display(), r.state.stage_name, r.state.step);
+    }
+    Ok((r.model, Some((r.state, r.optimizer_file))))
+}
+
+/// Keys of the experiment that do not do what they seem to, said before training starts.
+fn warn_about_moot_keys(exp: &Experiment, model: &VisionLanguageModel) {
     let size = model.config.encoder.image_size();
     if let Some(synth) = &exp.data.synth
         && synth.image_size as usize != size
-        && !options.quiet
     {
         eprintln!(
             "warning: data.synth.image_size is {} but the encoder reads {size}x{size} ([model] image_size or the \
@@ -300,9 +366,7 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
             synth.image_size
         );
     }
-    if let Some(dir) = &exp.model.checkpoint
-        && !options.quiet
-    {
+    if let Some(dir) = &exp.model.checkpoint {
         let moot = exp.model.shape_keys_set();
         if !moot.is_empty() {
             eprintln!(
@@ -312,147 +376,197 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
             );
         }
     }
-    let batcher = Batcher {
+}
+
+/// The batcher of the run's model and tokenizer.
+fn batcher_for_run(
+    exp: &Experiment,
+    model: &VisionLanguageModel,
+    tokenizer_dir: &Path,
+    device: &Device,
+) -> Result<Batcher> {
+    let size = model.config.encoder.image_size();
+    Ok(Batcher {
         pad_id: model.language.config.pad_token_id.unwrap_or(0),
         tokens_per_image: model.config.tokens_per_image(size, size),
         image_tokens: model.image_tokens(),
         preprocess: model.config.preprocess.clone(),
-        tokenizer,
+        tokenizer: TextTokenizer::from_dir(tokenizer_dir, &model.language.config.eos_token_ids)?,
         device: device.clone(),
         max_seq_len: exp.data.max_seq_len.min(model.language.config.max_position_embeddings),
-    };
+    })
+}
 
-    let mut log = MetricsLog::open(&run_dir, resume_state.as_ref().map_or(0, |(s, _)| s.global_step))?;
-    log.echo = !options.quiet;
-    if options.dashboard {
-        log.open_dashboard();
+/// What the steps of one run share.
+struct Run<'a> {
+    exp: &'a Experiment,
+    run_dir: &'a Path,
+    tokenizer_dir: &'a Path,
+    batcher: &'a Batcher,
+    devices: &'a [Device],
+    options: &'a RunOptions,
+    /// The evaluated split's files, and the families that have none.
+    test_files: Vec<PathBuf>,
+    not_evaluated: Vec<String>,
+    eval_opts: EvalOptions,
+}
+
+impl Run<'_> {
+    fn stages_path(&self) -> PathBuf {
+        self.run_dir.join("stages.json")
     }
-    let stages_path = run_dir.join("stages.json");
-    let mut reports: Vec<StageReport> = match &resume_state {
-        Some(_) if stages_path.is_file() => {
-            serde_json::from_str(&autoneural_io::read::read_to_string(&stages_path, autoneural_io::read::CONFIG)?)
-                .with_context(|| format!("{}: unreadable", stages_path.display()))?
+
+    /// Stage `index`, its steps counted from `global_step_base`.
+    fn stage(&self, index: usize, global_step_base: usize) -> StageRun<'_> {
+        StageRun {
+            run_dir: self.run_dir,
+            data_dir: &self.exp.data.dir,
+            tokenizer_dir: self.tokenizer_dir,
+            batcher: self.batcher,
+            devices: self.devices,
+            index,
+            count: self.exp.stages.len(),
+            stage: &self.exp.stages[index],
+            on_bad_record: self.exp.data.on_bad_record,
+            global_step_base,
+            keep: 2,
+            stop_after: self.options.stop_after_steps,
         }
-        _ => Vec::new(),
-    };
-    // The stages before the checkpoint's (and its own when it finished); a later report
-    // would describe training the checkpoint does not hold.
-    if let Some((state, _)) = &resume_state {
+    }
+
+    /// The reports of the stages a resumed checkpoint had finished (a later report would
+    /// describe training the checkpoint does not hold); none for a fresh run.
+    fn earlier_reports(&self, resumed: Option<&TrainerState>) -> Result<Vec<StageReport>> {
+        let path = self.stages_path();
+        let Some(state) = resumed.filter(|_| path.is_file()) else { return Ok(Vec::new()) };
+        let mut reports: Vec<StageReport> =
+            serde_json::from_str(&autoneural_io::read::read_to_string(&path, autoneural_io::read::CONFIG)?)
+                .with_context(|| format!("{}: unreadable", path.display()))?;
         reports.truncate(state.stage + usize::from(state.stage_done));
-    }
-    let test_files = families_in(&exp.data.dir, &exp.eval.split);
-    let not_evaluated = families_without(&exp.data.dir, &exp.eval.split);
-    if !not_evaluated.is_empty() {
-        log.say(format!(
-            "no {}.jsonl for {}: not evaluated (they still train)",
-            exp.eval.split,
-            not_evaluated.join(", ")
-        ));
-    }
-    let eval_opts = EvalOptions { max_new_tokens: exp.eval.max_new_tokens, max_per_task: exp.eval.max_per_task };
-    let stage_run = |index: usize, global_step_base: usize| StageRun {
-        run_dir: &run_dir,
-        data_dir: &exp.data.dir,
-        tokenizer_dir: &tokenizer_dir,
-        batcher: &batcher,
-        devices: &devices,
-        index,
-        count: exp.stages.len(),
-        stage: &exp.stages[index],
-        on_bad_record: exp.data.on_bad_record,
-        global_step_base,
-        keep: 2,
-        stop_after: options.stop_after_steps,
-    };
-    let mut global = 0;
-    for (i, stage) in exp.stages.iter().enumerate() {
-        let mut resume = None;
-        if let Some((state, opt)) = &resume_state {
-            if i < state.stage || (i == state.stage && state.stage_done) {
-                global = state.global_step.max(global);
-                continue;
-            }
-            if i == state.stage {
-                resume = Some((state.clone(), opt.clone()));
-                global = state.global_step - state.step;
-            }
-        }
-        let run = stage_run(i, global);
-        // Before a QAT stage starts: the model in float and after PTQ at the stage's policy,
-        // for the report's PTQ-against-QAT table.
-        if let (Some(q), None, false) = (&stage.quantization, &resume, test_files.is_empty()) {
-            let policy = q.load_policy().with_context(|| format!("stage {:?}: quantization.policy", stage.name))?;
-            log.say(format!("evaluating float and PTQ at {} before quantization-aware training", policy.name));
-            let calib = families_in(&exp.data.dir, "train");
-            let valid = model.clone().valid();
-            let cmp = QuantComparison::before_qat(&valid, &run, &policy, &calib, &test_files, &eval_opts)?;
-            cmp.write(&run_dir)?;
-            // The float model QAT starts from: what `quant-report` and `quantize` measure.
-            save_model_dir(&valid, &tokenizer_dir, &run_dir.join(BEFORE_QAT))?;
-        }
-        let (m, report) = run_stage(model, &run, resume, &mut log)?;
-        model = m;
-        global += report.steps;
-        if !report.complete {
-            // Stopped on request (`stop_after_steps`, or `q` in the dashboard): the
-            // checkpoint is written (and dropping `log` gives the terminal back).
-            return Ok(RunOutcome { final_dir: run_dir.join("final"), run_dir, stages: reports, eval: None });
-        }
-        reports.push(report);
-        std::fs::write(&stages_path, serde_json::to_string_pretty(&reports)?)
-            .with_context(|| format!("writing {}", stages_path.display()))?;
+        Ok(reports)
     }
 
-    log.close_dashboard();
-    let final_dir = run_dir.join("final");
-    let model = model.valid();
-    // After QAT the final checkpoint is the quantized model, as `autoneural quantize` writes
-    // one: QDQ weights and quantization.json (op-input ranges from training).
-    let (model, runtime) = match exp.stages.last().and_then(|s| s.quantization.as_ref()) {
-        Some(q) => {
-            let policy = q.load_policy()?;
-            let qat = Qat::new(&model, policy.clone(), q.range_momentum);
-            if let Some(r) = reports.last().and_then(|r| r.qat_ranges.as_ref()) {
-                qat.restore_ranges(r)?;
+    /// Trains every stage not finished yet, from `model` (continuing `resume_state`'s stage),
+    /// appending each stage's report; `None` when training stopped on request.
+    fn train_stages(
+        &self,
+        mut model: VisionLanguageModel,
+        resume_state: Option<(TrainerState, PathBuf)>,
+        reports: &mut Vec<StageReport>,
+        log: &mut MetricsLog,
+    ) -> Result<Option<(VisionLanguageModel, usize)>> {
+        let mut global = 0;
+        for (i, stage) in self.exp.stages.iter().enumerate() {
+            let mut resume = None;
+            if let Some((state, opt)) = &resume_state {
+                if i < state.stage || (i == state.stage && state.stage_done) {
+                    global = state.global_step.max(global);
+                    continue;
+                }
+                if i == state.stage {
+                    resume = Some((state.clone(), opt.clone()));
+                    global = state.global_step - state.step;
+                }
             }
-            let activations = qat.activation_encodings()?;
-            let (quantized, weights) = quantize_weights(model, &policy)?;
-            let file = quantization_file(&quantized, &policy, &weights, &activations);
-            save_model_dir(&quantized, &tokenizer_dir, &final_dir)?;
-            file.write(&final_dir)?;
-            let runtime = QuantizedRuntime::from_file(&quantized, &file)?;
-            (quantized, runtime)
+            let run = self.stage(i, global);
+            if let (Some(q), None, false) = (&stage.quantization, &resume, self.test_files.is_empty()) {
+                self.before_qat(&model, &run, q, log)?;
+            }
+            let (m, report) = run_stage(model, &run, resume, log)?;
+            model = m;
+            global += report.steps;
+            if !report.complete {
+                return Ok(None);
+            }
+            reports.push(report);
+            let path = self.stages_path();
+            std::fs::write(&path, serde_json::to_string_pretty(&reports)?)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
-        None => {
-            save_model_dir(&model, &tokenizer_dir, &final_dir)?;
-            (model, QuantizedRuntime::default())
+        Ok(Some((model, global)))
+    }
+
+    /// Before a QAT stage starts: the model in float and after PTQ at the stage's policy,
+    /// for the report's PTQ-against-QAT table, and the float model QAT starts from (what
+    /// `quant-report` and `quantize` measure) in `before_qat/`.
+    fn before_qat(
+        &self,
+        model: &VisionLanguageModel,
+        run: &StageRun,
+        q: &autoneural_train::config::QatConfig,
+        log: &mut MetricsLog,
+    ) -> Result<()> {
+        let policy = q.load_policy().with_context(|| format!("stage {:?}: quantization.policy", run.stage.name))?;
+        log.say(format!("evaluating float and PTQ at {} before quantization-aware training", policy.name));
+        let calib = families_in(&self.exp.data.dir, "train");
+        let valid = model.clone().valid();
+        let cmp = QuantComparison::before_qat(&valid, run, &policy, &calib, &self.test_files, &self.eval_opts)?;
+        cmp.write(self.run_dir)?;
+        save_model_dir(&valid, self.tokenizer_dir, &self.run_dir.join(BEFORE_QAT))
+    }
+
+    /// The trained model as `final/` (quantized, after a QAT stage), its evaluation on the
+    /// held-out split, the PTQ-against-QAT comparison, and the run report.
+    fn finish(&self, model: VisionLanguageModel, reports: Vec<StageReport>, global: usize) -> Result<RunOutcome> {
+        let final_dir = self.run_dir.join("final");
+        let (model, runtime) = self.save_final(model.valid(), &reports, &final_dir)?;
+        let eval = self.evaluate(&model, &runtime)?;
+        let comparison = match (QuantComparison::read(self.run_dir), &eval, &runtime.name) {
+            (Some(mut c), Some(e), Some(_)) => {
+                c.qat = Some(e.clone());
+                let last = self.stage(self.exp.stages.len() - 1, global);
+                c.qat_val = Some(runtime.run(|| validate(&model, &last))?);
+                c.write(self.run_dir)?;
+                Some(c)
+            }
+            _ => None,
+        };
+        let report = crate::report::render(self.exp, &model, &reports, eval.as_ref(), comparison.as_ref(), &final_dir);
+        let path = self.run_dir.join("report.md");
+        std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
+        Ok(RunOutcome { run_dir: self.run_dir.to_path_buf(), final_dir, stages: reports, eval })
+    }
+
+    /// Writes `final/`. After QAT it is the quantized model, as `autoneural quantize` writes
+    /// one: QDQ weights and quantization.json (op-input ranges from training); returns the
+    /// model and how it runs.
+    fn save_final(
+        &self,
+        model: VisionLanguageModel,
+        reports: &[StageReport],
+        final_dir: &Path,
+    ) -> Result<(VisionLanguageModel, QuantizedRuntime)> {
+        let Some(q) = self.exp.stages.last().and_then(|s| s.quantization.as_ref()) else {
+            save_model_dir(&model, self.tokenizer_dir, final_dir)?;
+            return Ok((model, QuantizedRuntime::default()));
+        };
+        let policy = q.load_policy()?;
+        let qat = Qat::new(&model, policy.clone(), q.range_momentum);
+        if let Some(r) = reports.last().and_then(|r| r.qat_ranges.as_ref()) {
+            qat.restore_ranges(r)?;
         }
-    };
-    let eval = if test_files.is_empty() || exp.stages.is_empty() {
-        // (an untrained model's answers measure nothing)
-        None
-    } else {
-        if !options.quiet {
-            eprintln!("evaluating on {} ({} files)", exp.eval.split, test_files.len());
+        let activations = qat.activation_encodings()?;
+        let (quantized, weights) = quantize_weights(model, &policy)?;
+        let file = quantization_file(&quantized, &policy, &weights, &activations);
+        save_model_dir(&quantized, self.tokenizer_dir, final_dir)?;
+        file.write(final_dir)?;
+        let runtime = QuantizedRuntime::from_file(&quantized, &file)?;
+        Ok((quantized, runtime))
+    }
+
+    /// Per-task accuracy on the held-out split (`eval.json`, `eval.md`); none without test
+    /// files or stages (an untrained model's answers measure nothing).
+    fn evaluate(&self, model: &VisionLanguageModel, runtime: &QuantizedRuntime) -> Result<Option<EvalReport>> {
+        if self.test_files.is_empty() || self.exp.stages.is_empty() {
+            return Ok(None);
         }
-        let mut report = runtime.run(|| evaluate(&model, &batcher.tokenizer, &test_files, &eval_opts))?;
-        report.not_evaluated = not_evaluated.clone();
-        std::fs::write(run_dir.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
-        std::fs::write(run_dir.join("eval.md"), report.markdown())?;
-        Some(report)
-    };
-    let comparison = match (QuantComparison::read(&run_dir), &eval, &runtime.name) {
-        (Some(mut c), Some(e), Some(_)) => {
-            c.qat = Some(e.clone());
-            let last = stage_run(exp.stages.len() - 1, global);
-            c.qat_val = Some(runtime.run(|| validate(&model, &last))?);
-            c.write(&run_dir)?;
-            Some(c)
+        if !self.options.quiet {
+            eprintln!("evaluating on {} ({} files)", self.exp.eval.split, self.test_files.len());
         }
-        _ => None,
-    };
-    let report = crate::report::render(&exp, &model, &reports, eval.as_ref(), comparison.as_ref(), &final_dir);
-    std::fs::write(run_dir.join("report.md"), report)
-        .with_context(|| format!("writing {}", run_dir.join("report.md").display()))?;
-    Ok(RunOutcome { run_dir, final_dir, stages: reports, eval })
+        let mut report = runtime.run(|| evaluate(model, &self.batcher.tokenizer, &self.test_files, &self.eval_opts))?;
+        report.not_evaluated = self.not_evaluated.clone();
+        std::fs::write(self.run_dir.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(self.run_dir.join("eval.md"), report.markdown())?;
+        Ok(Some(report))
+    }
 }

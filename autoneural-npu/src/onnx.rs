@@ -152,95 +152,59 @@ fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
 }
 
 /// Propagates shapes through one node and returns its cost (`None` for views and encodings).
-fn node_cost(n: &NodeProto, vals: &mut HashMap<String, Val>, bits: Bits) -> Result<Option<OpCost>> {
-    let inputs: Vec<Option<Val>> = n.input.iter().map(|name| vals.get(name).cloned()).collect();
-    let input = |i: usize| -> Result<Val> {
-        let name = n.input.get(i).filter(|s| !s.is_empty()).ok_or_else(|| anyhow!("missing input {i}"))?;
-        inputs[i].clone().ok_or_else(|| anyhow!("input {name:?} is not defined before use"))
-    };
-    let consts = |i: usize| -> Result<Vec<i64>> {
-        match input(i)?.src {
+/// The values a node reads, by input position.
+struct NodeInputs<'a> {
+    node: &'a NodeProto,
+    vals: Vec<Option<Val>>,
+}
+
+impl<'a> NodeInputs<'a> {
+    fn of(node: &'a NodeProto, vals: &HashMap<String, Val>) -> Self {
+        Self { node, vals: node.input.iter().map(|name| vals.get(name).cloned()).collect() }
+    }
+
+    fn get(&self, i: usize) -> Result<Val> {
+        let name = self.node.input.get(i).filter(|s| !s.is_empty()).ok_or_else(|| anyhow!("missing input {i}"))?;
+        self.vals[i].clone().ok_or_else(|| anyhow!("input {name:?} is not defined before use"))
+    }
+
+    fn consts(&self, i: usize) -> Result<Vec<i64>> {
+        match self.get(i)?.src {
             Src::Const(v) => Ok(v),
             _ => bail!("input {i} must be a constant initializer"),
         }
-    };
-    let x = input(0)?;
-    let same = |kind| (vec![x.shape.clone()], Some(kind));
-    let (outs, kind): (Vec<Vec<usize>>, Option<OpKind>) = match n.op_type.as_str() {
-        "Identity" | "QuantizeLinear" => {
-            vals.insert(n.output[0].clone(), x);
-            return Ok(None);
-        }
-        "DequantizeLinear" => {
-            // A weight stays a weight at its stored width; an activation's encoding is free.
-            vals.insert(n.output[0].clone(), x);
-            return Ok(None);
-        }
-        "Add" | "Mul" | "Div" | "Sub" => (vec![broadcast(&x.shape, &input(1)?.shape)?], Some(OpKind::Elementwise)),
-        "Sigmoid" | "Sqrt" | "Neg" | "Gelu" => same(OpKind::Elementwise),
-        "Softmax" => same(OpKind::Softmax),
-        "BatchNormalization" | "LayerNormalization" => same(OpKind::Norm),
-        "ReduceMean" => {
-            let axes = if n.input.len() > 1 { consts(1)? } else { attr_ints(n, "axes").unwrap_or_default() };
-            let keep = attr_i(n, "keepdims").unwrap_or(1) == 1;
-            let axes: Vec<usize> = axes.iter().map(|&a| axis(a, x.shape.len())).collect::<Result<_>>()?;
-            let mut s = Vec::new();
-            for (i, &d) in x.shape.iter().enumerate() {
-                if !axes.contains(&i) {
-                    s.push(d);
-                } else if keep {
-                    s.push(1);
-                }
-            }
-            (vec![s], Some(OpKind::Norm))
-        }
-        "MatMul" => {
-            let w = input(1)?;
-            let (a, b) = (&x.shape, &w.shape);
-            if a.len() < 2 || b.len() < 2 || a[a.len() - 1] != b[b.len() - 2] {
-                bail!("MatMul of {a:?} and {b:?}");
-            }
-            let mut s = broadcast(&a[..a.len() - 2], &b[..b.len() - 2])?;
-            s.extend([a[a.len() - 2], b[b.len() - 1]]);
-            let kind = if matches!(w.src, Src::Weight { .. }) { OpKind::Matmul } else { OpKind::Attention };
-            (vec![s], Some(kind))
-        }
-        "Gemm" => {
-            let w = input(1)?;
-            let trans = |k| attr_i(n, k).unwrap_or(0) == 1;
-            let (m, k1) = if trans("transA") { (x.shape[1], x.shape[0]) } else { (x.shape[0], x.shape[1]) };
-            let (k2, o) = if trans("transB") { (w.shape[1], w.shape[0]) } else { (w.shape[0], w.shape[1]) };
-            if x.shape.len() != 2 || w.shape.len() != 2 || k1 != k2 {
-                bail!("Gemm of {:?} and {:?}", x.shape, w.shape);
-            }
-            let kind = if matches!(w.src, Src::Weight { .. }) { OpKind::Matmul } else { OpKind::Attention };
-            (vec![vec![m, o]], Some(kind))
-        }
-        "Conv" => {
-            let w = input(1)?;
-            let sp = x.shape.len().saturating_sub(2);
-            if sp == 0 || w.shape.len() != x.shape.len() {
-                bail!("Conv of {:?} with weight {:?}", x.shape, w.shape);
-            }
-            let k = &w.shape[2..];
-            let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1; sp]);
-            let dil = attr_ints(n, "dilations").unwrap_or_else(|| vec![1; sp]);
-            let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 2 * sp]);
-            let mut s = vec![x.shape[0], w.shape[0]];
-            for i in 0..sp {
-                let span = dil[i] as usize * (k[i] - 1) + 1;
-                let padded = x.shape[2 + i] + (pads[i] + pads[i + sp]) as usize;
-                if padded < span {
-                    bail!("Conv kernel {k:?} larger than its padded input {:?}", x.shape);
-                }
-                s.push((padded - span) / strides[i] as usize + 1);
-            }
-            let g = attr_i(n, "group").unwrap_or(1) as usize;
-            let kind = if g > 1 && g == x.shape[1] { OpKind::Depthwise } else { OpKind::Conv };
-            (vec![s], Some(kind))
-        }
+    }
+
+    fn len(&self) -> usize {
+        self.node.input.len()
+    }
+}
+
+/// One node of the graph: its outputs' shapes into `vals`, and its cost (`None` for the
+/// ops that only rename or reshape a value, and for QDQ pairs, which are encodings).
+fn node_cost(n: &NodeProto, vals: &mut HashMap<String, Val>, bits: Bits) -> Result<Option<OpCost>> {
+    let inputs = NodeInputs::of(n, vals);
+    let x = inputs.get(0)?;
+    if let Some(shape) = view_shape(n, &inputs, &x)? {
+        vals.insert(n.output[0].clone(), Val { shape, src: x.src });
+        return Ok(None);
+    }
+    let (outs, kind) = output_shapes(n, &inputs, &x)?;
+    let op = op_cost(n, &inputs, &x, &outs, kind, bits)?;
+    for (name, s) in n.output.iter().zip(outs) {
+        vals.insert(name.clone(), Val { shape: s, src: Src::Act });
+    }
+    Ok(Some(op))
+}
+
+/// The shape of an op that only renames or reshapes its input (no cost): Identity, the QDQ
+/// ops (a weight stays a weight at its stored width; an activation's encoding is free),
+/// Reshape, Squeeze, Unsqueeze. `None` for every other op.
+fn view_shape(n: &NodeProto, inputs: &NodeInputs, x: &Val) -> Result<Option<Vec<usize>>> {
+    Ok(Some(match n.op_type.as_str() {
+        "Identity" | "QuantizeLinear" | "DequantizeLinear" => x.shape.clone(),
         "Reshape" => {
-            let target = consts(1)?;
+            let target = inputs.consts(1)?;
             let total = x.elems();
             let mut s: Vec<i64> =
                 target.iter().enumerate().map(|(i, &d)| if d == 0 { x.shape[i] as i64 } else { d }).collect();
@@ -252,55 +216,50 @@ fn node_cost(n: &NodeProto, vals: &mut HashMap<String, Val>, bits: Bits) -> Resu
             if s.iter().map(|&d| d as u64).product::<u64>() != total {
                 bail!("Reshape of {:?} to {target:?}", x.shape);
             }
-            vals.insert(n.output[0].clone(), Val { shape: s, src: x.src });
-            return Ok(None);
+            s
         }
-        "Squeeze" | "Unsqueeze" => {
-            let axes = consts(1)?;
-            let s = if n.op_type == "Squeeze" {
-                let ax: Vec<usize> = axes.iter().map(|&a| axis(a, x.shape.len())).collect::<Result<_>>()?;
-                x.shape.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect()
-            } else {
-                let r = x.shape.len() + axes.len();
-                let ax: Vec<usize> = axes.iter().map(|&a| axis(a, r)).collect::<Result<_>>()?;
-                let mut it = x.shape.iter();
-                (0..r).map(|i| if ax.contains(&i) { 1 } else { *it.next().unwrap_or(&1) }).collect()
-            };
-            vals.insert(n.output[0].clone(), Val { shape: s, src: x.src });
-            return Ok(None);
+        "Squeeze" => {
+            let ax: Vec<usize> = inputs.consts(1)?.iter().map(|&a| axis(a, x.shape.len())).collect::<Result<_>>()?;
+            x.shape.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect()
         }
+        "Unsqueeze" => {
+            let axes = inputs.consts(1)?;
+            let r = x.shape.len() + axes.len();
+            let ax: Vec<usize> = axes.iter().map(|&a| axis(a, r)).collect::<Result<_>>()?;
+            let mut it = x.shape.iter();
+            (0..r).map(|i| if ax.contains(&i) { 1 } else { *it.next().unwrap_or(&1) }).collect()
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// The output shapes and the kind of a costed op.
+fn output_shapes(n: &NodeProto, inputs: &NodeInputs, x: &Val) -> Result<(Vec<Vec<usize>>, OpKind)> {
+    let one = |s: Vec<usize>, kind| Ok((vec![s], kind));
+    match n.op_type.as_str() {
+        "Add" | "Mul" | "Div" | "Sub" => one(broadcast(&x.shape, &inputs.get(1)?.shape)?, OpKind::Elementwise),
+        "Sigmoid" | "Sqrt" | "Neg" | "Gelu" => one(x.shape.clone(), OpKind::Elementwise),
+        "Softmax" => one(x.shape.clone(), OpKind::Softmax),
+        "BatchNormalization" | "LayerNormalization" => one(x.shape.clone(), OpKind::Norm),
+        "ReduceMean" => one(reduce_shape(n, inputs, x)?, OpKind::Norm),
+        "MatMul" | "Gemm" => product_shape(n, inputs, x),
+        "Conv" => conv_shape(n, inputs, x),
         "Transpose" => {
             let r = x.shape.len();
             let perm = attr_ints(n, "perm").unwrap_or_else(|| (0..r as i64).rev().collect());
-            let s = perm.iter().map(|&p| axis(p, r).map(|p| x.shape[p])).collect::<Result<_>>()?;
-            (vec![s], Some(OpKind::DataMovement))
+            one(perm.iter().map(|&p| axis(p, r).map(|p| x.shape[p])).collect::<Result<_>>()?, OpKind::DataMovement)
         }
-        "Slice" => {
-            let (starts, ends) = (consts(1)?, consts(2)?);
-            let axes = if n.input.len() > 3 { consts(3)? } else { (0..starts.len() as i64).collect() };
-            let steps = if n.input.len() > 4 { consts(4)? } else { vec![1; starts.len()] };
-            let mut s = x.shape.clone();
-            for i in 0..starts.len() {
-                let a = axis(axes[i], s.len())?;
-                let d = x.shape[a] as i64;
-                let clamp = |v: i64| if v < 0 { (v + d).max(0) } else { v.min(d) };
-                if steps[i] != 1 {
-                    bail!("Slice with step {} is not used by the exporter", steps[i]);
-                }
-                s[a] = (clamp(ends[i]) - clamp(starts[i])).max(0) as usize;
-            }
-            (vec![s], Some(OpKind::DataMovement))
-        }
+        "Slice" => one(slice_shape(inputs, x)?, OpKind::DataMovement),
         "Concat" => {
             let a = axis(attr_i(n, "axis").ok_or_else(|| anyhow!("Concat needs an axis"))?, x.shape.len())?;
             let mut s = x.shape.clone();
-            s[a] = (0..n.input.len()).map(|i| input(i).map(|v| v.shape[a])).sum::<Result<usize>>()?;
-            (vec![s], Some(OpKind::DataMovement))
+            s[a] = (0..inputs.len()).map(|i| inputs.get(i).map(|v| v.shape[a])).sum::<Result<usize>>()?;
+            one(s, OpKind::DataMovement)
         }
         "Split" => {
             let a = axis(attr_i(n, "axis").unwrap_or(0), x.shape.len())?;
-            let parts = if n.input.len() > 1 {
-                consts(1)?.iter().map(|&p| p as usize).collect()
+            let parts = if inputs.len() > 1 {
+                inputs.consts(1)?.iter().map(|&p| p as usize).collect()
             } else {
                 let k = attr_i(n, "num_outputs").unwrap_or(n.output.len() as i64).max(1) as usize;
                 vec![x.shape[a] / k; k]
@@ -313,20 +272,17 @@ fn node_cost(n: &NodeProto, vals: &mut HashMap<String, Val>, bits: Bits) -> Resu
                     s
                 })
                 .collect();
-            (outs, Some(OpKind::DataMovement))
+            Ok((outs, OpKind::DataMovement))
         }
         "Gather" => {
-            let idx = input(1)?;
+            let idx = inputs.get(1)?;
             let a = axis(attr_i(n, "axis").unwrap_or(0), x.shape.len())?;
             let mut s = x.shape[..a].to_vec();
             s.extend(&idx.shape);
             s.extend(&x.shape[a + 1..]);
-            (vec![s], Some(OpKind::Gather))
+            one(s, OpKind::Gather)
         }
-        "Resize" => {
-            let sizes = consts(3)?;
-            (vec![sizes.iter().map(|&d| d as usize).collect()], Some(OpKind::DataMovement))
-        }
+        "Resize" => one(inputs.consts(3)?.iter().map(|&d| d as usize).collect(), OpKind::DataMovement),
         "AveragePool" => {
             let k = attr_ints(n, "kernel_shape").ok_or_else(|| anyhow!("AveragePool needs kernel_shape"))?;
             let st = attr_ints(n, "strides").unwrap_or_else(|| vec![1; k.len()]);
@@ -334,18 +290,107 @@ fn node_cost(n: &NodeProto, vals: &mut HashMap<String, Val>, bits: Bits) -> Resu
             for i in 0..k.len() {
                 s.push((x.shape[2 + i] - k[i] as usize) / st[i] as usize + 1);
             }
-            (vec![s], Some(OpKind::DataMovement))
+            one(s, OpKind::DataMovement)
         }
         other => bail!("unsupported op {other:?} (the cost model reads the exporter's op set)"),
+    }
+}
+
+fn reduce_shape(n: &NodeProto, inputs: &NodeInputs, x: &Val) -> Result<Vec<usize>> {
+    let axes = if inputs.len() > 1 { inputs.consts(1)? } else { attr_ints(n, "axes").unwrap_or_default() };
+    let keep = attr_i(n, "keepdims").unwrap_or(1) == 1;
+    let axes: Vec<usize> = axes.iter().map(|&a| axis(a, x.shape.len())).collect::<Result<_>>()?;
+    let mut s = Vec::new();
+    for (i, &d) in x.shape.iter().enumerate() {
+        if !axes.contains(&i) {
+            s.push(d);
+        } else if keep {
+            s.push(1);
+        }
+    }
+    Ok(s)
+}
+
+/// MatMul and Gemm: a product with a weight, or (between activations) part of attention.
+fn product_shape(n: &NodeProto, inputs: &NodeInputs, x: &Val) -> Result<(Vec<Vec<usize>>, OpKind)> {
+    let w = inputs.get(1)?;
+    let kind = if matches!(w.src, Src::Weight { .. }) { OpKind::Matmul } else { OpKind::Attention };
+    let s = if n.op_type == "Gemm" {
+        let trans = |k| attr_i(n, k).unwrap_or(0) == 1;
+        let (m, k1) = if trans("transA") { (x.shape[1], x.shape[0]) } else { (x.shape[0], x.shape[1]) };
+        let (k2, o) = if trans("transB") { (w.shape[1], w.shape[0]) } else { (w.shape[0], w.shape[1]) };
+        if x.shape.len() != 2 || w.shape.len() != 2 || k1 != k2 {
+            bail!("Gemm of {:?} and {:?}", x.shape, w.shape);
+        }
+        vec![m, o]
+    } else {
+        let (a, b) = (&x.shape, &w.shape);
+        if a.len() < 2 || b.len() < 2 || a[a.len() - 1] != b[b.len() - 2] {
+            bail!("MatMul of {a:?} and {b:?}");
+        }
+        let mut s = broadcast(&a[..a.len() - 2], &b[..b.len() - 2])?;
+        s.extend([a[a.len() - 2], b[b.len() - 1]]);
+        s
     };
-    let kind = kind.expect("cost ops have a kind");
+    Ok((vec![s], kind))
+}
+
+fn conv_shape(n: &NodeProto, inputs: &NodeInputs, x: &Val) -> Result<(Vec<Vec<usize>>, OpKind)> {
+    let w = inputs.get(1)?;
+    let sp = x.shape.len().saturating_sub(2);
+    if sp == 0 || w.shape.len() != x.shape.len() {
+        bail!("Conv of {:?} with weight {:?}", x.shape, w.shape);
+    }
+    let k = &w.shape[2..];
+    let strides = attr_ints(n, "strides").unwrap_or_else(|| vec![1; sp]);
+    let dil = attr_ints(n, "dilations").unwrap_or_else(|| vec![1; sp]);
+    let pads = attr_ints(n, "pads").unwrap_or_else(|| vec![0; 2 * sp]);
+    let mut s = vec![x.shape[0], w.shape[0]];
+    for i in 0..sp {
+        let span = dil[i] as usize * (k[i] - 1) + 1;
+        let padded = x.shape[2 + i] + (pads[i] + pads[i + sp]) as usize;
+        if padded < span {
+            bail!("Conv kernel {k:?} larger than its padded input {:?}", x.shape);
+        }
+        s.push((padded - span) / strides[i] as usize + 1);
+    }
+    let g = attr_i(n, "group").unwrap_or(1) as usize;
+    let kind = if g > 1 && g == x.shape[1] { OpKind::Depthwise } else { OpKind::Conv };
+    Ok((vec![s], kind))
+}
+
+fn slice_shape(inputs: &NodeInputs, x: &Val) -> Result<Vec<usize>> {
+    let (starts, ends) = (inputs.consts(1)?, inputs.consts(2)?);
+    let axes = if inputs.len() > 3 { inputs.consts(3)? } else { (0..starts.len() as i64).collect() };
+    let steps = if inputs.len() > 4 { inputs.consts(4)? } else { vec![1; starts.len()] };
+    let mut s = x.shape.clone();
+    for i in 0..starts.len() {
+        let a = axis(axes[i], s.len())?;
+        let d = x.shape[a] as i64;
+        let clamp = |v: i64| if v < 0 { (v + d).max(0) } else { v.min(d) };
+        if steps[i] != 1 {
+            bail!("Slice with step {} is not used by the exporter", steps[i]);
+        }
+        s[a] = (clamp(ends[i]) - clamp(starts[i])).max(0) as usize;
+    }
+    Ok(s)
+}
+
+/// What a costed op reads (every non-constant input, by what it is), writes, and computes.
+fn op_cost(
+    n: &NodeProto,
+    inputs: &NodeInputs,
+    x: &Val,
+    outs: &[Vec<usize>],
+    kind: OpKind,
+    bits: Bits,
+) -> Result<OpCost> {
     let mut op = OpCost::new(n.name.clone(), kind);
-    // Reads: every non-constant input, by what it is.
-    for i in 0..n.input.len() {
+    for i in 0..inputs.len() {
         if n.input[i].is_empty() {
             continue;
         }
-        let v = input(i)?;
+        let v = inputs.get(i)?;
         match v.src {
             Src::Act => op.act_read_bytes += bits.act(v.elems()),
             Src::State => op.state_bytes += Bits::bytes(v.elems(), bits.kv),
@@ -361,10 +406,8 @@ fn node_cost(n: &NodeProto, vals: &mut HashMap<String, Val>, bits: Bits) -> Resu
     if kind == OpKind::Gather {
         op.act_read_bytes = 0;
     }
-    for (name, s) in n.output.iter().zip(&outs) {
-        let v = Val { shape: s.clone(), src: Src::Act };
-        op.act_write_bytes += bits.act(v.elems());
-        vals.insert(name.clone(), v);
+    for s in outs {
+        op.act_write_bytes += bits.act(s.iter().map(|&d| d as u64).product());
     }
     op.macs = match kind {
         OpKind::Matmul | OpKind::Attention => {
@@ -373,11 +416,11 @@ fn node_cost(n: &NodeProto, vals: &mut HashMap<String, Val>, bits: Bits) -> Resu
             o.iter().map(|&d| d as u64).product::<u64>() * k as u64
         }
         OpKind::Conv | OpKind::Depthwise => {
-            let w = input(1)?;
+            let w = inputs.get(1)?;
             let per_out: u64 = w.shape[1..].iter().map(|&d| d as u64).product();
             outs[0].iter().map(|&d| d as u64).product::<u64>() * per_out
         }
         _ => 0,
     };
-    Ok(Some(op))
+    Ok(op)
 }

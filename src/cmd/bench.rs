@@ -1,10 +1,10 @@
-//! `autoneural bench lm`: throughput and decode-state memory of LFM2 shapes on random
-//! weights, next to this machine's memory-bandwidth bound measured in the same process.
+//! `autoneural bench`: the arguments of each benchmark, passed to `autoneural_eval`'s
+//! benchmark modules, whose reports are printed as text or JSON.
 
 use anyhow::{Context, bail};
-use autoneural_eval::bench_lm::{LmBenchOptions, random_model, run as run_bench, run_at};
+use autoneural_eval::bench_lm::{ContextComparison, LmBenchOptions, LmComparison};
 use autoneural_eval::bench_train::{self, TrainBenchOptions};
-use autoneural_eval::bench_vision;
+use autoneural_eval::bench_vision::{self, VisionComparison};
 use autoneural_eval::membw::measure_read_bandwidth;
 use autoneural_experiments::experiment::Experiment;
 use autoneural_experiments::sweep::{Expansion, parse_overrides};
@@ -184,55 +184,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             v["device"] = json!(args.device);
             println!("{}", serde_json::to_string(&v)?);
         }
-        Format::Text => {
-            println!(
-                "{} stage {:?} (training {}): {} params = vision {} + projector {} + language {}",
-                r.experiment,
-                r.stage,
-                r.trained_parts.join(", "),
-                r.params_total,
-                r.params_vision,
-                r.params_projector,
-                r.params_language
-            );
-            println!(
-                "image {}px -> {} tokens of {}; LM hidden {}, MLP {}, {} layers (attention at {:?}), vocab {}",
-                r.image_size,
-                r.image_tokens,
-                r.vision_dim,
-                r.text_hidden,
-                r.text_mlp_width,
-                r.text_layers,
-                r.attention_layers,
-                r.vocab_size
-            );
-            println!(
-                "batch {} x {} positions ({} trained per row), {} timed steps after {} warm-up",
-                r.batch, r.seq_len, r.loss_tokens_per_row, r.steps, r.warmup
-            );
-            let p = &r.phases_ms;
-            println!(
-                "step: {:.1} ms mean ({:.1} median, {:.1} min) = {:.2} samples/s",
-                r.ms_per_step, r.median_ms, r.min_ms, r.samples_per_s
-            );
-            println!(
-                "phases: forward {:.1} ms, backward {:.1} ms, grads + clip {:.1} ms, optimizer {:.1} ms",
-                p.forward, p.backward, p.clip, p.optimizer
-            );
-            if let Some(b) = &r.breakdown_ms {
-                println!(
-                    "halves: vision forward {:.1} + backward {:.1} ms, language forward {:.1} + backward {:.1} ms",
-                    b.vision_forward, b.vision_backward, b.language_forward, b.language_backward
-                );
-            }
-            println!(
-                "last loss {:.3}, peak step heap {}, {} threads, device {}",
-                r.last_loss,
-                r.peak_step_mib.map_or("n/a".into(), |m| format!("{m:.0} MiB")),
-                r.threads,
-                args.device
-            );
-        }
+        Format::Text => print!("{}", r.text(&args.device)),
     }
     Ok(())
 }
@@ -250,53 +202,17 @@ fn vision(args: VisionArgs) -> anyhow::Result<()> {
         })?;
         rows.extend(bench_vision::run(name, &config, &args.resolution, args.runs, &device)?);
     }
-    let baseline =
-        |r: usize| rows.iter().find(|x| x.encoder == args.encoder[0] && x.resolution == r).map(|x| x.latency_ms);
+    let report = VisionComparison { rows, device: args.device, runs: args.runs };
     match args.format {
-        Format::Json => {
-            let out: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    let mut v = serde_json::to_value(r).expect("row serialises");
-                    v["device"] = json!(args.device);
-                    v["latency_vs_first"] = json!(baseline(r.resolution).map(|b| r.latency_ms / b));
-                    v
-                })
-                .collect();
-            println!("{}", serde_json::to_string(&out)?);
-        }
-        Format::Text => {
-            println!(
-                "{:<22} {:>6} {:>9} {:>7} {:>11} {:>11} {:>13} {:>8}",
-                "encoder", "res", "params", "tokens", "median ms", "min ms", "peak act MiB", "x first"
-            );
-            for r in &rows {
-                println!(
-                    "{:<22} {:>6} {:>8.1}M {:>7} {:>11.1} {:>11.1} {:>13} {:>8.2}",
-                    r.encoder,
-                    r.resolution,
-                    r.params as f64 / 1e6,
-                    r.tokens,
-                    r.latency_ms,
-                    r.min_ms,
-                    r.peak_activation_mib.map_or("n/a".into(), |m| format!("{m:.0}")),
-                    baseline(r.resolution).map_or(f64::NAN, |b| r.latency_ms / b),
-                );
-            }
-            println!(
-                "({} threads, device {}, {} timed runs each after one warm-up)",
-                rows.first().map_or(0, |r| r.threads),
-                args.device,
-                args.runs
-            );
-        }
+        Format::Json => println!("{}", serde_json::to_string(&report.json())?),
+        Format::Text => print!("{}", report.text()),
     }
     Ok(())
 }
 
 fn preset(name: &str) -> anyhow::Result<Lfm2Config> {
     Lfm2Config::preset(name)
-        .with_context(|| format!("unknown preset {name:?} (expected one of {})", Lfm2Config::PRESETS.join(", ")))
+        .with_context(|| format!("unknown preset {name:?} (expected one of {})", Lfm2Config::preset_names().join(", ")))
 }
 
 fn context(args: ContextArgs) -> anyhow::Result<()> {
@@ -308,56 +224,10 @@ fn context(args: ContextArgs) -> anyhow::Result<()> {
     }
     let baseline = hybrid.clone().with_attention_layers(base_n);
     let device = parse_device(&args.device)?;
-    let mut rows = Vec::new();
-    for (label, cfg) in [("hybrid", &hybrid), ("baseline", &baseline)] {
-        for &ctx in &args.contexts {
-            let opts = LmBenchOptions { prompt_len: 1, new_tokens: args.new_tokens, context: ctx, batch: 1 };
-            opts.check(cfg).map_err(anyhow::Error::msg)?;
-        }
-        let model = random_model(cfg, &device);
-        for &ctx in &args.contexts {
-            let opts = LmBenchOptions { prompt_len: 1, new_tokens: args.new_tokens, context: ctx, batch: 1 };
-            let r = run_bench(&model, &device, &opts);
-            rows.push((label, ctx, r));
-        }
-    }
-    if args.format == Format::Json {
-        let out: Vec<_> = rows
-            .iter()
-            .map(|(label, ctx, r)| {
-                let mut v = serde_json::to_value(r).expect("serialisable");
-                v["mix"] = json!(label);
-                v["requested_context"] = json!(ctx);
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string(&out)?);
-        return Ok(());
-    }
-    println!(
-        "{}: hybrid = attention at {:?}; baseline = attention at {:?} ({} of {n} layers)",
-        args.preset,
-        hybrid.attention_layers(),
-        baseline.attention_layers(),
-        base_n
-    );
-    println!(
-        "| context | hybrid tok/s | baseline tok/s | speed ratio | hybrid state MiB | baseline state MiB | memory ratio |"
-    );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for &ctx in &args.contexts {
-        let h = &rows.iter().find(|(l, c, _)| *l == "hybrid" && *c == ctx).expect("ran").2;
-        let b = &rows.iter().find(|(l, c, _)| *l == "baseline" && *c == ctx).expect("ran").2;
-        let mib = |x: usize| x as f64 / 1048576.0;
-        println!(
-            "| {ctx} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
-            h.decode_tok_s,
-            b.decode_tok_s,
-            h.decode_tok_s / b.decode_tok_s,
-            mib(h.state_total_bytes),
-            mib(b.state_total_bytes),
-            b.state_total_bytes as f64 / h.state_total_bytes as f64
-        );
+    let report = ContextComparison::run(&args.preset, &hybrid, &baseline, &args.contexts, args.new_tokens, &device)?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string(&report.json())?),
+        Format::Text => print!("{}", report.markdown()),
     }
     Ok(())
 }
@@ -372,10 +242,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let bw = measure_read_bandwidth(mib << 20, 9);
             match format {
                 Format::Json => println!("{}", serde_json::to_string(&bw)?),
-                Format::Text => println!(
-                    "memory read bandwidth: {:.2} GB/s median, {:.2} GB/s best ({} threads, {} MiB buffer)",
-                    bw.gb_per_s, bw.best_gb_per_s, bw.threads, mib
-                ),
+                Format::Text => println!("{}", bw.text()),
             }
             Ok(())
         }
@@ -405,69 +272,15 @@ fn lm(args: LmArgs) -> anyhow::Result<()> {
         context: args.context,
         batch: args.batch,
     };
-    opts.check(&config).map_err(anyhow::Error::msg)?;
-    let model = random_model(&config, &device);
-    let mut results = Vec::new();
-    for policy in &policies {
-        results.push(run_at(&model, policy, &device, &opts)?);
-    }
-    // measured after the model runs so both see the same machine state
-    let bw = (!args.no_bandwidth).then(|| measure_read_bandwidth(1 << 30, 9));
-    let base = &results[0];
-    for r in &results {
-        let bound = bw.map(|b| b.gb_per_s * 1e9 / r.decode_weight_bytes as f64);
-        let speedup = r.decode_tok_s / base.decode_tok_s;
-        match args.format {
-            Format::Json => {
-                let mut obj = serde_json::to_value(r)?;
-                obj["preset"] = json!(args.preset);
-                obj["device"] = json!(args.device);
-                obj["bandwidth_gb_s"] = json!(bw.map(|b| b.gb_per_s));
-                obj["decode_bound_tok_s"] = json!(bound);
-                obj["decode_fraction_of_bound"] = json!(bound.map(|b| r.decode_tok_s / (b * r.batch as f64)));
-                obj["decode_speedup"] = json!(speedup);
-                println!("{}", serde_json::to_string(&obj)?);
-            }
-            Format::Text => {
-                println!(
-                    "{} at {} ({} layers, attention at {:?}), {} params, {} threads, device {}",
-                    args.preset, r.precision, r.num_layers, r.attention_layers, r.params, r.threads, args.device
-                );
-                if r.packed_matrices > 0 {
-                    println!("weights: {} matrices decode from int8/int4", r.packed_matrices);
-                }
-                println!(
-                    "prefill: {} tokens in {:.1} ms = {:.1} tok/s",
-                    r.prompt_len * r.batch,
-                    r.prefill_ms,
-                    r.prefill_tok_s
-                );
-                println!(
-                    "decode:  {} tokens, {:.2} ms/token = {:.2} tok/s ({:.2}x {})",
-                    r.new_tokens * r.batch,
-                    r.decode_ms_per_token,
-                    r.decode_tok_s,
-                    speedup,
-                    base.precision
-                );
-                println!(
-                    "state at context {}: KV {:.2} MiB + conv {:.3} MiB = {:.2} MiB",
-                    r.final_context,
-                    r.state_kv_bytes as f64 / 1048576.0,
-                    r.state_conv_bytes as f64 / 1048576.0,
-                    r.state_total_bytes as f64 / 1048576.0
-                );
-                if let (Some(bw), Some(bound)) = (bw, bound) {
-                    println!(
-                        "bound:   {:.2} GB/s (median read bandwidth) / {:.1} MB per token = {:.2} tok/s; decode reaches {:.0}% of it",
-                        bw.gb_per_s,
-                        r.decode_weight_bytes as f64 / 1e6,
-                        bound,
-                        100.0 * r.decode_tok_s / (bound * r.batch as f64)
-                    );
-                }
+    let report =
+        LmComparison::run(&args.preset, &config, &policies, &opts, (&device, &args.device), !args.no_bandwidth)?;
+    match args.format {
+        Format::Json => {
+            for line in report.json_lines() {
+                println!("{}", serde_json::to_string(&line)?);
             }
         }
+        Format::Text => print!("{}", report.text()),
     }
     Ok(())
 }

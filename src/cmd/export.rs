@@ -120,7 +120,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         }
         (_, Some(name)) => {
             let config = Lfm2Config::preset(name).with_context(|| {
-                format!("--preset {name:?}: expected {PAPER_VLM} or one of {}", Lfm2Config::PRESETS.join(", "))
+                format!("--preset {name:?}: expected {PAPER_VLM} or one of {}", Lfm2Config::preset_names().join(", "))
             })?;
             device.seed(0);
             export_language(&config.init(&device), "", &staging, &opts)?

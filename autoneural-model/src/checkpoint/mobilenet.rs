@@ -54,7 +54,7 @@ pub fn load_mobilenetv5(path: &Path, arch: Option<&MobileNetV5Arch>, device: &De
             MobileNetV5Arch::preset(name).ok_or_else(|| {
                 f.invalid(
                     "architecture",
-                    format!("unknown preset {name:?} (known: {})", MobileNetV5Arch::PRESETS.join(", ")),
+                    format!("unknown preset {name:?} (known: {})", MobileNetV5Arch::preset_names().join(", ")),
                 )
             })?
         }

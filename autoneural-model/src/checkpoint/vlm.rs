@@ -128,7 +128,7 @@ fn autoneural_encoder(f: &Fields) -> Result<EncoderConfig> {
         Some(name) => MobileNetV5Arch::preset(name).ok_or_else(|| {
             f.invalid(
                 "architecture",
-                format!("unknown preset {name:?} (known: {})", MobileNetV5Arch::PRESETS.join(", ")),
+                format!("unknown preset {name:?} (known: {})", MobileNetV5Arch::preset_names().join(", ")),
             )
         })?,
         None => {

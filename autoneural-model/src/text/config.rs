@@ -108,9 +108,7 @@ impl Lfm2Config {
                         f.invalid("full_attn_idxs", format!("index {bad} is out of range for {num_layers} layers"))
                     );
                 }
-                (0..num_layers)
-                    .map(|i| if idxs.contains(&i) { LayerKind::Attention } else { LayerKind::Conv })
-                    .collect()
+                LayerKind::with_attention_at(num_layers, &idxs)
             }
             // transformers' rule: with neither field every layer is attention
             (None, None) => vec![LayerKind::Attention; num_layers],
@@ -248,28 +246,41 @@ impl Lfm2Config {
     /// Re-places attention: `count` attention layers by [`attention_placement`].
     pub fn with_attention_layers(mut self, count: usize) -> Self {
         let n = self.num_layers();
-        let idxs = attention_placement(n, count.min(n));
-        self.layer_types =
-            (0..n).map(|i| if idxs.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
+        self.layer_types = LayerKind::with_attention_at(n, &attention_placement(n, count.min(n)));
         self
     }
 
-    /// Named shapes: the public LFM2 checkpoints and small ones for tests and CPU runs.
+    /// Named shapes, one constructor each: the public LFM2 checkpoints, and small ones for
+    /// tests and CPU runs with LFM2's 10:6 conv:attention mix scaled down.
+    pub const PRESETS: &'static [(&'static str, fn() -> Self)] = &[
+        ("lfm2-350m", || Self::shape(65536, 1024, 6656, 16, 8, 16, &LFM2_ATTENTION)),
+        ("lfm2-700m", || Self::shape(65536, 1536, 10240, 24, 8, 16, &LFM2_ATTENTION)),
+        ("lfm2-1.2b", || Self::shape(65536, 2048, 12288, 32, 8, 16, &LFM2_ATTENTION)),
+        ("lfm2-tiny", || Self::shape(8192, 256, 1152, 4, 2, 8, &attention_placement(8, 3))),
+        ("lfm2-nano", || Self::shape(512, 64, 288, 4, 2, 4, &attention_placement(4, 2))),
+    ];
+
+    /// A preset by name.
     pub fn preset(name: &str) -> Option<Self> {
-        let lfm2_attn = [2usize, 5, 8, 10, 12, 14];
-        let (vocab, hidden, ff, heads, kv, layers, attn): (usize, usize, usize, usize, usize, usize, Vec<usize>) =
-            match name {
-                "lfm2-350m" => (65536, 1024, 6656, 16, 8, 16, lfm2_attn.to_vec()),
-                "lfm2-700m" => (65536, 1536, 10240, 24, 8, 16, lfm2_attn.to_vec()),
-                "lfm2-1.2b" => (65536, 2048, 12288, 32, 8, 16, lfm2_attn.to_vec()),
-                // small shapes with LFM2's 10:6 mix scaled down
-                "lfm2-tiny" => (8192, 256, 1152, 4, 2, 8, attention_placement(8, 3)),
-                "lfm2-nano" => (512, 64, 288, 4, 2, 4, attention_placement(4, 2)),
-                _ => return None,
-            };
-        let layer_types =
-            (0..layers).map(|i| if attn.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
-        Some(Self {
+        Self::PRESETS.iter().find(|(n, _)| *n == name).map(|(_, make)| make())
+    }
+
+    pub fn preset_names() -> Vec<&'static str> {
+        Self::PRESETS.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// An LFM2 of these sizes with attention at `attention` (the rest as the published
+    /// checkpoints have it).
+    fn shape(
+        vocab: usize,
+        hidden: usize,
+        ff: usize,
+        heads: usize,
+        kv: usize,
+        layers: usize,
+        attention: &[usize],
+    ) -> Self {
+        Self {
             vocab_size: vocab,
             hidden_size: hidden,
             intermediate_size: ff,
@@ -284,15 +295,23 @@ impl Lfm2Config {
             block_multiple_of: if hidden >= 1024 { 256 } else { 32 },
             block_ffn_dim_multiplier: Some(1.0),
             block_auto_adjust_ff_dim: true,
-            layer_types,
+            layer_types: LayerKind::with_attention_at(layers, attention),
             tie_word_embeddings: true,
             bos_token_id: Some(1),
             eos_token_ids: vec![7],
             pad_token_id: Some(0),
-        })
+        }
     }
+}
 
-    pub const PRESETS: &'static [&'static str] = &["lfm2-350m", "lfm2-700m", "lfm2-1.2b", "lfm2-tiny", "lfm2-nano"];
+/// Where the published LFM2 checkpoints (350M to 1.2B, 16 layers) have attention.
+const LFM2_ATTENTION: [usize; 6] = [2, 5, 8, 10, 12, 14];
+
+impl LayerKind {
+    /// `n` layers, attention at the indices in `attention` and gated convolutions elsewhere.
+    pub fn with_attention_at(n: usize, attention: &[usize]) -> Vec<Self> {
+        (0..n).map(|i| if attention.contains(&i) { Self::Attention } else { Self::Conv }).collect()
+    }
 }
 
 /// The most decoder layers a config may have (published LFM2 models have 16 to 24).

@@ -345,48 +345,27 @@ impl MobileNetV5Arch {
         ]
     }
 
-    /// A named preset.
-    pub fn preset(name: &str) -> Option<Self> {
-        let stage = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let gemma = |block_args, pad_type, image_size| Self {
-            block_args,
-            stem_size: 64,
-            pad_type,
-            msfa_output_resolution: 16,
-            num_features: 2048,
-            image_size,
-            layer_scale_init_value: Some(1e-5),
-            norm: NormKind::Rms,
-        };
-        match name {
-            "mobilenetv5_300m_enc" | "mobilenetv5_300m" => Some(gemma(
-                Self::gemma_family(
-                    640,
-                    "uir_r7_a5_k0_s1_e4",
-                    14,
-                    "mqa_r1_k3_h12_v2_s1_d64",
-                    1280,
-                    19,
-                    "mqa_r1_k3_h16_s1_d96",
-                ),
-                if name == "mobilenetv5_300m_enc" { PadType::Same } else { PadType::Symmetric },
-                768,
-            )),
-            "mobilenetv5_base" => Some(gemma(
-                Self::gemma_family(
-                    512,
-                    "uir_r2_a5_k0_s1_e4",
-                    6,
-                    "mqa_r1_k3_h8_s2_d64",
-                    1024,
-                    7,
-                    "mqa_r1_k3_h16_s1_d64",
-                ),
-                PadType::Symmetric,
-                256,
-            )),
-            // Every block kind, small enough for tests and CPU training (output 2x2 at 64px).
-            "mobilenetv5_tiny" => Some(Self {
+    /// Named architectures, one constructor each: Gemma 3n's 300M encoder (with TensorFlow
+    /// "same" padding, as the Gemma 3n checkpoints, or PyTorch's, as timm's), its base size,
+    /// and a tiny one with every block kind for tests and CPU training (2x2 tokens at 64 px).
+    pub const PRESETS: &'static [(&'static str, fn() -> Self)] = &[
+        ("mobilenetv5_300m_enc", || Self::gemma_300m(PadType::Same)),
+        ("mobilenetv5_300m", || Self::gemma_300m(PadType::Symmetric)),
+        ("mobilenetv5_base", || {
+            let stages = Self::gemma_family(
+                512,
+                "uir_r2_a5_k0_s1_e4",
+                6,
+                "mqa_r1_k3_h8_s2_d64",
+                1024,
+                7,
+                "mqa_r1_k3_h16_s1_d64",
+            );
+            Self::gemma(stages, PadType::Symmetric, 256)
+        }),
+        ("mobilenetv5_tiny", || {
+            let stage = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            Self {
                 block_args: vec![
                     stage(&["er_r1_k3_s2_e4_c16", "er_r1_k3_s1_e2_c16"]),
                     stage(&["uir_r1_a3_k5_s2_e4_c24", "uir_r1_a5_k0_s1_e2_c24"]),
@@ -400,13 +379,45 @@ impl MobileNetV5Arch {
                 image_size: 64,
                 layer_scale_init_value: Some(1e-5),
                 norm: NormKind::Rms,
-            }),
-            _ => None,
-        }
+            }
+        }),
+    ];
+
+    /// A preset by name.
+    pub fn preset(name: &str) -> Option<Self> {
+        Self::PRESETS.iter().find(|(n, _)| *n == name).map(|(_, make)| make())
     }
 
-    pub const PRESETS: &'static [&'static str] =
-        &["mobilenetv5_300m_enc", "mobilenetv5_300m", "mobilenetv5_base", "mobilenetv5_tiny"];
+    pub fn preset_names() -> Vec<&'static str> {
+        Self::PRESETS.iter().map(|(n, _)| *n).collect()
+    }
+
+    fn gemma_300m(pad_type: PadType) -> Self {
+        let stages = Self::gemma_family(
+            640,
+            "uir_r7_a5_k0_s1_e4",
+            14,
+            "mqa_r1_k3_h12_v2_s1_d64",
+            1280,
+            19,
+            "mqa_r1_k3_h16_s1_d96",
+        );
+        Self::gemma(stages, pad_type, 768)
+    }
+
+    /// Gemma 3n's stem, adapter and norm around `block_args`.
+    fn gemma(block_args: Vec<Vec<String>>, pad_type: PadType, image_size: usize) -> Self {
+        Self {
+            block_args,
+            stem_size: 64,
+            pad_type,
+            msfa_output_resolution: 16,
+            num_features: 2048,
+            image_size,
+            layer_scale_init_value: Some(1e-5),
+            norm: NormKind::Rms,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -441,7 +452,7 @@ mod tests {
 
     #[test]
     fn presets_resolve() {
-        for name in MobileNetV5Arch::PRESETS {
+        for name in MobileNetV5Arch::preset_names() {
             let a = MobileNetV5Arch::preset(name).unwrap().resolve().unwrap();
             assert_eq!(a.msfa_taps, vec![3, 4], "{name}");
         }

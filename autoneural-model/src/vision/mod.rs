@@ -34,7 +34,7 @@ impl EncoderConfig {
     }
 
     pub fn preset_names() -> Vec<&'static str> {
-        MobileNetV5Arch::PRESETS.iter().chain(VitConfig::PRESETS).copied().collect()
+        MobileNetV5Arch::preset_names().into_iter().chain(VitConfig::preset_names()).collect()
     }
 
     pub fn image_size(&self) -> usize {

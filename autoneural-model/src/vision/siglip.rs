@@ -71,11 +71,30 @@ impl VitConfig {
         Ok(())
     }
 
-    /// Named shapes: `siglip2_base_p16` (86M), `siglip2_large_p16` (303M), `vit_300m_p14`
-    /// (InternViT-300M / ViT-L/14 shapes, 304M), `vit_mini` (the quickstart's baseline), `vit_tiny`
-    /// (tests).
+    /// Named shapes, one constructor each: `siglip2_base_p16` (86M), `siglip2_large_p16`
+    /// (303M), `vit_300m_p14` (InternViT-300M / ViT-L/14 shapes, 304M), `vit_tiny` (tests),
+    /// and `vit_mini`, the quickstart's ViT baseline: 0.11M parameters (MobileNetV5-tiny:
+    /// 0.08M), an 8x8 patch grid on 64-pixel images.
+    pub const PRESETS: &'static [(&'static str, fn() -> Self)] = &[
+        ("siglip2_base_p16", || Self::shape(768, 3072, 12, 12, 16, 256)),
+        ("siglip2_large_p16", || Self::shape(1024, 4096, 24, 16, 16, 256)),
+        ("vit_300m_p14", || Self { num_patches: 1024, ..Self::shape(1024, 4096, 24, 16, 14, 448) }),
+        ("vit_tiny", || Self { num_patches: 16, ..Self::shape(32, 64, 2, 4, 8, 32) }),
+        ("vit_mini", || Self { num_patches: 64, ..Self::shape(64, 256, 2, 4, 8, 64) }),
+    ];
+
+    /// A preset by name.
     pub fn preset(name: &str) -> Option<Self> {
-        let make = |hidden, inter, layers, heads, patch, image| Self {
+        Self::PRESETS.iter().find(|(n, _)| *n == name).map(|(_, make)| make())
+    }
+
+    pub fn preset_names() -> Vec<&'static str> {
+        Self::PRESETS.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// A SigLIP2 tower of these sizes (256 position embeddings unless set).
+    fn shape(hidden: usize, inter: usize, layers: usize, heads: usize, patch: usize, image: usize) -> Self {
+        Self {
             hidden_size: hidden,
             intermediate_size: inter,
             num_hidden_layers: layers,
@@ -86,21 +105,8 @@ impl VitConfig {
             layer_norm_eps: 1e-6,
             linear_patch_embedding: true,
             image_size: image,
-        };
-        match name {
-            "siglip2_base_p16" => Some(make(768, 3072, 12, 12, 16, 256)),
-            "siglip2_large_p16" => Some(make(1024, 4096, 24, 16, 16, 256)),
-            "vit_300m_p14" => Some(Self { num_patches: 1024, ..make(1024, 4096, 24, 16, 14, 448) }),
-            "vit_tiny" => Some(Self { num_patches: 16, ..make(32, 64, 2, 4, 8, 32) }),
-            // The quickstart's ViT baseline: 0.11M parameters (MobileNetV5-tiny: 0.08M), an
-            // 8x8 patch grid on 64-pixel images.
-            "vit_mini" => Some(Self { num_patches: 64, ..make(64, 256, 2, 4, 8, 64) }),
-            _ => None,
         }
     }
-
-    pub const PRESETS: &'static [&'static str] =
-        &["siglip2_base_p16", "siglip2_large_p16", "vit_300m_p14", "vit_tiny", "vit_mini"];
 
     /// Tokens for an `h x w` image.
     pub fn grid(&self, h: usize, w: usize) -> (usize, usize) {

@@ -19,7 +19,7 @@ use crate::config::{LanguageInit, ModelConfig};
 pub fn text_config(init: &LanguageInit, vocab_size: usize) -> Result<Lfm2Config> {
     let name = init.preset.as_deref().context("model.language.preset is missing")?;
     let mut c = Lfm2Config::preset(name).with_context(|| {
-        format!("model.language.preset: unknown preset {name:?} (known: {})", Lfm2Config::PRESETS.join(", "))
+        format!("model.language.preset: unknown preset {name:?} (known: {})", Lfm2Config::preset_names().join(", "))
     })?;
     c.vocab_size = vocab_size;
     if let Some(h) = init.hidden_size {
@@ -61,7 +61,7 @@ pub fn text_config(init: &LanguageInit, vocab_size: usize) -> Result<Lfm2Config>
         if init.attention_layers.is_some_and(|a| a != at.len()) {
             bail!("model.language: attention_layers and attention_at disagree; give one of them");
         }
-        c.layer_types = (0..n).map(|i| if at.contains(&i) { LayerKind::Attention } else { LayerKind::Conv }).collect();
+        c.layer_types = LayerKind::with_attention_at(n, at);
         return Ok(c);
     }
     if attention > c.num_layers() {

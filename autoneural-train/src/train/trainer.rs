@@ -225,77 +225,160 @@ pub fn run_stage(
     log: &mut MetricsLog,
 ) -> Result<(VisionLanguageModel, StageReport)> {
     let s = run.stage;
-    let recipe = stage_recipe(run, "train")?;
-    let total = s.total_steps(count_records(&recipe)?);
     let mut model = set_trainable(model, &s.train);
-    let (trainable_params, frozen_params) = param_counts(&model, &s.train);
-    let mut optim = optimizer(s);
-    let mut sampler = MixtureSampler::new(recipe)?;
-    let replicas = Replicas::new(run.devices)?;
-    // QAT: fake quantizers on every quantized weight and op input, for this stage only.
-    let qat = match &s.quantization {
-        Some(q) => {
-            let policy = q.load_policy().with_context(|| format!("stage {:?}: quantization.policy", s.name))?;
-            Some(Arc::new(Qat::new(&model, policy, q.range_momentum)))
+    let params = param_counts(&model, &s.train);
+    let mut t = Training::start(run, &model, resume)?;
+    t.announce(log, params);
+    for step in t.steps_done..t.total {
+        model = t.step(model, step, log)?;
+        let last = step + 1 == t.total;
+        if !last && (run.stop_after == Some(run.global_step_base + t.steps_done) || log.interrupted()) {
+            break;
         }
-        None => None,
-    };
-    let mut start = 0;
-    if let Some((state, optimizer_file)) = resume {
-        if let (Some(q), Some(ranges)) = (&qat, &state.qat_ranges) {
-            q.restore_ranges(ranges)?;
+        if !last && s.checkpoint_every > 0 && t.steps_done % s.checkpoint_every == 0 {
+            t.checkpoint(&model, false)?;
         }
-        optim = optim
-            .load(&optimizer_file)
-            .map_err(|e| anyhow::anyhow!("{}: cannot load the optimizer state: {e:?}", optimizer_file.display()))?;
-        for _ in 0..state.records_drawn {
-            sampler.next_record()?;
-        }
-        sampler.refused = state.refused.clone();
-        start = state.step;
     }
-    log.say(format!(
-        "stage {}/{} {:?}: {} steps x {} samples, training {:?} ({} parameters, {} frozen)",
-        run.index + 1,
-        run.count,
-        s.name,
-        total,
-        s.effective_batch(),
-        s.train,
-        trainable_params,
-        frozen_params
-    ));
-    if let Some(q) = &qat {
-        let (w, a) = q.counts();
-        log.say(format!("  quantization-aware at {}: {w} weights and {a} op inputs fake-quantized", q.policy.name));
+    log.finish_stage();
+    t.finish(model, log, params)
+}
+
+/// One stage in progress: its data, optimizer and (QAT) quantizers, and how far it got.
+struct Training<'r, 'a> {
+    run: &'r StageRun<'a>,
+    /// Optimizer steps of the stage.
+    total: usize,
+    optim: ModuleOptimizer,
+    sampler: MixtureSampler,
+    replicas: Replicas,
+    /// QAT: fake quantizers on every quantized weight and op input, for this stage only.
+    qat: Option<Arc<Qat>>,
+    /// The stage runs the language model (an alignment-only stage has no loss or token
+    /// accuracy, and nothing to validate).
+    lm: bool,
+    steps_done: usize,
+    train_seconds: f64,
+    samples: usize,
+    last_loss: Option<f64>,
+    last_align: Option<f64>,
+    val: Option<ValMetrics>,
+    /// Skipped records already named in the log.
+    skips_shown: usize,
+}
+
+impl<'r, 'a> Training<'r, 'a> {
+    /// The stage's data, optimizer and quantizers, put where `resume` (a checkpoint taken
+    /// inside this stage) left them.
+    fn start(
+        run: &'r StageRun<'a>,
+        model: &VisionLanguageModel,
+        resume: Option<(TrainerState, PathBuf)>,
+    ) -> Result<Self> {
+        let s = run.stage;
+        let recipe = stage_recipe(run, "train")?;
+        let total = s.total_steps(count_records(&recipe)?);
+        let qat = match &s.quantization {
+            Some(q) => {
+                let policy = q.load_policy().with_context(|| format!("stage {:?}: quantization.policy", s.name))?;
+                Some(Arc::new(Qat::new(model, policy, q.range_momentum)))
+            }
+            None => None,
+        };
+        let mut t = Self {
+            run,
+            total,
+            optim: optimizer(s),
+            sampler: MixtureSampler::new(recipe)?,
+            replicas: Replicas::new(run.devices)?,
+            qat,
+            lm: s.lm_weight > 0.0,
+            steps_done: 0,
+            train_seconds: 0.0,
+            samples: 0,
+            last_loss: None,
+            last_align: None,
+            val: None,
+            skips_shown: 0,
+        };
+        if let Some((state, optimizer_file)) = resume {
+            if state.step > total {
+                bail!("the checkpoint is at step {} of stage {:?}, which has {total} steps", state.step, s.name);
+            }
+            if let (Some(q), Some(ranges)) = (&t.qat, &state.qat_ranges) {
+                q.restore_ranges(ranges)?;
+            }
+            t.optim = t
+                .optim
+                .load(&optimizer_file)
+                .map_err(|e| anyhow::anyhow!("{}: cannot load the optimizer state: {e:?}", optimizer_file.display()))?;
+            for _ in 0..state.records_drawn {
+                t.sampler.next_record()?;
+            }
+            t.sampler.refused = state.refused.clone();
+            t.steps_done = state.step;
+        }
+        t.skips_shown = t.sampler.skipped().first.len();
+        Ok(t)
     }
-    log.start_stage(&s.name, run.index, run.count, start, total);
-    let (mut train_seconds, mut samples) = (0.0f64, 0usize);
-    let (mut last_loss, mut last_align) = (None, None);
-    // An alignment-only stage skips the language model: it has no loss or token accuracy.
-    let lm = s.lm_weight > 0.0;
-    let mut val = None;
-    let mut steps_done = start;
-    let state_at = |step: usize, sampler: &MixtureSampler, done: bool| TrainerState {
-        stage: run.index,
-        stage_name: s.name.clone(),
-        step,
-        global_step: run.global_step_base + step,
-        records_drawn: sampler.drawn.iter().sum(),
-        stage_done: done,
-        qat_ranges: qat.as_ref().map(|q| q.ranges_by_key()),
-        refused: sampler.refused.clone(),
-    };
-    let mut skips_shown = sampler.skipped().first.len();
-    for step in start..total {
+
+    /// What the stage trains, for whoever watches; starts its progress display.
+    fn announce(&self, log: &mut MetricsLog, (trainable, frozen): (usize, usize)) {
+        let (run, s) = (self.run, self.run.stage);
+        log.say(format!(
+            "stage {}/{} {:?}: {} steps x {} samples, training {:?} ({} parameters, {} frozen)",
+            run.index + 1,
+            run.count,
+            s.name,
+            self.total,
+            s.effective_batch(),
+            s.train,
+            trainable,
+            frozen
+        ));
+        if let Some(q) = &self.qat {
+            let (w, a) = q.counts();
+            log.say(format!("  quantization-aware at {}: {w} weights and {a} op inputs fake-quantized", q.policy.name));
+        }
+        log.start_stage(&s.name, run.index, run.count, self.steps_done, self.total);
+    }
+
+    /// Where the stage stands, as a checkpoint records it.
+    fn state(&self, done: bool) -> TrainerState {
+        let (run, s) = (self.run, self.run.stage);
+        TrainerState {
+            stage: run.index,
+            stage_name: s.name.clone(),
+            step: self.steps_done,
+            global_step: run.global_step_base + self.steps_done,
+            records_drawn: self.sampler.drawn.iter().sum(),
+            stage_done: done,
+            qat_ranges: self.qat.as_ref().map(|q| q.ranges_by_key()),
+            refused: self.sampler.refused.clone(),
+        }
+    }
+
+    fn checkpoint(&self, model: &VisionLanguageModel, done: bool) -> Result<PathBuf> {
+        let run = self.run;
+        save_checkpoint(run.run_dir, model, &self.optim, &self.state(done), run.tokenizer_dir, run.keep)
+    }
+
+    /// Optimizer step `step` (0-based): its batch, forward and backward on every replica,
+    /// clipping, the update; then its metrics, and a validation when one is due.
+    fn step(
+        &mut self,
+        mut model: VisionLanguageModel,
+        step: usize,
+        log: &mut MetricsLog,
+    ) -> Result<VisionLanguageModel> {
+        let (run, s) = (self.run, self.run.stage);
         let t0 = Instant::now();
-        let lr = learning_rate(step, total, s.warmup_steps, s.lr, s.min_lr());
+        let lr = learning_rate(step, self.total, s.warmup_steps, s.lr, s.min_lr());
         // Each micro-batch is drawn as one shard per device, in order, so the records of a
         // step are the same with any number of devices.
         let shards = (0..s.grad_accum)
-            .flat_map(|_| shard_sizes(s.micro_batch, replicas.count()))
+            .flat_map(|_| shard_sizes(s.micro_batch, self.replicas.count()))
             .map(|n| {
-                let mut b = run.batcher.next_batch(&mut sampler, n)?;
+                let mut b = run.batcher.next_batch(&mut self.sampler, n)?;
                 b.weights = LossWeights { lm: s.lm_weight, align: s.align_weight };
                 Ok(b)
             })
@@ -303,7 +386,7 @@ pub fn run_stage(
         // The loss of the whole effective batch is the mean over all of its trained tokens,
         // so accumulation gives the same gradient as one large batch.
         let tokens = shards.iter().map(|b| b.loss_tokens()).sum::<usize>().max(1) as f64;
-        let out = with_qat(qat.clone(), || replicas.step_gradients(&model, &shards, tokens))?;
+        let out = with_qat(self.qat.clone(), || self.replicas.step_gradients(&model, &shards, tokens))?;
         let (nll, correct) = (out.nll, out.correct);
         let origins: Vec<&str> = shards.iter().flat_map(|b| b.origins.iter().map(String::as_str)).collect();
         let Some(mut grads) = out.grads else {
@@ -313,79 +396,80 @@ pub fn run_stage(
         if !grad_norm.is_finite() {
             bail!(non_finite(run, step, "gradient norm", grad_norm, &origins));
         }
-        model = step_parts(&mut optim, lr, &s.lr_scale, model, grads);
-        if let Some(q) = &qat {
+        model = step_parts(&mut self.optim, lr, &s.lr_scale, model, grads);
+        if let Some(q) = &self.qat {
             q.commit_step();
         }
         let dt = t0.elapsed().as_secs_f64();
-        train_seconds += dt;
-        samples += s.effective_batch();
-        last_loss = lm.then_some(nll / tokens);
-        last_align = out.align;
+        self.train_seconds += dt;
+        self.samples += s.effective_batch();
+        self.last_loss = self.lm.then_some(nll / tokens);
+        self.last_align = out.align;
         let m = StepMetrics {
             stage: s.name.clone(),
             step: step + 1,
             global_step: run.global_step_base + step + 1,
-            loss: last_loss,
-            token_accuracy: lm.then_some(correct / tokens),
+            loss: self.last_loss,
+            token_accuracy: self.lm.then_some(correct / tokens),
             lr,
             grad_norm,
             samples_per_s: s.effective_batch() as f64 / dt,
             align_loss: out.align,
         };
-        let last = step + 1 == total;
-        let skipped = sampler.skipped();
-        for reason in &skipped.first[skips_shown..] {
+        let last = step + 1 == self.total;
+        let skipped = self.sampler.skipped();
+        for reason in &skipped.first[self.skips_shown..] {
             log.say(format!("  skipped a bad record (on_bad_record = \"skip\"): {reason}"));
         }
-        skips_shown = skipped.first.len();
-        log.step(&m, last || (step + 1) % s.log_every.max(1) == 0, total, skipped.count)?;
+        self.skips_shown = skipped.first.len();
+        log.step(&m, last || (step + 1) % s.log_every.max(1) == 0, self.total, skipped.count)?;
         // Validation measures the language model's loss, which a stage that does not run
         // it (alignment only) has no use for: it would report the untrained head's.
-        if lm && (last || (s.val_every > 0 && (step + 1) % s.val_every == 0)) {
-            let v = with_qat(qat.clone(), || validate(&model, run))?;
+        if self.lm && (last || (s.val_every > 0 && (step + 1) % s.val_every == 0)) {
+            let v = with_qat(self.qat.clone(), || validate(&model, run))?;
             log.val(&s.name, run.global_step_base + step + 1, &v)?;
-            val = Some(v);
+            self.val = Some(v);
         }
-        steps_done = step + 1;
-        if !last && (run.stop_after == Some(run.global_step_base + steps_done) || log.interrupted()) {
-            break;
-        }
-        if !last && s.checkpoint_every > 0 && steps_done % s.checkpoint_every == 0 {
-            let state = state_at(steps_done, &sampler, false);
-            save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
-        }
+        self.steps_done = step + 1;
+        Ok(model)
     }
-    log.finish_stage();
-    // The stage's last checkpoint: at its end, or where `stop_after` or the dashboard
-    // stopped it.
-    let complete = steps_done == total;
-    let state = state_at(steps_done, &sampler, complete);
-    let skipped = sampler.skipped();
-    if skipped.count > 0 {
-        log.say(format!(
-            "stage {:?}: {} bad record(s) skipped (on_bad_record = \"skip\"); the run report lists the first",
-            s.name, skipped.count
-        ));
+
+    /// The stage's last checkpoint (at its end, or where `stop_after` or the dashboard
+    /// stopped it) and its report.
+    fn finish(
+        self,
+        model: VisionLanguageModel,
+        log: &mut MetricsLog,
+        (trainable_params, frozen_params): (usize, usize),
+    ) -> Result<(VisionLanguageModel, StageReport)> {
+        let s = self.run.stage;
+        let complete = self.steps_done == self.total;
+        let skipped = self.sampler.skipped();
+        if skipped.count > 0 {
+            log.say(format!(
+                "stage {:?}: {} bad record(s) skipped (on_bad_record = \"skip\"); the run report lists the first",
+                s.name, skipped.count
+            ));
+        }
+        let checkpoint = self.checkpoint(&model, complete)?;
+        let report = StageReport {
+            name: s.name.clone(),
+            steps: self.steps_done,
+            effective_batch: s.effective_batch(),
+            trainable_params,
+            frozen_params,
+            final_train_loss: self.last_loss,
+            final_align_loss: self.last_align,
+            val: self.val,
+            samples_per_s: if self.train_seconds > 0.0 { self.samples as f64 / self.train_seconds } else { 0.0 },
+            seconds: self.train_seconds,
+            checkpoint,
+            complete,
+            qat_ranges: self.qat.as_ref().map(|q| q.ranges_by_key()),
+            skipped,
+        };
+        Ok((model, report))
     }
-    let checkpoint = save_checkpoint(run.run_dir, &model, &optim, &state, run.tokenizer_dir, run.keep)?;
-    let report = StageReport {
-        name: s.name.clone(),
-        steps: steps_done,
-        effective_batch: s.effective_batch(),
-        trainable_params,
-        frozen_params,
-        final_train_loss: last_loss,
-        final_align_loss: last_align,
-        val,
-        samples_per_s: if train_seconds > 0.0 { samples as f64 / train_seconds } else { 0.0 },
-        seconds: train_seconds,
-        checkpoint,
-        complete,
-        qat_ranges: qat.as_ref().map(|q| q.ranges_by_key()),
-        skipped,
-    };
-    Ok((model, report))
 }
 
 /// Why training stopped on a NaN or infinity, with the records of the step's batch: the
