@@ -294,6 +294,12 @@ impl Output {
     }
 }
 
+/// `path` made absolute (symlinks resolved) when it exists, as a marker records an input:
+/// the same input named two ways is the same input.
+pub fn canonical(path: &Path) -> String {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+}
+
 /// Checks that `path` may be written by a command that writes one file: it is absent, or
 /// `is_ours` recognises its contents as what this command writes, or the user forced it.
 pub fn check_file(path: &Path, is_ours: impl Fn(&[u8]) -> bool, force: bool, way_out: &str) -> Result<()> {

@@ -116,12 +116,11 @@ fn ownership_inputs(
     calib: &[PathBuf],
     samples: usize,
 ) -> serde_json::Map<String, serde_json::Value> {
-    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()).display().to_string();
     let policy = serde_json::to_value(policy).unwrap_or_default();
     let v = serde_json::json!({
-        "model": canonical(model_dir),
+        "model": autoneural_io::output::canonical(model_dir),
         "policy": policy,
-        "calib": calib.iter().map(|p| canonical(p)).collect::<Vec<_>>(),
+        "calib": calib.iter().map(|p| autoneural_io::output::canonical(p)).collect::<Vec<_>>(),
         "samples": samples,
     });
     v.as_object().cloned().unwrap_or_default()

@@ -33,10 +33,8 @@ pub struct SynthArgs {
     /// Comma-separated families (vqa, document, chart, ocr, multi_turn, parking); all by default.
     #[arg(long, value_delimiter = ',')]
     pub families: Vec<Family>,
-    /// Write into --out even when it holds files this command did not write, or a set
-    /// rendered from other options (files of the same names are replaced, others kept).
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub output: super::OutputPolicy,
 }
 
 #[derive(Args, Debug)]
@@ -53,15 +51,9 @@ pub struct TokenizerArgs {
     /// Output directory for tokenizer.json, tokenizer_config.json, chat_template.jinja.
     #[arg(long)]
     pub out: PathBuf,
-    /// Write into --out even when it holds files this command did not write, or a tokenizer
-    /// trained from other inputs (files of the same names are replaced, others kept).
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub output: super::OutputPolicy,
 }
-
-/// How to get past a refused --out.
-pub const WAY_OUT: &str = "choose another --out, or pass --force to write there anyway (files of the same names are \
-                           replaced, the others kept)";
 
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
@@ -75,7 +67,7 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
     let opts =
         SynthOptions { out: args.out, samples: args.samples, image_size: args.image_size, seed: args.seed, families };
     let start = std::time::Instant::now();
-    let summary = synthesize_into(&opts, args.force, WAY_OUT)?;
+    let summary = synthesize_into(&opts, args.output.force, super::WAY_OUT)?;
     println!("{:<11} {:<5} {:>8} {:>8}  {:<12} {:>6}", "family", "split", "records", "turns", "majority", "share");
     for s in &summary.splits {
         println!(
@@ -111,17 +103,16 @@ fn tokenizer(args: TokenizerArgs) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("{}: no <family>/{}.jsonl files", args.data.display(), args.split);
     }
-    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()).display().to_string();
     let inputs = serde_json::json!({
-        "data": canonical(&args.data),
+        "data": autoneural_io::output::canonical(&args.data),
         "split": args.split,
         "vocab_size": args.vocab_size,
     });
     let spec = autoneural_io::output::Spec {
         command: "data tokenizer",
         inputs: inputs.as_object().cloned().unwrap_or_default(),
-        force: args.force,
-        way_out: WAY_OUT,
+        force: args.output.force,
+        way_out: super::WAY_OUT,
         legacy: None,
     };
     let mut out = autoneural_io::output::Output::claim(&args.out, spec)?;

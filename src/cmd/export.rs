@@ -42,10 +42,8 @@ pub struct ExportArgs {
     /// (which is replaced: graphs it held that this export does not write are removed).
     #[arg(long)]
     pub out: PathBuf,
-    /// Write into --out even when it holds files this command did not write, or an earlier
-    /// export from other inputs (files of the same names are replaced, others kept).
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub output: super::OutputPolicy,
     /// Positions per prefill call.
     #[arg(long, default_value_t = 128)]
     pub prefill_len: usize,
@@ -165,12 +163,11 @@ pub fn run(args: ExportArgs) -> Result<()> {
 
 /// The export's claim on `--out`: what the graphs are made from, as the marker records it.
 fn ownership(args: &ExportArgs) -> Spec<'static> {
-    let canonical = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone()).display().to_string();
     let inputs = serde_json::json!({
-        "model": args.model.as_ref().map(canonical),
+        "model": args.model.as_deref().map(autoneural_io::output::canonical),
         "preset": args.preset,
         "precision": args.precision,
-        "calib": args.calib.iter().map(canonical).collect::<Vec<_>>(),
+        "calib": args.calib.iter().map(|p| autoneural_io::output::canonical(p)).collect::<Vec<_>>(),
         "samples": args.samples,
         "prefill_len": args.prefill_len,
         "context": args.context,
@@ -180,8 +177,8 @@ fn ownership(args: &ExportArgs) -> Spec<'static> {
     Spec {
         command: "export",
         inputs: inputs.as_object().cloned().unwrap_or_default(),
-        force: args.force,
-        way_out: super::data::WAY_OUT,
+        force: args.output.force,
+        way_out: super::WAY_OUT,
         legacy: None,
     }
 }

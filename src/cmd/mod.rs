@@ -10,7 +10,7 @@ mod quant;
 mod report;
 mod run;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +60,19 @@ pub enum Command {
     /// device profile; docs/npu_cost_model.md).
     NpuCost(npu::NpuCostArgs),
 }
+
+/// `--force`, for the commands that write a directory of their own (docs/reliability.md).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct OutputPolicy {
+    /// Write into --out even when it holds files this command did not write, or its output
+    /// from other inputs (files of the same names are replaced, the others kept).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// How to get past a refused --out.
+pub const WAY_OUT: &str = "choose another --out, or pass --force to write there anyway (files of the same names are \
+                           replaced, the others kept)";
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -43,9 +43,8 @@ pub struct QuantReportArgs {
     /// empty, or an earlier report of the same inputs).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Write into --out even when it holds files this command did not write.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub output: super::OutputPolicy,
 }
 
 /// `--sweep`: bit-widths, or none for an empty value.
@@ -67,19 +66,18 @@ pub fn run(args: QuantReportArgs) -> Result<()> {
     // Claimed before the work: a refused --out is known at once, not after the report.
     let owned = match &args.out {
         Some(dir) => {
-            let canonical = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone()).display().to_string();
             let inputs = serde_json::json!({
-                "models": args.model.iter().map(canonical).collect::<Vec<_>>(),
+                "models": args.model.iter().map(|p| autoneural_io::output::canonical(p)).collect::<Vec<_>>(),
                 "precision": args.precision,
-                "data": args.data.as_ref().map(canonical),
+                "data": args.data.as_deref().map(autoneural_io::output::canonical),
                 "samples": args.samples,
                 "sweep": sweep,
             });
             let spec = Spec {
                 command: "quant-report",
                 inputs: inputs.as_object().cloned().unwrap_or_default(),
-                force: args.force,
-                way_out: super::data::WAY_OUT,
+                force: args.output.force,
+                way_out: super::WAY_OUT,
                 legacy: None,
             };
             Some(Output::claim(dir, spec)?)
@@ -147,11 +145,8 @@ pub struct QuantizeArgs {
     /// It must be new, empty, or an earlier `quantize` output of the same inputs.
     #[arg(long)]
     pub out: PathBuf,
-    /// Write into --out even when it holds files this command did not write, or an
-    /// earlier quantization from other inputs (files of the same names are replaced,
-    /// others kept).
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub output: super::OutputPolicy,
     #[arg(long, default_value = "flex")]
     pub device: String,
 }
@@ -159,7 +154,8 @@ pub struct QuantizeArgs {
 pub fn quantize(args: QuantizeArgs) -> Result<()> {
     let policy = PrecisionPolicy::load(&args.precision)?;
     let device = parse_device(&args.device)?;
-    let r = quantize_checkpoint(&args.model, &policy, &args.calib, args.samples, &args.out, args.force, &device)?;
+    let r =
+        quantize_checkpoint(&args.model, &policy, &args.calib, args.samples, &args.out, args.output.force, &device)?;
     println!(
         "{}: {} weights and {} op inputs quantized at {} (calibrated on {} conversations)",
         args.out.display(),
