@@ -1,5 +1,6 @@
-//! Data mixtures: a recipe names JSONL sources and their weights, and the sampler draws
-//! records from them in those proportions, reproducibly. The default weights are the
+//! Data mixtures: a recipe names sources (JSONL, Parquet, WebDataset; see
+//! [`crate::sources`]) and their weights, and the sampler draws records from them in those
+//! proportions, reproducibly. The default weights are the
 //! paper's instruction-tuning mixture: 35% VQA, 25% document, 20% chart, 15% OCR,
 //! 5% multi-turn.
 //!
@@ -14,41 +15,47 @@
 //! The schedule is smooth weighted round-robin: after any `n` draws, each source has
 //! supplied within one record of `n * weight / total`, with no randomness at all, so a run
 //! and its resumption see the same order. Sources are streamed and restart from the top
-//! when exhausted (an epoch of a small source inside a large mixture).
+//! when exhausted (an epoch of a small source inside a large mixture). A sampler's state
+//! (the draws, each source's read position) goes into checkpoints, so a resumed run reads
+//! on from where it stopped without reading what came before.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::records::{DataError, JsonlRecords, OnBadRecord, Record, Skipped};
+use crate::records::{DataError, OnBadRecord, Record, Skipped};
+use crate::sources::config::{Split, check_sources};
+use crate::sources::{Source, SourceConfig, SourcePosition};
 
 /// The paper's stage-3 mixture (task family, weight).
 pub const PAPER_MIXTURE: &[(&str, f64)] =
     &[("vqa", 35.0), ("document", 25.0), ("chart", 20.0), ("ocr", 15.0), ("multi_turn", 5.0)];
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Source {
-    pub name: String,
-    pub path: PathBuf,
-    pub weight: f64,
-}
-
+/// Named sources and their weights.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     #[serde(rename = "source")]
-    pub sources: Vec<Source>,
+    pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub on_bad_record: BadRecordPolicy,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BadRecordPolicy {
     #[default]
     Fail,
     Skip,
+}
+
+impl BadRecordPolicy {
+    pub fn reading(self) -> OnBadRecord {
+        match self {
+            Self::Fail => OnBadRecord::Fail,
+            Self::Skip => OnBadRecord::Skip,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,20 +72,18 @@ pub enum RecipeError {
 }
 
 impl Recipe {
-    /// The paper's mixture over `dir/<family>/<split>.jsonl`.
-    pub fn paper(dir: &Path, split: &str) -> Self {
+    /// The paper's mixture over the synthetic families of `dir`.
+    pub fn paper(dir: &Path) -> Self {
         let sources = PAPER_MIXTURE
             .iter()
-            .map(|&(name, weight)| Source {
-                name: name.into(),
-                path: dir.join(name).join(format!("{split}.jsonl")),
-                weight,
-            })
+            .map(|&(name, weight)| SourceConfig { weight, ..SourceConfig::family(dir, name) })
             .collect();
         Self { sources, on_bad_record: BadRecordPolicy::Fail }
     }
 
-    /// Reads a recipe TOML; source paths resolve against its directory.
+    /// Reads a recipe TOML; source paths resolve against its directory. A JSONL source
+    /// whose file is a `train.jsonl` and that names no `val`/`test` files has the
+    /// `val.jsonl`/`test.jsonl` beside it, when they exist.
     pub fn from_file(path: &Path) -> Result<Self, RecipeError> {
         let text = autoneural_io::read::read_to_string(path, autoneural_io::read::CONFIG).map_err(|e| match e {
             autoneural_io::Error::Io { path, source } => RecipeError::Io { path, source },
@@ -90,17 +95,16 @@ impl Recipe {
         if recipe.sources.is_empty() {
             return Err(invalid("no [[source]] entries".into()));
         }
-        for s in &recipe.sources {
-            if !(s.weight.is_finite() && s.weight > 0.0) {
-                return Err(invalid(format!(
-                    "source {:?}: weight must be a positive number, found {}",
-                    s.name, s.weight
-                )));
-            }
-        }
+        check_sources(&recipe.sources, "source").map_err(invalid)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         for s in &mut recipe.sources {
-            s.path = dir.join(&s.path);
+            s.resolve(dir);
+            if s.path.file_name().is_some_and(|n| n == "train.jsonl") {
+                let beside =
+                    |split: &str| Some(s.path.with_file_name(format!("{split}.jsonl"))).filter(|p| p.is_file());
+                s.val = s.val.take().or_else(|| beside("val"));
+                s.test = s.test.take().or_else(|| beside("test"));
+            }
         }
         Ok(recipe)
     }
@@ -110,44 +114,95 @@ impl Recipe {
         let total: f64 = self.sources.iter().map(|s| s.weight).sum();
         self.sources.iter().map(|s| s.weight / total).collect()
     }
+
+    /// Whether any source has `split`.
+    pub fn has(&self, split: Split) -> bool {
+        self.sources.iter().any(|s| s.pattern(split).is_some())
+    }
+
+    /// Records in the `split` files of every source (for stages counted in epochs).
+    pub fn count(&self, split: Split) -> Result<u64, RecipeError> {
+        let mut n = 0;
+        for s in &self.sources {
+            if let Some(spec) = s.spec(split, self.on_bad_record.reading()) {
+                n += spec?.count()?;
+            }
+        }
+        Ok(n)
+    }
 }
 
-/// Draws records from a recipe's sources in proportion to their weights.
+/// Where a sampler stands, as a checkpoint records it: draws so far, each source's
+/// position, and records refused after they were drawn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplerState {
+    pub drawn: Vec<usize>,
+    pub positions: Vec<SourcePosition>,
+    pub refused: Skipped,
+}
+
+impl SamplerState {
+    /// Every record skipped so far: bad records the readers passed over, and records
+    /// refused after they were drawn.
+    pub fn skipped(&self) -> Skipped {
+        let mut all = Skipped::default();
+        for p in &self.positions {
+            all.merge(&p.skipped);
+        }
+        all.merge(&self.refused);
+        all
+    }
+}
+
+/// Draws records from a recipe's sources, for one split, in proportion to their weights.
 pub struct MixtureSampler {
-    recipe: Recipe,
-    readers: Vec<JsonlRecords>,
+    names: Vec<String>,
+    weights: Vec<f64>,
+    sources: Vec<Source>,
     credit: Vec<f64>,
     total_weight: f64,
     /// Records drawn from each source so far.
     pub drawn: Vec<usize>,
-    /// Bad records skipped by readers that have since been reopened (a source's epoch ended).
-    closed: Skipped,
     /// Records drawn whole but refused later (a batcher's checks: too long, an image that does
     /// not decode) under `on_bad_record = "skip"`.
     pub refused: Skipped,
+    policy: BadRecordPolicy,
 }
 
 impl MixtureSampler {
-    pub fn new(recipe: Recipe) -> Result<Self, RecipeError> {
-        let readers =
-            recipe.sources.iter().map(|s| JsonlRecords::open(&s.path, policy(&recipe))).collect::<Result<_, _>>()?;
-        let n = recipe.sources.len();
-        let total_weight = recipe.sources.iter().map(|s| s.weight).sum();
+    /// The sources of `recipe` that have `split`, each opened at its start.
+    pub fn new(recipe: &Recipe, split: Split) -> Result<Self, RecipeError> {
+        let (mut names, mut weights, mut sources) = (Vec::new(), Vec::new(), Vec::new());
+        for s in &recipe.sources {
+            if let Some(spec) = s.spec(split, recipe.on_bad_record.reading()) {
+                sources.push(spec?.open()?);
+                names.push(s.name.clone());
+                weights.push(s.weight);
+            }
+        }
+        if sources.is_empty() {
+            return Err(RecipeError::Invalid {
+                path: PathBuf::from(split.as_str()),
+                message: format!("no source of the mixture has a {} split", split.as_str()),
+            });
+        }
+        let n = sources.len();
         Ok(Self {
-            recipe,
-            readers,
+            total_weight: weights.iter().sum(),
+            names,
+            weights,
+            sources,
             credit: vec![0.0; n],
-            total_weight,
             drawn: vec![0; n],
-            closed: Skipped::default(),
             refused: Skipped::default(),
+            policy: recipe.on_bad_record,
         })
     }
 
     /// The source the schedule picks next (smooth weighted round-robin).
     fn pick(&mut self) -> usize {
-        for (c, s) in self.credit.iter_mut().zip(&self.recipe.sources) {
-            *c += s.weight;
+        for (c, w) in self.credit.iter_mut().zip(&self.weights) {
+            *c += w;
         }
         let best = (0..self.credit.len()).fold(0, |b, i| if self.credit[i] > self.credit[b] { i } else { b });
         self.credit[best] -= self.total_weight;
@@ -159,45 +214,59 @@ impl MixtureSampler {
         let i = self.pick();
         self.drawn[i] += 1;
         for attempt in 0..2 {
-            match self.readers[i].next() {
-                Some(r) => return Ok((self.recipe.sources[i].name.clone(), r?)),
+            match self.sources[i].next_record() {
+                Some(r) => return Ok((self.names[i].clone(), r?)),
                 // Exhausted: start the source over (once; an empty source is an error).
-                None if attempt == 0 => {
-                    let fresh = JsonlRecords::open(&self.recipe.sources[i].path, policy(&self.recipe))?;
-                    let done = std::mem::replace(&mut self.readers[i], fresh);
-                    self.closed.merge(&done.skipped);
-                }
+                None if attempt == 0 => self.sources[i].restart()?,
                 None => break,
             }
         }
         Err(RecipeError::Invalid {
-            path: self.recipe.sources[i].path.clone(),
-            message: format!("source {:?} has no usable records", self.recipe.sources[i].name),
+            path: PathBuf::from(&self.names[i]),
+            message: format!("source {:?} has no usable records", self.names[i]),
         })
     }
-}
 
-impl MixtureSampler {
     /// Whether bad records are skipped (`on_bad_record = "skip"`) rather than fatal.
     pub fn skips_bad_records(&self) -> bool {
-        self.recipe.on_bad_record == BadRecordPolicy::Skip
+        self.policy == BadRecordPolicy::Skip
     }
 
-    /// Every record skipped so far: bad lines the readers passed over, and records refused
-    /// after they were drawn.
-    pub fn skipped(&self) -> Skipped {
-        let mut all = self.closed.clone();
-        for r in &self.readers {
-            all.merge(&r.skipped);
+    /// Where the sampler stands (see [`Self::restore`]).
+    pub fn state(&self) -> SamplerState {
+        SamplerState {
+            drawn: self.drawn.clone(),
+            positions: self.sources.iter().map(Source::position).collect(),
+            refused: self.refused.clone(),
         }
-        all.merge(&self.refused);
-        all
     }
-}
 
-fn policy(recipe: &Recipe) -> OnBadRecord {
-    match recipe.on_bad_record {
-        BadRecordPolicy::Fail => OnBadRecord::Fail,
-        BadRecordPolicy::Skip => OnBadRecord::Skip,
+    /// Puts a fresh sampler of the same recipe where `state` says: the schedule replayed
+    /// (no reading), each source opened at its recorded position.
+    pub fn restore(&mut self, state: &SamplerState) -> Result<(), RecipeError> {
+        if state.drawn.len() != self.sources.len() || state.positions.len() != self.sources.len() {
+            return Err(RecipeError::Invalid {
+                path: PathBuf::from("checkpoint"),
+                message: format!(
+                    "the checkpoint's sampler has {} sources, this mixture {}",
+                    state.positions.len(),
+                    self.sources.len()
+                ),
+            });
+        }
+        for _ in 0..state.drawn.iter().sum::<usize>() {
+            self.pick();
+        }
+        for (source, at) in self.sources.iter_mut().zip(&state.positions) {
+            source.seek(at)?;
+        }
+        self.drawn = state.drawn.clone();
+        self.refused = state.refused.clone();
+        Ok(())
+    }
+
+    /// Every record skipped so far (see [`SamplerState::skipped`]).
+    pub fn skipped(&self) -> Skipped {
+        self.state().skipped()
     }
 }

@@ -24,7 +24,8 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::{DataError, JsonlRecords, OnBadRecord};
+use crate::sources::SourceSpec;
+use crate::{DataError, OnBadRecord};
 
 /// LFM2's special tokens, at ids 0..8 in this order.
 pub const LFM2_SPECIALS: [&str; 8] = [
@@ -85,24 +86,24 @@ pub struct TokenizerSummary {
     pub special_ids: Vec<(String, u32)>,
 }
 
-/// Trains on `jsonl_files` (records in either shape of [`crate::records`]; a bad record
-/// is an error naming its file and line) and writes the tokenizer into `out_dir`.
+/// Trains on the records of `sources` (any format and layout of [`crate::sources`]; a bad
+/// record is an error naming its file and line) and writes the tokenizer into `out_dir`.
 /// `vocab_size` counts the BPE vocabulary (specials, bytes, merges) and is an upper
 /// bound: training stops early when no pair occurs twice. The image specials come on top.
 pub fn train_tokenizer(
-    jsonl_files: &[PathBuf],
+    sources: &[SourceSpec],
     vocab_size: usize,
     out_dir: &Path,
 ) -> Result<TokenizerSummary, TokenizerTrainError> {
     if vocab_size < MIN_VOCAB_SIZE {
         return Err(TokenizerTrainError::VocabSize(vocab_size));
     }
-    if jsonl_files.is_empty() {
+    if sources.is_empty() {
         return Err(TokenizerTrainError::NoFiles);
     }
-    let (records, pieces) = training_text(jsonl_files)?;
+    let (records, pieces) = training_text(sources)?;
     if pieces.is_empty() {
-        return Err(TokenizerTrainError::NoText { files: jsonl_files.to_vec() });
+        return Err(TokenizerTrainError::NoText { files: sources.iter().flat_map(|s| s.files.clone()).collect() });
     }
 
     let mut tokenizer = untrained()?;
@@ -133,11 +134,12 @@ pub fn train_tokenizer(
 }
 
 /// Reads every record and returns (records, text pieces).
-fn training_text(files: &[PathBuf]) -> Result<(usize, Vec<String>), TokenizerTrainError> {
+fn training_text(sources: &[SourceSpec]) -> Result<(usize, Vec<String>), TokenizerTrainError> {
     let mut records = 0;
     let mut pieces = Vec::new();
-    for path in files {
-        for record in JsonlRecords::open(path, OnBadRecord::Fail)? {
+    for source in sources {
+        let mut stream = SourceSpec { shuffle: 0, policy: OnBadRecord::Fail, ..source.clone() }.open()?;
+        while let Some(record) = stream.next_record() {
             records += 1;
             for m in record?.messages {
                 let text = format!("{}\n{}", m.role.as_str(), m.content);

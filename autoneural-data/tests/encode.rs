@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use autoneural_data::{Message, Record, Role, encode_record, pad_batch};
+use autoneural_data::{ImageRef, Message, Record, Role, encode_record, pad_batch};
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_model::vlm::ImageTokens;
 
@@ -16,7 +16,7 @@ fn tokenizer() -> TextTokenizer {
 fn record(turns: &[(Role, &str)], images: usize) -> Record {
     Record {
         messages: turns.iter().map(|&(role, c)| Message { role, content: c.to_string() }).collect(),
-        images: vec![PathBuf::from("x.png"); images],
+        images: vec![ImageRef::Path(PathBuf::from("x.png")); images],
         task: None,
         line: 1,
     }

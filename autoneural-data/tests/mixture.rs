@@ -1,7 +1,7 @@
 //! Mixtures follow their recipe's weights exactly and reproducibly, restart exhausted
 //! sources, and report bad recipes with the file and key.
 
-use autoneural_data::{MixtureSampler, PAPER_MIXTURE, Recipe, RecipeError};
+use autoneural_data::{MixtureSampler, PAPER_MIXTURE, Recipe, RecipeError, Split};
 
 fn source(dir: &std::path::Path, name: &str, n: usize) {
     std::fs::create_dir_all(dir.join(name)).unwrap();
@@ -22,7 +22,7 @@ fn paper_mixture_proportions_are_followed_reproducibly() {
         source(dir.path(), name, 7); // small sources: they restart many times
     }
     let draw = || {
-        let mut s = MixtureSampler::new(Recipe::paper(dir.path(), "train")).unwrap();
+        let mut s = MixtureSampler::new(&Recipe::paper(dir.path()), Split::Train).unwrap();
         let names: Vec<String> = (0..1000).map(|_| s.next_record().unwrap().0).collect();
         (names, s.drawn.clone())
     };
@@ -54,12 +54,12 @@ fn recipe_files_resolve_paths_and_report_errors() {
     );
     let recipe = Recipe::from_file(&ok).unwrap();
     assert_eq!(recipe.fractions(), vec![0.75, 0.25]);
-    let mut s = MixtureSampler::new(recipe).unwrap();
+    let mut s = MixtureSampler::new(&recipe, Split::Train).unwrap();
     let names: Vec<String> = (0..8).map(|_| s.next_record().unwrap().0).collect();
     assert_eq!(names.iter().filter(|n| *n == "a").count(), 6);
 
     for (text, what) in [
-        ("[[source]]\nname = \"a\"\npath = \"a/train.jsonl\"\nweight = -1\n", "weight must be a positive number"),
+        ("[[source]]\nname = \"a\"\npath = \"a/train.jsonl\"\nweight = -1\n", "weight: must be a positive number"),
         ("[[source]]\nname = \"a\"\npath = \"a/train.jsonl\"\nwieght = 1\n", "wieght"),
         ("[[source]\nname = \"a\"", "recipe.toml"),
         ("on_bad_record = \"fail\"\nsource = []\n", "no [[source]]"),
@@ -68,6 +68,6 @@ fn recipe_files_resolve_paths_and_report_errors() {
         assert!(err.contains("recipe.toml") && err.contains(what), "{err}");
     }
     let missing = write("[[source]]\nname = \"z\"\npath = \"z/train.jsonl\"\nweight = 1\n");
-    let err = MixtureSampler::new(Recipe::from_file(&missing).unwrap()).err().unwrap();
+    let err = MixtureSampler::new(&Recipe::from_file(&missing).unwrap(), Split::Train).err().unwrap();
     assert!(matches!(err, RecipeError::Data(_)) && err.to_string().contains("z/train.jsonl"), "{err}");
 }

@@ -1,7 +1,7 @@
 //! JSONL conversation records: both shapes parse, image paths resolve against the file,
 //! and bad lines are errors with file and line (or skipped and counted).
 
-use autoneural_data::{DataError, JsonlRecords, OnBadRecord, Role};
+use autoneural_data::{DataError, ImageRef, JsonlRecords, OnBadRecord, Role};
 
 fn write(dir: &std::path::Path, name: &str, lines: &[&str]) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -26,7 +26,7 @@ fn both_shapes_parse_and_images_resolve() {
     let records: Vec<_> = JsonlRecords::open(&path, OnBadRecord::Fail).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].task.as_deref(), Some("vqa"));
-    assert_eq!(records[0].images, vec![dir.path().join("img/a.png")]);
+    assert_eq!(records[0].images, vec![ImageRef::Path(dir.path().join("img/a.png"))]);
     assert_eq!(records[0].line, 1);
     assert_eq!(records[1].line, 3);
     let roles: Vec<Role> = records[1].messages.iter().map(|m| m.role).collect();

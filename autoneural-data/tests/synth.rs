@@ -9,8 +9,7 @@ use autoneural_data::synth::{
     Family, RENDER_VERSION, Split, SynthError, SynthOptions, SynthSummary, differences, synthesize,
 };
 use autoneural_data::tokenizer_train::{IMAGE_SPECIALS, LFM2_SPECIALS, TokenizerTrainError, train_tokenizer};
-use autoneural_data::{JsonlRecords, OnBadRecord, Record, Role, encode_record};
-use autoneural_model::images::load_image;
+use autoneural_data::{Format, JsonlRecords, Layout, OnBadRecord, Record, Role, SourceSpec, encode_record};
 use autoneural_model::tokenizer::{ChatMessage, TextTokenizer};
 use autoneural_model::vlm::ImageTokens;
 use serde_json::Value;
@@ -87,7 +86,7 @@ fn records_parse_images_decode_answers_are_closed_and_balanced() {
             for r in &recs {
                 assert_eq!(r.task.as_deref(), Some(family.name()));
                 assert_eq!(r.images.len(), 1);
-                let img = load_image(&r.images[0]).unwrap();
+                let img = r.images[0].load().unwrap();
                 assert_eq!(img.rgb.dimensions(), (SIZE, SIZE));
                 let n = turns(r).len();
                 assert_eq!(r.messages.len(), 2 * n);
@@ -211,8 +210,21 @@ fn bad_options_are_refused() {
     assert_eq!("multi_turn".parse::<Family>(), Ok(Family::MultiTurn));
 }
 
-fn train_files(dir: &Path) -> Vec<PathBuf> {
-    Family::ALL.iter().map(|f| dir.join(f.name()).join("train.jsonl")).collect()
+fn train_files(dir: &Path) -> Vec<SourceSpec> {
+    Family::ALL.iter().map(|f| jsonl(dir.join(f.name()).join("train.jsonl"))).collect()
+}
+
+/// A JSONL source of one file, unchecked (so a missing file fails when it is read).
+fn jsonl(path: PathBuf) -> SourceSpec {
+    SourceSpec {
+        files: vec![path],
+        format: Format::Jsonl,
+        layout: Layout::Auto,
+        task: None,
+        policy: OnBadRecord::Fail,
+        shuffle: 0,
+        seed: 0,
+    }
 }
 
 #[test]
@@ -271,7 +283,10 @@ fn tokenizer_errors_name_the_problem() {
     let out = tempfile::tempdir().unwrap();
     assert!(matches!(train_tokenizer(&[], 400, out.path()), Err(TokenizerTrainError::NoFiles)));
     let missing = out.path().join("nope.jsonl");
-    assert!(matches!(train_tokenizer(&[missing.clone()], 100, out.path()), Err(TokenizerTrainError::VocabSize(100))));
-    let err = train_tokenizer(&[missing], 400, out.path()).unwrap_err();
+    assert!(matches!(
+        train_tokenizer(&[jsonl(missing.clone())], 100, out.path()),
+        Err(TokenizerTrainError::VocabSize(100))
+    ));
+    let err = train_tokenizer(&[jsonl(missing)], 400, out.path()).unwrap_err();
     assert!(err.to_string().contains("nope.jsonl"), "{err}");
 }

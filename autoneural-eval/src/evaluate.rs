@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use autoneural_data::{JsonlRecords, OnBadRecord, Record, Role};
+use autoneural_data::{Record, Role, SourceSpec};
 use autoneural_model::generate::{GenerateOptions, Sampler, SamplingConfig, generate_from};
-use autoneural_model::images::load_image;
 use autoneural_model::tokenizer::{ChatMessage, TextTokenizer};
 use autoneural_model::vlm::{IMAGE_TAG, VisionLanguageModel};
 use serde::{Deserialize, Serialize};
@@ -62,7 +61,7 @@ fn score_record(
     record: &Record,
     max_new: usize,
 ) -> Result<Vec<Scored>> {
-    let images = record.images.iter().map(|p| load_image(p)).collect::<Result<Vec<_>, _>>()?;
+    let images = record.images.iter().map(|i| i.load()).collect::<Result<Vec<_>, _>>()?;
     let (features, counts) = model.features_of(&images);
     let mut history: Vec<ChatMessage> = Vec::new();
     let tags: usize = record.messages.iter().map(|m| m.content.matches(IMAGE_TAG).count()).sum();
@@ -96,19 +95,21 @@ fn score_record(
     Ok(out)
 }
 
-/// Scores `model` on every record of `files` (JSONL, either shape).
+/// Scores `model` on every record of `sources` (any format and layout), in file order.
 pub fn evaluate(
     model: &VisionLanguageModel,
     tok: &TextTokenizer,
-    files: &[PathBuf],
+    sources: &[SourceSpec],
     options: &EvalOptions,
 ) -> Result<EvalReport> {
     let t0 = std::time::Instant::now();
     let mut scored = Vec::new();
     let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
-    for file in files {
+    for source in sources {
         let mut records = 0;
-        for record in JsonlRecords::open(file, OnBadRecord::Fail)? {
+        let file = source.files.first().cloned().unwrap_or_default();
+        let mut stream = SourceSpec { shuffle: 0, ..source.clone() }.open()?;
+        while let Some(record) = stream.next_record() {
             let record = record?;
             records += 1;
             let task = record.task.clone().unwrap_or_else(|| "unlabelled".into());
@@ -139,7 +140,7 @@ pub fn evaluate(
         })
         .collect();
     Ok(EvalReport {
-        files: files.to_vec(),
+        files: sources.iter().flat_map(|s| s.files.clone()).collect(),
         tasks,
         overall_exact_match,
         answers,

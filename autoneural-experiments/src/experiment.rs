@@ -115,8 +115,14 @@ fn default_device() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Directory with `<family>/{train,val,test}.jsonl` (relative to the experiment file).
-    pub dir: PathBuf,
+    /// Directory with `<family>/{train,val,test}.jsonl` (relative to the experiment file):
+    /// the synthetic families, each a source of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Sources as the field ships them (`[[data.source]]`: JSONL, Hugging Face Parquet,
+    /// WebDataset shards; see `autoneural_data::sources`), mixed by name in stages.
+    #[serde(default, rename = "source", skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<autoneural_data::SourceConfig>,
     /// When present and `dir` has no `manifest.json`, the synthetic set is generated first.
     pub synth: Option<SynthConfig>,
     /// A tokenizer directory to use as is; without one, a BPE tokenizer of `vocab_size` is
@@ -215,7 +221,10 @@ impl Experiment {
     pub(crate) fn resolve_paths(&mut self, dir: &Path) {
         let join = |p: &mut PathBuf| *p = lexical_join(dir, p);
         join(&mut self.out_dir);
-        join(&mut self.data.dir);
+        self.data.dir.as_mut().map(join);
+        for src in &mut self.data.sources {
+            src.resolve(dir);
+        }
         self.data.tokenizer.as_mut().map(join);
         self.model.checkpoint.as_mut().map(join);
         self.model.vision.checkpoint.as_mut().map(join);
@@ -245,11 +254,26 @@ impl Experiment {
         if self.data.max_seq_len == 0 {
             return Err("data.max_seq_len: must be at least 1".into());
         }
+        if self.data.dir.is_none() && self.data.sources.is_empty() {
+            return Err("data: give data.dir (synthetic families) or [[data.source]] entries".into());
+        }
+        if self.data.synth.is_some() && self.data.dir.is_none() {
+            return Err("data.synth: the synthetic set is written to data.dir; give one".into());
+        }
+        autoneural_data::sources::config::check_sources(&self.data.sources, "data.source")?;
         self.model.check()?;
         for (i, s) in self.stages.iter().enumerate() {
             s.check(i)?;
         }
         Ok(())
+    }
+}
+
+impl Experiment {
+    /// The sources the stages can mix: `[[data.source]]` and the families of `data.dir`
+    /// (as they are on disk now: call it after the synthetic set is made).
+    pub fn catalog(&self) -> anyhow::Result<autoneural_data::Catalog> {
+        autoneural_data::Catalog::new(self.data.dir.as_deref(), &self.data.sources).map_err(anyhow::Error::msg)
     }
 }
 

@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 use crate::experiment::Experiment;
 use crate::sweep::Expansion;
 use anyhow::{Context, Result, bail};
+use autoneural_data::sources::config::families_in;
 use autoneural_data::synth::{Family, SynthOptions, differences, manifest_path, synthesize_into, up_to_date};
 use autoneural_data::tokenizer_train::train_tokenizer;
+use autoneural_data::{Catalog, SourceSpec, Split};
 use autoneural_io::output::{Output, Spec};
 use autoneural_model::device::parse_devices;
 use autoneural_model::quant::apply::quantize_weights;
@@ -70,23 +72,6 @@ pub struct RunOutcome {
     pub eval: Option<EvalReport>,
 }
 
-pub fn families_in(dir: &Path, split: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path().join(format!("{split}.jsonl")))).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.is_file());
-    files.sort();
-    files
-}
-
-/// The families that have a `train` split under `dir` but no `split` one: named in the
-/// output and the report, not silently left out of the evaluation.
-pub fn families_without(dir: &Path, split: &str) -> Vec<String> {
-    let name = |p: &PathBuf| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
-    let have: Vec<String> = families_in(dir, split).iter().filter_map(name).collect();
-    families_in(dir, "train").iter().filter_map(name).filter(|f| !have.contains(f)).collect()
-}
-
 /// How a run's `data.dir` is refused when it is not a synthetic set the run may write.
 const DATA_WAY_OUT: &str = "point data.dir elsewhere, move this directory away to regenerate it here, or drop \
                             [data.synth] to train on the files it holds";
@@ -96,9 +81,11 @@ const DATA_WAY_OUT: &str = "point data.dir elsewhere, move this directory away t
 /// options (`autoneural_io::output`): a user's own dataset there is refused, never
 /// overwritten.
 pub fn ensure_data(exp: &Experiment, quiet: bool) -> Result<()> {
-    let dir = &exp.data.dir;
-    let Some(synth) = &exp.data.synth else {
-        if families_in(dir, "train").is_empty() {
+    let (Some(dir), Some(synth)) = (&exp.data.dir, &exp.data.synth) else {
+        if let Some(dir) = &exp.data.dir
+            && families_in(dir).is_empty()
+            && exp.data.sources.is_empty()
+        {
             bail!("data.dir {}: no <family>/train.jsonl files and no [data.synth] to generate them", dir.display());
         }
         return Ok(());
@@ -179,10 +166,13 @@ fn ensure_tokenizer(exp: &Experiment, run_dir: &Path, quiet: bool) -> Result<Pat
     }
     let dir = run_dir.join("tokenizer");
     if !dir.join("tokenizer.json").is_file() {
+        let catalog = exp.catalog()?;
+        let (sources, _) = catalog.split(Split::Train, exp.data.on_bad_record.reading())?;
         if !quiet {
-            eprintln!("training a {}-token BPE tokenizer on {}", exp.data.vocab_size, exp.data.dir.display());
+            let names: Vec<&str> = catalog.sources.iter().map(|s| s.name.as_str()).collect();
+            eprintln!("training a {}-token BPE tokenizer on {}", exp.data.vocab_size, names.join(", "));
         }
-        train_tokenizer(&families_in(&exp.data.dir, "train"), exp.data.vocab_size, &dir)?;
+        train_tokenizer(&sources, exp.data.vocab_size, &dir)?;
     }
     Ok(dir)
 }
@@ -233,9 +223,14 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
     if options.dashboard {
         log.open_dashboard();
     }
+    let catalog = exp.catalog()?;
+    let split = Split::parse(&exp.eval.split)
+        .ok_or_else(|| anyhow::anyhow!("eval.split = {:?}: expected train, val or test", exp.eval.split))?;
+    let (test, not_evaluated) = catalog.split(split, autoneural_data::OnBadRecord::Fail)?;
     let run = Run {
-        test_files: families_in(&exp.data.dir, &exp.eval.split),
-        not_evaluated: families_without(&exp.data.dir, &exp.eval.split),
+        test,
+        not_evaluated,
+        catalog: &catalog,
         eval_opts: EvalOptions { max_new_tokens: exp.eval.max_new_tokens, max_per_task: exp.eval.max_per_task },
         exp: &exp,
         run_dir: &run_dir,
@@ -246,7 +241,7 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
     };
     if !run.not_evaluated.is_empty() {
         log.say(format!(
-            "no {}.jsonl for {}: not evaluated (they still train)",
+            "no {} split for {}: not evaluated (they still train)",
             exp.eval.split,
             run.not_evaluated.join(", ")
         ));
@@ -405,8 +400,10 @@ struct Run<'a> {
     batcher: &'a Batcher,
     devices: &'a [Device],
     options: &'a RunOptions,
-    /// The evaluated split's files, and the families that have none.
-    test_files: Vec<PathBuf>,
+    /// The sources stages mix.
+    catalog: &'a Catalog,
+    /// The evaluated split of every source, and the sources that have none.
+    test: Vec<SourceSpec>,
     not_evaluated: Vec<String>,
     eval_opts: EvalOptions,
 }
@@ -420,7 +417,7 @@ impl Run<'_> {
     fn stage(&self, index: usize, global_step_base: usize) -> StageRun<'_> {
         StageRun {
             run_dir: self.run_dir,
-            data_dir: &self.exp.data.dir,
+            catalog: self.catalog,
             tokenizer_dir: self.tokenizer_dir,
             batcher: self.batcher,
             devices: self.devices,
@@ -469,7 +466,7 @@ impl Run<'_> {
                 }
             }
             let run = self.stage(i, global);
-            if let (Some(q), None, false) = (&stage.quantization, &resume, self.test_files.is_empty()) {
+            if let (Some(q), None, false) = (&stage.quantization, &resume, self.test.is_empty()) {
                 self.before_qat(&model, &run, q, log)?;
             }
             let (m, report) = run_stage(model, &run, resume, log)?;
@@ -498,9 +495,9 @@ impl Run<'_> {
     ) -> Result<()> {
         let policy = q.load_policy().with_context(|| format!("stage {:?}: quantization.policy", run.stage.name))?;
         log.say(format!("evaluating float and PTQ at {} before quantization-aware training", policy.name));
-        let calib = families_in(&self.exp.data.dir, "train");
+        let (calib, _) = self.catalog.split(Split::Train, autoneural_data::OnBadRecord::Fail)?;
         let valid = model.clone().valid();
-        let cmp = QuantComparison::before_qat(&valid, run, &policy, &calib, &self.test_files, &self.eval_opts)?;
+        let cmp = QuantComparison::before_qat(&valid, run, &policy, &calib, &self.test, &self.eval_opts)?;
         cmp.write(self.run_dir)?;
         save_model_dir(&valid, self.tokenizer_dir, &self.run_dir.join(BEFORE_QAT))
     }
@@ -515,7 +512,7 @@ impl Run<'_> {
             (Some(mut c), Some(e), Some(_)) => {
                 c.qat = Some(e.clone());
                 let last = self.stage(self.exp.stages.len() - 1, global);
-                c.qat_val = Some(runtime.run(|| validate(&model, &last))?);
+                c.qat_val = runtime.run(|| validate(&model, &last))?;
                 c.write(self.run_dir)?;
                 Some(c)
             }
@@ -557,13 +554,13 @@ impl Run<'_> {
     /// Per-task accuracy on the held-out split (`eval.json`, `eval.md`); none without test
     /// files or stages (an untrained model's answers measure nothing).
     fn evaluate(&self, model: &VisionLanguageModel, runtime: &QuantizedRuntime) -> Result<Option<EvalReport>> {
-        if self.test_files.is_empty() || self.exp.stages.is_empty() {
+        if self.test.is_empty() || self.exp.stages.is_empty() {
             return Ok(None);
         }
         if !self.options.quiet {
-            eprintln!("evaluating on {} ({} files)", self.exp.eval.split, self.test_files.len());
+            eprintln!("evaluating on {} ({} sources)", self.exp.eval.split, self.test.len());
         }
-        let mut report = runtime.run(|| evaluate(model, &self.batcher.tokenizer, &self.test_files, &self.eval_opts))?;
+        let mut report = runtime.run(|| evaluate(model, &self.batcher.tokenizer, &self.test, &self.eval_opts))?;
         report.not_evaluated = self.not_evaluated.clone();
         std::fs::write(self.run_dir.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
         std::fs::write(self.run_dir.join("eval.md"), report.markdown())?;

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use autoneural_data::MixtureSampler;
 use autoneural_data::mixture::BadRecordPolicy;
 use autoneural_data::synth::{Family, SynthOptions, synthesize};
 use autoneural_data::tokenizer_train::train_tokenizer;
+use autoneural_data::{Catalog, MixtureSampler, OnBadRecord, SourceSpec, Split};
 use autoneural_experiments::experiment::Experiment;
 use autoneural_experiments::runner::{RunOptions, run_experiment};
 use autoneural_experiments::sweep::Expansion;
@@ -40,7 +40,10 @@ fn shared() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
         })
         .unwrap();
         let tok = tmp.path().join("tokenizer");
-        let files: Vec<PathBuf> = Family::ALL.iter().map(|f| data.join(f.name()).join("train.jsonl")).collect();
+        let files: Vec<SourceSpec> = Family::ALL
+            .iter()
+            .map(|f| SourceSpec::file(&data.join(f.name()).join("train.jsonl"), OnBadRecord::Fail).unwrap())
+            .collect();
         train_tokenizer(&files, 320, &tok).unwrap();
         (tmp, data, tok)
     })
@@ -142,10 +145,11 @@ fn stage_run<'a>(
     devices: &'a [Device],
     dir: &'a Path,
 ) -> StageRun<'a> {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
     let (_, data, tok_dir) = shared();
     StageRun {
         run_dir: dir,
-        data_dir: data,
+        catalog: CATALOG.get_or_init(|| Catalog::new(Some(data), &[]).unwrap()),
         tokenizer_dir: tok_dir,
         batcher,
         devices,
@@ -292,7 +296,7 @@ fn data_parallel_gradients_equal_sequential_shards() {
         let model = set_trainable(load_vlm(&saved, &batcher.device).unwrap(), &stage.train);
         let devices = vec![batcher.device.clone(); replicas];
         let run = stage_run(&exp, 1, &batcher, &devices, tmp.path());
-        let mut sampler = MixtureSampler::new(stage_recipe(&run, "train").unwrap()).unwrap();
+        let mut sampler = MixtureSampler::new(&stage_recipe(&run).unwrap(), Split::Train).unwrap();
         let shards: Vec<_> = (0..2).map(|_| batcher.next_batch(&mut sampler, 2).unwrap()).collect();
         let tokens = shards.iter().map(|b| b.loss_tokens()).sum::<usize>() as f64;
         let out = Replicas::new(&devices).unwrap().step_gradients(&model, &shards, tokens).unwrap();

@@ -116,13 +116,32 @@ pub struct Lines {
     limit: usize,
     /// 1-based number of the last line returned.
     pub line: usize,
+    /// Bytes consumed: where the next line starts.
+    pub offset: u64,
 }
 
 impl Lines {
     /// The lines of the regular file `path`.
     pub fn open(path: &Path, limit: usize) -> Result<Self> {
-        let (file, _) = open(path, DATA)?;
-        Ok(Self { path: path.into(), reader: BufReader::with_capacity(1 << 16, file), limit, line: 0 })
+        Self::open_at(path, limit, 0, 0)
+    }
+
+    /// The lines of `path` from byte `offset`, the start of line `line + 1` (a reader
+    /// returning to a place it recorded, without reading what comes before).
+    pub fn open_at(path: &Path, limit: usize, offset: u64, line: usize) -> Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        let (mut file, size) = open(path, DATA)?;
+        if offset > size {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("byte {offset} is past the end of the file ({size} bytes): was it changed?"),
+                ),
+            ));
+        }
+        file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
+        Ok(Self { path: path.into(), reader: BufReader::with_capacity(1 << 16, file), limit, line, offset })
     }
 }
 
@@ -155,6 +174,7 @@ impl Iterator for Lines {
             }
             total += take;
             self.reader.consume(take + usize::from(end));
+            self.offset += (take + usize::from(end)) as u64;
             if end {
                 break;
             }

@@ -47,7 +47,18 @@ pub fn max_pixels() -> u64 {
 /// under 256 MiB are read, and images over [`max_pixels`] are refused before decoding.
 pub fn load_image(path: &Path) -> Result<LoadedImage> {
     let bytes = autoneural_io::read::read(path, autoneural_io::read::IMAGE)?;
-    let format = image::guess_format(&bytes)
+    decode_image(bytes, path)
+}
+
+/// Decodes an encoded image held in memory (a Parquet image cell, a WebDataset member);
+/// `name` says where it came from, for messages. The same checks as [`load_image`].
+pub fn decode_image(bytes: impl AsRef<[u8]>, name: &Path) -> Result<LoadedImage> {
+    let path = name;
+    let bytes = bytes.as_ref();
+    if bytes.len() as u64 > autoneural_io::read::IMAGE.limit {
+        return Err(image_error(path, format!("{} bytes, more than an encoded image may have", bytes.len())));
+    }
+    let format = image::guess_format(bytes)
         .map_err(|_| image_error(path, "not a PNG, JPEG or WebP image (unrecognised bytes)"))?;
     if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) {
         return Err(image_error(path, format!("{format:?} images are not supported (PNG, JPEG and WebP are)")));
@@ -130,6 +141,12 @@ impl Preprocess {
 
     /// `[1, 3, H, W]` encoder input.
     pub fn apply(&self, img: &LoadedImage, device: &Device) -> Tensor<4> {
+        self.planar(img).to_device(device)
+    }
+
+    /// The encoder input as values on the host (for worker threads that prepare images
+    /// ahead of the step that puts them on the device).
+    pub fn planar(&self, img: &LoadedImage) -> Planar {
         let (h, w) = self.target_size(img.rgb.height() as usize, img.rgb.width() as usize);
         let (mean, std) = match self {
             Self::Fixed { mean, std, .. } | Self::SmartResize { mean, std, .. } => (*mean, *std),
@@ -141,13 +158,29 @@ impl Preprocess {
             resized = image::imageops::resize(&img.rgb, w as u32, h as u32, FilterType::Triangle);
             &resized
         };
-        let mut planar = vec![0f32; 3 * h * w];
+        let mut values = vec![0f32; 3 * h * w];
         for (i, p) in rgb.pixels().enumerate() {
             for c in 0..3 {
-                planar[c * h * w + i] = (p[c] as f32 / 255.0 - mean[c]) / std[c];
+                values[c * h * w + i] = (p[c] as f32 / 255.0 - mean[c]) / std[c];
             }
         }
-        Tensor::from_data(TensorData::new(planar, [1, 3, h, w]), device)
+        Planar { values, height: h, width: w }
+    }
+}
+
+/// One preprocessed image, channels first (`[3, height, width]`), on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planar {
+    pub values: Vec<f32>,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Planar {
+    /// `[1, 3, height, width]` on `device`.
+    pub fn to_device(self, device: &Device) -> Tensor<4> {
+        let shape = [1, 3, self.height, self.width];
+        Tensor::from_data(TensorData::new(self.values, shape), device)
     }
 }
 

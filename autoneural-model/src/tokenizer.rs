@@ -24,6 +24,7 @@ impl ChatMessage {
     }
 }
 
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,

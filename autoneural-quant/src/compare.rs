@@ -4,7 +4,9 @@
 //! evaluated quantized after QAT. The run report puts the three side by side.
 
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use autoneural_data::SourceSpec;
 
 use anyhow::{Context, Result};
 use autoneural_model::quant::PrecisionPolicy;
@@ -50,8 +52,8 @@ impl QuantComparison {
         model: &VisionLanguageModel,
         stage: &StageRun,
         policy: &PrecisionPolicy,
-        calib: &[PathBuf],
-        test: &[PathBuf],
+        calib: &[SourceSpec],
+        test: &[SourceSpec],
         opts: &EvalOptions,
     ) -> Result<Self> {
         let batcher: &Batcher = stage.batcher;
@@ -62,15 +64,7 @@ impl QuantComparison {
         let runtime = QuantizedRuntime::from_file(&quantized, &file)?;
         let ptq = runtime.run(|| evaluate(&quantized, &batcher.tokenizer, test, opts))?;
         let ptq_val = runtime.run(|| validate(&quantized, stage))?;
-        Ok(Self {
-            policy: policy.name.clone(),
-            float,
-            ptq,
-            qat: None,
-            float_val: Some(float_val),
-            ptq_val: Some(ptq_val),
-            qat_val: None,
-        })
+        Ok(Self { policy: policy.name.clone(), float, ptq, qat: None, float_val, ptq_val, qat_val: None })
     }
 
     pub fn read(run_dir: &Path) -> Option<Self> {

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use autoneural_data::OnBadRecord;
-use autoneural_data::records::{JsonlRecords, Record};
+use autoneural_data::SourceSpec;
+use autoneural_data::records::Record;
 use autoneural_io::output::{Output, Spec};
 use autoneural_model::checkpoint::{load_vlm, save_vlm};
 use autoneural_model::quant::activations::{Ranges, observe};
@@ -32,16 +33,21 @@ pub struct PtqOutcome {
     pub calibration_records: usize,
 }
 
-/// The first `samples` conversations of each file of `calib`.
-pub fn calibration_records(calib: &[PathBuf], samples: usize) -> Result<Vec<(PathBuf, Record)>> {
+/// The first `samples` conversations of each source of `calib`, each with where it came
+/// from (`file, record N`).
+pub fn calibration_records(calib: &[SourceSpec], samples: usize) -> Result<Vec<(String, Record)>> {
     let mut records = Vec::new();
-    for file in calib {
+    for source in calib {
         let before = records.len();
-        for r in JsonlRecords::open(file, OnBadRecord::Fail)?.take(samples) {
-            records.push((file.clone(), r?));
+        let name = source.files.first().map(|f| f.display().to_string()).unwrap_or_default();
+        let mut stream = SourceSpec { shuffle: 0, ..source.clone() }.open()?;
+        while records.len() - before < samples {
+            let Some(r) = stream.next_record() else { break };
+            let r = r?;
+            records.push((format!("{name}, record {}", r.line), r));
         }
         if records.len() == before {
-            bail!("{}: no calibration conversations", file.display());
+            bail!("{name}: no calibration conversations");
         }
     }
     Ok(records)
@@ -49,11 +55,11 @@ pub fn calibration_records(calib: &[PathBuf], samples: usize) -> Result<Vec<(Pat
 
 /// Records the input range of every weight op over `records`, run through `model` (its
 /// image, connector and language model) one at a time.
-fn calibrate(model: &VisionLanguageModel, batcher: &Batcher, records: &[(PathBuf, Record)]) -> Result<Ranges> {
+fn calibrate(model: &VisionLanguageModel, batcher: &Batcher, records: &[(String, Record)]) -> Result<Ranges> {
     let (result, ranges) = observe(|| -> Result<()> {
-        for (file, r) in records {
+        for (origin, r) in records {
             let b = batcher.batch(&[("calibration".to_string(), r.clone())])?;
-            forward_loss(model, &b).with_context(|| format!("{}, line {}", file.display(), r.line))?;
+            forward_loss(model, &b).with_context(|| origin.clone())?;
         }
         Ok(())
     });
@@ -66,7 +72,7 @@ fn calibrate(model: &VisionLanguageModel, batcher: &Batcher, records: &[(PathBuf
 pub fn post_training_quantize(
     model: VisionLanguageModel,
     batcher: &Batcher,
-    records: &[(PathBuf, Record)],
+    records: &[(String, Record)],
     policy: &PrecisionPolicy,
 ) -> Result<(VisionLanguageModel, QuantizationFile, Vec<WeightReport>)> {
     let ranges = calibrate(&model, batcher, records)?;
@@ -157,7 +163,8 @@ pub fn quantize_checkpoint(
     let mut owned = Output::claim(out, spec)?;
     let staging = owned.staging()?;
     let model = load_vlm(model_dir, device).with_context(|| format!("loading {}", model_dir.display()))?;
-    let records = calibration_records(calib, samples)?;
+    let calib = calib.iter().map(|p| SourceSpec::file(p, OnBadRecord::Fail)).collect::<Result<Vec<_>, _>>()?;
+    let records = calibration_records(&calib, samples)?;
     let batcher = batcher_for(&model, model_dir)?;
     let (quantized, file, weights) = post_training_quantize(model, &batcher, &records, policy)?;
     save_vlm(&quantized, &staging)?;

@@ -8,9 +8,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use autoneural_data::OnBadRecord;
-use autoneural_data::records::JsonlRecords;
-use autoneural_model::images::load_image;
+use autoneural_data::SourceSpec;
 use autoneural_model::quant::activations::{observe, quantize_with};
 use autoneural_model::quant::apply::{WeightReport, activation_encodings, quantize_weights};
 use autoneural_model::quant::policy::{Group, Precision, PrecisionPolicy, WeightScheme};
@@ -114,21 +112,23 @@ fn summarise(weights: &[WeightReport]) -> Vec<GroupSummary> {
 }
 
 /// Up to `samples` images of the records in `data`, preprocessed for `model`.
-fn load_images(model: &VisionLanguageModel, data: &Path, samples: usize) -> Result<Vec<Tensor<4>>> {
+fn load_images(model: &VisionLanguageModel, data: &SourceSpec, samples: usize) -> Result<Vec<Tensor<4>>> {
     let device = model.language.device();
     let mut out = Vec::new();
-    for record in JsonlRecords::open(data, OnBadRecord::Fail)? {
+    let name = data.files.first().map(|f| f.display().to_string()).unwrap_or_default();
+    let mut stream = data.open()?;
+    while let Some(record) = stream.next_record() {
         let record = record?;
-        for path in &record.images {
+        for image in &record.images {
             if out.len() == samples {
                 return Ok(out);
             }
-            let img = load_image(path).with_context(|| format!("{}, line {}", data.display(), record.line))?;
+            let img = image.load().with_context(|| format!("{name}, record {}", record.line))?;
             out.push(model.config.preprocess.apply(&img, &device));
         }
     }
     if out.is_empty() {
-        bail!("{}: no images", data.display());
+        bail!("{name}: no images");
     }
     Ok(out)
 }
@@ -159,7 +159,7 @@ pub fn quant_report(
     model: VisionLanguageModel,
     model_name: &str,
     policy: &PrecisionPolicy,
-    data: Option<&Path>,
+    data: Option<&SourceSpec>,
     samples: usize,
     sweep_bits: &[u32],
 ) -> Result<QuantReport> {

@@ -116,7 +116,11 @@ fn tokenizer(args: TokenizerArgs) -> anyhow::Result<()> {
         legacy: None,
     };
     let mut out = autoneural_io::output::Output::claim(&args.out, spec)?;
-    let mut summary = train_tokenizer(&files, args.vocab_size, &out.staging()?)?;
+    let sources = files
+        .iter()
+        .map(|f| autoneural_data::SourceSpec::file(f, autoneural_data::OnBadRecord::Fail))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut summary = train_tokenizer(&sources, args.vocab_size, &out.staging()?)?;
     out.commit()?;
     summary.out_dir = args.out.clone();
     println!("trained on {} records from {} files", summary.records, files.len());

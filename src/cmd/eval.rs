@@ -57,7 +57,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     // A quantized checkpoint runs as calibrated (op inputs fake-quantized) and decodes from
     // its packed low-bit weights.
     let (model, quantized) = QuantizedRuntime::for_checkpoint(model, &args.model, None)?;
-    let report = quantized.run(|| evaluate(&model, &tok, &args.data, &options))?;
+    let sources = args
+        .data
+        .iter()
+        .map(|f| autoneural_data::SourceSpec::file(f, autoneural_data::OnBadRecord::Fail))
+        .collect::<Result<Vec<_>, _>>()?;
+    let report = quantized.run(|| evaluate(&model, &tok, &sources, &options))?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {
         autoneural_io::output::write_file(out, json.as_bytes())

@@ -129,7 +129,12 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 let model = match &policy {
                     Some(policy) => {
                         // post-training quantization in memory, as `autoneural quantize`
-                        let records = calibration_records(&args.calib, args.samples)?;
+                        let calib = args
+                            .calib
+                            .iter()
+                            .map(|f| autoneural_data::SourceSpec::file(f, autoneural_data::OnBadRecord::Fail))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let records = calibration_records(&calib, args.samples)?;
                         let batcher = batcher_for(&model, dir)?;
                         let (quantized, file, _) = post_training_quantize(model, &batcher, &records, policy)?;
                         eprintln!("quantized at {} on {} calibration records", policy.name, records.len());

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use autoneural_data::{OnBadRecord, SourceSpec};
 use autoneural_io::output::{Output, Spec};
 use autoneural_model::checkpoint::load_vlm;
 use autoneural_model::device::parse_device;
@@ -84,6 +85,7 @@ pub fn run(args: QuantReportArgs) -> Result<()> {
         }
         None => None,
     };
+    let data = args.data.as_deref().map(|p| SourceSpec::file(p, OnBadRecord::Fail)).transpose()?;
     let mut reports = Vec::new();
     for dir in &args.model {
         if QuantizationFile::read(dir)?.is_some() {
@@ -96,7 +98,7 @@ pub fn run(args: QuantReportArgs) -> Result<()> {
         }
         let model = load_vlm(dir, &device)?;
         let name = dir.display().to_string();
-        reports.push(quant_report(model, &name, &policy, args.data.as_deref(), args.samples, &sweep)?);
+        reports.push(quant_report(model, &name, &policy, data.as_ref(), args.samples, &sweep)?);
     }
     // One model: its report; several: each report, then the comparison.
     let json = match reports.as_slice() {

@@ -15,7 +15,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use super::results::{DecodePoint, LatencyPoint, ModelSummary, RunResult, SqnrPoint};
-use crate::runner::{BEFORE_QAT, RunOutcome, families_in};
+use crate::runner::{BEFORE_QAT, RunOutcome};
 use autoneural_eval::bench_lm::{self, LmBenchOptions};
 use autoneural_npu::{Bits, DeviceProfile, Scenario, predict_vlm};
 use autoneural_quant::compare::QuantComparison;
@@ -127,14 +127,15 @@ pub fn measure(expansion: &Expansion, point: &SweepPoint, outcome: &RunOutcome, 
     }
 
     if !m.sqnr_bits.is_empty() {
-        let files = families_in(&exp.data.dir, &exp.eval.split);
-        if let Some(file) = files.first() {
+        let split = autoneural_data::Split::parse(&exp.eval.split).unwrap_or(autoneural_data::Split::Test);
+        let (sources, _) = exp.catalog()?.split(split, autoneural_data::OnBadRecord::Fail)?;
+        if let Some(source) = sources.first() {
             let policy = PrecisionPolicy::preset("w8a16").expect("a built-in preset");
             let report = autoneural_quant::report::quant_report(
                 model.clone(),
                 &point.id,
                 &policy,
-                Some(file),
+                Some(source),
                 m.sqnr_images,
                 &m.sqnr_bits,
             )?;

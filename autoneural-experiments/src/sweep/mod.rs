@@ -148,8 +148,8 @@ pub fn run_sweep(expansion: &Expansion, options: &SweepOptions) -> Result<PathBu
     // Data is shared by the runs: generated once, here, not by concurrent children.
     let mut seen = Vec::new();
     for p in &expansion.points {
-        if !seen.contains(&p.experiment.data.dir) {
-            seen.push(p.experiment.data.dir.clone());
+        if p.experiment.data.dir.as_ref().is_some_and(|d| !seen.contains(d)) {
+            seen.extend(p.experiment.data.dir.clone());
             ensure_data(&p.experiment, options.quiet)?;
         }
     }

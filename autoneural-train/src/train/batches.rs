@@ -1,17 +1,24 @@
 //! Micro-batches for training: records drawn from a mixture, encoded with the chat
 //! template (loss on assistant tokens only), padded, and their images decoded and
-//! preprocessed the way inference does it.
+//! preprocessed the way inference does it. The host work (tokenizing, decoding,
+//! resizing) is done for a batch's records in parallel, and by [`Prefetcher`] on a worker
+//! thread ahead of the training step; only the copy to the device is left to the step.
 
-use anyhow::{Context, Result};
-use autoneural_model::images::{Preprocess, load_image};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, anyhow};
+use autoneural_data::{Encoded, MixtureSampler, Record, SamplerState, encode_record, pad_batch};
+use autoneural_model::images::{Planar, Preprocess};
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_model::vlm::ImageTokens;
 use burn::tensor::{Device, Tensor};
+use rayon::prelude::*;
 
 use crate::train::loss::DeviceBatch;
-use autoneural_data::{Encoded, MixtureSampler, Record, encode_record, pad_batch};
 
 /// Turns records into device batches for one model.
+#[derive(Clone)]
 pub struct Batcher {
     pub tokenizer: TextTokenizer,
     pub image_tokens: ImageTokens,
@@ -25,10 +32,11 @@ pub struct Batcher {
     pub max_seq_len: usize,
 }
 
-/// A record ready to batch: its tokens, its images' encoder inputs and where it came from.
-struct Prepared {
+/// A record ready to batch, on the host: its tokens, its images' encoder inputs and where
+/// it came from.
+pub struct Prepared {
     encoded: Encoded,
-    pixels: Vec<Tensor<4>>,
+    pixels: Vec<Planar>,
     origin: String,
 }
 
@@ -36,14 +44,15 @@ struct Prepared {
 const MAX_REFUSED_IN_A_ROW: usize = 1000;
 
 impl Batcher {
-    /// Encodes one record and loads its images; errors name the source and line.
-    fn prepare(&self, name: &str, r: &Record) -> Result<Prepared> {
-        let at = || format!("source {name:?}, line {}", r.line);
+    /// Encodes one record and decodes and preprocesses its images; errors name the source
+    /// and the record.
+    pub fn prepare(&self, name: &str, r: &Record) -> Result<Prepared> {
+        let at = || format!("source {name:?}, record {}", r.line);
         let encoded = encode_record(&self.tokenizer, r, self.image_tokens, self.tokens_per_image)
             .map_err(anyhow::Error::msg)
             .with_context(at)?;
         if encoded.ids.len() > self.max_seq_len {
-            return Err(anyhow::anyhow!(
+            return Err(anyhow!(
                 "the conversation is {} tokens, more than data.max_seq_len = {}",
                 encoded.ids.len(),
                 self.max_seq_len
@@ -51,21 +60,22 @@ impl Batcher {
             .with_context(at);
         }
         let mut pixels = Vec::with_capacity(r.images.len());
-        for path in &r.images {
-            let img = load_image(path).with_context(at)?;
-            pixels.push(self.preprocess.apply(&img, &self.device));
+        for image in &r.images {
+            let img = image.load().with_context(at)?;
+            pixels.push(self.preprocess.planar(&img));
         }
         Ok(Prepared { encoded, pixels, origin: at() })
     }
 
-    fn assemble(&self, prepared: Vec<Prepared>) -> DeviceBatch {
+    /// The device batch of `prepared` records.
+    pub fn assemble(&self, prepared: Vec<Prepared>) -> DeviceBatch {
         let records = prepared.len();
         let mut seqs = Vec::with_capacity(records);
         let mut pixels = Vec::new();
         let mut origins = Vec::with_capacity(records);
         for p in prepared {
             seqs.push(p.encoded);
-            pixels.extend(p.pixels);
+            pixels.extend(p.pixels.into_iter().map(|x| x.to_device(&self.device)));
             origins.push(p.origin);
         }
         let batch = pad_batch(&seqs, self.pad_id);
@@ -73,35 +83,106 @@ impl Batcher {
         DeviceBatch { batch, pixels, records, weights: Default::default(), origins }
     }
 
-    /// Encodes and pads `records`, loading their images; errors name the file and line.
+    /// Encodes and pads `records`, loading their images; errors name the source and record.
     pub fn batch(&self, records: &[(String, Record)]) -> Result<DeviceBatch> {
-        let prepared = records.iter().map(|(name, r)| self.prepare(name, r)).collect::<Result<Vec<_>>>()?;
+        let prepared = records.par_iter().map(|(name, r)| self.prepare(name, r)).collect::<Result<Vec<_>>>()?;
         Ok(self.assemble(prepared))
     }
 
-    /// Draws records from `sampler` until `n` are usable and batches them. A record that
-    /// cannot be used (too long, an image that does not decode) stops training, or under
-    /// `on_bad_record = "skip"` is counted in the sampler and replaced by the next one.
-    pub fn next_batch(&self, sampler: &mut MixtureSampler, n: usize) -> Result<DeviceBatch> {
+    /// Draws records from `sampler` until `n` are usable and prepares them (in parallel).
+    /// A record that cannot be used (too long, an image that does not decode) stops
+    /// training, or under `on_bad_record = "skip"` is counted in the sampler and replaced
+    /// by the next one: the records used are those a one-by-one loop would use.
+    pub fn draw(&self, sampler: &mut MixtureSampler, n: usize) -> Result<Vec<Prepared>> {
         let mut prepared = Vec::with_capacity(n);
         let mut refused = 0;
         while prepared.len() < n {
-            let (name, record) = sampler.next_record()?;
-            match self.prepare(&name, &record) {
-                Ok(p) => {
-                    prepared.push(p);
-                    refused = 0;
+            let drawn = (prepared.len()..n).map(|_| sampler.next_record()).collect::<Result<Vec<_>, _>>()?;
+            let results: Vec<Result<Prepared>> = drawn.par_iter().map(|(name, r)| self.prepare(name, r)).collect();
+            for result in results {
+                match result {
+                    Ok(p) => {
+                        prepared.push(p);
+                        refused = 0;
+                    }
+                    Err(e) if sampler.skips_bad_records() && refused < MAX_REFUSED_IN_A_ROW => {
+                        sampler.refused.add(format!("{e:#}"));
+                        refused += 1;
+                    }
+                    Err(e) if sampler.skips_bad_records() => {
+                        return Err(e.context(format!("{MAX_REFUSED_IN_A_ROW} records in a row could not be used")));
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) if sampler.skips_bad_records() && refused < MAX_REFUSED_IN_A_ROW => {
-                    sampler.refused.add(format!("{e:#}"));
-                    refused += 1;
-                }
-                Err(e) if sampler.skips_bad_records() => {
-                    return Err(e.context(format!("{MAX_REFUSED_IN_A_ROW} records in a row could not be used")));
-                }
-                Err(e) => return Err(e),
             }
         }
+        Ok(prepared)
+    }
+
+    /// [`Self::draw`] and [`Self::assemble`]: the next batch of `n` usable records.
+    pub fn next_batch(&self, sampler: &mut MixtureSampler, n: usize) -> Result<DeviceBatch> {
+        let prepared = self.draw(sampler, n)?;
         Ok(self.assemble(prepared))
+    }
+}
+
+/// A micro-batch prepared ahead, and the sampler's state right after it was drawn (what a
+/// checkpoint taken after its step records).
+struct Ahead {
+    prepared: Vec<Prepared>,
+    state: SamplerState,
+}
+
+/// Draws and prepares micro-batches on a worker thread, up to `depth` ahead of the training
+/// step: the sizes repeat `pattern` (one step's micro-batches), so the records, their order
+/// and the skips are exactly those of drawing in the step itself.
+pub struct Prefetcher {
+    rx: Option<Receiver<Result<Ahead>>>,
+    worker: Option<JoinHandle<()>>,
+    batcher: Batcher,
+}
+
+impl Prefetcher {
+    pub fn start(batcher: &Batcher, mut sampler: MixtureSampler, pattern: Vec<usize>, depth: usize) -> Self {
+        let (tx, rx): (SyncSender<Result<Ahead>>, _) = sync_channel(depth.max(1));
+        let worker_batcher = batcher.clone();
+        let worker = std::thread::Builder::new()
+            .name("autoneural-data".into())
+            .spawn(move || {
+                for &n in pattern.iter().cycle() {
+                    let next =
+                        worker_batcher.draw(&mut sampler, n).map(|prepared| Ahead { prepared, state: sampler.state() });
+                    let failed = next.is_err();
+                    // A closed channel: the stage ended (or stopped); nothing more is wanted.
+                    if tx.send(next).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the data worker thread");
+        Self { rx: Some(rx), worker: Some(worker), batcher: batcher.clone() }
+    }
+
+    /// The next micro-batch on the device, and the sampler state after it.
+    pub fn next(&mut self) -> Result<(DeviceBatch, SamplerState)> {
+        let rx = self.rx.as_ref().ok_or_else(|| anyhow!("the data worker stopped after an error"))?;
+        match rx.recv() {
+            Ok(Ok(ahead)) => Ok((self.batcher.assemble(ahead.prepared), ahead.state)),
+            Ok(Err(e)) => {
+                self.rx = None;
+                Err(e)
+            }
+            Err(_) => Err(anyhow!("the data worker thread ended unexpectedly")),
+        }
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker at its next send.
+        self.rx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
     }
 }

@@ -40,6 +40,11 @@ pub struct TrainerState {
     /// skip are found again when the draws are replayed; these are not).
     #[serde(default)]
     pub refused: autoneural_data::Skipped,
+    /// The sampler's draws and each source's read position after the last step: a resumed
+    /// stage opens each source there. (Older checkpoints lack it and replay
+    /// `records_drawn`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<autoneural_data::SamplerState>,
 }
 
 /// Tokenizer files copied next to the weights, so the checkpoint is self-contained.

@@ -21,20 +21,21 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{Part, StageConfig};
-use crate::train::batches::Batcher;
+use crate::train::batches::{Batcher, Prefetcher};
 use crate::train::checkpoint::{TrainerState, save_checkpoint};
 use crate::train::clip::{clip_global_norm, take_grads};
 use crate::train::loss::{LossWeights, forward_loss};
 use crate::train::metrics::{MetricsLog, StepMetrics, ValMetrics};
 use crate::train::parallel::{Replicas, shard_sizes};
 use crate::train::schedule::learning_rate;
-use autoneural_data::mixture::{BadRecordPolicy, Source};
-use autoneural_data::{MixtureSampler, PAPER_MIXTURE, Recipe, Skipped};
+use autoneural_data::mixture::BadRecordPolicy;
+use autoneural_data::{Catalog, MixtureSampler, Recipe, SamplerState, Skipped, Split};
 
 /// Everything a stage needs besides the model.
 pub struct StageRun<'a> {
     pub run_dir: &'a Path,
-    pub data_dir: &'a Path,
+    /// The sources stages mix: `[[data.source]]` and the families of `data.dir`.
+    pub catalog: &'a Catalog,
     pub tokenizer_dir: &'a Path,
     pub batcher: &'a Batcher,
     /// Training devices, the main one (the batcher's and the model's) first; more than one
@@ -81,52 +82,22 @@ pub struct StageReport {
     pub skipped: Skipped,
 }
 
-/// The stage's data for `split`: its recipe file, its inline mixture, or the paper's.
-pub fn stage_recipe(run: &StageRun, split: &str) -> Result<Recipe> {
+/// The stage's data: its recipe file, or its mixture over the experiment's sources (by
+/// default the declared sources at their weights, or the paper's mixture of families).
+pub fn stage_recipe(run: &StageRun) -> Result<Recipe> {
     let s = run.stage;
-    let mut recipe = if let Some(path) = &s.recipe {
-        let mut r = Recipe::from_file(path)?;
-        if split != "train" {
-            // A recipe names training files; the same families' `split` files sit beside them.
-            for src in &mut r.sources {
-                src.path = src.path.with_file_name(format!("{split}.jsonl"));
-            }
+    let mut recipe = match &s.recipe {
+        Some(path) => Recipe::from_file(path)?,
+        None => {
+            let mixture: Option<Vec<(String, f64)>> =
+                s.mixture.as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect());
+            run.catalog
+                .recipe(mixture.as_deref(), run.on_bad_record)
+                .map_err(|e| anyhow::anyhow!("stage {:?}: {e}", s.name))?
         }
-        r
-    } else {
-        let weights: Vec<(String, f64)> = match &s.mixture {
-            Some(m) => m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            None => PAPER_MIXTURE.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        };
-        let sources = weights
-            .into_iter()
-            .map(|(name, weight)| Source {
-                path: run.data_dir.join(&name).join(format!("{split}.jsonl")),
-                name,
-                weight,
-            })
-            .collect();
-        Recipe { sources, on_bad_record: BadRecordPolicy::Fail }
     };
     recipe.on_bad_record = run.on_bad_record;
-    for src in &recipe.sources {
-        if !src.path.is_file() {
-            bail!("stage {:?}: data source {:?} has no file {}", s.name, src.name, src.path.display());
-        }
-    }
     Ok(recipe)
-}
-
-/// Records (non-blank lines) in the recipe's files, for `epochs`; streamed, as the data is.
-fn count_records(recipe: &Recipe) -> Result<usize> {
-    use autoneural_io::read::{LINE_LIMIT, Line, Lines};
-    let mut n = 0;
-    for s in &recipe.sources {
-        for line in Lines::open(&s.path, LINE_LIMIT)? {
-            n += usize::from(!matches!(line?, Line::Text(t) if t.trim().is_empty()));
-        }
-    }
-    Ok(n)
 }
 
 /// Sets which parts train; the others get no gradients, so no optimizer touches them.
@@ -183,10 +154,15 @@ fn step_parts(
     model
 }
 
-/// Mean loss and token accuracy on the first `val_batches` batches of the validation split.
-pub fn validate(model: &VisionLanguageModel, run: &StageRun) -> Result<ValMetrics> {
+/// Mean loss and token accuracy on the first `val_batches` batches of the validation split;
+/// `None` when no source of the stage has one.
+pub fn validate(model: &VisionLanguageModel, run: &StageRun) -> Result<Option<ValMetrics>> {
+    let recipe = stage_recipe(run)?;
+    if !recipe.has(Split::Val) {
+        return Ok(None);
+    }
     let model = model.valid();
-    let mut sampler = MixtureSampler::new(stage_recipe(run, "val")?)?;
+    let mut sampler = MixtureSampler::new(&recipe, Split::Val)?;
     let (mut nll, mut correct, mut tokens) = (0.0f64, 0.0f64, 0usize);
     let (mut rotated_nll, mut rotated_tokens) = (0.0f64, 0usize);
     for _ in 0..run.stage.val_batches.max(1) {
@@ -202,11 +178,11 @@ pub fn validate(model: &VisionLanguageModel, run: &StageRun) -> Result<ValMetric
         }
     }
     let tokens = tokens.max(1) as f64;
-    Ok(ValMetrics {
+    Ok(Some(ValMetrics {
         loss: nll / tokens,
         token_accuracy: correct / tokens,
         loss_images_rotated: (rotated_tokens > 0).then(|| rotated_nll / rotated_tokens as f64),
-    })
+    }))
 }
 
 /// `[n, 3, h, w]` with image `i` in place of image `i + 1` (the last first); `None` for
@@ -249,7 +225,10 @@ struct Training<'r, 'a> {
     /// Optimizer steps of the stage.
     total: usize,
     optim: ModuleOptimizer,
-    sampler: MixtureSampler,
+    /// The stage's records, drawn and prepared ahead on a worker thread.
+    data: Prefetcher,
+    /// The sampler's state after the last micro-batch the steps used.
+    sampler: SamplerState,
     replicas: Replicas,
     /// QAT: fake quantizers on every quantized weight and op input, for this stage only.
     qat: Option<Arc<Qat>>,
@@ -275,8 +254,10 @@ impl<'r, 'a> Training<'r, 'a> {
         resume: Option<(TrainerState, PathBuf)>,
     ) -> Result<Self> {
         let s = run.stage;
-        let recipe = stage_recipe(run, "train")?;
-        let total = s.total_steps(count_records(&recipe)?);
+        let recipe = stage_recipe(run)?;
+        // Counting reads the files (JSONL) or their headers: only stages in epochs need it.
+        let records = if s.steps.is_none() { recipe.count(Split::Train)? as usize } else { 0 };
+        let total = s.total_steps(records);
         let qat = match &s.quantization {
             Some(q) => {
                 let policy = q.load_policy().with_context(|| format!("stage {:?}: quantization.policy", s.name))?;
@@ -284,40 +265,56 @@ impl<'r, 'a> Training<'r, 'a> {
             }
             None => None,
         };
-        let mut t = Self {
+        let mut sampler = MixtureSampler::new(&recipe, Split::Train)?;
+        let replicas = Replicas::new(run.devices)?;
+        let mut optim = optimizer(s);
+        let mut steps_done = 0;
+        if let Some((state, optimizer_file)) = resume {
+            if state.step > total {
+                bail!("the checkpoint is at step {} of stage {:?}, which has {total} steps", state.step, s.name);
+            }
+            if let (Some(q), Some(ranges)) = (&qat, &state.qat_ranges) {
+                q.restore_ranges(ranges)?;
+            }
+            optim = optim
+                .load(&optimizer_file)
+                .map_err(|e| anyhow::anyhow!("{}: cannot load the optimizer state: {e:?}", optimizer_file.display()))?;
+            match &state.sampler {
+                // Each source opened where the checkpoint's reader was.
+                Some(at) => sampler.restore(at).with_context(|| format!("stage {:?}: resuming the data", s.name))?,
+                // A checkpoint from before reader positions were recorded: replay the draws.
+                None => {
+                    for _ in 0..state.records_drawn {
+                        sampler.next_record()?;
+                    }
+                    sampler.refused = state.refused.clone();
+                }
+            }
+            steps_done = state.step;
+        }
+        // Each micro-batch is drawn as one shard per device, in order, so the records of a
+        // step are the same with any number of devices.
+        let pattern: Vec<usize> =
+            (0..s.grad_accum).flat_map(|_| shard_sizes(s.micro_batch, replicas.count())).collect();
+        let depth = pattern.len();
+        let state = sampler.state();
+        let t = Self {
             run,
             total,
-            optim: optimizer(s),
-            sampler: MixtureSampler::new(recipe)?,
-            replicas: Replicas::new(run.devices)?,
+            optim,
+            data: Prefetcher::start(run.batcher, sampler, pattern, depth),
+            skips_shown: state.skipped().first.len(),
+            sampler: state,
+            replicas,
             qat,
             lm: s.lm_weight > 0.0,
-            steps_done: 0,
+            steps_done,
             train_seconds: 0.0,
             samples: 0,
             last_loss: None,
             last_align: None,
             val: None,
-            skips_shown: 0,
         };
-        if let Some((state, optimizer_file)) = resume {
-            if state.step > total {
-                bail!("the checkpoint is at step {} of stage {:?}, which has {total} steps", state.step, s.name);
-            }
-            if let (Some(q), Some(ranges)) = (&t.qat, &state.qat_ranges) {
-                q.restore_ranges(ranges)?;
-            }
-            t.optim = t
-                .optim
-                .load(&optimizer_file)
-                .map_err(|e| anyhow::anyhow!("{}: cannot load the optimizer state: {e:?}", optimizer_file.display()))?;
-            for _ in 0..state.records_drawn {
-                t.sampler.next_record()?;
-            }
-            t.sampler.refused = state.refused.clone();
-            t.steps_done = state.step;
-        }
-        t.skips_shown = t.sampler.skipped().first.len();
         Ok(t)
     }
 
@@ -354,6 +351,7 @@ impl<'r, 'a> Training<'r, 'a> {
             stage_done: done,
             qat_ranges: self.qat.as_ref().map(|q| q.ranges_by_key()),
             refused: self.sampler.refused.clone(),
+            sampler: Some(self.sampler.clone()),
         }
     }
 
@@ -373,16 +371,14 @@ impl<'r, 'a> Training<'r, 'a> {
         let (run, s) = (self.run, self.run.stage);
         let t0 = Instant::now();
         let lr = learning_rate(step, self.total, s.warmup_steps, s.lr, s.min_lr());
-        // Each micro-batch is drawn as one shard per device, in order, so the records of a
-        // step are the same with any number of devices.
-        let shards = (0..s.grad_accum)
-            .flat_map(|_| shard_sizes(s.micro_batch, self.replicas.count()))
-            .map(|n| {
-                let mut b = run.batcher.next_batch(&mut self.sampler, n)?;
-                b.weights = LossWeights { lm: s.lm_weight, align: s.align_weight };
-                Ok(b)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let micro_batches = s.grad_accum * shard_sizes(s.micro_batch, self.replicas.count()).len();
+        let mut shards = Vec::with_capacity(micro_batches);
+        for _ in 0..micro_batches {
+            let (mut b, state) = self.data.next()?;
+            b.weights = LossWeights { lm: s.lm_weight, align: s.align_weight };
+            shards.push(b);
+            self.sampler = state;
+        }
         // The loss of the whole effective batch is the mean over all of its trained tokens,
         // so accumulation gives the same gradient as one large batch.
         let tokens = shards.iter().map(|b| b.loss_tokens()).sum::<usize>().max(1) as f64;
@@ -425,8 +421,10 @@ impl<'r, 'a> Training<'r, 'a> {
         log.step(&m, last || (step + 1) % s.log_every.max(1) == 0, self.total, skipped.count)?;
         // Validation measures the language model's loss, which a stage that does not run
         // it (alignment only) has no use for: it would report the untrained head's.
-        if self.lm && (last || (s.val_every > 0 && (step + 1) % s.val_every == 0)) {
-            let v = with_qat(self.qat.clone(), || validate(&model, run))?;
+        if self.lm
+            && (last || (s.val_every > 0 && (step + 1) % s.val_every == 0))
+            && let Some(v) = with_qat(self.qat.clone(), || validate(&model, run))?
+        {
             log.val(&s.name, run.global_step_base + step + 1, &v)?;
             self.val = Some(v);
         }
