@@ -8,6 +8,7 @@ pub mod connector;
 pub mod device;
 pub mod error;
 pub mod generate;
+pub mod generate_batch;
 pub mod images;
 pub mod kernels;
 pub mod nn;

@@ -15,6 +15,41 @@ pub enum DataCommand {
     /// Train a byte-level BPE tokenizer (LFM2 specials, `<image>`, LFM2 chat template) on
     /// DIR/*/SPLIT.jsonl.
     Tokenizer(TokenizerArgs),
+    /// Write a set of records (JSONL, Parquet or WebDataset, any layout) as Hugging Face
+    /// Parquet files or WebDataset shards in OUT: PREFIX-00000.parquet|tar, ...
+    Convert(ConvertArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConvertTo {
+    Parquet,
+    Webdataset,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// The records: a file or a glob (`shards/*.tar`); the format by the extension.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The layout of the input rows (auto, messages, conversations, texts, qa).
+    #[arg(long, default_value = "auto")]
+    pub layout: String,
+    #[arg(long, value_enum)]
+    pub to: ConvertTo,
+    /// Output directory (owned by this command: see docs/reliability.md).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// File names: PREFIX-00000.parquet, ... (default: the input's file stem).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Records per output file.
+    #[arg(long, default_value_t = 10_000)]
+    pub per_file: usize,
+    /// Records per Parquet row group (what a reader decodes at once at most).
+    #[arg(long, default_value_t = 256)]
+    pub row_group: usize,
+    #[command(flatten)]
+    pub output: super::OutputPolicy,
 }
 
 #[derive(Args, Debug)]
@@ -59,7 +94,88 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
         DataCommand::Synth(args) => synth(args),
         DataCommand::Tokenizer(args) => tokenizer(args),
+        DataCommand::Convert(args) => convert(args),
     }
+}
+
+fn convert(args: ConvertArgs) -> anyhow::Result<()> {
+    use autoneural_data::sources::write::{ParquetSink, TarSink};
+    use autoneural_data::{Layout, OnBadRecord, SourceSpec};
+    let layout: Layout = serde_json::from_value(serde_json::Value::String(args.layout.clone())).map_err(|_| {
+        anyhow::anyhow!("--layout {:?}: expected auto, messages, conversations, texts or qa", args.layout)
+    })?;
+    if args.per_file == 0 || args.row_group == 0 {
+        bail!("--per-file and --row-group must be at least 1");
+    }
+    let mut spec = SourceSpec::file(&args.data, OnBadRecord::Fail)?;
+    spec.layout = layout;
+    let prefix = args.prefix.clone().unwrap_or_else(|| {
+        args.data.file_stem().map(|s| s.to_string_lossy().replace(['*', '?'], "")).unwrap_or_else(|| "records".into())
+    });
+    let inputs = serde_json::json!({
+        "data": autoneural_io::output::canonical(&args.data),
+        "layout": args.layout,
+        "to": format!("{:?}", args.to).to_lowercase(),
+        "prefix": prefix,
+        "per_file": args.per_file,
+        "row_group": args.row_group,
+    });
+    let claim = autoneural_io::output::Spec {
+        command: "data convert",
+        inputs: inputs.as_object().cloned().unwrap_or_default(),
+        force: args.output.force,
+        way_out: super::WAY_OUT,
+        legacy: None,
+    };
+    let mut out = autoneural_io::output::Output::claim(&args.out, claim)?;
+    let staging = out.staging()?;
+    let ext = match args.to {
+        ConvertTo::Parquet => "parquet",
+        ConvertTo::Webdataset => "tar",
+    };
+    enum Sink {
+        Parquet(ParquetSink),
+        Tar(TarSink),
+    }
+    let open = |n: usize| -> anyhow::Result<Sink> {
+        let path = staging.join(format!("{prefix}-{n:05}.{ext}"));
+        Ok(match args.to {
+            ConvertTo::Parquet => Sink::Parquet(ParquetSink::create(&path, args.row_group)?),
+            ConvertTo::Webdataset => Sink::Tar(TarSink::create(&path)?),
+        })
+    };
+    let finish = |sink: Sink| -> anyhow::Result<usize> {
+        Ok(match sink {
+            Sink::Parquet(s) => s.finish()?,
+            Sink::Tar(s) => s.finish()?,
+        })
+    };
+    let start = std::time::Instant::now();
+    let mut stream = spec.open()?;
+    let (mut total, mut files, mut sink) = (0usize, 1usize, open(0)?);
+    while let Some(record) = stream.next_record() {
+        let record = record?;
+        if total > 0 && total % args.per_file == 0 {
+            finish(std::mem::replace(&mut sink, open(files)?))?;
+            files += 1;
+        }
+        match &mut sink {
+            Sink::Parquet(s) => s.push(record)?,
+            Sink::Tar(s) => s.push(&format!("{total:09}"), &record)?,
+        }
+        total += 1;
+    }
+    finish(sink)?;
+    if total == 0 {
+        bail!("{}: no records to convert", args.data.display());
+    }
+    out.commit()?;
+    println!(
+        "{total} records -> {files} {ext} file(s) in {} ({:.1} s)",
+        args.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn synth(args: SynthArgs) -> anyhow::Result<()> {

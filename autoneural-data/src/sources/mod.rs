@@ -21,6 +21,7 @@ pub mod jsonl;
 pub mod parquet;
 pub mod shuffle;
 pub mod webdataset;
+pub mod write;
 
 use std::path::{Path, PathBuf};
 

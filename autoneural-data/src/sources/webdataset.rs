@@ -1,8 +1,8 @@
 //! WebDataset tar shards, streamed: consecutive members that share a key (the member path up
 //! to the first dot of its file name: `000123.json`, `000123.jpg`) are one sample. The
 //! sample's `.json` member is the row (in any layout of [`crate::layouts`]); its `.jpg`,
-//! `.jpeg`, `.png` and `.webp` members are its images, ordered by extension (`0.png` before
-//! `1.png`). A position is the byte offset where a sample's first header starts, so a
+//! `.jpeg`, `.png` and `.webp` members are its images, numbered ones in number order
+//! (`0.png`, `1.png`, ..., `10.png`). A position is the byte offset where a sample's first header starts, so a
 //! resumed reader opens the shard there and reads on.
 
 use std::collections::BTreeMap;
@@ -243,10 +243,15 @@ fn record_of(sample: Sample, shard: &Path, layout: Layout, task: Option<&str>, l
     let json = sample.members.get("json").ok_or_else(|| format!("sample {} has no .json member", sample.key))?;
     let row: Value = serde_json::from_slice(json).map_err(|e| format!("{}.json is not JSON: {e}", sample.key))?;
     let row = row.as_object().ok_or_else(|| format!("{}.json is not a JSON object", sample.key))?;
-    let images = sample
+    let mut images: Vec<(&String, &Vec<u8>)> = sample
         .members
         .iter()
         .filter(|(ext, _)| IMAGE_EXTENSIONS.iter().any(|i| ext.as_str() == *i || ext.ends_with(&format!(".{i}"))))
+        .collect();
+    // `key.2.png` before `key.10.png`: numbered images in their numbers' order.
+    images.sort_by_key(|(ext, _)| (ext.split('.').next().and_then(|n| n.parse::<u64>().ok()), ext.to_string()));
+    let images = images
+        .into_iter()
         .map(|(ext, data)| ImageRef::Bytes {
             name: format!("{}:{}.{ext}", shard.display(), sample.key),
             data: Arc::from(data.as_slice()),

@@ -54,14 +54,18 @@ impl AttentionConfig {
 }
 
 impl Attention {
-    /// `x: [b, t, hidden]` at positions `start..start + t` -> `[b, t, hidden]`.
-    /// With a cache, keys and values are appended and queries attend to all of it.
+    /// `x: [b, t, hidden]` at slots `start..start + t` -> `[b, t, hidden]`.
+    /// With a cache, keys and values are appended and queries attend to all of it. `pads`
+    /// (empty, or one per row) are the left-padding slots of each row of a batch of
+    /// prompts of different lengths: a real query sees no pad key, and a pad query (whose
+    /// value rows are zero) sees only pads, so pad slots stay zero.
     pub fn forward(
         &self,
         x: Tensor<3>,
         rope: (&Tensor<4>, &Tensor<4>),
         start: usize,
         cache: Option<&mut KvCache>,
+        pads: &[usize],
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -86,17 +90,15 @@ impl Attention {
         let g = h / kvh;
         let q = q.reshape([b, kvh, g * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()); // [b, kvh, g*t, s]
-        let scores = if t > 1 {
-            let mask = causal_mask(t, s, past, &scores.device()); // [t, s], true = hidden
-            let scores = scores.reshape([b, kvh, g, t, s]);
-            scores.mask_fill(mask.reshape([1, 1, 1, t, s]).expand([b, kvh, g, t, s]), f32::NEG_INFINITY).reshape([
-                b,
-                kvh,
-                g * t,
-                s,
-            ])
-        } else {
-            scores
+        let scores = match hidden_keys(b, t, s, past, pads, &scores.device()) {
+            Some(mask) => {
+                let rows = mask.dims()[0];
+                let scores = scores.reshape([b, kvh, g, t, s]);
+                scores
+                    .mask_fill(mask.reshape([rows, 1, 1, t, s]).expand([b, kvh, g, t, s]), f32::NEG_INFINITY)
+                    .reshape([b, kvh, g * t, s])
+            }
+            None => scores,
         };
         let probs = softmax(scores, 3);
         let out = probs.matmul(v).reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
@@ -108,8 +110,22 @@ fn cache_consistent(start: usize, past: usize) -> bool {
     past == 0 || past == start
 }
 
-/// `mask[i, j]` is true where query `i` (absolute position `past + i`) must not see key `j`.
-fn causal_mask(t: usize, s: usize, past: usize, device: &Device) -> Tensor<2, Bool> {
-    let data: Vec<bool> = (0..t).flat_map(|i| (0..s).map(move |j| j > past + i)).collect();
-    Tensor::from_data(TensorData::new(data, [t, s]), device)
+/// `mask[r, i, j]` is true where query `i` (slot `past + i`) of row `r` must not see key
+/// `j`: a later key, or a pad key seen from a real query (`pads[r]` pad slots lead row
+/// `r`). `[1, t, s]` without pads; `None` when nothing is hidden (one query, no pads).
+fn hidden_keys(b: usize, t: usize, s: usize, past: usize, pads: &[usize], device: &Device) -> Option<Tensor<3, Bool>> {
+    let padded = pads.iter().any(|&p| p > 0);
+    if t == 1 && !padded {
+        return None;
+    }
+    let rows = if padded { b } else { 1 };
+    let mut data = Vec::with_capacity(rows * t * s);
+    for r in 0..rows {
+        let pad = if padded { pads[r] } else { 0 };
+        for i in 0..t {
+            let real = past + i >= pad;
+            data.extend((0..s).map(|j| j > past + i || (real && j < pad)));
+        }
+    }
+    Some(Tensor::from_data(TensorData::new(data, [rows, t, s]), device))
 }

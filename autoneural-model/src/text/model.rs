@@ -125,11 +125,12 @@ impl DecoderLayer {
         rope: (&Tensor<4>, &Tensor<4>),
         start: usize,
         state: Option<&mut LayerState>,
+        pads: &[usize],
     ) -> Tensor<3> {
         let normed = self.operator_norm().forward(h.clone());
         let mixed = match self.mixer() {
             Mixer::Conv(conv) => conv.forward(normed, state.map(LayerState::conv)),
-            Mixer::Attention(attn) => attn.forward(normed, rope, start, state.map(LayerState::kv)),
+            Mixer::Attention(attn) => attn.forward(normed, rope, start, state.map(LayerState::kv), pads),
         };
         let h = h + mixed;
         h.clone() + self.feed_forward().forward(self.ffn_norm().forward(h))
@@ -229,11 +230,16 @@ impl Lfm2ForCausalLM {
     pub fn hidden_states(&self, embeds: Tensor<3>, mut state: Option<&mut DecodeState>) -> Tensor<3> {
         let [_, t, _] = embeds.dims();
         let start = state.as_ref().map_or(0, |s| s.position);
-        let (cos, sin) = self.rope.tables(start, t, &embeds.device());
+        let pads = state.as_ref().map(|s| s.pads.clone()).unwrap_or_default();
+        let (cos, sin) = if pads.iter().any(|&p| p > 0) {
+            self.rope.padded_tables(start, t, &pads, &embeds.device())
+        } else {
+            self.rope.tables(start, t, &embeds.device())
+        };
         let mut h = embeds;
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_state = state.as_mut().map(|s| &mut s.layers[i]);
-            h = layer.forward(h, (&cos, &sin), start, layer_state);
+            h = layer.forward(h, (&cos, &sin), start, layer_state, &pads);
         }
         if let Some(s) = state {
             s.position += t;

@@ -22,24 +22,42 @@ impl Rope {
     /// in f32 like transformers (`position * inv_freq` in float32) so long contexts agree.
     pub fn tables(&self, start: usize, len: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
         let hd = self.inv_freq.len() * 2;
-        let half = self.inv_freq.len();
-        let mut cos = vec![0f32; len * hd];
-        let mut sin = vec![0f32; len * hd];
-        for t in 0..len {
-            let pos = (start + t) as f32;
-            for (i, f) in self.inv_freq.iter().enumerate() {
-                let angle = pos * (*f as f32);
-                let (s, c) = angle.sin_cos();
-                cos[t * hd + i] = c;
-                cos[t * hd + half + i] = c;
-                sin[t * hd + i] = s;
-                sin[t * hd + half + i] = s;
-            }
-        }
+        let (cos, sin) = self.values(start..start + len);
         (
             Tensor::from_data(TensorData::new(cos, [1, 1, len, hd]), device),
             Tensor::from_data(TensorData::new(sin, [1, 1, len, hd]), device),
         )
+    }
+
+    /// Per-row tables `[rows, 1, len, head_dim]` for slots `start..start + len` of rows
+    /// left-padded by `pads[r]` slots: slot `p` of row `r` is position `p - pads[r]` (pad
+    /// slots, whose queries and keys are zero, get position 0).
+    pub fn padded_tables(&self, start: usize, len: usize, pads: &[usize], device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let hd = self.inv_freq.len() * 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(pads.len() * len * hd), Vec::with_capacity(pads.len() * len * hd));
+        for &pad in pads {
+            let (c, s) = self.values((0..len).map(|t| (start + t).saturating_sub(pad)));
+            cos.extend(c);
+            sin.extend(s);
+        }
+        let shape = [pads.len(), 1, len, hd];
+        (Tensor::from_data(TensorData::new(cos, shape), device), Tensor::from_data(TensorData::new(sin, shape), device))
+    }
+
+    /// The cos and sin rows of `positions`, each frequency over both halves.
+    fn values(&self, positions: impl Iterator<Item = usize>) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for p in positions {
+            let pos = p as f32;
+            let row: Vec<(f32, f32)> = self.inv_freq.iter().map(|f| (pos * (*f as f32)).sin_cos()).collect();
+            for k in 0..2 * half {
+                let (s, c) = row[k % half];
+                cos.push(c);
+                sin.push(s);
+            }
+        }
+        (cos, sin)
     }
 
     /// `x * cos + rotate_half(x) * sin` for `x: [batch, heads, len, head_dim]`.

@@ -122,7 +122,11 @@ impl LayerState {
 #[derive(Debug, Clone)]
 pub struct DecodeState {
     pub layers: Vec<LayerState>,
+    /// Slots consumed so far (the same for every row).
     pub position: usize,
+    /// Per row, the pad slots before its first token, for a batch of prompts of different
+    /// lengths decoded together (left-padded); empty when the rows are not padded.
+    pub pads: Vec<usize>,
 }
 
 impl DecodeState {
@@ -144,7 +148,7 @@ impl DecodeState {
                 }),
             })
             .collect();
-        Self { layers, position: 0 }
+        Self { layers, position: 0, pads: Vec::new() }
     }
 
     /// A state that looks as if `context` positions had been consumed, filled with a
@@ -168,6 +172,36 @@ impl DecodeState {
         }
         state.position = context;
         state
+    }
+
+    /// Keeps only `rows` (indices into the batch, in order): finished sequences leave the
+    /// batch, so later steps compute only the rest.
+    pub fn retain(&mut self, rows: &[usize]) {
+        let Some(device) = self.layers.iter().find_map(|l| match l {
+            LayerState::Conv(c) => Some(c.window.device()),
+            LayerState::Attention(kv) => kv.k.as_ref().map(|k| k.device()),
+        }) else {
+            return;
+        };
+        let index = Tensor::<1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]),
+            &device,
+        );
+        for layer in &mut self.layers {
+            match layer {
+                LayerState::Conv(c) => c.window = c.window.clone().select(0, index.clone()),
+                LayerState::Attention(kv) => {
+                    for slot in [&mut kv.k, &mut kv.v] {
+                        if let Some(t) = slot.take() {
+                            *slot = Some(t.select(0, index.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        if !self.pads.is_empty() {
+            self.pads = rows.iter().map(|&r| self.pads[r]).collect();
+        }
     }
 
     /// Bytes of KV cache and of conv state, at the current context.
