@@ -21,7 +21,7 @@ use crate::images::LoadedImage;
 use crate::text::model::PREFILL_CHUNK;
 use crate::text::{Lfm2ForCausalLM, Logits};
 use crate::tokenizer::TextTokenizer;
-use crate::vlm::{VisionLanguageModel, VlmGeneration};
+use crate::vlm::{ImageLayout, VisionLanguageModel, VlmGeneration};
 
 /// One prompt of a batch: its ids, and its input embeddings `[1, t, hidden]` when they
 /// are not the ids' (image features at image-token positions).
@@ -183,7 +183,7 @@ impl VisionLanguageModel {
             let ids = self.prompt_ids(tok, r.prompt, raw, &n)?;
             let embeds = self.merge(&ids, features)?;
             prompts.push(BatchPrompt { ids, embeds: Some(embeds) });
-            counts.push(n);
+            counts.push(n.iter().map(ImageLayout::tokens).collect::<Vec<_>>());
         }
         let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
         let generations = generate_batch(&self.language, prompts, options, sampling)?;

@@ -9,6 +9,8 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{ModelError, Result};
+use crate::vision::lfm2_vl_processor::{ImageLayout, Lfm2VlProcessorConfig, Tile};
+use crate::vision::resize_u8::resize_bilinear_antialias;
 
 /// A decoded RGB image and where it came from (for error messages).
 #[derive(Debug, Clone)]
@@ -91,55 +93,25 @@ pub fn decode_image(bytes: impl AsRef<[u8]>, name: &Path) -> Result<LoadedImage>
 pub enum Preprocess {
     /// Resize to `size x size` (bilinear), then `(x/255 - mean) / std`.
     Fixed { size: usize, mean: [f32; 3], std: [f32; 3] },
-    /// LFM2-VL single tile: keep the aspect ratio, sides multiples of `patch * downsample`,
-    /// tokens (after unshuffle) within `[min_tokens, max_tokens]`.
-    SmartResize { patch: usize, downsample: usize, min_tokens: usize, max_tokens: usize, mean: [f32; 3], std: [f32; 3] },
+    /// LFM2-VL's processor: smart resize, tiles + thumbnail for large images
+    /// ([`crate::vision::lfm2_vl_processor`]).
+    Lfm2Vl(Lfm2VlProcessorConfig),
 }
 
-fn round_by(x: f64, f: usize) -> usize {
-    // Python's round(): half to even.
-    (x / f as f64).round_ties_even() as usize * f
-}
-
-/// LFM2-VL's `smart_resize` (height, width) for one tile.
-pub fn smart_resize(
-    h: usize,
-    w: usize,
-    patch: usize,
-    downsample: usize,
-    min_tokens: usize,
-    max_tokens: usize,
-) -> (usize, usize) {
-    let f = patch * downsample;
-    let min_px = (min_tokens * patch * patch * downsample * downsample) as f64;
-    let max_px = (max_tokens * patch * patch * downsample * downsample) as f64;
-    let (hf, wf) = (h as f64, w as f64);
-    let mut hb = f.max(round_by(hf, f));
-    let mut wb = f.max(round_by(wf, f));
-    if (hb * wb) as f64 > max_px {
-        let beta = (hf * wf / max_px).sqrt();
-        hb = f.max((hf / beta / f as f64).floor() as usize * f);
-        wb = f.max((wf / beta / f as f64).floor() as usize * f);
-    } else if ((hb * wb) as f64) < min_px {
-        let beta = (min_px / (hf * wf)).sqrt();
-        hb = (hf * beta / f as f64).ceil() as usize * f;
-        wb = (wf * beta / f as f64).ceil() as usize * f;
-    }
-    (hb, wb)
-}
+pub use crate::vision::lfm2_vl_processor::smart_resize;
 
 impl Preprocess {
-    /// Output `(height, width)` for an `h x w` image.
+    /// Output `(height, width)` for an `h x w` image as one encoder input (for LFM2-VL the
+    /// single-tile size, which is also a split image's thumbnail).
     pub fn target_size(&self, h: usize, w: usize) -> (usize, usize) {
-        match *self {
-            Self::Fixed { size, .. } => (size, size),
-            Self::SmartResize { patch, downsample, min_tokens, max_tokens, .. } => {
-                smart_resize(h, w, patch, downsample, min_tokens, max_tokens)
-            }
+        match self {
+            Self::Fixed { size, .. } => (*size, *size),
+            Self::Lfm2Vl(p) => p.single_size(h, w),
         }
     }
 
-    /// `[1, 3, H, W]` encoder input.
+    /// `[1, 3, H, W]` encoder input: the image as one tile (for LFM2-VL what its processor
+    /// gives when splitting is off; [`Self::tiles`] gives the tiles of a split image).
     pub fn apply(&self, img: &LoadedImage, device: &Device) -> Tensor<4> {
         self.planar(img).to_device(device)
     }
@@ -148,23 +120,38 @@ impl Preprocess {
     /// ahead of the step that puts them on the device).
     pub fn planar(&self, img: &LoadedImage) -> Planar {
         let (h, w) = self.target_size(img.rgb.height() as usize, img.rgb.width() as usize);
-        let (mean, std) = match self {
-            Self::Fixed { mean, std, .. } | Self::SmartResize { mean, std, .. } => (*mean, *std),
+        let values = match self {
+            Self::Fixed { mean, std, .. } => {
+                let resized;
+                let rgb = if (img.rgb.height() as usize, img.rgb.width() as usize) == (h, w) {
+                    &img.rgb
+                } else {
+                    resized = image::imageops::resize(&img.rgb, w as u32, h as u32, FilterType::Triangle);
+                    &resized
+                };
+                let mut values = vec![0f32; 3 * h * w];
+                for (i, p) in rgb.pixels().enumerate() {
+                    for c in 0..3 {
+                        values[c * h * w + i] = (p[c] as f32 / 255.0 - mean[c]) / std[c];
+                    }
+                }
+                values
+            }
+            Self::Lfm2Vl(p) => p.planar(&Tile { rgb: resize_bilinear_antialias(&img.rgb, w as u32, h as u32) }),
         };
-        let resized;
-        let rgb = if (img.rgb.height() as usize, img.rgb.width() as usize) == (h, w) {
-            &img.rgb
-        } else {
-            resized = image::imageops::resize(&img.rgb, w as u32, h as u32, FilterType::Triangle);
-            &resized
-        };
-        let mut values = vec![0f32; 3 * h * w];
-        for (i, p) in rgb.pixels().enumerate() {
-            for c in 0..3 {
-                values[c * h * w + i] = (p[c] as f32 / 255.0 - mean[c]) / std[c];
+        Planar { values, height: h, width: w }
+    }
+
+    /// The encoder inputs of one image, `[1, 3, h, w]` each, in prompt order, and how the
+    /// prompt lays out their tokens (`None`: one block, as many tokens as the encoder gives).
+    pub fn tiles(&self, img: &LoadedImage, device: &Device) -> (Vec<Tensor<4>>, Option<ImageLayout>) {
+        match self {
+            Self::Fixed { .. } => (vec![self.apply(img, device)], None),
+            Self::Lfm2Vl(p) => {
+                let processed = p.process(&img.rgb);
+                (processed.tiles.iter().map(|t| p.tensor(t, device)).collect(), Some(processed.layout))
             }
         }
-        Planar { values, height: h, width: w }
     }
 }
 
@@ -181,19 +168,5 @@ impl Planar {
     pub fn to_device(self, device: &Device) -> Tensor<4> {
         let shape = [1, 3, self.height, self.width];
         Tensor::from_data(TensorData::new(self.values, shape), device)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn smart_resize_matches_transformers() {
-        // transformers returns (width, height); these are (height, width) of the same calls.
-        assert_eq!(smart_resize(512, 512, 16, 2, 64, 256), (512, 512));
-        assert_eq!(smart_resize(100, 100, 16, 2, 64, 256), (256, 256));
-        assert_eq!(smart_resize(1000, 700, 16, 2, 64, 256), (608, 416));
-        assert_eq!(smart_resize(48, 80, 16, 2, 64, 256), (224, 352));
     }
 }

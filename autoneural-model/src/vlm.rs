@@ -12,6 +12,7 @@ use crate::generate::{GenerateOptions, Generation, Sampler, generate_from};
 use crate::images::{LoadedImage, Preprocess};
 use crate::text::{Lfm2Config, Lfm2ForCausalLM};
 use crate::tokenizer::TextTokenizer;
+pub use crate::vision::lfm2_vl_processor::ImageLayout;
 use crate::vision::{EncoderConfig, VisionEncoder};
 
 /// Which on-disk format a model came from (and is saved back to).
@@ -19,7 +20,7 @@ use crate::vision::{EncoderConfig, VisionEncoder};
 pub enum VlmFormat {
     /// `model_type: "autoneural"` (docs/checkpoint-format.md).
     AutoNeural,
-    /// Hugging Face LFM2-VL (`lfm2-vl` / `lfm2_vl`), single tile.
+    /// Hugging Face LFM2-VL (`lfm2-vl` / `lfm2_vl`), images tiled as its processor does.
     Lfm2Vl,
 }
 
@@ -85,6 +86,15 @@ impl VlmConfig {
                 "downsample_factor".into(),
                 format!("{} must be 1 to 8 and divide the encoder's {gh}x{gw} token grid", p.downsample),
             ));
+        }
+        if let Preprocess::Lfm2Vl(pre) = &self.preprocess {
+            pre.check().map_err(|(f, m)| (format!("image_processor.{f}"), m))?;
+            if let EncoderConfig::Vit(v) = &self.encoder
+                && (pre.encoder_patch_size, pre.downsample_factor) != (v.patch_size, p.downsample)
+            {
+                let message = "differs from the vision tower's patch size or the projector's downsample factor";
+                return Err(("image_processor.encoder_patch_size".into(), message.into()));
+            }
         }
         if self.image_token_id as usize >= self.text.vocab_size {
             let message = format!("{} is outside the vocabulary of {}", self.image_token_id, self.text.vocab_size);
@@ -181,14 +191,15 @@ impl VisionLanguageModel {
     }
 
     /// Prompt ids for `prompt` with `images`: each `<image>` becomes that image's tokens
-    /// (wrapped in `<|image_start|>`/`<|image_end|>` for LFM2-VL when the tokenizer has
-    /// them). A prompt without `<image>` gets the images placed before the text.
-    pub fn prompt_ids(
+    /// (a count, or an [`ImageLayout`] from [`Self::features_of`]; for LFM2-VL wrapped in
+    /// `<|image_start|>`/`<|image_end|>` when the tokenizer has them, tiles after their
+    /// markers). A prompt without `<image>` gets the images placed before the text.
+    pub fn prompt_ids<L: Clone + Into<ImageLayout>>(
         &self,
         tok: &TextTokenizer,
         prompt: &str,
         raw: bool,
-        tokens_per_image: &[usize],
+        tokens_per_image: &[L],
     ) -> Result<Vec<u32>> {
         let n = tokens_per_image.len();
         let text = if n > 0 && !prompt.contains(IMAGE_TAG) {
@@ -202,24 +213,35 @@ impl VisionLanguageModel {
 
     /// How this model's prompts spell images.
     pub fn image_tokens(&self) -> ImageTokens {
-        ImageTokens { image_token_id: self.config.image_token_id, wrap: self.config.format == VlmFormat::Lfm2Vl }
+        let special = !matches!(&self.config.preprocess, Preprocess::Lfm2Vl(p) if !p.use_image_special_tokens);
+        ImageTokens {
+            image_token_id: self.config.image_token_id,
+            wrap: self.config.format == VlmFormat::Lfm2Vl && special,
+        }
     }
 
     /// Preprocessed, encoded and projected `images`: their feature rows in order
-    /// (`[total image tokens, hidden]`, none without images) and each one's token count.
-    pub fn features_of(&self, images: &[LoadedImage]) -> (Option<Tensor<2>>, Vec<usize>) {
+    /// (`[total image tokens, hidden]`, none without images) and each one's prompt layout
+    /// (its token count, and for a tiled LFM2-VL image its grid). Each tile runs through the
+    /// encoder on its own patch grid.
+    pub fn features_of(&self, images: &[LoadedImage]) -> (Option<Tensor<2>>, Vec<ImageLayout>) {
         let device = self.language.device();
-        let mut counts = Vec::new();
+        let mut layouts = Vec::new();
         let mut feats = Vec::new();
         for img in images {
-            let pixels = self.config.preprocess.apply(img, &device);
-            let [_, _, h, w] = pixels.dims();
-            counts.push(self.config.tokens_per_image(h, w));
-            let f = self.image_features(pixels);
-            let [_, n, d] = f.dims();
-            feats.push(f.reshape([n, d]));
+            let (tiles, layout) = self.config.preprocess.tiles(img, &device);
+            let mut count = 0;
+            for pixels in tiles {
+                let f = self.image_features(pixels);
+                let [_, n, d] = f.dims();
+                count += n;
+                feats.push(f.reshape([n, d]));
+            }
+            let layout = layout.unwrap_or(ImageLayout::Single(count));
+            debug_assert_eq!(layout.tokens(), count, "the prompt layout and the features disagree");
+            layouts.push(layout);
         }
-        ((!feats.is_empty()).then(|| Tensor::cat(feats, 0)), counts)
+        ((!feats.is_empty()).then(|| Tensor::cat(feats, 0)), layouts)
     }
 
     /// Generates an answer to `prompt` about `images`.
@@ -234,13 +256,14 @@ impl VisionLanguageModel {
         on_token: impl FnMut(u32) -> Result<()>,
     ) -> Result<VlmGeneration> {
         let t0 = Instant::now();
-        let (features, counts) = self.features_of(images);
-        let ids = self.prompt_ids(tok, prompt, raw, &counts)?;
+        let (features, layouts) = self.features_of(images);
+        let ids = self.prompt_ids(tok, prompt, raw, &layouts)?;
         let embeds = self.merge(&ids, features)?;
         let vision_ms = t0.elapsed().as_secs_f64() * 1e3;
         let mut generation = generate_from(&self.language, &ids, Some(embeds), options, sampler, on_token)?;
         generation.ttft_ms += vision_ms;
-        Ok(VlmGeneration { generation, vision_ms, image_tokens: counts })
+        let image_tokens = layouts.iter().map(ImageLayout::tokens).collect();
+        Ok(VlmGeneration { generation, vision_ms, image_tokens })
     }
 }
 
@@ -254,15 +277,17 @@ pub struct ImageTokens {
 }
 
 impl ImageTokens {
-    /// Tokenizes `rendered` (text after any chat template), each `<image>` becoming
-    /// `tokens_per_image[k]` image ids. `special` runs the tokenizer's post-processor (BOS)
-    /// on the first segment only.
-    pub fn encode(
+    /// Tokenizes `rendered` (text after any chat template), each `<image>` becoming image
+    /// `k`'s ids: `tokens_per_image[k]` image tokens (a count, or an [`ImageLayout`] whose
+    /// tiles, with `wrap`, follow their `<|img_row_R_col_C|>` markers and whose thumbnail
+    /// follows `<|img_thumbnail|>`). `special` runs the tokenizer's post-processor (BOS) on
+    /// the first segment only.
+    pub fn encode<L: Clone + Into<ImageLayout>>(
         &self,
         tok: &TextTokenizer,
         rendered: &str,
         special: bool,
-        tokens_per_image: &[usize],
+        tokens_per_image: &[L],
     ) -> Result<Vec<u32>> {
         let tags = rendered.matches(IMAGE_TAG).count();
         if tags != tokens_per_image.len() {
@@ -278,7 +303,8 @@ impl ImageTokens {
                 if let Some((start, _)) = wrap {
                     ids.push(start);
                 }
-                ids.extend(std::iter::repeat_n(self.image_token_id, tokens_per_image[k - 1]));
+                let layout: ImageLayout = tokens_per_image[k - 1].clone().into();
+                layout.push_ids(tok, self.image_token_id, self.wrap, &mut ids)?;
                 if let Some((_, end)) = wrap {
                     ids.push(end);
                 }

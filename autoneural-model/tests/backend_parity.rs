@@ -54,4 +54,13 @@ fn vlms_agree_on_flex_and_wgpu() {
         let err = rel_err(&fb, &fa);
         assert!(err < 1e-4, "{name}: image features, flex vs wgpu relative error {err:e}");
     }
+    // LFM2-VL's tiles: each on its own patch grid (position table resized per grid).
+    let dir = root.join("lfm2-vl-tiles");
+    let images: Vec<_> =
+        ["large", "wide"].iter().map(|n| load_image(&dir.join(format!("images/{n}.png"))).unwrap()).collect();
+    let (fa, la) = load_vlm(&dir, &cpu).unwrap().features_of(&images);
+    let (fb, lb) = load_vlm(&dir, &gpu).unwrap().features_of(&images);
+    assert_eq!(la, lb);
+    let err = rel_err(&values(fb.unwrap()), &values(fa.unwrap()));
+    assert!(err < 1e-4, "lfm2-vl-tiles: tiled image features, flex vs wgpu relative error {err:e}");
 }

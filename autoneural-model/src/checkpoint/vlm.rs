@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::checkpoint::apply::{KeyMap, collect_tensors, load_module};
 use crate::checkpoint::json::{Fields, config_path, read_object};
@@ -13,6 +13,7 @@ use crate::connector::ProjectorConfig;
 use crate::error::{ModelError, Result};
 use crate::images::Preprocess;
 use crate::text::Lfm2Config;
+use crate::vision::lfm2_vl_processor::Lfm2VlProcessorConfig;
 use crate::vision::{EncoderConfig, MobileNetV5Arch, NormKind, PadType, VitConfig};
 use crate::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
 
@@ -239,17 +240,19 @@ fn parse_vlm_config(dir: &Path) -> Result<VlmConfig> {
                     return Err(f.invalid("projector_hidden_act", format!("{act:?}: only \"gelu\" is supported")));
                 }
             }
-            let pre_path = dir.join("preprocessor_config.json");
-            let pre_map = if pre_path.exists() { read_object(&pre_path)? } else { Map::new() };
-            let pf = Fields::new(&pre_path, &pre_map);
-            let preprocess = Preprocess::SmartResize {
-                patch: pf.usize_opt(&["encoder_patch_size"])?.unwrap_or(vit.patch_size),
-                downsample: pf.usize_opt(&["downsample_factor"])?.unwrap_or(downsample),
-                min_tokens: pf.usize_opt(&["min_image_tokens"])?.unwrap_or(64),
-                max_tokens: pf.usize_opt(&["max_image_tokens"])?.unwrap_or(256),
-                mean: floats3(&pf, "image_mean", [0.5; 3])?,
-                std: floats3(&pf, "image_std", [0.5; 3])?,
-            };
+            let processor = Lfm2VlProcessorConfig::from_dir(dir, &map, vit.patch_size, downsample)?;
+            // The processor cuts patches and counts tokens; the tower and projector must agree.
+            if (processor.encoder_patch_size, processor.downsample_factor) != (vit.patch_size, downsample) {
+                return Err(f.invalid(
+                    "vision_config.patch_size",
+                    format!(
+                        "the model's patch size {} and downsample factor {downsample} differ from the image \
+                         processor's encoder_patch_size {} and downsample_factor {}",
+                        vit.patch_size, processor.encoder_patch_size, processor.downsample_factor
+                    ),
+                ));
+            }
+            let preprocess = Preprocess::Lfm2Vl(processor);
             let image_token_id = f.usize_opt(&["image_token_id", "image_token_index"])?.unwrap_or(396) as u32;
             check_token(&f, image_token_id, &text)?;
             let encoder = EncoderConfig::Vit(vit);
@@ -316,11 +319,23 @@ pub fn autoneural_config_json(config: &VlmConfig) -> Value {
     })
 }
 
-/// Writes `config.json` and `model.safetensors` (f32) in the model's own format.
+/// Writes `config.json` and `model.safetensors` (f32) in the model's own format, and for
+/// LFM2-VL its processor as transformers 5 does (`processor_config.json`, the image
+/// processor nested).
 pub fn save_vlm(model: &VisionLanguageModel, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let c = &model.config;
     write_f32(&dir.join("model.safetensors"), &collect_tensors(model, &VlmKeys::new(c)))?;
+    if let Preprocess::Lfm2Vl(p) = &c.preprocess {
+        let path = dir.join("processor_config.json");
+        let processor = json!({
+            "image_processor": p.to_json(),
+            "processor_class": "Lfm2VlProcessor",
+            "use_image_special_tokens": p.use_image_special_tokens,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&processor).expect("config serialises"))
+            .map_err(|e| ModelError::io(&path, e))?;
+    }
     let cfg = c.source_json.clone().unwrap_or_else(|| autoneural_config_json(c));
     let path = dir.join("config.json");
     std::fs::write(&path, serde_json::to_string_pretty(&cfg).expect("config serialises"))

@@ -1,9 +1,12 @@
-//! Vision encoders: MobileNetV5 (AutoNeural's, from timm) and the SigLIP ViT baseline.
+//! Vision encoders: MobileNetV5 (AutoNeural's, from timm) and the SigLIP ViT baseline, and
+//! LFM2-VL's image processor (tiles, thumbnail, NaFlex patch grids).
 
 pub mod arch;
 pub mod blocks;
+pub mod lfm2_vl_processor;
 pub mod mobilenetv5;
 pub mod resize;
+pub mod resize_u8;
 pub mod siglip;
 
 use burn::module::Module;
