@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::records::{DataError, OnBadRecord, Record, Skipped};
 use crate::sources::config::{Split, check_sources};
-use crate::sources::{Source, SourceConfig, SourcePosition};
+use crate::sources::{Source, SourceConfig, SourcePosition, SourceSpec};
 
 /// The paper's stage-3 mixture (task family, weight).
 pub const PAPER_MIXTURE: &[(&str, f64)] =
@@ -172,21 +172,30 @@ pub struct MixtureSampler {
 impl MixtureSampler {
     /// The sources of `recipe` that have `split`, each opened at its start.
     pub fn new(recipe: &Recipe, split: Split) -> Result<Self, RecipeError> {
-        let (mut names, mut weights, mut sources) = (Vec::new(), Vec::new(), Vec::new());
+        let mut named = Vec::new();
         for s in &recipe.sources {
             if let Some(spec) = s.spec(split, recipe.on_bad_record.reading()) {
-                sources.push(spec?.open()?);
-                names.push(s.name.clone());
-                weights.push(s.weight);
+                named.push((s.name.clone(), s.weight, spec?));
             }
         }
-        if sources.is_empty() {
+        if named.is_empty() {
             return Err(RecipeError::Invalid {
                 path: PathBuf::from(split.as_str()),
                 message: format!("no source of the mixture has a {} split", split.as_str()),
             });
         }
-        let n = sources.len();
+        Self::from_specs(named, recipe.on_bad_record)
+    }
+
+    /// A mixture of `(name, weight, source)`, each opened at its start.
+    pub fn from_specs(named: Vec<(String, f64, SourceSpec)>, policy: BadRecordPolicy) -> Result<Self, RecipeError> {
+        let n = named.len();
+        let (mut names, mut weights, mut sources) = (Vec::new(), Vec::new(), Vec::new());
+        for (name, weight, spec) in named {
+            sources.push(spec.open()?);
+            names.push(name);
+            weights.push(weight);
+        }
         Ok(Self {
             total_weight: weights.iter().sum(),
             names,
@@ -195,7 +204,7 @@ impl MixtureSampler {
             credit: vec![0.0; n],
             drawn: vec![0; n],
             refused: Skipped::default(),
-            policy: recipe.on_bad_record,
+            policy,
         })
     }
 

@@ -214,3 +214,27 @@ fn a_sample_without_a_row_is_a_bad_record() {
     assert_eq!(ok.len(), 0, "the text-only sample has a tag but no image");
     assert_eq!(s.skipped().count, 2);
 }
+
+#[test]
+fn written_parquet_and_shards_read_back_the_same_records() {
+    use autoneural_data::sources::write::{ParquetSink, TarSink};
+    let dir = tempfile::tempdir().unwrap();
+    let source = drain(&mut spec("records.jsonl", Format::Jsonl).open().unwrap());
+    let parquet = dir.path().join("out.parquet");
+    let mut sink = ParquetSink::create(&parquet, 5).unwrap();
+    let tar = dir.path().join("out.tar");
+    let mut shard = TarSink::create(&tar).unwrap();
+    for (i, r) in source.iter().enumerate() {
+        sink.push(r.clone()).unwrap();
+        shard.push(&format!("{i:05}"), r).unwrap();
+    }
+    assert_eq!(sink.finish().unwrap(), 12);
+    assert_eq!(shard.finish().unwrap(), 12);
+    let want: Vec<_> = source.iter().map(seen).collect();
+    for path in [parquet, tar] {
+        let s = SourceSpec::file(&path, OnBadRecord::Fail).unwrap();
+        assert_eq!(s.count().unwrap(), 12, "{}", path.display());
+        let back = drain(&mut s.open().unwrap());
+        assert!(back.iter().map(seen).collect::<Vec<_>>() == want, "{}", path.display());
+    }
+}

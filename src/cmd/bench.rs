@@ -30,6 +30,10 @@ pub enum BenchCommand {
     /// Training throughput of an experiment's model: optimizer steps (forward + loss,
     /// backward, clipping, AdamW) on one synthetic batch of training shapes, per phase.
     Train(TrainArgs),
+    /// The training data path (reading, shuffling, decoding and preprocessing images on the
+    /// worker thread, tokenizing, batching) against the experiment's training step, in
+    /// samples per second, in the same process.
+    Data(DataArgs),
     /// Memory read bandwidth of this machine (all threads).
     Membw {
         #[arg(long, default_value_t = 1024)]
@@ -151,6 +155,92 @@ pub struct TrainArgs {
     pub format: Format,
 }
 
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    /// The experiment whose model and first full stage (micro-batch) set the baseline.
+    #[arg(long)]
+    pub experiment: std::path::PathBuf,
+    /// Records to stream: a JSONL, Parquet or WebDataset file, or a glob of them.
+    #[arg(long)]
+    pub data: std::path::PathBuf,
+    /// A tokenizer directory (default: the experiment's `data.tokenizer`, else one trained on
+    /// the first records of --data).
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// Records streamed (timed).
+    #[arg(long, default_value_t = 1024)]
+    pub records: usize,
+    /// Records per shuffle block.
+    #[arg(long, default_value_t = 256)]
+    pub shuffle: usize,
+    /// Timed training steps of the baseline.
+    #[arg(long, default_value_t = 5)]
+    pub train_steps: usize,
+    /// Training devices (default: the experiment's `device`).
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `bench data`: the batcher of the experiment's model (its image size, token count,
+/// preprocessing) with a tokenizer, and the stream of `--data` through it.
+fn data(args: DataArgs) -> anyhow::Result<()> {
+    use autoneural_data::{OnBadRecord, SourceSpec};
+    use autoneural_eval::bench_data::{self, DataBenchOptions};
+    use autoneural_model::tokenizer::TextTokenizer;
+    use autoneural_model::vlm::ImageTokens;
+    let exp = Experiment::from_file(&args.experiment)?;
+    let spec = SourceSpec::file(&args.data, OnBadRecord::Skip)?;
+    let bench = exp.bench_spec();
+    let cfg = bench_train::model_config(&bench)?;
+    let scratch = tempfile::tempdir()?;
+    let tok_dir = match (&args.tokenizer, &exp.data.tokenizer) {
+        (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) => {
+            // BPE on a few hundred records: the cost of tokenizing is what is measured.
+            let mut sample = SourceSpec { ..spec.clone() }.open()?;
+            let mut text = Vec::new();
+            while let Some(r) = sample.next_record() {
+                text.push(r?);
+                if text.len() >= 500 {
+                    break;
+                }
+            }
+            let jsonl = scratch.path().join("sample.jsonl");
+            let lines: Vec<String> =
+                text.iter().map(|r| autoneural_data::sources::write::row_json(r).to_string()).collect();
+            std::fs::write(&jsonl, lines.join("\n"))?;
+            let dir = scratch.path().join("tokenizer");
+            let sample = SourceSpec::file(&jsonl, OnBadRecord::Fail)?;
+            autoneural_data::tokenizer_train::train_tokenizer(&[sample], exp.data.vocab_size, &dir)?;
+            dir
+        }
+    };
+    let tokenizer = TextTokenizer::from_dir(&tok_dir, &cfg.text.eos_token_ids)?;
+    let size = cfg.encoder.image_size();
+    let devices = parse_devices(args.device.as_deref().unwrap_or(&exp.device))?;
+    let batcher = autoneural_train::train::Batcher {
+        image_tokens: ImageTokens {
+            image_token_id: tokenizer.token_id("<image>").unwrap_or(cfg.image_token_id),
+            wrap: false,
+        },
+        tokens_per_image: cfg.tokens_per_image(size, size),
+        preprocess: cfg.preprocess.clone(),
+        pad_id: 0,
+        device: devices[0].clone(),
+        max_seq_len: exp.data.max_seq_len,
+        tokenizer,
+    };
+    let options = DataBenchOptions { records: args.records, shuffle: args.shuffle, train_steps: args.train_steps };
+    let r = bench_data::run(&spec, &batcher, &bench, &devices, &options)?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string(&r)?),
+        Format::Text => print!("{}", r.text()),
+    }
+    Ok(())
+}
+
 /// The experiment `bench train` measures: the file with its `extends` and `--set`s, and for
 /// a sweep the run `--only` names.
 fn experiment(args: &TrainArgs) -> anyhow::Result<Experiment> {
@@ -238,6 +328,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Context(args) => context(args),
         BenchCommand::Vision(args) => vision(args),
         BenchCommand::Train(args) => train(args),
+        BenchCommand::Data(args) => data(args),
         BenchCommand::Membw { mib, format } => {
             let bw = measure_read_bandwidth(mib << 20, 9);
             match format {
