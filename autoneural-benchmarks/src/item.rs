@@ -107,6 +107,8 @@ pub struct ImageLoader {
     parquet: Option<(PathBuf, ParquetRows)>,
     /// The last Parquet row read and its images.
     row_cache: Option<(PathBuf, u64, Vec<ImageRef>)>,
+    /// The last TSV image cell read (a list of several images is read once).
+    cell_cache: Option<(PathBuf, u64, String)>,
 }
 
 impl ImageLoader {
@@ -137,25 +139,12 @@ impl ImageLoader {
         column: usize,
         element: Option<usize>,
     ) -> Result<ImageRef> {
-        if !self.tsv.contains_key(path) {
-            let (file, _) = autoneural_io::read::open(path, autoneural_io::read::DATA)?;
-            self.tsv.insert(path.to_path_buf(), file);
+        let cached = matches!(&self.cell_cache, Some((p, o, _)) if p == path && *o == offset);
+        if !cached {
+            let cell = self.tsv_cell(path, offset, row, column)?;
+            self.cell_cache = Some((path.to_path_buf(), offset, cell));
         }
-        let file = self.tsv.get_mut(path).expect("inserted above");
-        file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
-        let bounded = crate::tsv::Bounded::new(BufReader::new(&*file), RECORD_LIMIT);
-        let mut reader = crate::tsv::reader_builder().has_headers(false).from_reader(bounded);
-        let mut record = csv::ByteRecord::new();
-        let name = format!("column {}", column + 1);
-        let found = reader.read_byte_record(&mut record).map_err(|e| Error::row(path, row, e.to_string()))?;
-        if !found {
-            return Err(Error::row(path, row, "the file ended before this row: was it changed since it was read?"));
-        }
-        let cell = record
-            .get(column)
-            .ok_or_else(|| Error::cell(path, row, &name, "the row has fewer cells than when it was read"))?;
-        let cell = std::str::from_utf8(cell)
-            .map_err(|_| Error::cell(path, row, "image", "not UTF-8 text (base64 expected)"))?;
+        let cell = &self.cell_cache.as_ref().expect("filled above").2;
         let data = match element {
             None => cell.to_string(),
             Some(i) => {
@@ -170,6 +159,29 @@ impl ImageLoader {
         let bytes = crate::tsv::decode_base64(&data).map_err(|m| Error::cell(path, row, "image", m))?;
         let suffix = element.map(|i| format!("[{i}]")).unwrap_or_default();
         Ok(ImageRef::Bytes { name: format!("{}:{row}{suffix}", path.display()), data: Arc::from(bytes) })
+    }
+
+    /// The text of cell `column` of the record at byte `offset`.
+    fn tsv_cell(&mut self, path: &Path, offset: u64, row: u64, column: usize) -> Result<String> {
+        if !self.tsv.contains_key(path) {
+            let (file, _) = autoneural_io::read::open(path, autoneural_io::read::DATA)?;
+            self.tsv.insert(path.to_path_buf(), file);
+        }
+        let file = self.tsv.get_mut(path).expect("inserted above");
+        file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
+        let bounded = crate::tsv::Bounded::new(BufReader::new(&*file), RECORD_LIMIT);
+        let mut reader = crate::tsv::reader_builder().has_headers(false).from_reader(bounded);
+        let mut record = csv::ByteRecord::new();
+        let found = reader.read_byte_record(&mut record).map_err(|e| Error::row(path, row, e.to_string()))?;
+        if !found {
+            return Err(Error::row(path, row, "the file ended before this row: was it changed since it was read?"));
+        }
+        let cell = record
+            .get(column)
+            .ok_or_else(|| Error::cell(path, row, "image", "the row has fewer cells than when it was read"))?;
+        let cell = std::str::from_utf8(cell)
+            .map_err(|_| Error::cell(path, row, "image", "not UTF-8 text (base64 expected)"))?;
+        Ok(cell.to_string())
     }
 
     fn parquet_image(&mut self, path: &Path, row: u64, element: usize) -> Result<ImageRef> {

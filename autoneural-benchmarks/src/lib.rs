@@ -34,5 +34,5 @@ pub use prompt::{Prompt, PromptStyle, prompt, prompt_text};
 pub use read::load;
 pub use registry::{BENCHMARKS, Benchmark, BenchmarkId, Metric};
 pub use run::run;
-pub use scores::{CategoryScore, Judgement, Scores, compare, judge, score};
+pub use scores::{CategoryScore, Judgement, Scores, compare, judge, score, score_file};
 pub use tsv::Loaded;

@@ -276,6 +276,13 @@ pub fn score<'a>(
     Ok(s)
 }
 
+/// Scores a predictions TSV made anywhere (ours, or VLMEvalKit's with `PRED_FORMAT=tsv`):
+/// its rows with their `prediction`s, by `bench`'s rule; `prompt_style` is unknown (`None`).
+pub fn score_file(bench: &Benchmark, path: &std::path::Path) -> anyhow::Result<Scores> {
+    let rows = crate::predictions::read_scored(bench, path)?;
+    score(bench, rows.iter().map(|(i, p)| (i, p.as_str())), None)
+}
+
 fn unit(metric: Metric) -> &'static str {
     match metric {
         Metric::Accuracy => "accuracy, %",

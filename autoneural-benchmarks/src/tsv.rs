@@ -88,7 +88,15 @@ pub(crate) fn decode_base64(text: &str) -> std::result::Result<Vec<u8>, String> 
     engine.decode(compact.as_bytes()).map_err(|e| format!("not base64 ({e})"))
 }
 
-enum Cell0 {
+/// A row read, its images not yet resolved.
+struct Row {
+    index: String,
+    columns: Vec<(String, String)>,
+    image: ImageCell,
+    row: u64,
+}
+
+enum ImageCell {
     None,
     /// Refers to the row with this index.
     Reuse(String),
@@ -124,7 +132,7 @@ pub fn read_tsv(path: &Path) -> Result<Loaded> {
     let shared = Arc::new(path.to_path_buf());
     let dir = path.parent().unwrap_or(Path::new("."));
 
-    let mut rows: Vec<(String, Vec<(String, String)>, Cell0, u64)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut rows_of: HashMap<String, usize> = HashMap::new();
     let mut without_image = 0;
     let mut record = csv::ByteRecord::new();
@@ -139,7 +147,7 @@ pub fn read_tsv(path: &Path) -> Result<Loaded> {
             Err(e) => return Err(csv_error(path, row, &header, e)),
         }
         let mut columns = Vec::with_capacity(header.len());
-        let mut image = Cell0::None;
+        let mut image = ImageCell::None;
         for (c, raw) in record.iter().enumerate() {
             let text = std::str::from_utf8(raw).map_err(|_| Error::cell(path, row, &header[c], "not UTF-8 text"))?;
             if Some(c) == image_col {
@@ -151,7 +159,7 @@ pub fn read_tsv(path: &Path) -> Result<Loaded> {
                         None => vec![text.to_string()],
                     };
                     let images = files.iter().map(|f| ImageSource::Ref(ImageRef::Path(dir.join(f)))).collect();
-                    image = Cell0::Own(images);
+                    image = ImageCell::Own(images);
                 }
                 columns.push((header[c].clone(), text.to_string()));
             }
@@ -160,31 +168,31 @@ pub fn read_tsv(path: &Path) -> Result<Loaded> {
         if index.is_empty() {
             return Err(Error::cell(path, row, &header[index_col], "empty: every row needs an index"));
         }
-        if image_col.is_some() && matches!(image, Cell0::None) {
+        if image_col.is_some() && matches!(image, ImageCell::None) {
             without_image += 1;
             continue;
         }
         if let Some(&first) = rows_of.get(&index) {
-            let first_row = rows[first].3;
+            let first_row = rows[first].row;
             return Err(Error::cell(path, row, "index", format!("`{index}` is also the index of row {first_row}")));
         }
         rows_of.insert(index.clone(), rows.len());
-        rows.push((index, columns, image, row));
+        rows.push(Row { index, columns, image, row });
     }
 
     let own: HashMap<&str, &Vec<ImageSource>> = rows
         .iter()
-        .filter_map(|(i, _, image, _)| match image {
-            Cell0::Own(v) => Some((i.as_str(), v)),
+        .filter_map(|r| match &r.image {
+            ImageCell::Own(v) => Some((r.index.as_str(), v)),
             _ => None,
         })
         .collect();
     let mut items = Vec::with_capacity(rows.len());
-    for (index, columns, image, row) in &rows {
+    for Row { index, columns, image, row } in &rows {
         let images = match image {
-            Cell0::None => Vec::new(),
-            Cell0::Own(v) => v.clone(),
-            Cell0::Reuse(target) => match own.get(target.as_str()) {
+            ImageCell::None => Vec::new(),
+            ImageCell::Own(v) => v.clone(),
+            ImageCell::Reuse(target) => match own.get(target.as_str()) {
                 Some(v) => (*v).clone(),
                 None => {
                     let why = if rows_of.contains_key(target) {
@@ -213,23 +221,23 @@ fn image_cell(
     offset: u64,
     column: usize,
     shared: &Arc<std::path::PathBuf>,
-) -> Result<Cell0> {
+) -> Result<ImageCell> {
     if pylit::is_pandas_na(text) {
-        return Ok(Cell0::None);
+        return Ok(ImageCell::None);
     }
     if text.chars().count() <= 64 {
-        return Ok(Cell0::Reuse(text.to_string()));
+        return Ok(ImageCell::Reuse(text.to_string()));
     }
     let source = |element| ImageSource::Tsv { path: shared.clone(), offset, row, column, element };
     if text.starts_with('[') && text.ends_with(']') {
         let list = pylit::parse_list(text)
             .ok_or_else(|| Error::cell(path, row, "image", "starts with `[` but is not a list of base64 strings"))?;
         if list.is_empty() {
-            return Ok(Cell0::None);
+            return Ok(ImageCell::None);
         }
-        return Ok(Cell0::Own((0..list.len()).map(|i| source(Some(i))).collect()));
+        return Ok(ImageCell::Own((0..list.len()).map(|i| source(Some(i))).collect()));
     }
-    Ok(Cell0::Own(vec![source(None)]))
+    Ok(ImageCell::Own(vec![source(None)]))
 }
 
 /// A csv error as this crate's, with the row and (for a wrong number of cells) what was

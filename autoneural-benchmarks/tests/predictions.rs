@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use autoneural_benchmarks::predictions::{self, PredictionsFile};
-use autoneural_benchmarks::{Benchmark, Item, Prompt, PromptStyle, Scores, compare, load, read_scored, run, score};
+use autoneural_benchmarks::{
+    Benchmark, Item, Prompt, PromptStyle, Scores, compare, load, read_scored, run, score, score_file,
+};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/benchmarks").join(name)
@@ -30,7 +32,7 @@ fn a_predictions_file_written_by_pandas_scores() {
     let rows = read_scored(bench, &fixture("predictions_mcq.tsv")).unwrap();
     assert_eq!(rows.len(), 6);
     assert_eq!(rows[5].1, ANSWERS[5]);
-    let s = score(bench, rows.iter().map(|(i, p)| (i, p.as_str())), None).unwrap();
+    let s = score_file(bench, &fixture("predictions_mcq.tsv")).unwrap();
     // A right; (B), "B. no" wrong; E right; "the first" is option A's text, right; the last
     // names C and D: unmatched.
     assert_eq!((s.score, s.n, s.unmatched), (50.0, 6, 1));
