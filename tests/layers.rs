@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("autoneural-train", 3),
     ("autoneural-npu", 3),
     ("autoneural-eval", 4),
+    ("autoneural-benchmarks", 4),
     ("autoneural-quant", 5),
     ("autoneural-experiments", 6),
     ("autoneural", 7),

@@ -1,0 +1,35 @@
+//! Benchmark files by extension: `.tsv` (VLMEvalKit) or `.parquet` (lmms-eval).
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::registry::Benchmark;
+use crate::tsv::Loaded;
+
+/// Reads `path` as `bench`'s file: a VLMEvalKit TSV or an lmms-eval Parquet. The columns the
+/// benchmark's rule needs must be there (a file of another benchmark is refused).
+pub fn load(bench: &Benchmark, path: &Path) -> Result<Loaded> {
+    let loaded =
+        if is_parquet(path) { crate::parquet::read_parquet(bench, path)? } else { crate::tsv::read_tsv(path)? };
+    if let Some(first) = loaded.items.first() {
+        let names: Vec<String> = first.columns.iter().map(|(k, _)| k.clone()).collect();
+        bench.check_columns(path, &names)?;
+    }
+    Ok(loaded)
+}
+
+fn is_parquet(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// A file's column names: a TSV's header, a Parquet file's (non-image) columns.
+pub fn columns(path: &Path) -> Result<Vec<String>> {
+    if is_parquet(path) {
+        return crate::parquet::columns(path);
+    }
+    let (file, _) = autoneural_io::read::open(path, autoneural_io::read::DATA)?;
+    let bounded = crate::tsv::Bounded::new(std::io::BufReader::new(file), crate::item::RECORD_LIMIT);
+    let mut reader = crate::tsv::reader_builder().has_headers(true).from_reader(bounded);
+    let header = reader.headers().map_err(|e| Error::row(path, 0, e.to_string()))?;
+    Ok(header.iter().map(str::to_string).collect())
+}
