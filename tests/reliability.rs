@@ -585,7 +585,7 @@ fn evaluation_names_what_it_did_not_score() {
     std::fs::write(&exp, text.replace("steps = 4", "steps = 1")).unwrap();
     let o = autoneural(&["run", s(&exp), "--no-dashboard"]);
     let err = succeeded(&o);
-    assert!(err.contains("no test.jsonl for vqa: not evaluated"), "{err}");
+    assert!(err.contains("no test split for vqa: not evaluated"), "{err}");
     let report = std::fs::read_to_string(tmp.path().join("runs/t/report.md")).unwrap();
     assert!(report.contains("Not evaluated (no file of the split): vqa."), "{report}");
 }

@@ -10,10 +10,12 @@
 //! - [`rules`]: each scoring rule as a function; [`score`] totals them into [`Scores`]
 //!   (JSON, markdown) and [`compare`] sets runs side by side (fp32, w8a16, ...);
 //! - [`predictions`]: the predictions file in VLMEvalKit's layout, resumable;
-//! - [`run`]: the loop, given a function that answers a batch of prompts.
+//! - [`run`]: the loop, given a function that answers a batch of prompts ([`answer`]: a
+//!   model's, batched).
 //!
 //! `docs/evaluation.md` says where each file comes from and how each score is computed.
 
+pub mod answer;
 pub mod error;
 pub mod item;
 pub mod parquet;
@@ -31,7 +33,7 @@ pub use error::{Error, Result};
 pub use item::{ImageLoader, ImageSource, Item};
 pub use predictions::{PredictionsFile, read_scored};
 pub use prompt::{Prompt, PromptStyle, prompt, prompt_text};
-pub use read::load;
+pub use read::{load, load_records};
 pub use registry::{BENCHMARKS, Benchmark, BenchmarkId, Metric};
 pub use run::run;
 pub use scores::{CategoryScore, Judgement, Scores, compare, judge, score, score_file};

@@ -86,9 +86,16 @@ pub struct Record {
     /// 1-based position in its file: the line (JSONL), the row (Parquet), the sample
     /// (WebDataset).
     pub line: usize,
+    /// What `line` counts: `line`, `row` or `sample`, for messages.
+    pub unit: &'static str,
 }
 
 impl Record {
+    /// Where the record is in its file, in its file's terms: `line 3`, `row 7`, `sample 2`.
+    pub fn place(&self) -> String {
+        format!("{} {}", self.unit, self.line)
+    }
+
     /// The record a row describes in `layout`, with its images; a row's own string `task`
     /// wins over `task`. `<image>` tags must match the images (or be absent: the images
     /// then come before the first user text).
@@ -109,7 +116,7 @@ impl Record {
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err("`task` must be a string".into()),
         };
-        Ok(Record { messages, images, task, line })
+        Ok(Record { messages, images, task, line, unit: "line" })
     }
 }
 

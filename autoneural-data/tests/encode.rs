@@ -19,6 +19,7 @@ fn record(turns: &[(Role, &str)], images: usize) -> Record {
         images: vec![ImageRef::Path(PathBuf::from("x.png")); images],
         task: None,
         line: 1,
+        unit: "line",
     }
 }
 

@@ -119,11 +119,13 @@ impl SourceSpec {
 
     /// One file, its format by its extension.
     pub fn file(path: &Path, policy: OnBadRecord) -> Result<Self, DataError> {
+        // Checked first: `/dev/zero` is "not a regular file" before it is "no known extension".
+        let files = Self::files(path)?;
         let format = Format::of(path).ok_or_else(|| DataError::Format {
             path: path.to_path_buf(),
             message: "unknown format: expected .jsonl, .parquet or .tar (WebDataset)".into(),
         })?;
-        Ok(Self { files: Self::files(path)?, format, layout: Layout::Auto, task: None, policy, shuffle: 0, seed: 0 })
+        Ok(Self { files, format, layout: Layout::Auto, task: None, policy, shuffle: 0, seed: 0 })
     }
 
     /// Records in the files (JSONL: non-blank lines; Parquet: rows, from the footers;

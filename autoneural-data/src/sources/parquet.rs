@@ -161,7 +161,7 @@ impl Reader for ParquetReader {
             };
             let line = rows.row() as usize;
             match Record::from_row(&row, self.layout, images, self.task.as_deref(), line) {
-                Ok(r) => return Some(Ok(r)),
+                Ok(r) => return Some(Ok(Record { unit: "row", ..r })),
                 Err(message) => {
                     let e = DataError::Record { path: self.files[self.file].clone(), line, message };
                     if self.policy == OnBadRecord::Skip {

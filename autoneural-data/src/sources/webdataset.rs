@@ -257,7 +257,7 @@ fn record_of(sample: Sample, shard: &Path, layout: Layout, task: Option<&str>, l
             data: Arc::from(data.as_slice()),
         })
         .collect();
-    Record::from_row(row, layout, images, task, line)
+    Record::from_row(row, layout, images, task, line).map(|r| Record { unit: "sample", ..r })
 }
 
 /// A source's shards as one stream of records.

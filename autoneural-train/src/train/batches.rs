@@ -47,7 +47,7 @@ impl Batcher {
     /// Encodes one record and decodes and preprocesses its images; errors name the source
     /// and the record.
     pub fn prepare(&self, name: &str, r: &Record) -> Result<Prepared> {
-        let at = || format!("source {name:?}, record {}", r.line);
+        let at = || format!("source {name:?}, {}", r.place());
         let encoded = encode_record(&self.tokenizer, r, self.image_tokens, self.tokens_per_image)
             .map_err(anyhow::Error::msg)
             .with_context(at)?;
