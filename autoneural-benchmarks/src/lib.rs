@@ -16,6 +16,7 @@
 //! `docs/evaluation.md` says where each file comes from and how each score is computed.
 
 pub mod answer;
+pub mod bench;
 pub mod error;
 pub mod item;
 pub mod parquet;

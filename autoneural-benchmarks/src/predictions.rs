@@ -138,6 +138,8 @@ pub struct PredictionsFile {
     header: Vec<String>,
     file: File,
     done: HashMap<String, String>,
+    /// The rows found on opening, for [`Self::check_rows`].
+    existing: Vec<Vec<String>>,
 }
 
 impl PredictionsFile {
@@ -151,6 +153,7 @@ impl PredictionsFile {
             Err(e) => return Err(Error::io(path, e)),
         };
         let mut done = HashMap::new();
+        let mut existing = Vec::new();
         if exists {
             let bytes = autoneural_io::read::read(path, LIMIT)?;
             let complete = complete_prefix(&bytes);
@@ -174,6 +177,7 @@ impl PredictionsFile {
                 )));
             }
             done = table.predictions();
+            existing = table.rows;
             if complete < bytes.len() {
                 let f = OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
                 f.set_len(complete as u64).map_err(|e| Error::io(path, e))?;
@@ -183,7 +187,32 @@ impl PredictionsFile {
             write_atomic(path, format_row(header).as_bytes())?;
         }
         let file = OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
-        Ok(Self { path: path.to_path_buf(), header: header.to_vec(), file, done })
+        Ok(Self { path: path.to_path_buf(), header: header.to_vec(), file, done, existing })
+    }
+
+    /// The rows found on opening are rows of `items`: each input column as the item has it
+    /// (a file of the same columns made from another benchmark file, whose indices mean
+    /// other questions, would otherwise be resumed and scored as if it answered these).
+    pub fn check_rows(&self, items: &[Item]) -> Result<()> {
+        let by_index: HashMap<&str, &Item> = items.iter().map(|i| (i.index.as_str(), i)).collect();
+        let inputs = &self.header[..self.header.len() - 1];
+        for (n, row) in self.existing.iter().enumerate() {
+            let Some(index) = inputs.iter().position(|h| h == "index").map(|i| row[i].as_str()) else { continue };
+            let Some(item) = by_index.get(index) else { continue };
+            for (h, cell) in inputs.iter().zip(row) {
+                if item.column(h).unwrap_or("") != cell {
+                    return Err(Error::row(
+                        &self.path,
+                        n as u64 + 1,
+                        format!(
+                            "index {index} has another `{h}` than the benchmark file's: these predictions answer \
+                             another file; it is left as it is: name another predictions file, or move this one away"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Predictions already in the file, by index.

@@ -35,6 +35,7 @@ pub fn run(
         bail!("two items have the index `{}`", dup.index);
     }
     let mut file = PredictionsFile::open(predictions, &header(&items))?;
+    file.check_rows(&items)?;
     let pending: Vec<&Item> = items.iter().filter(|i| !file.done().contains_key(&i.index)).collect();
     let total = items.len();
     let mut done = total - pending.len();

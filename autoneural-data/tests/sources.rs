@@ -238,3 +238,13 @@ fn written_parquet_and_shards_read_back_the_same_records() {
         assert!(back.iter().map(seen).collect::<Vec<_>>() == want, "{}", path.display());
     }
 }
+
+#[test]
+fn the_paper_mixture_recipe_reads_with_the_papers_shares() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/paper_mixture.toml");
+    let recipe = autoneural_data::Recipe::from_file(&path).unwrap();
+    let shares: Vec<(&str, f64)> = recipe.sources.iter().map(|s| (s.name.as_str(), s.weight)).collect();
+    assert_eq!(shares, [("vqa", 0.35), ("document", 0.25), ("chart", 0.20), ("ocr", 0.15), ("multi_turn", 0.05)]);
+    // Paths resolve against the recipe's directory.
+    assert!(recipe.sources.iter().all(|s| s.path.is_absolute() && s.path.to_string_lossy().contains("datasets")));
+}

@@ -172,11 +172,20 @@ pub struct EvalConfig {
     pub max_per_task: usize,
     #[serde(default = "default_eval_tokens")]
     pub max_new_tokens: usize,
+    /// Benchmarks the final model is scored on (`benchmarks.json`, the report's
+    /// "Benchmarks" section, a sweep's results): `[{ name = "OCRBench", data = "..." }]`.
+    #[serde(default)]
+    pub benchmarks: Vec<crate::benchmarks::BenchmarkConfig>,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { split: default_eval_split(), max_per_task: 0, max_new_tokens: default_eval_tokens() }
+        Self {
+            split: default_eval_split(),
+            max_per_task: 0,
+            max_new_tokens: default_eval_tokens(),
+            benchmarks: Vec::new(),
+        }
     }
 }
 
@@ -227,6 +236,9 @@ impl Experiment {
         }
         self.data.tokenizer.as_mut().map(join);
         self.model.checkpoint.as_mut().map(join);
+        for b in &mut self.eval.benchmarks {
+            join(&mut b.data);
+        }
         self.model.vision.checkpoint.as_mut().map(join);
         self.model.language.checkpoint.as_mut().map(join);
         for s in &mut self.stages {
@@ -253,6 +265,12 @@ impl Experiment {
         }
         if self.data.max_seq_len == 0 {
             return Err("data.max_seq_len: must be at least 1".into());
+        }
+        for (i, b) in self.eval.benchmarks.iter().enumerate() {
+            b.benchmark().map_err(|e| format!("eval.benchmarks[{i}].name: {e}"))?;
+            if !(1..=256).contains(&b.batch) {
+                return Err(format!("eval.benchmarks[{i}].batch: must be 1 to 256, found {}", b.batch));
+            }
         }
         if self.data.dir.is_none() && self.data.sources.is_empty() {
             return Err("data: give data.dir (synthetic families) or [[data.source]] entries".into());

@@ -4,6 +4,7 @@
 //! into runs, their execution with skip and resume, per-run measurements and the experiment
 //! report).
 
+pub mod benchmarks;
 pub mod experiment;
 pub mod report;
 pub mod runner;

@@ -70,6 +70,8 @@ pub struct RunOutcome {
     pub final_dir: PathBuf,
     pub stages: Vec<StageReport>,
     pub eval: Option<EvalReport>,
+    /// `[eval] benchmarks`, in the file's order.
+    pub benchmarks: Vec<autoneural_benchmarks::Scores>,
 }
 
 /// How a run's `data.dir` is refused when it is not a synthetic set the run may write.
@@ -227,6 +229,11 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
     let split = Split::parse(&exp.eval.split)
         .ok_or_else(|| anyhow::anyhow!("eval.split = {:?}: expected train, val or test", exp.eval.split))?;
     let (test, not_evaluated) = catalog.split(split, autoneural_data::OnBadRecord::Fail)?;
+    // Checked before training: a missing benchmark file found after hours of it is lost time.
+    for (i, b) in exp.eval.benchmarks.iter().enumerate() {
+        autoneural_io::read::check(&b.data, autoneural_io::read::DATA)
+            .with_context(|| format!("eval.benchmarks[{i}].data"))?;
+    }
     let run = Run {
         test,
         not_evaluated,
@@ -255,6 +262,7 @@ pub fn run_resolved(mut exp: Experiment, path: &Path, options: &RunOptions) -> R
             run_dir: run_dir.clone(),
             stages: reports,
             eval: None,
+            benchmarks: Vec::new(),
         });
     };
     log.close_dashboard();
@@ -518,10 +526,20 @@ impl Run<'_> {
             }
             _ => None,
         };
-        let report = crate::report::render(self.exp, &model, &reports, eval.as_ref(), comparison.as_ref(), &final_dir);
+        let benchmarks = self.score_benchmarks(&model, &runtime)?;
+        let mut report =
+            crate::report::render(self.exp, &model, &reports, eval.as_ref(), comparison.as_ref(), &final_dir);
+        if !benchmarks.is_empty() {
+            report +=
+                "\n## Benchmarks\n\nPredictions in `benchmarks/` (VLMEvalKit's layout); scores in `benchmarks.json`.\n";
+            for s in &benchmarks {
+                report += "\n";
+                report += &s.to_markdown();
+            }
+        }
         let path = self.run_dir.join("report.md");
         std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
-        Ok(RunOutcome { run_dir: self.run_dir.to_path_buf(), final_dir, stages: reports, eval })
+        Ok(RunOutcome { run_dir: self.run_dir.to_path_buf(), final_dir, stages: reports, eval, benchmarks })
     }
 
     /// Writes `final/`. After QAT it is the quantized model, as `autoneural quantize` writes
@@ -549,6 +567,44 @@ impl Run<'_> {
         file.write(final_dir)?;
         let runtime = QuantizedRuntime::from_file(&quantized, &file)?;
         Ok((quantized, runtime))
+    }
+
+    /// The final model on `[eval] benchmarks`: predictions in `benchmarks/<name>.tsv`
+    /// (resumed when the run is), scores in `benchmarks.json`.
+    fn score_benchmarks(
+        &self,
+        model: &VisionLanguageModel,
+        runtime: &QuantizedRuntime,
+    ) -> Result<Vec<autoneural_benchmarks::Scores>> {
+        let configs = &self.exp.eval.benchmarks;
+        if configs.is_empty() || self.exp.stages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = self.run_dir.join("benchmarks");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut all = Vec::new();
+        for c in configs {
+            let bench = c.benchmark()?;
+            let items = crate::benchmarks::load_items(bench, &c.data, c.limit)?;
+            if !self.options.quiet {
+                eprintln!("benchmark {} ({} items, {} prompts)", bench.name, items.items.len(), c.prompt_style);
+            }
+            let predictions = dir.join(format!("{}.tsv", bench.name));
+            let run = crate::benchmarks::BenchmarkRun {
+                bench,
+                items: &items,
+                style: c.prompt_style,
+                predictions: &predictions,
+                batch: c.batch,
+                max_new_tokens: self.exp.eval.max_new_tokens,
+                progress: !self.options.quiet,
+            };
+            all.push(crate::benchmarks::score_model(model, runtime, &self.batcher.tokenizer, &run)?);
+        }
+        let path = self.run_dir.join("benchmarks.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&all)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(all)
     }
 
     /// Per-task accuracy on the held-out split (`eval.json`, `eval.md`); none without test

@@ -90,3 +90,41 @@ fn a_streamed_shuffled_run_resumes_where_its_reader_stopped() {
     let resumed = run_experiment(&exp, &RunOptions { resume: true, ..quiet() }).unwrap();
     assert!(final_weights(&resumed) == final_weights(&full), "the resumed run differs from the uninterrupted one");
 }
+
+#[test]
+fn eval_benchmarks_are_scored_after_training_into_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mcq = fixtures().join("../benchmarks/mcq.tsv");
+    let source = format!("path = \"{}\"", fixtures().join("records.jsonl").display());
+    let exp = experiment(dir.path(), &source);
+    let text = std::fs::read_to_string(&exp).unwrap().replace("steps = 4", "steps = 1")
+        + &format!(
+            "[eval]\nmax_new_tokens = 4\nbenchmarks = [{{ name = \"mcq\", data = \"{}\", limit = 3, batch = 2 }}]\n",
+            mcq.display()
+        );
+    std::fs::write(&exp, text).unwrap();
+    let run = run_experiment(&exp, &quiet()).unwrap();
+    assert_eq!(run.benchmarks.len(), 1);
+    assert_eq!(run.benchmarks[0].n, 3);
+    let predictions = std::fs::read_to_string(run.run_dir.join("benchmarks/mcq.tsv")).unwrap();
+    assert_eq!(predictions.lines().count(), 4, "{predictions}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.run_dir.join("benchmarks.json")).unwrap()).unwrap();
+    assert_eq!(json[0]["benchmark"], "mcq");
+    let report = std::fs::read_to_string(run.run_dir.join("report.md")).unwrap();
+    assert!(report.contains("## Benchmarks"), "{report}");
+    // A name that is no benchmark is refused by key before anything runs.
+    let bad = std::fs::read_to_string(&exp).unwrap().replace("name = \"mcq\"", "name = \"mmmu\"");
+    std::fs::write(&exp, bad).unwrap();
+    let err = run_experiment(&exp, &quiet()).err().unwrap();
+    assert!(format!("{err:#}").contains("eval.benchmarks[0].name"), "{err:#}");
+    // A missing file is named before training, not after it.
+    let dir = tempfile::tempdir().unwrap();
+    let exp2 = experiment(dir.path(), &source);
+    let text =
+        std::fs::read_to_string(&exp2).unwrap() + "[eval]\nbenchmarks = [{ name = \"mcq\", data = \"missing.tsv\" }]\n";
+    std::fs::write(&exp2, text).unwrap();
+    let err = format!("{:#}", run_experiment(&exp2, &quiet()).err().unwrap());
+    assert!(err.contains("eval.benchmarks[0].data") && err.contains("missing.tsv"), "{err}");
+    assert!(!dir.path().join("runs/src/checkpoints").exists(), "trained before finding the file missing");
+}

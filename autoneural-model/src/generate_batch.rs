@@ -178,8 +178,8 @@ impl VisionLanguageModel {
         let t0 = Instant::now();
         let mut prompts = Vec::with_capacity(requests.len());
         let mut counts = Vec::with_capacity(requests.len());
-        for r in requests {
-            let (features, n) = self.features_of(r.images);
+        let images: Vec<&[LoadedImage]> = requests.iter().map(|r| r.images).collect();
+        for (r, (features, n)) in requests.iter().zip(self.features_of_many(&images)) {
             let ids = self.prompt_ids(tok, r.prompt, raw, &n)?;
             let embeds = self.merge(&ids, features)?;
             prompts.push(BatchPrompt { ids, embeds: Some(embeds) });

@@ -34,6 +34,9 @@ pub enum BenchCommand {
     /// worker thread, tokenizing, batching) against the experiment's training step, in
     /// samples per second, in the same process.
     Data(DataArgs),
+    /// Questions per second answering a benchmark: one question at a time against several
+    /// decoded together (batched generation), in the same process, answers compared.
+    Eval(super::bench_eval::EvalBenchArgs),
     /// Memory read bandwidth of this machine (all threads).
     Membw {
         #[arg(long, default_value_t = 1024)]
@@ -329,6 +332,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Vision(args) => vision(args),
         BenchCommand::Train(args) => train(args),
         BenchCommand::Data(args) => data(args),
+        BenchCommand::Eval(args) => super::bench_eval::run(args),
         BenchCommand::Membw { mib, format } => {
             let bw = measure_read_bandwidth(mib << 20, 9);
             match format {

@@ -1,4 +1,5 @@
-//! `autoneural eval`: per-task accuracy of a checkpoint on JSONL conversations.
+//! `autoneural eval`: per-task accuracy of a checkpoint on conversations, or with
+//! `--benchmark` its score on a public benchmark (`eval_benchmark`).
 
 use std::path::PathBuf;
 
@@ -17,11 +18,21 @@ pub struct EvalArgs {
     /// A vision-language checkpoint directory (AutoNeural or LFM2-VL).
     #[arg(long)]
     pub model: PathBuf,
-    /// JSONL conversations with `task` labels; repeat for several files.
+    /// Conversations with `task` labels (JSONL, Parquet, WebDataset); repeat for several
+    /// files. With --benchmark: the benchmark's file (a VLMEvalKit TSV or an lmms-eval
+    /// Parquet).
     #[arg(long = "data", required = true)]
     pub data: Vec<PathBuf>,
-    #[arg(long, default_value_t = 16)]
-    pub max_new_tokens: usize,
+    /// Tokens generated per answer at most (default: 16; 64 with --benchmark).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Score a public benchmark (AI2D_TEST, MMStar, OCRBench, ChartQA_TEST, DocVQA_VAL,
+    /// TextVQA_VAL, MathVista_MINI, or `mcq` / `vqa` for any such TSV, `auto` for the one
+    /// the file's name or columns say; aliases as in docs/evaluation.md).
+    #[arg(long)]
+    pub benchmark: Option<String>,
+    #[command(flatten)]
+    pub bench: super::eval_benchmark::BenchmarkArgs,
     /// Records per task family (0: all).
     #[arg(long, default_value_t = 0)]
     pub max_per_task: usize,
@@ -38,13 +49,19 @@ pub struct EvalArgs {
     pub force: bool,
 }
 
-/// Whether `bytes` are a report `eval --out` wrote.
-fn is_eval_report(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .is_ok_and(|v| v.get("tasks").is_some() && v.get("overall_exact_match").is_some())
+/// Whether `bytes` are a report `eval --out` wrote (per-task accuracy, or benchmark scores).
+pub(crate) fn is_eval_report(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| {
+        (v.get("tasks").is_some() && v.get("overall_exact_match").is_some())
+            || (v.get("benchmark").is_some() && v.get("score").is_some())
+            || v.get("precisions").is_some_and(|p| p.is_object())
+    })
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    if let Some(name) = args.benchmark.clone() {
+        return super::eval_benchmark::run(args, &name);
+    }
     if let Some(out) = &args.out {
         // Checked before the evaluation, which can take hours.
         let way_out = "choose another --out, or pass --force to replace it";
@@ -53,7 +70,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let model = load_vlm(&args.model, &device)?;
     let tok = TextTokenizer::from_dir(&args.model, &model.language.config.eos_token_ids)?;
-    let options = EvalOptions { max_new_tokens: args.max_new_tokens, max_per_task: args.max_per_task };
+    let options = EvalOptions { max_new_tokens: args.max_new_tokens.unwrap_or(16), max_per_task: args.max_per_task };
     // A quantized checkpoint runs as calibrated (op inputs fake-quantized) and decodes from
     // its packed low-bit weights.
     let (model, quantized) = QuantizedRuntime::for_checkpoint(model, &args.model, None)?;

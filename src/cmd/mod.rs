@@ -1,8 +1,10 @@
 //! Subcommands.
 
 mod bench;
+mod bench_eval;
 mod data;
 mod eval;
+mod eval_benchmark;
 mod export;
 mod generate;
 mod npu;

@@ -80,6 +80,7 @@ pub fn measure(expansion: &Expansion, point: &SweepPoint, outcome: &RunOutcome, 
             .as_ref()
             .map(|e| e.tasks.iter().map(|(k, t)| (k.clone(), t.exact_match)).collect())
             .unwrap_or_default(),
+        benchmarks: outcome.benchmarks.iter().map(|s| (s.benchmark.clone(), s.score)).collect(),
         float_val_loss: cmp.as_ref().and_then(|c| c.float_val.as_ref().map(|v| v.loss)),
         ptq_val_loss: cmp.as_ref().and_then(|c| c.ptq_val.as_ref().map(|v| v.loss)),
         qat_val_loss: cmp.as_ref().and_then(|c| c.qat_val.as_ref().map(|v| v.loss)),

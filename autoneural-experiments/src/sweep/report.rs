@@ -103,6 +103,20 @@ fn accuracy_section(md: &mut String, results: &[RunResult], plots: &Path) -> Res
             r.train_seconds
         );
     }
+    let benches: std::collections::BTreeSet<&String> = results.iter().flat_map(|r| r.benchmarks.keys()).collect();
+    if !benches.is_empty() {
+        let names: Vec<&str> = benches.iter().map(|b| b.as_str()).collect();
+        let _ =
+            writeln!(md, "\nBenchmarks (`[eval] benchmarks`; each one's headline score, see docs/evaluation.md):\n");
+        let _ = writeln!(md, "| run | {} |\n|---|{}", names.join(" | "), "---:|".repeat(names.len()));
+        for r in results {
+            let cells: Vec<String> = names
+                .iter()
+                .map(|b| r.benchmarks.get(*b).map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into()))
+                .collect();
+            let _ = writeln!(md, "| {} | {} |", r.run_id, cells.join(" | "));
+        }
+    }
     if results.iter().any(|r| r.qat_val_loss.is_some()) {
         let _ = writeln!(md, "\nQuantization-aware training (validation loss):\n");
         let _ = writeln!(md, "| run | precision | float | PTQ | QAT |\n|---|---|---:|---:|---:|");

@@ -72,6 +72,9 @@ pub struct RunResult {
     /// Exact match on the evaluation split, overall and per task family.
     pub exact_match: Option<f64>,
     pub tasks: BTreeMap<String, f64>,
+    /// `[eval] benchmarks`: each benchmark's headline score, by its VLMEvalKit name.
+    #[serde(default)]
+    pub benchmarks: BTreeMap<String, f64>,
     /// A QAT run: validation loss in float and after PTQ (before QAT), and after QAT.
     pub float_val_loss: Option<f64>,
     pub ptq_val_loss: Option<f64>,
@@ -131,6 +134,9 @@ impl RunResult {
         }
         for (task, v) in &self.tasks {
             r.push((format!("exact_match.{task}"), num(*v)));
+        }
+        for (bench, v) in &self.benchmarks {
+            r.push((format!("benchmark.{bench}"), num(*v)));
         }
         for s in &self.encoder_sqnr {
             r.push((format!("encoder_sqnr_db.w{}", s.bits), num(s.sqnr_db)));

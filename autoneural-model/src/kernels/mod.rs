@@ -81,6 +81,22 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         .unwrap_or_else(|| burn::tensor::activation::silu(x))
 }
 
+/// Per-tensor quantize-dequantize of an inference flex tensor in one pass (Burn's ops take
+/// five passes, each allocating: op-input fake quantization was a quarter of a W4A16
+/// model's answering time). `None` on autodiff tensors (which need the straight-through
+/// gradient), off flex, or on non-contiguous storage.
+pub fn qdq_per_tensor<const D: usize>(
+    x: &Tensor<D>,
+    scale: f32,
+    zero_point: f32,
+    grid: crate::quant::grid::Grid,
+) -> Option<Tensor<D>> {
+    if x.is_autodiff() {
+        return None;
+    }
+    with_flex(x, |v| pointwise::qdq(v, scale, zero_point, grid))
+}
+
 /// An element-wise `f` of an autodiff flex tensor, for training: `x * slope + offset`, where
 /// one fused pass over the values gives the slope `f'(x)` and the offset `f(x) - x f'(x)`,
 /// both constants to autodiff. The value is `f(x)` (to rounding) and the gradient with

@@ -10,6 +10,11 @@ use super::encoding::Encoding;
 /// `qdq(x)` with straight-through gradients. `x`'s shape must be the encoding's (any shape
 /// for a per-tensor encoding).
 pub fn fake_quant<const D: usize>(x: Tensor<D>, enc: &Encoding) -> Tensor<D> {
+    if enc.scales.len() == 1
+        && let Some(y) = crate::kernels::qdq_per_tensor(&x, enc.scales[0], enc.zero_points[0], enc.grid)
+    {
+        return y;
+    }
     let (lo, hi) = enc.grid.range();
     let xd = x.clone().detach();
     let (unclipped, xq) = if enc.scales.len() == 1 {
@@ -28,6 +33,11 @@ pub fn fake_quant<const D: usize>(x: Tensor<D>, enc: &Encoding) -> Tensor<D> {
         let xq = (unclipped.clone().clamp(lo, hi) - zero_point) * scale;
         (unclipped, xq)
     };
+    if !x.is_autodiff() {
+        // Inference (a quantized model answering, calibration): no gradient to carry, and
+        // the mask below would double the passes over every op input.
+        return xq;
+    }
     // Straight through where the value was representable, zero where it saturated.
     let inside = unclipped.clone().greater_equal_elem(lo).bool_and(unclipped.lower_equal_elem(hi)).float();
     // `x - x.detach()` is exactly 0, so the value is exactly `xq`; its gradient is `inside`.
@@ -60,5 +70,21 @@ mod tests {
         let act = Encoding::activation(-0.5, 0.8, 16).unwrap();
         let y = fake_quant(x.clone(), &act).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(y, act.fake_quant(&wider));
+    }
+
+    #[test]
+    fn the_fused_inference_path_is_the_qdq_formula_bit_for_bit() {
+        // Values on, between and beyond the grid's steps, ties included, on an inference
+        // tensor (the one-pass kernel) and an autodiff one (Burn's ops).
+        let act = Encoding::activation(-0.5, 0.8, 8).unwrap();
+        let step = act.scales[0];
+        let values: Vec<f32> = (-300..300).map(|i| i as f32 * step * 0.5 + 1e-3 * (i % 7) as f32).collect();
+        let n = values.len();
+        let expected = act.fake_quant(&values);
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let x = Tensor::<1>::from_data(TensorData::new(values.clone(), [n]), &device);
+            let got = fake_quant(x, &act).into_data().try_to_vec::<f32>().unwrap();
+            assert_eq!(got, expected);
+        }
     }
 }
