@@ -190,7 +190,9 @@ pub fn step_graph(
         let h1 = g.add(&h, &mixed);
         let w = g.weight(&format!("{key}.ffn_norm.weight"), &[d], &values(layer.ffn_norm().weight.val()));
         let normed = g.rms_norm(&h1, &w, c.norm_eps);
-        let mlp = layer.feed_forward();
+        let Some(mlp) = layer.feed_forward().dense() else {
+            bail!("{key}: LFM2-MoE's routed experts have no ONNX export yet (dense LFM2 models export)");
+        };
         let gate = linear(&mut g, &normed, &mlp.w1, &format!("{key}.feed_forward.w1"));
         let gate = g.silu(&gate);
         let up = linear(&mut g, &normed, &mlp.w3, &format!("{key}.feed_forward.w3"));

@@ -219,31 +219,26 @@ mod tests {
         let prompts: Vec<Vec<u32>> = vec![vec![1, 5, 9, 2, 7, 7, 30], vec![1, 44], vec![1, 3, 3, 100, 6], vec![1; 12]];
         let options = GenerateOptions { max_new_tokens: 6, stop_ids: vec![], ignore_eos: false };
         let greedy = SamplingConfig::default();
-        let alone: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|p| {
-                let mut s = Sampler::new(greedy.clone()).unwrap();
-                generate_from(&m, p, None, &options, &mut s, |_| Ok(())).unwrap().new_ids
-            })
-            .collect();
-        let batch = prompts.iter().map(|p| BatchPrompt { ids: p.clone(), embeds: None }).collect();
-        let together: Vec<Vec<u32>> =
-            generate_batch(&m, batch, &options, &greedy).unwrap().into_iter().map(|g| g.new_ids).collect();
+        // Each prompt alone, and all of them as one batch.
+        let both = |options: &GenerateOptions| {
+            let alone: Vec<Vec<u32>> = prompts
+                .iter()
+                .map(|p| {
+                    let mut s = Sampler::new(greedy.clone()).unwrap();
+                    generate_from(&m, p, None, options, &mut s, |_| Ok(())).unwrap().new_ids
+                })
+                .collect();
+            let batch = prompts.iter().map(|p| BatchPrompt { ids: p.clone(), embeds: None }).collect();
+            let together: Vec<Vec<u32>> =
+                generate_batch(&m, batch, options, &greedy).unwrap().into_iter().map(|g| g.new_ids).collect();
+            (alone, together)
+        };
+        let (alone, together) = both(&options);
         assert_eq!(together, alone);
 
         // Rows that stop early leave the batch; the others go on as alone.
         let stop = alone[1][2];
-        let options = GenerateOptions { stop_ids: vec![stop], ..options };
-        let alone: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|p| {
-                let mut s = Sampler::new(greedy.clone()).unwrap();
-                generate_from(&m, p, None, &options, &mut s, |_| Ok(())).unwrap().new_ids
-            })
-            .collect();
-        let batch = prompts.iter().map(|p| BatchPrompt { ids: p.clone(), embeds: None }).collect();
-        let together: Vec<Vec<u32>> =
-            generate_batch(&m, batch, &options, &greedy).unwrap().into_iter().map(|g| g.new_ids).collect();
+        let (alone, together) = both(&GenerateOptions { stop_ids: vec![stop], ..options });
         assert_eq!(together, alone);
         assert!(together[1].len() <= 3);
     }

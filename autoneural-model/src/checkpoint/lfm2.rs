@@ -30,11 +30,11 @@ pub fn read_config(dir: &Path) -> Result<Lfm2Config> {
     let path = config_path(dir)?;
     let map = read_object(&path)?;
     if let Some(mt) = map.get("model_type").and_then(|v| v.as_str()) {
-        if mt != "lfm2" {
+        if mt != "lfm2" && mt != "lfm2_moe" {
             return Err(ModelError::config(
                 &path,
                 "model_type",
-                format!("{mt:?} is not an LFM2 text model (expected \"lfm2\")"),
+                format!("{mt:?} is not an LFM2 text model (expected \"lfm2\" or \"lfm2_moe\")"),
             ));
         }
     }

@@ -44,9 +44,35 @@ pub struct Lfm2Config {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
+    /// LFM2-MoE (`model_type: lfm2_moe`): the layers from `num_dense_layers` on route each
+    /// token to a few experts instead of one dense MLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeConfig>,
+}
+
+/// LFM2-MoE's feed-forward (transformers' `Lfm2MoeSparseMoeBlock`): a sigmoid router over
+/// `num_experts` SwiGLU experts of width `moe_intermediate_size`, the top
+/// `num_experts_per_tok` chosen by score plus `expert_bias` (when `use_expert_bias`),
+/// weighted by their sigmoid scores, normalised to sum to 1 (`norm_topk_prob`) and scaled
+/// by `routed_scaling_factor`. The first `num_dense_layers` layers keep a dense MLP of
+/// width `intermediate_size` (used as it is: no LFM2 width adjustment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoeConfig {
+    pub num_experts: usize,
+    pub num_experts_per_tok: usize,
+    pub moe_intermediate_size: usize,
+    pub num_dense_layers: usize,
+    pub use_expert_bias: bool,
+    pub routed_scaling_factor: f64,
+    pub norm_topk_prob: bool,
 }
 
 impl Lfm2Config {
+    /// Whether layer `i` routes to experts.
+    pub fn is_moe_layer(&self, i: usize) -> bool {
+        self.moe.as_ref().is_some_and(|m| i >= m.num_dense_layers)
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layer_types.len()
     }
@@ -70,9 +96,24 @@ impl Lfm2Config {
 
     /// Reads a Hugging Face LFM2 `config.json`: the hub style (`full_attn_idxs`,
     /// `block_ff_dim`, `tie_embedding`, `rope_theta`) or the transformers-5 style
-    /// (`layer_types`, `intermediate_size`, `rope_parameters`). Unknown fields are ignored.
+    /// (`layer_types`, `intermediate_size`, `rope_parameters`), and LFM2-MoE's
+    /// (`model_type: lfm2_moe`). Unknown fields are ignored.
     pub fn from_hf_json(path: &Path, map: &Map<String, Value>) -> Result<Self> {
         let f = Fields::new(path, map);
+        let is_moe = map.get("model_type").and_then(|v| v.as_str()) == Some("lfm2_moe");
+        let moe = if is_moe {
+            Some(MoeConfig {
+                num_experts: f.usize_opt(&["num_experts"])?.unwrap_or(32),
+                num_experts_per_tok: f.usize_opt(&["num_experts_per_tok"])?.unwrap_or(4),
+                moe_intermediate_size: f.usize_opt(&["moe_intermediate_size"])?.unwrap_or(1792),
+                num_dense_layers: f.usize_opt(&["num_dense_layers"])?.unwrap_or(2),
+                use_expert_bias: f.bool_opt(&["use_expert_bias"])?.unwrap_or(true),
+                routed_scaling_factor: f.f64_opt(&["routed_scaling_factor"])?.unwrap_or(1.0),
+                norm_topk_prob: f.bool_opt(&["norm_topk_prob"])?.unwrap_or(true),
+            })
+        } else {
+            None
+        };
         let hidden_size = f.usize_req(&["hidden_size", "block_dim"])?;
         let num_attention_heads = f.usize_req(&["num_attention_heads", "num_heads"])?;
         let num_key_value_heads = f.usize_opt(&["num_key_value_heads"])?.unwrap_or(num_attention_heads);
@@ -139,12 +180,14 @@ impl Lfm2Config {
                 None if map.contains_key("block_ffn_dim_multiplier") => None, // explicit null
                 None => Some(1.0),
             },
-            block_auto_adjust_ff_dim: f.bool_opt(&["block_auto_adjust_ff_dim"])?.unwrap_or(true),
+            // Lfm2MoeMLP uses `intermediate_size` as it is.
+            block_auto_adjust_ff_dim: f.bool_opt(&["block_auto_adjust_ff_dim"])?.unwrap_or(!is_moe),
             layer_types,
             tie_word_embeddings: f.bool_opt(&["tie_word_embeddings", "tie_embedding"])?.unwrap_or(true),
             bos_token_id: f.ids_opt(&["bos_token_id"])?.and_then(|v| v.first().copied()),
             eos_token_ids: f.ids_opt(&["eos_token_id"])?.unwrap_or_default(),
             pad_token_id: f.ids_opt(&["pad_token_id"])?.and_then(|v| v.first().copied()),
+            moe,
         };
         cfg.check().map_err(|(field, message)| f.invalid(field, message))?;
         Ok(cfg)
@@ -212,11 +255,48 @@ impl Lfm2Config {
         if !self.head_dim.is_multiple_of(2) {
             return Err(("head_dim", format!("{} must be even for rotary embeddings", self.head_dim)));
         }
+        if let Some(m) = &self.moe {
+            if !(1..=1024).contains(&m.num_experts) {
+                return Err(("num_experts", format!("{} is not 1 to 1024", m.num_experts)));
+            }
+            if !(1..=m.num_experts).contains(&m.num_experts_per_tok) {
+                return Err((
+                    "num_experts_per_tok",
+                    format!("{} is not 1 to num_experts ({})", m.num_experts_per_tok, m.num_experts),
+                ));
+            }
+            if !(1..=1 << 20).contains(&m.moe_intermediate_size) {
+                return Err(("moe_intermediate_size", format!("{} is not 1 to {}", m.moe_intermediate_size, 1 << 20)));
+            }
+            if !m.routed_scaling_factor.is_finite() {
+                return Err(("routed_scaling_factor", format!("{} is not a number", m.routed_scaling_factor)));
+            }
+        }
         Ok(())
     }
 
     /// The transformers-5 style `config.json` for this configuration (what we save).
     pub fn to_hf_json(&self) -> Value {
+        let mut v = self.lfm2_json();
+        if let (Some(m), Some(obj)) = (&self.moe, v.as_object_mut()) {
+            obj.insert("architectures".into(), json!(["Lfm2MoeForCausalLM"]));
+            obj.insert("model_type".into(), json!("lfm2_moe"));
+            for (k, x) in [
+                ("num_experts", json!(m.num_experts)),
+                ("num_experts_per_tok", json!(m.num_experts_per_tok)),
+                ("moe_intermediate_size", json!(m.moe_intermediate_size)),
+                ("num_dense_layers", json!(m.num_dense_layers)),
+                ("use_expert_bias", json!(m.use_expert_bias)),
+                ("routed_scaling_factor", json!(m.routed_scaling_factor)),
+                ("norm_topk_prob", json!(m.norm_topk_prob)),
+            ] {
+                obj.insert(k.into(), x);
+            }
+        }
+        v
+    }
+
+    fn lfm2_json(&self) -> Value {
         json!({
             "architectures": ["Lfm2ForCausalLM"],
             "model_type": "lfm2",
@@ -295,6 +375,7 @@ impl Lfm2Config {
             block_multiple_of: if hidden >= 1024 { 256 } else { 32 },
             block_ffn_dim_multiplier: Some(1.0),
             block_auto_adjust_ff_dim: true,
+            moe: None,
             layer_types: LayerKind::with_attention_at(layers, attention),
             tie_word_embeddings: true,
             bos_token_id: Some(1),

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod config;
 pub mod mlp;
 pub mod model;
+pub mod moe;
 pub mod rope;
 pub mod shortconv;
 pub mod state;

@@ -14,6 +14,7 @@ use crate::quant::qat::weight_value;
 use crate::text::attention::{Attention, AttentionConfig};
 use crate::text::config::{LayerKind, Lfm2Config};
 use crate::text::mlp::{Mlp, MlpConfig};
+use crate::text::moe::SparseMoe;
 use crate::text::rope::Rope;
 use crate::text::shortconv::{ShortConv, ShortConvConfig};
 use crate::text::state::{DecodeState, LayerState};
@@ -27,12 +28,46 @@ pub enum DecoderLayer {
     Attention(AttentionLayer),
 }
 
+/// A layer's feed-forward: LFM2's SwiGLU, or LFM2-MoE's routed experts. The variant adds
+/// no segment to checkpoint keys (`layers.N.feed_forward.w1`, `...feed_forward.experts.E.w1`).
+#[derive(Module, Debug)]
+pub enum FeedForward {
+    Dense(Mlp),
+    Moe(SparseMoe),
+}
+
+impl FeedForward {
+    /// `[b, t, hidden] -> [b, t, hidden]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Dense(m) => m.forward(x),
+            Self::Moe(m) => m.forward(x),
+        }
+    }
+
+    /// The dense MLP (`None` for routed experts).
+    pub fn dense(&self) -> Option<&Mlp> {
+        match self {
+            Self::Dense(m) => Some(m),
+            Self::Moe(_) => None,
+        }
+    }
+
+    /// Parameters one token's pass reads.
+    pub fn active_params(&self) -> usize {
+        match self {
+            Self::Dense(m) => m.num_params(),
+            Self::Moe(m) => m.active_params(),
+        }
+    }
+}
+
 /// Keys `operator_norm`, `ffn_norm`, `feed_forward`, `conv`.
 #[derive(Module, Debug)]
 pub struct ConvLayer {
     pub operator_norm: RmsNorm,
     pub ffn_norm: RmsNorm,
-    pub feed_forward: Mlp,
+    pub feed_forward: FeedForward,
     pub conv: ShortConv,
 }
 
@@ -41,7 +76,7 @@ pub struct ConvLayer {
 pub struct AttentionLayer {
     pub operator_norm: RmsNorm,
     pub ffn_norm: RmsNorm,
-    pub feed_forward: Mlp,
+    pub feed_forward: FeedForward,
     pub self_attn: Attention,
 }
 
@@ -56,6 +91,8 @@ pub enum Mixer<'a> {
 pub struct DecoderLayerConfig<'a> {
     pub config: &'a Lfm2Config,
     pub kind: LayerKind,
+    /// Routed experts instead of the dense MLP (LFM2-MoE past `num_dense_layers`).
+    pub moe: bool,
 }
 
 impl DecoderLayerConfig<'_> {
@@ -65,7 +102,10 @@ impl DecoderLayerConfig<'_> {
         // Field by field in checkpoint order: a seed draws the same weights in every layout.
         let operator_norm = RmsNormConfig::new(d, c.norm_eps).init(device);
         let ffn_norm = RmsNormConfig::new(d, c.norm_eps).init(device);
-        let feed_forward = MlpConfig::new(d, c.mlp_width()).init(device);
+        let feed_forward = match (&c.moe, self.moe) {
+            (Some(m), true) => FeedForward::Moe(m.init(d, device)),
+            _ => FeedForward::Dense(MlpConfig::new(d, c.mlp_width()).init(device)),
+        };
         match self.kind {
             LayerKind::Conv => DecoderLayer::Conv(ConvLayer {
                 operator_norm,
@@ -105,7 +145,7 @@ impl DecoderLayer {
         }
     }
 
-    pub fn feed_forward(&self) -> &Mlp {
+    pub fn feed_forward(&self) -> &FeedForward {
         match self {
             Self::Conv(l) => &l.feed_forward,
             Self::Attention(l) => &l.feed_forward,
@@ -177,7 +217,12 @@ impl Lfm2Config {
     /// replaced by a checkpoint without ever being drawn).
     pub fn init(&self, device: &Device) -> Lfm2ForCausalLM {
         let config = self;
-        let layers = config.layer_types.iter().map(|&kind| DecoderLayerConfig { config, kind }.init(device)).collect();
+        let layers = config
+            .layer_types
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| DecoderLayerConfig { config, kind, moe: config.is_moe_layer(i) }.init(device))
+            .collect();
         let embed_tokens = EmbeddingConfig::new(config.vocab_size, config.hidden_size)
             .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
             .init(device);
@@ -297,9 +342,13 @@ impl Lfm2ForCausalLM {
     }
 
     /// Bytes of weights one decode step reads (f32): every parameter once, except that an
-    /// untied model reads a single row of its embedding table.
+    /// untied model reads a single row of its embedding table and an LFM2-MoE layer only
+    /// its router and the `num_experts_per_tok` experts a token is routed to.
     pub fn decode_weight_bytes(&self) -> usize {
-        let params = self.num_params();
+        // LFM2-MoE: a token reads its `top_k` experts, not all of them.
+        let unread: usize =
+            self.model.layers.iter().map(|l| l.feed_forward().num_params() - l.feed_forward().active_params()).sum();
+        let params = self.num_params() - unread;
         let table = self.config.vocab_size * self.config.hidden_size;
         4 * if self.lm_head.is_some() { params - table + self.config.hidden_size } else { params }
     }

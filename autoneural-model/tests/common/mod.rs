@@ -9,8 +9,15 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lfm2")
 }
 
-pub const FIXTURES: &[&str] =
-    &["hybrid-hub-bf16", "hybrid-t5-f32-sharded", "attention-only-f16", "conv-only-hub-f32", "hybrid-short-prompt"];
+pub const FIXTURES: &[&str] = &[
+    "hybrid-hub-bf16",
+    "hybrid-t5-f32-sharded",
+    "attention-only-f16",
+    "conv-only-hub-f32",
+    "hybrid-short-prompt",
+    // LFM2-MoE (scripts/make_lfm2_moe_fixture.py): a dense layer, then routed experts.
+    "moe-f32",
+];
 
 pub struct Golden {
     pub rendered_prompt: String,
