@@ -93,6 +93,40 @@ def save_weights(model, out, dtype, shards, tied):
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
+def write_golden(out, ref, prompt_messages, raw_prompt, new_tokens):
+    """`golden.json` for the checkpoint in `out`: the prompt (a chat or raw text) as its
+    tokenizer encodes it, `ref`'s logits over it and its greedy continuation. Returns the
+    prompt ids and the new ids."""
+    tok = AutoTokenizer.from_pretrained(out)
+    if raw_prompt is not None:
+        ids = tok(raw_prompt)["input_ids"]
+        rendered = raw_prompt
+    else:
+        rendered = tok.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
+        ids = tok.apply_chat_template(prompt_messages, tokenize=True, add_generation_prompt=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+    input_ids = torch.tensor([ids])
+    with torch.no_grad():
+        logits = ref(input_ids, use_cache=False).logits[0].float()
+        # Greedy continuation by repeated full forwards (no cache): transformers' own cache
+        # refuses conv-only models, and an uncached argmax loop is the definition of greedy.
+        seq = list(ids)
+        for _ in range(new_tokens):
+            seq.append(int(ref(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
+    new_ids = seq[len(ids):]
+    golden = {
+        "prompt_messages": prompt_messages, "raw_prompt": raw_prompt, "rendered_prompt": rendered,
+        "prompt_ids": ids, "logits_shape": list(logits.shape),
+        "logits": [round(float(x), 6) for x in logits.flatten().tolist()],
+        "greedy_new_ids": new_ids, "greedy_text": tok.decode(new_ids, skip_special_tokens=True),
+        "transformers_version": __import__("transformers").__version__,
+    }
+    with open(os.path.join(out, "golden.json"), "w") as f:
+        json.dump(golden, f)
+    return ids, new_ids
+
+
 def make_fixture(name, *, layers, attn, style, dtype, tied, shards=1, hidden=64, heads=4, kv_heads=2,
                  ff=192, vocab=320, seed=0, prompt_messages=None, raw_prompt=None, new_tokens=12):
     out = os.path.join(ROOT, name)
@@ -142,33 +176,7 @@ def make_fixture(name, *, layers, attn, style, dtype, tied, shards=1, hidden=64,
 
     # Reload through transformers itself to prove the files are a valid checkpoint.
     ref = Lfm2ForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(out)
-    if raw_prompt is not None:
-        ids = tok(raw_prompt)["input_ids"]
-        rendered = raw_prompt
-    else:
-        rendered = tok.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
-        ids = tok.apply_chat_template(prompt_messages, tokenize=True, add_generation_prompt=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-    input_ids = torch.tensor([ids])
-    with torch.no_grad():
-        logits = ref(input_ids, use_cache=False).logits[0].float()
-        # Greedy continuation by repeated full forwards (no cache): transformers' own cache
-        # refuses conv-only models, and an uncached argmax loop is the definition of greedy.
-        seq = list(ids)
-        for _ in range(new_tokens):
-            seq.append(int(ref(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
-    new_ids = seq[len(ids):]
-    golden = {
-        "prompt_messages": prompt_messages, "raw_prompt": raw_prompt, "rendered_prompt": rendered,
-        "prompt_ids": ids, "logits_shape": list(logits.shape),
-        "logits": [round(float(x), 6) for x in logits.flatten().tolist()],
-        "greedy_new_ids": new_ids, "greedy_text": tok.decode(new_ids, skip_special_tokens=True),
-        "transformers_version": __import__("transformers").__version__,
-    }
-    with open(os.path.join(out, "golden.json"), "w") as f:
-        json.dump(golden, f)
+    ids, new_ids = write_golden(out, ref, prompt_messages, raw_prompt, new_tokens)
     print(f"{name}: {len(ids)} prompt tokens, new {new_ids}")
 
 

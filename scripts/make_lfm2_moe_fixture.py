@@ -20,10 +20,10 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, Lfm2MoeConfig, Lfm2MoeForCausalLM
+from transformers import Lfm2MoeConfig, Lfm2MoeForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_lfm2_fixtures import ROOT, write_tokenizer  # noqa: E402
+from make_lfm2_fixtures import ROOT, write_golden, write_tokenizer  # noqa: E402
 
 
 def main():
@@ -80,27 +80,8 @@ def main():
 
     # Reload through transformers (which fuses the experts) to prove the files load.
     ref = Lfm2MoeForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(out)
     messages = [{"role": "user", "content": "Which parking level is the car on?"}]
-    rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    with torch.no_grad():
-        logits = ref(torch.tensor([ids]), use_cache=False).logits[0].float()
-        seq = list(ids)
-        for _ in range(12):
-            seq.append(int(ref(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
-    new_ids = seq[len(ids):]
-    golden = {
-        "prompt_messages": messages, "raw_prompt": None, "rendered_prompt": rendered,
-        "prompt_ids": ids, "logits_shape": list(logits.shape),
-        "logits": [round(float(x), 6) for x in logits.flatten().tolist()],
-        "greedy_new_ids": new_ids, "greedy_text": tok.decode(new_ids, skip_special_tokens=True),
-        "transformers_version": __import__("transformers").__version__,
-    }
-    with open(os.path.join(out, "golden.json"), "w") as f:
-        json.dump(golden, f)
+    ids, new_ids = write_golden(out, ref, messages, None, 12)
     print(f"moe-f32: {len(ids)} prompt tokens, new {new_ids}")
 
 

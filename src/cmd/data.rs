@@ -120,13 +120,7 @@ fn convert(args: ConvertArgs) -> anyhow::Result<()> {
         "per_file": args.per_file,
         "row_group": args.row_group,
     });
-    let claim = autoneural_io::output::Spec {
-        command: "data convert",
-        inputs: inputs.as_object().cloned().unwrap_or_default(),
-        force: args.output.force,
-        way_out: super::WAY_OUT,
-        legacy: None,
-    };
+    let claim = args.output.spec("data convert", inputs);
     let mut out = autoneural_io::output::Output::claim(&args.out, claim)?;
     let staging = out.staging()?;
     let ext = match args.to {
@@ -224,13 +218,7 @@ fn tokenizer(args: TokenizerArgs) -> anyhow::Result<()> {
         "split": args.split,
         "vocab_size": args.vocab_size,
     });
-    let spec = autoneural_io::output::Spec {
-        command: "data tokenizer",
-        inputs: inputs.as_object().cloned().unwrap_or_default(),
-        force: args.output.force,
-        way_out: super::WAY_OUT,
-        legacy: None,
-    };
+    let spec = args.output.spec("data tokenizer", inputs);
     let mut out = autoneural_io::output::Output::claim(&args.out, spec)?;
     let sources = files
         .iter()

@@ -179,11 +179,5 @@ fn ownership(args: &ExportArgs) -> Spec<'static> {
         "reference_tokens": args.reference_tokens,
         "linear_as_conv": args.linear_as_conv,
     });
-    Spec {
-        command: "export",
-        inputs: inputs.as_object().cloned().unwrap_or_default(),
-        force: args.output.force,
-        way_out: super::WAY_OUT,
-        legacy: None,
-    }
+    args.output.spec("export", inputs)
 }

@@ -72,6 +72,20 @@ pub struct OutputPolicy {
     pub force: bool,
 }
 
+impl OutputPolicy {
+    /// What a command that owns its `--out` claims it with: the command's name and the
+    /// inputs its output is made from (an output of other inputs is refused unless --force).
+    pub fn spec(self, command: &'static str, inputs: serde_json::Value) -> autoneural_io::output::Spec<'static> {
+        autoneural_io::output::Spec {
+            command,
+            inputs: inputs.as_object().cloned().unwrap_or_default(),
+            force: self.force,
+            way_out: WAY_OUT,
+            legacy: None,
+        }
+    }
+}
+
 /// How to get past a refused --out.
 pub const WAY_OUT: &str = "choose another --out, or pass --force to write there anyway (files of the same names are \
                            replaced, the others kept)";

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use autoneural_data::{OnBadRecord, SourceSpec};
-use autoneural_io::output::{Output, Spec};
+use autoneural_io::output::Output;
 use autoneural_model::checkpoint::load_vlm;
 use autoneural_model::device::parse_device;
 use autoneural_model::quant::PrecisionPolicy;
@@ -74,13 +74,7 @@ pub fn run(args: QuantReportArgs) -> Result<()> {
                 "samples": args.samples,
                 "sweep": sweep,
             });
-            let spec = Spec {
-                command: "quant-report",
-                inputs: inputs.as_object().cloned().unwrap_or_default(),
-                force: args.output.force,
-                way_out: super::WAY_OUT,
-                legacy: None,
-            };
+            let spec = args.output.spec("quant-report", inputs);
             Some(Output::claim(dir, spec)?)
         }
         None => None,

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod config;
+pub mod files;
 pub mod jsonl;
 pub mod parquet;
 pub mod shuffle;

@@ -18,9 +18,8 @@ use parquet::arrow::arrow_reader::{
 };
 use serde_json::{Map, Value};
 
-use super::{ReadPosition, Reader, SourceSpec};
-use crate::layouts::Layout;
-use crate::records::{DataError, ImageRef, OnBadRecord, Record, Skipped};
+use super::files::{FileStream, FilesReader, RowRules};
+use crate::records::{DataError, ImageRef, Record};
 
 /// Rows decoded at a time: images make rows large, so batches stay small.
 const BATCH_ROWS: usize = 16;
@@ -111,90 +110,28 @@ impl Iterator for ParquetRows {
 }
 
 /// A source's Parquet files as one stream of records.
-pub struct ParquetReader {
-    files: Vec<PathBuf>,
-    layout: Layout,
-    task: Option<String>,
-    policy: OnBadRecord,
-    epoch: u64,
-    file: usize,
-    rows: Option<ParquetRows>,
-    skipped: Skipped,
-}
+pub type ParquetReader = FilesReader<ParquetRows>;
 
-impl ParquetReader {
-    pub fn new(spec: &SourceSpec) -> Self {
-        Self {
-            files: spec.files.clone(),
-            layout: spec.layout,
-            task: spec.task.clone(),
-            policy: spec.policy,
-            epoch: 0,
-            file: 0,
-            rows: None,
-            skipped: Skipped::default(),
-        }
-    }
-}
-
-impl Reader for ParquetReader {
-    fn next_record(&mut self) -> Option<Result<Record, DataError>> {
-        loop {
-            if self.rows.is_none() {
-                if self.file >= self.files.len() {
-                    return None;
-                }
-                match ParquetRows::open(&self.files[self.file], 0) {
-                    Ok(r) => self.rows = Some(r),
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-            let rows = self.rows.as_mut()?;
-            let (row, images) = match rows.next() {
-                Some(Ok(r)) => r,
-                Some(Err(e)) => return Some(Err(e)),
-                None => {
-                    self.rows = None;
-                    self.file += 1;
-                    continue;
-                }
-            };
-            let line = rows.row() as usize;
-            match Record::from_row(&row, self.layout, images, self.task.as_deref(), line) {
-                Ok(r) => return Some(Ok(Record { unit: "row", ..r })),
-                Err(message) => {
-                    let e = DataError::Record { path: self.files[self.file].clone(), line, message };
-                    if self.policy == OnBadRecord::Skip {
-                        self.skipped.add(e);
-                    } else {
-                        return Some(Err(e));
-                    }
-                }
-            }
-        }
+/// A position is the row (as offset and as count).
+impl FileStream for ParquetRows {
+    fn open(path: &Path, _: &RowRules, row: u64, _: u64) -> Result<Self, DataError> {
+        ParquetRows::open(path, row)
     }
 
-    fn position(&self) -> ReadPosition {
-        let row = self.rows.as_ref().map_or(0, ParquetRows::row);
-        ReadPosition { epoch: self.epoch, file: self.file, offset: row, records: row }
+    fn next(&mut self, path: &Path, rules: &RowRules) -> Option<Result<Record, DataError>> {
+        let (row, images) = match Iterator::next(self)? {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let line = self.row() as usize;
+        Some(match Record::from_row(&row, rules.layout, images, rules.task.as_deref(), line) {
+            Ok(r) => Ok(Record { unit: "row", ..r }),
+            Err(message) => Err(DataError::Record { path: path.to_path_buf(), line, message }),
+        })
     }
 
-    fn seek(&mut self, at: ReadPosition) -> Result<(), DataError> {
-        self.rows = None;
-        self.epoch = at.epoch;
-        self.file = at.file;
-        if at.file < self.files.len() {
-            self.rows = Some(ParquetRows::open(&self.files[at.file], at.offset)?);
-        }
-        Ok(())
-    }
-
-    fn skipped(&self) -> Skipped {
-        self.skipped.clone()
-    }
-
-    fn set_skipped(&mut self, skipped: Skipped) {
-        self.skipped = skipped;
+    fn position(&self) -> (u64, u64) {
+        (self.row(), self.row())
     }
 }
 

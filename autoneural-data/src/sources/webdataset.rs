@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{ReadPosition, Reader, SourceSpec};
+use super::files::{FileStream, FilesReader, RowRules};
 use crate::layouts::Layout;
-use crate::records::{DataError, ImageRef, OnBadRecord, Record, Skipped};
+use crate::records::{DataError, ImageRef, Record};
 
 const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 
@@ -261,91 +261,30 @@ fn record_of(sample: Sample, shard: &Path, layout: Layout, task: Option<&str>, l
 }
 
 /// A source's shards as one stream of records.
-pub struct TarReader {
-    files: Vec<PathBuf>,
-    layout: Layout,
-    task: Option<String>,
-    policy: OnBadRecord,
-    epoch: u64,
-    file: usize,
-    shard: Option<TarSamples>,
-    skipped: Skipped,
-}
+pub type TarReader = FilesReader<TarSamples>;
 
-impl TarReader {
-    pub fn new(spec: &SourceSpec) -> Self {
-        Self {
-            files: spec.files.clone(),
-            layout: spec.layout,
-            task: spec.task.clone(),
-            policy: spec.policy,
-            epoch: 0,
-            file: 0,
-            shard: None,
-            skipped: Skipped::default(),
-        }
-    }
-}
-
-impl Reader for TarReader {
-    fn next_record(&mut self) -> Option<Result<Record, DataError>> {
-        loop {
-            if self.shard.is_none() {
-                if self.file >= self.files.len() {
-                    return None;
-                }
-                match TarSamples::open(&self.files[self.file], 0, 0) {
-                    Ok(s) => self.shard = Some(s),
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-            let shard = self.shard.as_mut()?;
-            let sample = match shard.next_sample() {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    self.shard = None;
-                    self.file += 1;
-                    continue;
-                }
-                Err(e) => return Some(Err(e)),
-            };
-            let line = shard.samples as usize;
-            let path = &self.files[self.file];
-            match record_of(sample, path, self.layout, self.task.as_deref(), line) {
-                Ok(r) => return Some(Ok(r)),
-                Err(message) => {
-                    let e = DataError::Record { path: path.clone(), line, message };
-                    if self.policy == OnBadRecord::Skip {
-                        self.skipped.add(e);
-                    } else {
-                        return Some(Err(e));
-                    }
-                }
-            }
-        }
+/// A position is the byte offset of the next member and the samples before it.
+impl FileStream for TarSamples {
+    fn open(path: &Path, _: &RowRules, offset: u64, samples: u64) -> Result<Self, DataError> {
+        TarSamples::open(path, offset, samples)
     }
 
-    fn position(&self) -> ReadPosition {
-        let (offset, records) = self.shard.as_ref().map_or((0, 0), |s| (s.offset(), s.samples));
-        ReadPosition { epoch: self.epoch, file: self.file, offset, records }
+    fn next(&mut self, path: &Path, rules: &RowRules) -> Option<Result<Record, DataError>> {
+        let sample = match self.next_sample() {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let line = self.samples as usize;
+        Some(record_of(sample, path, rules.layout, rules.task.as_deref(), line).map_err(|message| DataError::Record {
+            path: path.to_path_buf(),
+            line,
+            message,
+        }))
     }
 
-    fn seek(&mut self, at: ReadPosition) -> Result<(), DataError> {
-        self.shard = None;
-        self.epoch = at.epoch;
-        self.file = at.file;
-        if at.file < self.files.len() {
-            self.shard = Some(TarSamples::open(&self.files[at.file], at.offset, at.records)?);
-        }
-        Ok(())
-    }
-
-    fn skipped(&self) -> Skipped {
-        self.skipped.clone()
-    }
-
-    fn set_skipped(&mut self, skipped: Skipped) {
-        self.skipped = skipped;
+    fn position(&self) -> (u64, u64) {
+        (self.offset(), self.samples)
     }
 }
 
