@@ -153,6 +153,8 @@ fn conversations_are_scored_as_vqa_and_bench_eval_compares_batches() {
     let v = json_of(&autoneural(&[&a[..], &["--predictions", s(&file), "--format", "json"]].concat()));
     assert_eq!(v["benchmark"], "vqa");
     assert!(v["n"].as_u64().unwrap() > 0);
+    // A conversations file is asked its own questions unless a toolkit's prompts are asked for.
+    assert_eq!(v["prompt_style"], "question");
     let o = autoneural(&[
         "bench",
         "eval",

@@ -28,6 +28,11 @@ pub enum PromptStyle {
     Vlmevalkit,
     #[serde(rename = "lmms-eval")]
     LmmsEval,
+    /// The question alone, as the file asks it: a conversations file's first user turn
+    /// (the default for `.jsonl` / `.tar` conversations, which no toolkit prompt was
+    /// trained on).
+    #[serde(rename = "question")]
+    Question,
 }
 
 impl PromptStyle {
@@ -35,6 +40,7 @@ impl PromptStyle {
         match self {
             Self::Vlmevalkit => "vlmevalkit",
             Self::LmmsEval => "lmms-eval",
+            Self::Question => "question",
         }
     }
 }
@@ -52,7 +58,8 @@ impl FromStr for PromptStyle {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "vlmevalkit" => Ok(Self::Vlmevalkit),
             "lmms-eval" | "lmmseval" => Ok(Self::LmmsEval),
-            _ => Err(format!("no prompt style `{s}`: vlmevalkit or lmms-eval")),
+            "question" => Ok(Self::Question),
+            _ => Err(format!("no prompt style `{s}`: vlmevalkit, lmms-eval or question")),
         }
     }
 }
@@ -73,6 +80,7 @@ pub fn prompt_text(bench: &Benchmark, item: &Item, style: PromptStyle) -> String
     match style {
         PromptStyle::Vlmevalkit => vlmevalkit(bench, item),
         PromptStyle::LmmsEval => lmms_eval(bench, item),
+        PromptStyle::Question => item.question.clone(),
     }
 }
 

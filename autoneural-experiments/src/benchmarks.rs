@@ -32,8 +32,10 @@ pub struct BenchmarkConfig {
     /// Its file: a VLMEvalKit TSV, an lmms-eval Parquet, or a conversations file (JSONL,
     /// Parquet of conversations, WebDataset) scored as `vqa`.
     pub data: PathBuf,
-    #[serde(default = "default_style")]
-    pub prompt_style: PromptStyle,
+    /// `vlmevalkit`, `lmms-eval` or `question` (default: `question` for a conversations
+    /// file, `vlmevalkit` otherwise).
+    #[serde(default)]
+    pub prompt_style: Option<PromptStyle>,
     /// The first `limit` items (0: all).
     #[serde(default)]
     pub limit: usize,
@@ -42,9 +44,6 @@ pub struct BenchmarkConfig {
     pub batch: usize,
 }
 
-fn default_style() -> PromptStyle {
-    PromptStyle::Vlmevalkit
-}
 fn default_batch() -> usize {
     8
 }
@@ -53,6 +52,17 @@ impl BenchmarkConfig {
     pub fn benchmark(&self) -> Result<&'static Benchmark> {
         Benchmark::named(&self.name).map_err(anyhow::Error::msg)
     }
+
+    pub fn style(&self) -> PromptStyle {
+        self.prompt_style.unwrap_or_else(|| default_style(&self.data))
+    }
+}
+
+/// The prompt style of a file when none is given: a conversations file is asked its own
+/// questions (the model was trained on those, not on a toolkit's instructions); a
+/// benchmark file as VLMEvalKit asks it.
+pub fn default_style(path: &Path) -> PromptStyle {
+    if is_records(path) { PromptStyle::Question } else { PromptStyle::Vlmevalkit }
 }
 
 /// Whether `path` holds conversations (scored as `vqa`) rather than a benchmark's table.

@@ -587,13 +587,13 @@ impl Run<'_> {
             let bench = c.benchmark()?;
             let items = crate::benchmarks::load_items(bench, &c.data, c.limit)?;
             if !self.options.quiet {
-                eprintln!("benchmark {} ({} items, {} prompts)", bench.name, items.items.len(), c.prompt_style);
+                eprintln!("benchmark {} ({} items, {} prompts)", bench.name, items.items.len(), c.style());
             }
             let predictions = dir.join(format!("{}.tsv", bench.name));
             let run = crate::benchmarks::BenchmarkRun {
                 bench,
                 items: &items,
-                style: c.prompt_style,
+                style: c.style(),
                 predictions: &predictions,
                 batch: c.batch,
                 max_new_tokens: self.exp.eval.max_new_tokens,

@@ -7,7 +7,7 @@ use anyhow::Result;
 use autoneural_benchmarks::answer::ModelAnswerer;
 use autoneural_benchmarks::bench::bench_eval;
 use autoneural_benchmarks::{Benchmark, PromptStyle};
-use autoneural_experiments::benchmarks::{load_items, model_at};
+use autoneural_experiments::benchmarks::{default_style, load_items, model_at};
 use autoneural_model::device::parse_device;
 use autoneural_model::tokenizer::TextTokenizer;
 use clap::Args;
@@ -33,8 +33,9 @@ pub struct EvalBenchArgs {
     pub limit: usize,
     #[arg(long, default_value_t = 16)]
     pub max_new_tokens: usize,
-    #[arg(long, default_value = "vlmevalkit")]
-    pub prompt_style: PromptStyle,
+    /// `vlmevalkit`, `lmms-eval` or `question` (default: `question` for conversations).
+    #[arg(long)]
+    pub prompt_style: Option<PromptStyle>,
     #[arg(long, default_value = "flex")]
     pub device: String,
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -56,7 +57,8 @@ pub fn run(args: EvalBenchArgs) -> Result<()> {
     let (model, runtime) = model_at(&args.model, None, &[], 0, &device)?;
     let tokenizer = TextTokenizer::from_dir(&args.model, &model.language.config.eos_token_ids)?;
     let answerer = ModelAnswerer { model: &model, tokenizer: &tokenizer, max_new_tokens: args.max_new_tokens };
-    let r = runtime.run(|| bench_eval(&answerer, bench, &items.items, args.prompt_style, &batches))?;
+    let style = args.prompt_style.unwrap_or_else(|| default_style(&args.data));
+    let r = runtime.run(|| bench_eval(&answerer, bench, &items.items, style, &batches))?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string(&r)?),
         Format::Text => {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use autoneural_benchmarks::{Benchmark, PromptStyle, Scores, compare};
 use autoneural_data::{OnBadRecord, SourceSpec};
-use autoneural_experiments::benchmarks::{BenchmarkRun, load_items, model_at, precision_path, score_model};
+use autoneural_experiments::benchmarks::{
+    BenchmarkRun, default_style, load_items, model_at, precision_path, score_model,
+};
 use autoneural_model::device::parse_device;
 use autoneural_model::tokenizer::TextTokenizer;
 use clap::Args;
@@ -23,9 +25,10 @@ pub struct BenchmarkArgs {
     /// `.<precision>` before `.tsv`.
     #[arg(long)]
     pub predictions: Option<PathBuf>,
-    /// With --benchmark: whose prompts, `vlmevalkit` or `lmms-eval`.
-    #[arg(long, default_value = "vlmevalkit")]
-    pub prompt_style: PromptStyle,
+    /// With --benchmark: whose prompts, `vlmevalkit`, `lmms-eval` or `question` (the
+    /// question alone). Default: `question` for a conversations file, else `vlmevalkit`.
+    #[arg(long)]
+    pub prompt_style: Option<PromptStyle>,
     /// With --benchmark: questions decoded together.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
@@ -87,6 +90,7 @@ pub fn run(args: EvalArgs, name: &str) -> Result<()> {
         autoneural_io::output::check_file(out, super::eval::is_eval_report, args.force, way_out)?;
     }
     let items = load_items(bench, data, args.bench.limit)?;
+    let style = args.bench.prompt_style.unwrap_or_else(|| default_style(data));
     if items.without_image > 0 {
         eprintln!("{}: {} rows without an image left out, as VLMEvalKit does", data.display(), items.without_image);
     }
@@ -108,14 +112,14 @@ pub fn run(args: EvalArgs, name: &str) -> Result<()> {
             "{} at {precision}: {} items, {} prompts, batch {}, predictions in {}",
             bench.name,
             items.items.len(),
-            args.bench.prompt_style,
+            style,
             args.bench.batch,
             predictions.display()
         );
         let run = BenchmarkRun {
             bench,
             items: &items,
-            style: args.bench.prompt_style,
+            style,
             predictions: &predictions,
             batch: args.bench.batch,
             max_new_tokens: args.max_new_tokens.unwrap_or(64),
