@@ -161,3 +161,26 @@ fn gemma3n_prefixed_weights_load_as_a_standalone_encoder() {
     let b = values(vlm.vision_tower.tokens(x));
     assert_eq!(a, b);
 }
+
+#[test]
+fn the_projector_norm_follows_the_weights_not_the_config() {
+    // Published LFM2-VL / LFM2.5-VL configs that say `projector_use_layernorm: false` over
+    // weights that hold the norm load with the norm (llama.cpp decides the same way).
+    let device = Device::flex();
+    let src = vision_fixtures().join("lfm2-vl-tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let config = tmp.path().join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("\"projector_use_layernorm\": true"));
+    std::fs::write(&config, text.replace("\"projector_use_layernorm\": true", "\"projector_use_layernorm\": false"))
+        .unwrap();
+    let wrong = load_vlm(tmp.path(), &device).unwrap();
+    assert!(wrong.multi_modal_projector.layer_norm.is_some());
+    let right = load_vlm(&src, &device).unwrap();
+    let x = Tensor::<4>::random([1, 3, 64, 64], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+    assert_eq!(values(wrong.image_features(x.clone())), values(right.image_features(x)));
+}

@@ -276,6 +276,11 @@ pub fn load_vlm(dir: &Path, device: &Device) -> Result<VisionLanguageModel> {
     let mut config = read_vlm_config(dir)?;
     let files = WeightFiles::open_dir(dir)?;
     config.flat_vit_keys = files.shape("model.vision_tower.embeddings.patch_embedding.weight").is_some();
+    if config.format == VlmFormat::Lfm2Vl {
+        // Some published LFM2-VL / LFM2.5-VL configs say `projector_use_layernorm: false`
+        // while their weights hold the norm: the weights decide, as llama.cpp's converter does.
+        config.projector.layer_norm = files.shape("model.multi_modal_projector.layer_norm.weight").is_some();
+    }
     load_module(config.init(device)?, &files, &VlmKeys::new(&config), dir)
 }
 
