@@ -12,12 +12,14 @@ use crate::item::{ImageLoader, Item};
 use crate::prompt::{Prompt, PromptStyle, prompt};
 use crate::registry::Benchmark;
 
-/// One batch size's timing.
+/// One batch size's timing: the median of its rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalBenchRow {
     pub batch: usize,
     pub seconds: f64,
     pub questions_per_s: f64,
+    /// Questions per second of each round.
+    pub rounds: Vec<f64>,
     /// Questions per second over the first row's.
     pub speedup: f64,
     /// Answers that differ from the first row's.
@@ -32,19 +34,33 @@ pub struct EvalBenchResult {
     pub rows: Vec<EvalBenchRow>,
 }
 
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+}
+
 impl EvalBenchResult {
     pub fn markdown(&self) -> String {
         let mut md = format!(
-            "{}: {} questions, at most {} new tokens each\n\n| batch | seconds | questions/s | vs batch {} | answers differing |\n|---:|---:|---:|---:|---:|\n",
+            "{}: {} questions, at most {} new tokens each, {} alternating rounds (medians)\n\n| batch | seconds | questions/s | each round | vs batch {} | answers differing |\n|---:|---:|---:|---|---:|---:|\n",
             self.benchmark,
             self.questions,
             self.max_new_tokens,
+            self.rows.first().map_or(0, |r| r.rounds.len()),
             self.rows.first().map_or(1, |r| r.batch)
         );
         for r in &self.rows {
+            let each: Vec<String> = r.rounds.iter().map(|q| format!("{q:.1}")).collect();
             md += &format!(
-                "| {} | {:.2} | {:.2} | {:.2}x | {} |\n",
-                r.batch, r.seconds, r.questions_per_s, r.speedup, r.differing_answers
+                "| {} | {:.2} | {:.2} | {} | {:.2}x | {} |\n",
+                r.batch,
+                r.seconds,
+                r.questions_per_s,
+                each.join(", "),
+                r.speedup,
+                r.differing_answers
             );
         }
         md
@@ -52,42 +68,54 @@ impl EvalBenchResult {
 }
 
 /// Answers `items` (their prompts in `style`) at each batch size of `batches`, the first
-/// being the baseline; a warm-up batch runs first.
+/// being the baseline, `rounds` times, the batch sizes alternating within each round (so a
+/// noisy minute of a shared machine falls on all of them); a warm-up batch runs first. Each
+/// row is the median of its rounds.
 pub fn bench_eval(
     answerer: &ModelAnswerer,
     bench: &Benchmark,
     items: &[Item],
     style: PromptStyle,
     batches: &[usize],
+    rounds: usize,
 ) -> anyhow::Result<EvalBenchResult> {
-    if items.is_empty() || batches.is_empty() || batches.contains(&0) {
-        bail!("bench eval needs items and batch sizes of at least 1");
+    if items.is_empty() || batches.is_empty() || batches.contains(&0) || rounds == 0 {
+        bail!("bench eval needs items, batch sizes of at least 1 and at least one round");
     }
     let mut loader = ImageLoader::new();
     let prompts: Vec<Prompt> =
         items.iter().map(|i| Ok(prompt(bench, i, style, loader.load(i)?))).collect::<anyhow::Result<_>>()?;
     let warm = batches.iter().copied().max().unwrap_or(1).min(prompts.len());
     answerer.answer(&prompts[..warm])?;
-    let mut rows: Vec<EvalBenchRow> = Vec::new();
-    let mut baseline: Option<(f64, Vec<String>)> = None;
-    for &batch in batches {
-        let start = Instant::now();
-        let mut answers = Vec::with_capacity(prompts.len());
-        for chunk in prompts.chunks(batch) {
-            answers.extend(answerer.answer(chunk)?);
+    let mut qps: Vec<Vec<f64>> = vec![Vec::new(); batches.len()];
+    let mut answers: Vec<Vec<String>> = vec![Vec::new(); batches.len()];
+    for _ in 0..rounds {
+        for (k, &batch) in batches.iter().enumerate() {
+            let start = Instant::now();
+            let mut got = Vec::with_capacity(prompts.len());
+            for chunk in prompts.chunks(batch) {
+                got.extend(answerer.answer(chunk)?);
+            }
+            qps[k].push(prompts.len() as f64 / start.elapsed().as_secs_f64());
+            answers[k] = got;
         }
-        let seconds = start.elapsed().as_secs_f64();
-        let qps = prompts.len() as f64 / seconds;
-        let (base_qps, base_answers) = baseline.get_or_insert_with(|| (qps, answers.clone()));
-        let differing = answers.iter().zip(base_answers.iter()).filter(|(a, b)| a != b).count();
-        rows.push(EvalBenchRow {
-            batch,
-            seconds,
-            questions_per_s: qps,
-            speedup: qps / *base_qps,
-            differing_answers: differing,
-        });
     }
+    let base = median(&qps[0]);
+    let rows = batches
+        .iter()
+        .enumerate()
+        .map(|(k, &batch)| {
+            let q = median(&qps[k]);
+            EvalBenchRow {
+                batch,
+                seconds: prompts.len() as f64 / q,
+                questions_per_s: q,
+                rounds: qps[k].clone(),
+                speedup: q / base,
+                differing_answers: answers[k].iter().zip(&answers[0]).filter(|(a, b)| a != b).count(),
+            }
+        })
+        .collect();
     Ok(EvalBenchResult {
         benchmark: bench.name.to_string(),
         questions: prompts.len(),

@@ -1,5 +1,6 @@
 //! `autoneural bench eval`: questions per second answering a benchmark, one at a time
-//! against several decoded together, in the same process, with the host beside the table.
+//! against several decoded together, in alternating rounds in the same process, with the
+//! host beside the table.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,9 @@ pub struct EvalBenchArgs {
     pub limit: usize,
     #[arg(long, default_value_t = 16)]
     pub max_new_tokens: usize,
+    /// Rounds, the batch sizes alternating within each; the table gives medians.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// `vlmevalkit`, `lmms-eval` or `question` (default: `question` for conversations).
     #[arg(long)]
     pub prompt_style: Option<PromptStyle>,
@@ -58,7 +62,7 @@ pub fn run(args: EvalBenchArgs) -> Result<()> {
     let tokenizer = TextTokenizer::from_dir(&args.model, &model.language.config.eos_token_ids)?;
     let answerer = ModelAnswerer { model: &model, tokenizer: &tokenizer, max_new_tokens: args.max_new_tokens };
     let style = args.prompt_style.unwrap_or_else(|| default_style(&args.data));
-    let r = runtime.run(|| bench_eval(&answerer, bench, &items.items, style, &batches))?;
+    let r = runtime.run(|| bench_eval(&answerer, bench, &items.items, style, &batches, args.rounds))?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string(&r)?),
         Format::Text => {
