@@ -51,6 +51,12 @@ fn eval(predictions: &Path, extra: &[&str]) -> Output {
 fn a_benchmark_is_answered_scored_and_resumed_by_index() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("tiny_mcq.tsv");
+    // Files of the user's beside the predictions file, one named as a temporary file of it
+    // might be: none is opened or replaced.
+    let theirs = [(".tiny_mcq.tsv.tmp", "mine"), ("notes.txt", "also mine")];
+    for (name, text) in theirs {
+        std::fs::write(tmp.path().join(name), text).unwrap();
+    }
     let v = json_of(&eval(&file, &[]));
     assert_eq!(v["benchmark"], "mcq");
     assert_eq!(v["n"], 6);
@@ -87,6 +93,13 @@ fn a_benchmark_is_answered_scored_and_resumed_by_index() {
         assert_eq!(p, a, "a prediction in the file was generated again");
     }
     assert!(v["score"].as_f64().unwrap() >= 5.0 / 6.0 * 100.0 - 1e-9, "{v}");
+    for (name, text) in theirs {
+        assert_eq!(std::fs::read_to_string(tmp.path().join(name)).unwrap(), text, "{name}");
+    }
+    let mut names: Vec<String> =
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, [".tiny_mcq.tsv.tmp", "notes.txt", "tiny_mcq.tsv"], "no temporary file is left behind");
 }
 
 #[test]

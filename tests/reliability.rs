@@ -201,7 +201,15 @@ fn data_commands_never_overwrite_a_users_dataset_or_tokenizer() {
     refused(&autoneural(&synth), &[s(&mine), "did not write", "--force"]);
     let tok = ["data", "tokenizer", "--data", s(&shared_data().1), "--vocab-size", "300", "--out", s(&mine)];
     refused(&autoneural(&tok), &[s(&mine), "did not write", "--force"]);
+    let convert =
+        ["data", "convert", "--data", "tests/fixtures/data/records.jsonl", "--to", "parquet", "--out", s(&mine)];
+    refused(&autoneural(&convert), &[s(&mine), "did not write", "--force"]);
     unchanged(&mine, &before);
+    // Forced, `data convert` adds its files and leaves the user's as they were.
+    succeeded(&autoneural(&[&convert[..], &["--force"]].concat()));
+    let after = snapshot(&mine);
+    assert!(before.iter().all(|(k, v)| after.get(k) == Some(v)), "a user's file changed");
+    assert!(after.keys().any(|k| k.to_string_lossy().ends_with(".parquet")), "{:?}", after.keys());
     // A set of other options is refused too, naming what differs; the same options reuse it.
     let set = tmp.path().join("set");
     let args = |n: &str| {

@@ -184,7 +184,7 @@ impl PredictionsFile {
                 f.sync_all().map_err(|e| Error::io(path, e))?;
             }
         } else {
-            write_atomic(path, format_row(header).as_bytes())?;
+            autoneural_io::output::write_file(path, format_row(header).as_bytes())?;
         }
         let file = OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))?;
         Ok(Self { path: path.to_path_buf(), header: header.to_vec(), file, done, existing })
@@ -263,16 +263,6 @@ impl PredictionsFile {
             }
         }
         drop(self.file);
-        write_atomic(&self.path, text.as_bytes())
+        Ok(autoneural_io::output::write_file(&self.path, text.as_bytes())?)
     }
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

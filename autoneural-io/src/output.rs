@@ -322,12 +322,26 @@ pub fn check_file(path: &Path, is_ours: impl Fn(&[u8]) -> bool, force: bool, way
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file beside it and a rename.
+/// Writes `bytes` to `path` through a temporary file beside it, synced, then renamed over
+/// `path`. The temporary file gets a fresh name and is created exclusively, so no file of
+/// the user's (whatever its name) is opened or replaced but `path`; if anything fails it is
+/// removed.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -444,7 +458,11 @@ mod tests {
         let err = check_file(&p, ours, false, "pass --force").unwrap_err().to_string();
         assert!(err.contains("report.json: exists and is not a file this command wrote; pass --force"), "{err}");
         check_file(&p, ours, true, "x").unwrap();
+        // A user's file named as the temporary file once was is never opened.
+        std::fs::write(tmp.path().join(".report.json.tmp"), "mine").unwrap();
         write_file(&p, b"{\"tasks\": 1}").unwrap();
         check_file(&p, ours, false, "x").unwrap();
+        assert_eq!(std::fs::read_to_string(tmp.path().join(".report.json.tmp")).unwrap(), "mine");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2, "no temporary file left");
     }
 }
