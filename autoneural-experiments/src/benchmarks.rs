@@ -67,8 +67,8 @@ pub fn default_style(path: &Path) -> PromptStyle {
 
 /// Whether `path` holds conversations (scored as `vqa`) rather than a benchmark's table.
 fn is_records(path: &Path) -> bool {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    ext == "jsonl" || ext == "tar"
+    use autoneural_data::Format;
+    matches!(Format::of(path), Some(Format::Jsonl | Format::Webdataset))
 }
 
 /// The items of `bench` in `path`, the first `limit` of them (0: all).

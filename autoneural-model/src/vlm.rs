@@ -226,26 +226,10 @@ impl VisionLanguageModel {
 
     /// Preprocessed, encoded and projected `images`: their feature rows in order
     /// (`[total image tokens, hidden]`, none without images) and each one's prompt layout
-    /// (its token count, and for a tiled LFM2-VL image its grid). Each tile runs through the
-    /// encoder on its own patch grid.
+    /// (its token count, and for a tiled LFM2-VL image its grid). Tiles of one size run
+    /// through the encoder together, each on its own patch grid.
     pub fn features_of(&self, images: &[LoadedImage]) -> (Option<Tensor<2>>, Vec<ImageLayout>) {
-        let device = self.language.device();
-        let mut layouts = Vec::new();
-        let mut feats = Vec::new();
-        for img in images {
-            let (tiles, layout) = self.config.preprocess.tiles(img, &device);
-            let mut count = 0;
-            for pixels in tiles {
-                let f = self.image_features(pixels);
-                let [_, n, d] = f.dims();
-                count += n;
-                feats.push(f.reshape([n, d]));
-            }
-            let layout = layout.unwrap_or(ImageLayout::Single(count));
-            debug_assert_eq!(layout.tokens(), count, "the prompt layout and the features disagree");
-            layouts.push(layout);
-        }
-        ((!feats.is_empty()).then(|| Tensor::cat(feats, 0)), layouts)
+        self.features_of_many(&[images]).pop().unwrap_or((None, Vec::new()))
     }
 
     /// [`features_of`](Self::features_of) for several requests at once: the tiles of all
@@ -292,7 +276,9 @@ impl VisionLanguageModel {
                     let mine: Vec<Tensor<2>> = features.by_ref().take(count).collect();
                     let tokens = mine.iter().map(|f| f.dims()[0]).sum();
                     feats.extend(mine);
-                    layouts.push(layout.unwrap_or(ImageLayout::Single(tokens)));
+                    let layout = layout.unwrap_or(ImageLayout::Single(tokens));
+                    debug_assert_eq!(layout.tokens(), tokens, "the prompt layout and the features disagree");
+                    layouts.push(layout);
                 }
                 ((!feats.is_empty()).then(|| Tensor::cat(feats, 0)), layouts)
             })

@@ -55,17 +55,15 @@ impl AttentionConfig {
 
 impl Attention {
     /// `x: [b, t, hidden]` at slots `start..start + t` -> `[b, t, hidden]`.
-    /// With a cache, keys and values are appended and queries attend to all of it. `pads`
-    /// (empty, or one per row) are the left-padding slots of each row of a batch of
-    /// prompts of different lengths: a real query sees no pad key, and a pad query (whose
-    /// value rows are zero) sees only pads, so pad slots stay zero.
+    /// With a cache, keys and values are appended and queries attend to all of it.
+    /// `hidden` is [`hidden_keys`]' mask for this step, built once for all the layers.
     pub fn forward(
         &self,
         x: Tensor<3>,
         rope: (&Tensor<4>, &Tensor<4>),
         start: usize,
         cache: Option<&mut KvCache>,
-        pads: &[usize],
+        hidden: Option<&Tensor<3, Bool>>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -85,17 +83,21 @@ impl Attention {
         let s = k.dims()[2]; // keys visible: everything cached, or this chunk
         let past = s - t; // == start when a cache is used from position 0
         debug_assert!(cache_consistent(start, past));
+        debug_assert!(
+            hidden.is_none_or(|m| m.dims()[1..] == [t, s]),
+            "the step's mask is for {t} queries over {s} keys"
+        );
         // Query heads that share a kv head are stacked on the row axis, so K and V are
         // multiplied as they are, never repeated per head: [b, kvh, g*t, hd].
         let g = h / kvh;
         let q = q.reshape([b, kvh, g * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()); // [b, kvh, g*t, s]
-        let scores = match hidden_keys(b, t, s, past, pads, &scores.device()) {
+        let scores = match hidden {
             Some(mask) => {
                 let rows = mask.dims()[0];
                 let scores = scores.reshape([b, kvh, g, t, s]);
                 scores
-                    .mask_fill(mask.reshape([rows, 1, 1, t, s]).expand([b, kvh, g, t, s]), f32::NEG_INFINITY)
+                    .mask_fill(mask.clone().reshape([rows, 1, 1, t, s]).expand([b, kvh, g, t, s]), f32::NEG_INFINITY)
                     .reshape([b, kvh, g * t, s])
             }
             None => scores,
@@ -111,9 +113,18 @@ fn cache_consistent(start: usize, past: usize) -> bool {
 }
 
 /// `mask[r, i, j]` is true where query `i` (slot `past + i`) of row `r` must not see key
-/// `j`: a later key, or a pad key seen from a real query (`pads[r]` pad slots lead row
-/// `r`). `[1, t, s]` without pads; `None` when nothing is hidden (one query, no pads).
-fn hidden_keys(b: usize, t: usize, s: usize, past: usize, pads: &[usize], device: &Device) -> Option<Tensor<3, Bool>> {
+/// `j`: a later key, or a pad key seen from a real query (`pads[r]` pad slots lead row `r`,
+/// in a batch of prompts of different lengths; a pad query, whose value rows are zero, sees
+/// only pads, so pad slots stay zero). `[1, t, s]` without pads; `None` when nothing is
+/// hidden (one query, no pads).
+pub fn hidden_keys(
+    b: usize,
+    t: usize,
+    s: usize,
+    past: usize,
+    pads: &[usize],
+    device: &Device,
+) -> Option<Tensor<3, Bool>> {
     let padded = pads.iter().any(|&p| p > 0);
     if t == 1 && !padded {
         return None;

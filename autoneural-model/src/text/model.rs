@@ -4,14 +4,14 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::kernels::WeightLayout;
 use crate::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig, weight_product};
 use crate::quant::Axes;
 use crate::quant::activations::current_qat;
 use crate::quant::qat::weight_value;
-use crate::text::attention::{Attention, AttentionConfig};
+use crate::text::attention::{Attention, AttentionConfig, hidden_keys};
 use crate::text::config::{LayerKind, Lfm2Config};
 use crate::text::mlp::{Mlp, MlpConfig};
 use crate::text::moe::SparseMoe;
@@ -165,12 +165,12 @@ impl DecoderLayer {
         rope: (&Tensor<4>, &Tensor<4>),
         start: usize,
         state: Option<&mut LayerState>,
-        pads: &[usize],
+        hidden: Option<&Tensor<3, Bool>>,
     ) -> Tensor<3> {
         let normed = self.operator_norm().forward(h.clone());
         let mixed = match self.mixer() {
             Mixer::Conv(conv) => conv.forward(normed, state.map(LayerState::conv)),
-            Mixer::Attention(attn) => attn.forward(normed, rope, start, state.map(LayerState::kv), pads),
+            Mixer::Attention(attn) => attn.forward(normed, rope, start, state.map(LayerState::kv), hidden),
         };
         let h = h + mixed;
         h.clone() + self.feed_forward().forward(self.ffn_norm().forward(h))
@@ -275,16 +275,20 @@ impl Lfm2ForCausalLM {
     pub fn hidden_states(&self, embeds: Tensor<3>, mut state: Option<&mut DecodeState>) -> Tensor<3> {
         let [_, t, _] = embeds.dims();
         let start = state.as_ref().map_or(0, |s| s.position);
-        let pads = state.as_ref().map(|s| s.pads.clone()).unwrap_or_default();
+        let [b, _, _] = embeds.dims();
+        let device = embeds.device();
+        let pads: &[usize] = state.as_ref().map_or(&[], |s| &s.pads);
         let (cos, sin) = if pads.iter().any(|&p| p > 0) {
-            self.rope.padded_tables(start, t, &pads, &embeds.device())
+            self.rope.padded_tables(start, t, pads, &device)
         } else {
-            self.rope.tables(start, t, &embeds.device())
+            self.rope.tables(start, t, &device)
         };
+        // One mask for every attention layer of this step (a cache holds `start` slots).
+        let hidden = hidden_keys(b, t, start + t, start, pads, &device);
         let mut h = embeds;
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_state = state.as_mut().map(|s| &mut s.layers[i]);
-            h = layer.forward(h, (&cos, &sin), start, layer_state, &pads);
+            h = layer.forward(h, (&cos, &sin), start, layer_state, hidden.as_ref());
         }
         if let Some(s) = state {
             s.position += t;
