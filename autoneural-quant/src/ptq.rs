@@ -34,7 +34,7 @@ pub struct PtqOutcome {
 }
 
 /// The first `samples` conversations of each source of `calib`, each with where it came
-/// from (`file, record N`).
+/// from (`file, line N`; `row N` in Parquet, `sample N` in WebDataset).
 pub fn calibration_records(calib: &[SourceSpec], samples: usize) -> Result<Vec<(String, Record)>> {
     let mut records = Vec::new();
     for source in calib {
@@ -44,7 +44,7 @@ pub fn calibration_records(calib: &[SourceSpec], samples: usize) -> Result<Vec<(
         while records.len() - before < samples {
             let Some(r) = stream.next_record() else { break };
             let r = r?;
-            records.push((format!("{name}, record {}", r.line), r));
+            records.push((format!("{name}, {}", r.place()), r));
         }
         if records.len() == before {
             bail!("{name}: no calibration conversations");

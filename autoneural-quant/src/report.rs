@@ -123,7 +123,7 @@ fn load_images(model: &VisionLanguageModel, data: &SourceSpec, samples: usize) -
             if out.len() == samples {
                 return Ok(out);
             }
-            let img = image.load().with_context(|| format!("{name}, record {}", record.line))?;
+            let img = image.load().with_context(|| format!("{name}, {}", record.place()))?;
             out.push(model.config.preprocess.apply(&img, &device));
         }
     }
