@@ -183,6 +183,10 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
             let (kind, shape) = match kind {
                 LayerKind::Conv => ("conv", vec![1, c.conv_kernel - 1, c.hidden_size]),
                 LayerKind::Attention => ("attention", vec![1, c.num_key_value_heads, opts.context, c.head_dim]),
+                LayerKind::SlidingAttention => (
+                    "sliding_attention",
+                    vec![1, c.num_key_value_heads, c.sliding_window().unwrap_or(opts.context), c.head_dim],
+                ),
             };
             StateEntry { layer, kind, inputs, outputs, shape }
         })

@@ -35,7 +35,7 @@ pub const MASK_HIDDEN: f32 = -10000.0;
 pub fn state_names(kind: LayerKind, layer: usize) -> (Vec<String>, Vec<String>) {
     match kind {
         LayerKind::Conv => (vec![format!("conv_state_{layer}")], vec![format!("new_conv_state_{layer}")]),
-        LayerKind::Attention => (
+        LayerKind::Attention | LayerKind::SlidingAttention => (
             vec![format!("past_key_{layer}"), format!("past_value_{layer}")],
             vec![format!("present_key_{layer}"), format!("present_value_{layer}")],
         ),
@@ -155,6 +155,12 @@ pub fn step_graph(
     build: &Build,
 ) -> Result<Graph> {
     let c = &lm.config;
+    if c.lfm3.is_some() {
+        bail!(
+            "LFM3 has no ONNX export yet (sliding attention's window-sized KV state, sandwich norms and attention \
+             gates are not written); LFM2, LFM2-VL and AutoNeural models export"
+        );
+    }
     if t == 0 || t > context {
         bail!("{name}: {t} positions per step over a context of {context}");
     }

@@ -204,18 +204,32 @@ mod tests {
     use crate::text::config::Lfm2Config;
     use burn::tensor::Device;
 
-    /// A small random hybrid model (conv and attention layers).
-    fn model() -> Lfm2ForCausalLM {
+    /// Small random hybrids: LFM2 (conv and attention layers) and LFM3 (conv, sliding
+    /// attention over 4 positions, full attention), so prompts and answers cross the window.
+    fn models() -> Vec<Lfm2ForCausalLM> {
         let device = Device::flex();
-        device.seed(5);
-        let mut c = Lfm2Config::preset("lfm2-nano").expect("a preset");
-        c.max_position_embeddings = 64;
-        c.init(&device)
+        ["lfm2-nano", "lfm3-nano"]
+            .iter()
+            .map(|name| {
+                device.seed(5);
+                let mut c = Lfm2Config::preset(name).expect("a preset");
+                c.max_position_embeddings = 64;
+                if let Some(o) = c.lfm3.as_mut() {
+                    o.sliding_window = 4;
+                }
+                c.init(&device)
+            })
+            .collect()
     }
 
     #[test]
     fn a_batch_generates_what_each_prompt_generates_alone() {
-        let m = model();
+        for m in models() {
+            batch_equals_alone(&m);
+        }
+    }
+
+    fn batch_equals_alone(m: &Lfm2ForCausalLM) {
         let prompts: Vec<Vec<u32>> = vec![vec![1, 5, 9, 2, 7, 7, 30], vec![1, 44], vec![1, 3, 3, 100, 6], vec![1; 12]];
         let options = GenerateOptions { max_new_tokens: 6, stop_ids: vec![], ignore_eos: false };
         let greedy = SamplingConfig::default();
@@ -225,12 +239,12 @@ mod tests {
                 .iter()
                 .map(|p| {
                     let mut s = Sampler::new(greedy.clone()).unwrap();
-                    generate_from(&m, p, None, options, &mut s, |_| Ok(())).unwrap().new_ids
+                    generate_from(m, p, None, options, &mut s, |_| Ok(())).unwrap().new_ids
                 })
                 .collect();
             let batch = prompts.iter().map(|p| BatchPrompt { ids: p.clone(), embeds: None }).collect();
             let together: Vec<Vec<u32>> =
-                generate_batch(&m, batch, options, &greedy).unwrap().into_iter().map(|g| g.new_ids).collect();
+                generate_batch(m, batch, options, &greedy).unwrap().into_iter().map(|g| g.new_ids).collect();
             (alone, together)
         };
         let (alone, together) = both(&options);
@@ -245,7 +259,12 @@ mod tests {
 
     #[test]
     fn padded_prefill_logits_match_unpadded() {
-        let m = model();
+        for m in models() {
+            padded_prefill_matches(&m);
+        }
+    }
+
+    fn padded_prefill_matches(m: &Lfm2ForCausalLM) {
         let device = m.device();
         let (short, long) = (vec![1u32, 8, 3], vec![1u32, 4, 4, 9, 12, 2, 5]);
         let alone = |ids: &[u32]| {

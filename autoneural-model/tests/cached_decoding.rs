@@ -30,7 +30,15 @@ fn cached_logits(model: &Lfm2ForCausalLM, seq: &[u32], prefill_len: usize, chunk
 fn check(model: &Lfm2ForCausalLM, seq: &[u32], label: &str) {
     let device = Device::flex();
     let full = values(model.forward(ids(seq, &device), None, Logits::All));
-    for &(prefill_len, chunk) in &[(1, 1), (2, 2), (seq.len(), seq.len()), (seq.len() / 2 + 1, 3), (seq.len(), 2)] {
+    for &(prefill_len, chunk) in &[
+        (1, 1),
+        (2, 2),
+        (seq.len(), seq.len()),
+        (seq.len() / 2 + 1, 3),
+        (seq.len(), 2),
+        (seq.len(), 9),
+        (seq.len().saturating_sub(5).max(1), 13),
+    ] {
         let prefill_len = prefill_len.min(seq.len());
         let cached = cached_logits(model, seq, prefill_len, chunk, &device);
         let err = rel_err(&cached, &full);

@@ -1,57 +1,13 @@
 //! Gradients reach every parameter of each encoder and of both connectors (one SGD step on
 //! the autodiff backend changes all of them), and they are right (finite differences).
 
-use autoneural_model::checkpoint::apply::{Identity, collect_tensors};
+mod common;
+
 use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::vision::EncoderConfig;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Distribution, Gradients, Tensor};
-
-/// Every float parameter's values by key, in visiting order.
-fn snapshot<M: Module>(m: &M) -> Vec<(String, Vec<f32>)> {
-    collect_tensors(m, &Identity).into_iter().map(|(key, _, values)| (key, values)).collect()
-}
-
-/// `p <- p - lr * grad(p)`; records parameters that got no gradient.
-struct Sgd<'a> {
-    grads: &'a Gradients,
-    lr: f64,
-    missing: usize,
-}
-
-impl ModuleMapper for Sgd<'_> {
-    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let id = p.id;
-        let v = p.val();
-        match v.grad(self.grads) {
-            Some(g) => Param::initialized(id, (v.inner() - g * self.lr).autodiff().require_grad()),
-            None => {
-                self.missing += 1;
-                p
-            }
-        }
-    }
-}
-
-fn step_changes_everything<M: Module>(model: M, loss_of: impl Fn(&M) -> Tensor<1>) {
-    let before = snapshot(&model);
-    let loss = loss_of(&model);
-    let grads = loss.backward();
-    let mut sgd = Sgd { grads: &grads, lr: 1e-1, missing: 0 };
-    let model = model.map(&mut sgd);
-    assert_eq!(sgd.missing, 0, "parameters without a gradient");
-    let after = snapshot(&model);
-    assert_eq!(before.len(), after.len());
-    let unchanged: Vec<&str> =
-        before.iter().zip(&after).filter(|(a, b)| a.1 == b.1).map(|(a, _)| a.0.as_str()).collect();
-    assert!(unchanged.is_empty(), "a training step left these unchanged: {unchanged:?}");
-}
-
-fn weighted_sum(y: Tensor<3>) -> Tensor<1> {
-    // A fixed random projection of the output, so no symmetry hides a gradient.
-    let w = Tensor::<3>::random(y.dims(), Distribution::Normal(0.0, 1.0), &y.device());
-    (y * w).sum()
-}
+use common::{snapshot, step_changes_everything, weighted_sum};
 
 #[test]
 fn encoders_train_end_to_end() {

@@ -1,8 +1,8 @@
 //! Analytic op lists of the LFM2 language model, from its config alone: one step of `t`
 //! positions over a static cache of `context` slots, as `autoneural_export::lm` writes the
 //! `prefill` (t = chunk) and `decode` (t = 1) graphs. Attention layers read the whole
-//! cache (a static-shape graph cannot skip empty slots); conv layers read `kernel - 1`
-//! rows of state.
+//! cache (a static-shape graph cannot skip empty slots), LFM3's sliding layers a cache of
+//! at most their window; conv layers read `kernel - 1` rows of state.
 
 use autoneural_model::text::{LayerKind, Lfm2Config};
 
@@ -39,7 +39,9 @@ pub fn step_ops(c: &Lfm2Config, step: Step, bits: Bits) -> Result<Vec<OpCost>, S
     let (t, d, w) = (step.tokens, c.hidden_size, bits.weight);
     let td = (t * d) as u64;
     let (hd, h, kvh) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
-    if c.layer_types.contains(&LayerKind::Attention) {
+    let lfm3 = c.lfm3.as_ref();
+    let (sandwich, gated) = (lfm3.is_some_and(|o| o.use_sandwich_norm), lfm3.is_some_and(|o| o.use_attention_gate));
+    if c.layer_types.iter().any(|k| k.is_attention()) {
         // RoPE rows for this step's positions, gathered from float32 tables.
         for table in ["rope.cos", "rope.sin"] {
             let op = b.simple(table, OpKind::Gather, t as u64, (t * hd) as u64);
@@ -63,7 +65,12 @@ pub fn step_ops(c: &Lfm2Config, step: Step, bits: Bits) -> Result<Vec<OpCost>, S
                 b.pointwise(&n("conv.gate_c"), td, 2);
                 b.linear(&n("conv.out_proj"), t, d, d, c.conv_bias, w);
             }
-            LayerKind::Attention => {
+            LayerKind::Attention | LayerKind::SlidingAttention => {
+                // A sliding layer's static cache is its window, whatever the context.
+                let context = match kind {
+                    LayerKind::SlidingAttention => step.context.min(c.sliding_window().unwrap_or(step.context)),
+                    _ => step.context,
+                };
                 let (q, kv) = ((t * h * hd) as u64, (t * kvh * hd) as u64);
                 b.linear(&n("self_attn.q_proj"), t, d, h * hd, false, w);
                 b.linear(&n("self_attn.k_proj"), t, d, kvh * hd, false, w);
@@ -72,8 +79,8 @@ pub fn step_ops(c: &Lfm2Config, step: Step, bits: Bits) -> Result<Vec<OpCost>, S
                 b.norm(&n("self_attn.k_layernorm"), kv, hd as u64);
                 b.pointwise(&n("self_attn.rope_q"), q, 3);
                 b.pointwise(&n("self_attn.rope_k"), kv, 3);
-                let keys = (step.context + t) as u64;
-                let cache = Bits::bytes((kvh * step.context * hd) as u64, bits.kv);
+                let keys = (context + t) as u64;
+                let cache = Bits::bytes((kvh * context * hd) as u64, bits.kv);
                 let rows = (h * t) as u64;
                 let scores = b.simple(&n("self_attn.scores"), OpKind::Attention, q + kv, rows * keys);
                 scores.macs = rows * keys * hd as u64;
@@ -85,8 +92,16 @@ pub fn step_ops(c: &Lfm2Config, step: Step, bits: Bits) -> Result<Vec<OpCost>, S
                 av.state_bytes = cache;
                 // This step's keys and values go back to the host's cache.
                 av.act_write_bytes += 2 * Bits::bytes(kv, bits.kv);
+                if gated {
+                    b.linear(&n("self_attn.g_proj"), t, d, h, false, w);
+                    b.pointwise(&n("self_attn.gate_sigmoid"), (t * h) as u64, 1);
+                    b.pointwise(&n("self_attn.gate_mul"), q, 2);
+                }
                 b.linear(&n("self_attn.out_proj"), t, h * hd, d, false, w);
             }
+        }
+        if sandwich {
+            b.norm(&n("post_operator_norm"), td, d as u64);
         }
         b.pointwise(&n("residual1"), td, 2);
         b.norm(&n("ffn_norm"), td, d as u64);
@@ -97,6 +112,9 @@ pub fn step_ops(c: &Lfm2Config, step: Step, bits: Bits) -> Result<Vec<OpCost>, S
         b.linear(&n("feed_forward.w3"), t, d, f, false, w);
         b.pointwise(&n("feed_forward.mul"), tf, 2);
         b.linear(&n("feed_forward.w2"), t, f, d, false, w);
+        if sandwich {
+            b.norm(&n("post_ffn_norm"), td, d as u64);
+        }
         b.pointwise(&n("residual2"), td, 2);
     }
     b.norm("embedding_norm", td, d as u64);
@@ -105,13 +123,15 @@ pub fn step_ops(c: &Lfm2Config, step: Step, bits: Bits) -> Result<Vec<OpCost>, S
     Ok(b.ops)
 }
 
-/// Bytes of decode state at a context: every attention layer's K and V cache plus every
-/// conv layer's `kernel - 1` rows, at `bits.kv`.
+/// Bytes of decode state at a context: every attention layer's K and V cache (a sliding
+/// layer's bounded by its window) plus every conv layer's `kernel - 1` rows, at `bits.kv`.
 pub fn state_bytes(c: &Lfm2Config, context: usize, bits: Bits) -> u64 {
+    let kv = |positions: usize| 2 * Bits::bytes((c.num_key_value_heads * positions * c.head_dim) as u64, bits.kv);
     c.layer_types
         .iter()
         .map(|k| match k {
-            LayerKind::Attention => 2 * Bits::bytes((c.num_key_value_heads * context * c.head_dim) as u64, bits.kv),
+            LayerKind::Attention => kv(context),
+            LayerKind::SlidingAttention => kv(context.min(c.sliding_window().unwrap_or(context))),
             LayerKind::Conv => Bits::bytes(((c.conv_kernel - 1) * c.hidden_size) as u64, bits.kv),
         })
         .sum()

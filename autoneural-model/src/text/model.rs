@@ -11,7 +11,7 @@ use crate::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig, weight_product};
 use crate::quant::Axes;
 use crate::quant::activations::current_qat;
 use crate::quant::qat::weight_value;
-use crate::text::attention::{Attention, AttentionConfig, hidden_keys};
+use crate::text::attention::{Attention, AttentionConfig, hidden_keys, sliding_hidden_keys};
 use crate::text::config::{LayerKind, Lfm2Config};
 use crate::text::mlp::{Mlp, MlpConfig};
 use crate::text::moe::SparseMoe;
@@ -20,8 +20,10 @@ use crate::text::shortconv::{ShortConv, ShortConvConfig};
 use crate::text::state::{DecodeState, LayerState};
 
 /// One decoder layer: `h += op(operator_norm(h)); h += feed_forward(ffn_norm(h))`, where
-/// `op` is a gated short convolution (`conv`) or attention (`self_attn`), as `layer_types`
-/// says. The variant adds no segment to checkpoint keys (`layers.N.conv.*`).
+/// `op` is a gated short convolution (`conv`) or attention (`self_attn`, full or sliding),
+/// as `layer_types` says. LFM3's sandwich norms normalise each branch's output before the
+/// residual: `h += post_operator_norm(op(..))`, `h += post_ffn_norm(feed_forward(..))`.
+/// The variant adds no segment to checkpoint keys (`layers.N.conv.*`).
 #[derive(Module, Debug)]
 pub enum DecoderLayer {
     Conv(ConvLayer),
@@ -62,22 +64,28 @@ impl FeedForward {
     }
 }
 
-/// Keys `operator_norm`, `ffn_norm`, `feed_forward`, `conv`.
+/// Keys `operator_norm`, `ffn_norm`, `feed_forward`, `conv` (LFM3: `post_operator_norm`,
+/// `post_ffn_norm`).
 #[derive(Module, Debug)]
 pub struct ConvLayer {
     pub operator_norm: RmsNorm,
     pub ffn_norm: RmsNorm,
     pub feed_forward: FeedForward,
     pub conv: ShortConv,
+    pub post_operator_norm: Option<RmsNorm>,
+    pub post_ffn_norm: Option<RmsNorm>,
 }
 
-/// Keys `operator_norm`, `ffn_norm`, `feed_forward`, `self_attn`.
+/// Keys `operator_norm`, `ffn_norm`, `feed_forward`, `self_attn` (LFM3:
+/// `post_operator_norm`, `post_ffn_norm`).
 #[derive(Module, Debug)]
 pub struct AttentionLayer {
     pub operator_norm: RmsNorm,
     pub ffn_norm: RmsNorm,
     pub feed_forward: FeedForward,
     pub self_attn: Attention,
+    pub post_operator_norm: Option<RmsNorm>,
+    pub post_ffn_norm: Option<RmsNorm>,
 }
 
 /// What mixes the tokens of a layer.
@@ -106,14 +114,20 @@ impl DecoderLayerConfig<'_> {
             (Some(m), true) => FeedForward::Moe(m.init(d, device)),
             _ => FeedForward::Dense(MlpConfig::new(d, c.mlp_width()).init(device)),
         };
+        let sandwich = || {
+            c.lfm3.as_ref().is_some_and(|o| o.use_sandwich_norm).then(|| RmsNormConfig::new(d, c.norm_eps).init(device))
+        };
+        let (post_operator_norm, post_ffn_norm) = (sandwich(), sandwich());
         match self.kind {
             LayerKind::Conv => DecoderLayer::Conv(ConvLayer {
                 operator_norm,
                 ffn_norm,
                 feed_forward,
                 conv: ShortConvConfig::new(d, c.conv_kernel, c.conv_bias).init(device),
+                post_operator_norm,
+                post_ffn_norm,
             }),
-            LayerKind::Attention => DecoderLayer::Attention(AttentionLayer {
+            LayerKind::Attention | LayerKind::SlidingAttention => DecoderLayer::Attention(AttentionLayer {
                 operator_norm,
                 ffn_norm,
                 feed_forward,
@@ -123,8 +137,12 @@ impl DecoderLayerConfig<'_> {
                     kv_heads: c.num_key_value_heads,
                     head_dim: c.head_dim,
                     eps: c.norm_eps,
+                    gate: c.lfm3.as_ref().is_some_and(|o| o.use_attention_gate),
+                    bias: c.lfm3.as_ref().is_some_and(|o| o.attention_bias),
                 }
                 .init(device),
+                post_operator_norm,
+                post_ffn_norm,
             }),
         }
     }
@@ -152,6 +170,14 @@ impl DecoderLayer {
         }
     }
 
+    /// LFM3's sandwich norms on the operator's and the feed-forward's output.
+    pub fn post_norms(&self) -> (Option<&RmsNorm>, Option<&RmsNorm>) {
+        match self {
+            Self::Conv(l) => (l.post_operator_norm.as_ref(), l.post_ffn_norm.as_ref()),
+            Self::Attention(l) => (l.post_operator_norm.as_ref(), l.post_ffn_norm.as_ref()),
+        }
+    }
+
     pub fn mixer(&self) -> Mixer<'_> {
         match self {
             Self::Conv(l) => Mixer::Conv(&l.conv),
@@ -159,22 +185,43 @@ impl DecoderLayer {
         }
     }
 
+    /// `step`: the inputs its attention kind shares this step (`None` for a conv layer).
     fn forward(
         &self,
         h: Tensor<3>,
-        rope: (&Tensor<4>, &Tensor<4>),
+        step: Option<&StepInputs>,
         start: usize,
         state: Option<&mut LayerState>,
-        hidden: Option<&Tensor<3, Bool>>,
     ) -> Tensor<3> {
         let normed = self.operator_norm().forward(h.clone());
         let mixed = match self.mixer() {
             Mixer::Conv(conv) => conv.forward(normed, state.map(LayerState::conv)),
-            Mixer::Attention(attn) => attn.forward(normed, rope, start, state.map(LayerState::kv), hidden),
+            Mixer::Attention(attn) => {
+                let step = step.expect("an attention layer's step inputs");
+                attn.forward(normed, (&step.cos, &step.sin), start, state.map(LayerState::kv), step.hidden.as_ref())
+            }
+        };
+        let (post_op, post_ffn) = self.post_norms();
+        let mixed = match post_op {
+            Some(n) => n.forward(mixed),
+            None => mixed,
         };
         let h = h + mixed;
-        h.clone() + self.feed_forward().forward(self.ffn_norm().forward(h))
+        let ff = self.feed_forward().forward(self.ffn_norm().forward(h.clone()));
+        let ff = match post_ffn {
+            Some(n) => n.forward(ff),
+            None => ff,
+        };
+        h + ff
     }
+}
+
+/// What the attention layers of one kind share in a step: RoPE tables `[rows, 1, t,
+/// head_dim]` and the mask of hidden keys, built once for all of them.
+pub struct StepInputs {
+    pub cos: Tensor<4>,
+    pub sin: Tensor<4>,
+    pub hidden: Option<Tensor<3, Bool>>,
 }
 
 /// Key prefix `model.`: `embed_tokens`, `layers.N`, `embedding_norm`.
@@ -210,6 +257,9 @@ pub struct Lfm2ForCausalLM {
     pub config: Lfm2Config,
     #[module(skip)]
     rope: Rope,
+    /// Sliding attention's RoPE (LFM3; for LFM2 the same as `rope`, unused).
+    #[module(skip)]
+    sliding_rope: Rope,
 }
 
 impl Lfm2Config {
@@ -235,7 +285,8 @@ impl Lfm2Config {
             lm_head: (!config.tie_word_embeddings)
                 .then(|| LinearConfig::new(config.hidden_size, config.vocab_size).with_bias(false).init(device)),
             config: config.clone(),
-            rope: Rope::new(config.head_dim, config.rope_theta),
+            rope: Rope::from_spec(config.head_dim, &config.rope_for(LayerKind::Attention)),
+            sliding_rope: Rope::from_spec(config.head_dim, &config.rope_for(LayerKind::SlidingAttention)),
         }
     }
 }
@@ -278,17 +329,37 @@ impl Lfm2ForCausalLM {
         let [b, _, _] = embeds.dims();
         let device = embeds.device();
         let pads: &[usize] = state.as_ref().map_or(&[], |s| &s.pads);
-        let (cos, sin) = if pads.iter().any(|&p| p > 0) {
-            self.rope.padded_tables(start, t, pads, &device)
-        } else {
-            self.rope.tables(start, t, &device)
+        let tables = |rope: &Rope| {
+            if pads.iter().any(|&p| p > 0) {
+                rope.padded_tables(start, t, pads, &device)
+            } else {
+                rope.tables(start, t, &device)
+            }
         };
-        // One mask for every attention layer of this step (a cache holds `start` slots).
-        let hidden = hidden_keys(b, t, start + t, start, pads, &device);
+        let kinds = &self.config.layer_types;
+        // One set of tables and one mask for every attention layer of a kind in this step
+        // (a full cache holds `start` slots; a sliding one, its ring).
+        let full = kinds.contains(&LayerKind::Attention).then(|| {
+            let (cos, sin) = tables(&self.rope);
+            StepInputs { cos, sin, hidden: hidden_keys(b, t, start + t, start, pads, &device) }
+        });
+        let sliding = match (kinds.contains(&LayerKind::SlidingAttention), self.config.sliding_window()) {
+            (true, Some(w)) => {
+                let (cos, sin) = tables(&self.sliding_rope);
+                let hidden = sliding_hidden_keys(t, start, w, state.is_some(), pads, &device);
+                Some(StepInputs { cos, sin, hidden })
+            }
+            _ => None,
+        };
         let mut h = embeds;
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_state = state.as_mut().map(|s| &mut s.layers[i]);
-            h = layer.forward(h, (&cos, &sin), start, layer_state, hidden.as_ref());
+            let step = match kinds[i] {
+                LayerKind::SlidingAttention => sliding.as_ref(),
+                LayerKind::Attention => full.as_ref(),
+                LayerKind::Conv => None,
+            };
+            h = layer.forward(h, step, start, layer_state);
         }
         if let Some(s) = state {
             s.position += t;

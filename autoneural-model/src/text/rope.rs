@@ -5,6 +5,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::text::config::{RopeSpec, RopeType};
+
 #[derive(Debug, Clone)]
 pub struct Rope {
     inv_freq: Vec<f64>,
@@ -12,8 +14,29 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(head_dim: usize, theta: f64) -> Self {
+        Self::from_spec(head_dim, &RopeSpec::default_theta(theta))
+    }
+
+    /// The frequencies of `spec` over heads of `head_dim`. `Proportional` (LFM3's full
+    /// attention) keeps the default frequencies `theta^(-2i/head_dim)` for the first
+    /// `floor(partial_rotary_factor * head_dim / 2)` pairs, divided by `factor`, and gives
+    /// the other pairs frequency 0: cos 1, sin 0, those dimensions carry no position.
+    pub fn from_spec(head_dim: usize, spec: &RopeSpec) -> Self {
         let half = head_dim / 2;
-        let inv_freq = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect();
+        let rotated = match spec.rope_type {
+            RopeType::Default => half,
+            RopeType::Proportional => ((spec.partial_rotary_factor * head_dim as f64) / 2.0).floor() as usize,
+        };
+        let inv_freq =
+            (0..half)
+                .map(|i| {
+                    if i < rotated {
+                        1.0 / spec.theta.powf((2 * i) as f64 / head_dim as f64) / spec.factor
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
         Self { inv_freq }
     }
 

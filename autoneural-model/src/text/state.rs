@@ -1,19 +1,28 @@
 //! Per-layer decode state: a KV cache for attention layers, the last `L-1` gated inputs for
-//! short-convolution layers. The conv state has a fixed size; the KV cache grows with the
-//! context, which is the memory the hybrid design saves.
+//! short-convolution layers. The conv state has a fixed size; a full attention layer's KV
+//! cache grows with the context, which is the memory the hybrid design saves; a sliding
+//! attention layer's (LFM3) is a ring of `sliding_window` positions, fixed like the conv's.
 
 use burn::tensor::{Device, Tensor};
 
 use crate::text::config::{LayerKind, Lfm2Config};
 
-/// Keys and values of one attention layer, `[batch, kv_heads, capacity, head_dim]`, of
-/// which the first `len` positions are filled. Writes go in place (flex mutates a uniquely
-/// owned tensor), so a decode step costs the new row, not a copy of the cache.
+/// Keys and values of one attention layer, `[batch, kv_heads, capacity, head_dim]`.
+/// Writes go in place (flex mutates a uniquely owned tensor), so a decode step costs the
+/// new row, not a copy of the cache.
+///
+/// A full attention layer's cache holds every position in order: the first `len` slots
+/// are filled. A sliding layer's (`window: Some(w)`) is a ring of `w` slots: position `p`
+/// lives in slot `p % w`, so it holds the last `min(len, w)` positions, in rotated order
+/// (attention does not care about key order; [`ring_key_slots`] says which position each
+/// returned key is, for the window mask).
 #[derive(Debug, Clone)]
 pub struct KvCache {
     k: Option<Tensor<4>>,
     v: Option<Tensor<4>>,
+    /// Positions appended so far.
     len: usize,
+    window: Option<usize>,
 }
 
 impl KvCache {
@@ -23,17 +32,34 @@ impl KvCache {
             k: Some(Tensor::zeros([batch, kv_heads, cap, head_dim], device)),
             v: Some(Tensor::zeros([batch, kv_heads, cap, head_dim], device)),
             len: 0,
+            window: None,
         }
     }
 
+    /// A ring of `window` positions for a sliding attention layer.
+    pub fn sliding(batch: usize, kv_heads: usize, window: usize, head_dim: usize, device: &Device) -> Self {
+        Self { window: Some(window.max(1)), ..Self::new(batch, kv_heads, window, head_dim, device) }
+    }
+
+    /// Positions appended so far (for a ring, more than it holds once past the window).
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Marks the first `len` positions as filled with whatever the buffers hold (random
-    /// values from [`DecodeState::synthetic`]).
+    /// The window of a sliding layer's ring.
+    pub fn window(&self) -> Option<usize> {
+        self.window
+    }
+
+    /// Positions held: all of them, or the last `window`.
+    fn held(&self) -> usize {
+        self.window.map_or(self.len, |w| self.len.min(w))
+    }
+
+    /// Marks `len` positions as appended with whatever the buffers hold (a constant from
+    /// [`DecodeState::synthetic`]).
     fn assume_filled(&mut self, len: usize) {
-        assert!(len <= self.capacity());
+        assert!(self.window.is_some() || len <= self.capacity());
         self.len = len;
     }
 
@@ -45,9 +71,13 @@ impl KvCache {
         self.k.as_ref().map_or(0, |k| k.dims()[2])
     }
 
-    /// Appends `k`, `v` (`[batch, kv_heads, t, head_dim]`) and returns views of everything
-    /// cached so far, `[batch, kv_heads, len, head_dim]`.
+    /// Appends `k`, `v` (`[batch, kv_heads, t, head_dim]`) and returns the keys and values
+    /// this step attends to: everything cached so far, `[batch, kv_heads, len, head_dim]`;
+    /// for a ring, the positions [`ring_key_slots`] lists.
     pub fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        if let Some(w) = self.window {
+            return self.append_ring(k, v, w);
+        }
         let [b, h, t, d] = k.dims();
         let end = self.len + t;
         if end > self.capacity() {
@@ -71,12 +101,70 @@ impl KvCache {
         out
     }
 
+    /// One decode step (`t == 1`) writes its position into the ring and attends to the
+    /// ring, which then holds exactly the window. A chunk attends to the ring as it was and
+    /// to its own keys (the mask keeps each query's window), then leaves its last `w`
+    /// positions in the ring.
+    fn append_ring(&mut self, k: Tensor<4>, v: Tensor<4>, w: usize) -> (Tensor<4>, Tensor<4>) {
+        let [b, h, t, d] = k.dims();
+        let held = self.held();
+        let (kc, vc) = (self.k.take().expect("cache tensor present"), self.v.take().expect("cache tensor present"));
+        let out = if t == 1 {
+            None
+        } else if held == 0 {
+            Some((k.clone(), v.clone()))
+        } else {
+            let past = [0..b, 0..h, 0..held, 0..d];
+            Some((
+                Tensor::cat(vec![kc.clone().slice(past.clone()), k.clone()], 2),
+                Tensor::cat(vec![vc.clone().slice(past), v.clone()], 2),
+            ))
+        };
+        // The chunk's last min(t, w) positions, in at most two runs of ring slots.
+        let keep = t.min(w);
+        let (mut kc, mut vc) = (kc, vc);
+        let mut from = t - keep;
+        while from < t {
+            let slot = (self.len + from) % w;
+            let run = (w - slot).min(t - from);
+            let src = [0..b, 0..h, from..from + run, 0..d];
+            let dst = [0..b, 0..h, slot..slot + run, 0..d];
+            kc = kc.slice_assign(dst.clone(), k.clone().slice(src.clone()));
+            vc = vc.slice_assign(dst, v.clone().slice(src));
+            from += run;
+        }
+        self.len += t;
+        let out = out.unwrap_or_else(|| {
+            let view = [0..b, 0..h, 0..self.held(), 0..d];
+            (kc.clone().slice(view.clone()), vc.clone().slice(view))
+        });
+        self.k = Some(kc);
+        self.v = Some(vc);
+        out
+    }
+
     /// Bytes held by the filled part of the cache (f32).
     pub fn bytes(&self) -> usize {
         self.k.as_ref().map_or(0, |k| {
             let [b, h, _, d] = k.dims();
-            2 * b * h * self.len * d * 4
+            2 * b * h * self.held() * d * 4
         })
+    }
+}
+
+/// The slot (position) of each key a sliding layer's [`KvCache::append`] returns, for `t`
+/// new positions from `start` with a cache of window `w`: a decode step sees the ring after
+/// its write (slot `j` holds the latest position `p <= start` with `p % w == j`); a chunk
+/// sees the ring before its writes, then its own `t` positions.
+pub fn ring_key_slots(start: usize, t: usize, w: usize) -> Vec<usize> {
+    // The latest position at or before `last` in ring slot `j`.
+    let latest = |last: usize, j: usize| last - ((last % w + w - j) % w);
+    if t == 1 {
+        let held = (start + 1).min(w);
+        (0..held).map(|j| latest(start, j)).collect()
+    } else {
+        let held = start.min(w);
+        (0..held).map(|j| latest(start - 1, j)).chain(start..start + t).collect()
     }
 }
 
@@ -143,6 +231,13 @@ impl DecodeState {
                     config.head_dim,
                     device,
                 )),
+                LayerKind::SlidingAttention => LayerState::Attention(KvCache::sliding(
+                    batch,
+                    config.num_key_value_heads,
+                    config.sliding_window().unwrap_or(capacity),
+                    config.head_dim,
+                    device,
+                )),
                 LayerKind::Conv => LayerState::Conv(ConvState {
                     window: Tensor::zeros([batch, config.conv_kernel - 1, config.hidden_size], device),
                 }),
@@ -157,6 +252,7 @@ impl DecodeState {
     /// zeros: freshly zeroed pages can alias the kernel's zero page and read too fast.)
     pub fn synthetic(config: &Lfm2Config, batch: usize, context: usize, capacity: usize, device: &Device) -> Self {
         let mut state = Self::new(config, batch, capacity.max(context), device);
+        // (A sliding layer's ring has its window's size whatever the context.)
         for layer in &mut state.layers {
             match layer {
                 LayerState::Attention(kv) => {
