@@ -8,7 +8,7 @@ use std::time::Instant;
 use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::quant::packed::{quantize_and_pack, with_packed};
 use autoneural_model::text::model::PREFILL_CHUNK;
-use autoneural_model::text::{DecodeState, Lfm2Config, Lfm2ForCausalLM, Logits};
+use autoneural_model::text::{DecodeState, LayerKind, Lfm2Config, Lfm2ForCausalLM, Logits, StateBytes};
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
@@ -267,49 +267,55 @@ impl LmComparison {
     }
 }
 
-/// `bench context`: decode speed and state memory per context length, for a preset's layer
-/// mix and a baseline mix of the same shapes, in the same process.
+/// `bench context`: decode speed and state memory per context length for several layer
+/// mixes (e.g. LFM2-1.2B's, LFM3-1.7B's and an all-attention stack), in the same process;
+/// the last mix is the baseline of the ratios. Each measured state is shown beside its
+/// formula ([`StateBytes::bound`]).
 pub struct ContextComparison {
-    pub preset: String,
-    pub hybrid: Lfm2Config,
-    pub baseline: Lfm2Config,
-    /// (mix, context, result)
-    pub rows: Vec<(&'static str, usize, LmBenchResult)>,
+    /// (label, config) per mix; the last is the baseline.
+    pub mixes: Vec<(String, Lfm2Config)>,
+    /// (mix index, context, result)
+    pub rows: Vec<(usize, usize, LmBenchResult)>,
 }
 
 impl ContextComparison {
     pub fn run(
-        preset: &str,
-        hybrid: &Lfm2Config,
-        baseline: &Lfm2Config,
+        mixes: &[(String, Lfm2Config)],
         contexts: &[usize],
         new_tokens: usize,
         device: &Device,
     ) -> autoneural_model::Result<Self> {
         let opts = |context| LmBenchOptions { prompt_len: 1, new_tokens, context, batch: 1 };
-        for cfg in [hybrid, baseline] {
+        for (_, cfg) in mixes {
             for &ctx in contexts {
                 opts(ctx).check(cfg).map_err(autoneural_model::ModelError::Invalid)?;
             }
         }
         let mut rows = Vec::new();
-        for (label, cfg) in [("hybrid", hybrid), ("baseline", baseline)] {
+        for (m, (_, cfg)) in mixes.iter().enumerate() {
+            // One model at a time: a 1.7B f32 model and its 64k cache are what this host holds.
             let model = random_model(cfg, device);
             for &ctx in contexts {
-                rows.push((label, ctx, run(&model, device, &opts(ctx))));
+                rows.push((m, ctx, run(&model, device, &opts(ctx))));
             }
         }
-        Ok(Self { preset: preset.into(), hybrid: hybrid.clone(), baseline: baseline.clone(), rows })
+        Ok(Self { mixes: mixes.to_vec(), rows })
+    }
+
+    fn bound(&self, mix: usize, r: &LmBenchResult) -> StateBytes {
+        StateBytes::bound(&self.mixes[mix].1, r.batch, r.final_context)
     }
 
     pub fn json(&self) -> serde_json::Value {
         let rows: Vec<_> = self
             .rows
             .iter()
-            .map(|(label, ctx, r)| {
+            .map(|(m, ctx, r)| {
                 let mut v = serde_json::to_value(r).expect("a result serializes");
-                v["mix"] = json!(label);
+                v["mix"] = json!(self.mixes[*m].0);
+                v["layer_types"] = json!(self.mixes[*m].1.layer_types);
                 v["requested_context"] = json!(ctx);
+                v["state_bound_bytes"] = json!(self.bound(*m, r).total());
                 v
             })
             .collect();
@@ -318,34 +324,48 @@ impl ContextComparison {
 
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let n = self.hybrid.num_layers();
-        let _ = writeln!(
-            s,
-            "{}: hybrid = attention at {:?}; baseline = attention at {:?} ({} of {n} layers)",
-            self.preset,
-            self.hybrid.attention_layers(),
-            self.baseline.attention_layers(),
-            self.baseline.attention_layers().len()
-        );
-        s.push_str(
-            "| context | hybrid tok/s | baseline tok/s | speed ratio | hybrid state MiB | baseline state MiB | memory ratio |\n",
-        );
-        s.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-        let contexts: Vec<usize> = self.rows.iter().filter(|(l, ..)| *l == "hybrid").map(|(_, c, _)| *c).collect();
-        for ctx in contexts {
-            let find = |mix: &str| &self.rows.iter().find(|(l, c, _)| *l == mix && *c == ctx).expect("ran").2;
-            let (h, b) = (find("hybrid"), find("baseline"));
-            let mib = |x: usize| x as f64 / 1048576.0;
+        for (label, c) in &self.mixes {
             let _ = writeln!(
                 s,
-                "| {ctx} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
-                h.decode_tok_s,
-                b.decode_tok_s,
-                h.decode_tok_s / b.decode_tok_s,
-                mib(h.state_total_bytes),
-                mib(b.state_total_bytes),
-                b.state_total_bytes as f64 / h.state_total_bytes as f64
+                "- {label}: {} layers, {} conv / {} sliding (window {}) / {} full attention, hidden {}, {} KV heads x {}",
+                c.num_layers(),
+                c.count(LayerKind::Conv),
+                c.count(LayerKind::SlidingAttention),
+                c.sliding_window().map_or("-".to_string(), |w| w.to_string()),
+                c.count(LayerKind::Attention),
+                c.hidden_size,
+                c.num_key_value_heads,
+                c.head_dim
             );
+        }
+        let base = self.mixes.len() - 1;
+        let base_label = &self.mixes[base].0;
+        let _ = writeln!(
+            s,
+            "\n| context | mix | decode tok/s | vs {base_label} | state MiB | formula MiB | state vs {base_label} |"
+        );
+        s.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n");
+        let mut contexts: Vec<usize> = Vec::new();
+        for (_, c, _) in &self.rows {
+            if !contexts.contains(c) {
+                contexts.push(*c);
+            }
+        }
+        let mib = |x: usize| x as f64 / 1048576.0;
+        for ctx in contexts {
+            let Some((_, _, b)) = self.rows.iter().find(|(m, c, _)| *m == base && *c == ctx) else { continue };
+            for (m, _, r) in self.rows.iter().filter(|(_, c, _)| *c == ctx) {
+                let _ = writeln!(
+                    s,
+                    "| {ctx} | {} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
+                    self.mixes[*m].0,
+                    r.decode_tok_s,
+                    r.decode_tok_s / b.decode_tok_s,
+                    mib(r.state_total_bytes),
+                    mib(self.bound(*m, r).total()),
+                    r.state_total_bytes as f64 / b.state_total_bytes as f64
+                );
+            }
         }
         s
     }

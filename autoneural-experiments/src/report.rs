@@ -25,13 +25,17 @@ pub fn render(
     let size = c.encoder.image_size();
     let _ = writeln!(
         s,
-        "Model: vision {} ({} parameters), connector {} parameters, language {} layers ({} attention) of width {} \
+        "Model: vision {} ({} parameters), connector {} parameters, language {} layers ({} attention{}) of width {} \
          ({} parameters); {size}x{size} images give {} tokens each. Device `{}`.\n",
         exp.model.vision.preset,
         model.vision_tower.num_params(),
         model.multi_modal_projector.num_params(),
         c.text.num_layers(),
-        c.text.layer_types.iter().filter(|k| **k == autoneural_model::text::LayerKind::Attention).count(),
+        c.text.attention_layers().len(),
+        match c.text.count(autoneural_model::text::LayerKind::SlidingAttention) {
+            0 => String::new(),
+            n => format!(", {n} of them sliding over {} positions", c.text.sliding_window().unwrap_or(0)),
+        },
         c.text.hidden_size,
         model.language.num_params(),
         c.tokens_per_image(size, size),

@@ -202,12 +202,18 @@ fn weights_after(extra: &str, step: bool) -> BTreeMap<String, Vec<f32>> {
 /// The weights after one step of a one-stage experiment (`extra` added to its stage), with
 /// the stage's report; or the weights before the step, without one.
 fn one_step_run(extra: &str, step: bool) -> (BTreeMap<String, Vec<f32>>, Option<StageReport>) {
+    one_step_run_of("preset = \"lfm2-nano\"", extra, step)
+}
+
+/// [`one_step_run`] with the `[model.language]` section's lines given.
+fn one_step_run_of(language: &str, extra: &str, step: bool) -> (BTreeMap<String, Vec<f32>>, Option<StageReport>) {
     let stage = format!(
         "[[stage]]\nname = \"full\"\ntrain = [\"vision\", \"projector\", \"language\"]\nsteps = 1\nlr = 1e-3\n\
          micro_batch = 2\ngrad_clip = 0.0\n{extra}"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let exp = Experiment::from_toml(&experiment_with_norm(tmp.path(), &stage, "batch")).unwrap();
+    let text = experiment_with_norm(tmp.path(), &stage, "batch").replace("preset = \"lfm2-nano\"", language);
+    let exp = Experiment::from_toml(&text).unwrap();
     let (model, batcher) = model_and_batcher(&exp);
     if !step {
         return (weights(&model), None);
@@ -232,6 +238,24 @@ fn moved_tensors(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>,
         }
     }
     n
+}
+
+/// An LFM3 language model (conv, sliding attention over 2 positions, full attention,
+/// sandwich norms, attention gates) trains in an experiment, under QAT too: one step moves
+/// every one of its tensors.
+#[test]
+fn an_lfm3_language_model_trains_in_an_experiment() {
+    let lfm3 = "preset = \"lfm3-nano\"\nsliding_window = 2";
+    let before = one_step_run_of(lfm3, "", false).0;
+    assert!(
+        before.keys().any(|k| k.contains("self_attn.g_proj")) && before.keys().any(|k| k.contains("post_ffn_norm"))
+    );
+    for extra in ["", "quantization = { policy = \"w4a16\" }\n"] {
+        let after = one_step_run_of(lfm3, extra, true).0;
+        let language: Vec<&String> = before.keys().filter(|k| k.starts_with("language")).collect();
+        let still: Vec<&&String> = language.iter().filter(|k| before[**k] == after[**k]).collect();
+        assert!(still.is_empty(), "{extra:?}: a step left these LFM3 tensors unchanged: {still:?}");
+    }
 }
 
 /// `lr_scale` gives a part its own learning rate: with `vision = 3` only the vision tower's

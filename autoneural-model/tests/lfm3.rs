@@ -140,3 +140,28 @@ fn lfm3_trains_end_to_end() {
         weighted_sum(m.forward(x, None, Logits::All))
     });
 }
+
+#[test]
+fn an_autoneural_vlm_with_an_lfm3_language_model_saves_and_loads() {
+    use autoneural_model::checkpoint::apply::{Identity, collect_tensors};
+    use autoneural_model::checkpoint::{load_vlm, save_vlm};
+    use autoneural_model::images::Preprocess;
+    use autoneural_model::vision::EncoderConfig;
+    use autoneural_model::vlm::VlmConfig;
+
+    let device = Device::flex();
+    device.seed(4);
+    let encoder = EncoderConfig::preset("mobilenetv5_tiny").unwrap();
+    let text = Lfm2Config::preset("lfm3-nano").unwrap();
+    let config = VlmConfig::autoneural(encoder, text, Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] });
+    let model = config.init(&device).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    save_vlm(&model, tmp.path()).unwrap();
+    let bytes = std::fs::read(tmp.path().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st.names().contains(&"model.language_model.layers.4.self_attn.gate_proj.weight"));
+    assert!(st.names().contains(&"model.language_model.layers.2.self_attn.o_proj.weight"));
+    let again = load_vlm(tmp.path(), &device).unwrap();
+    assert_eq!(again.config.text, model.config.text);
+    assert_eq!(collect_tensors(&again, &Identity), collect_tensors(&model, &Identity));
+}

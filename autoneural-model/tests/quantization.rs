@@ -154,15 +154,29 @@ fn kv_cache_is_calibrated_and_quantized_consistently_with_cached_decoding() {
 /// Decoding on packed int8/int4 weights (the low-bit CPU path) computes the fake-quantized
 /// model: the same logits as the model whose f32 weights are their QDQ values, to the int16
 /// rounding of the activations the kernels take (stated tolerance: 1e-3 relative).
+/// The small language models the policy tests run on: LFM2's conv + attention, and LFM3's
+/// conv + sliding (over 3 positions, so the prompts cross it) + full attention with sandwich
+/// norms and attention gates.
+fn nano_models() -> [(&'static str, Lfm2Config); 2] {
+    let mut lfm3 = Lfm2Config::preset("lfm3-nano").unwrap();
+    lfm3.lfm3.as_mut().unwrap().sliding_window = 3;
+    [("lfm2-nano", Lfm2Config::preset("lfm2-nano").unwrap()), ("lfm3-nano", lfm3)]
+}
+
 #[test]
 fn packed_low_bit_decoding_matches_the_fake_quantized_model() {
+    for (label, config) in nano_models() {
+        packed_decoding_matches(label, &config);
+    }
+}
+
+fn packed_decoding_matches(label: &str, config: &Lfm2Config) {
     use autoneural_model::quant::packed::{quantize_and_pack, with_packed};
     use autoneural_model::text::Lfm2ForCausalLM;
     use burn::module::Module;
     use std::sync::Arc;
 
     let device = Device::flex();
-    let config = Lfm2Config::preset("lfm2-nano").unwrap();
     device.seed(5);
     let model = config.init(&device).materialize();
     let seq = [3u32, 17, 400, 9, 250, 77, 1];
@@ -178,20 +192,27 @@ fn packed_low_bit_decoding_matches_the_fake_quantized_model() {
     for name in ["w8a16", "w4a16", "autoneural"] {
         let policy = PrecisionPolicy::preset(name).unwrap();
         let (quantized, packed) = quantize_and_pack(model.clone(), &policy).unwrap();
-        // every projection and the tied head; the short convolutions' depthwise kernels
-        // stay on the float path
-        assert!(packed.len() >= 4 * 3 + 1, "{name}: {} packed", packed.len());
+        // every projection (LFM3's attention gates too) and the tied head; the short
+        // convolutions' depthwise kernels stay on the float path
+        let layers = config.num_layers();
+        assert!(packed.len() >= layers * 3 + 1, "{label} {name}: {} packed", packed.len());
+        if config.lfm3.is_some() {
+            // MLPs, q/k/v/o and the gate, conv in/out projections, the tied head
+            let attention = config.attention_layers().len();
+            let want = layers * 3 + attention * 5 + (layers - attention) * 2 + 1;
+            assert_eq!(packed.len(), want, "{label} {name}");
+        }
         assert!(packed.unpacked.iter().all(|k| k.ends_with("conv.conv.weight")), "{name}: {:?}", packed.unpacked);
         let ratio = packed.packed_bytes as f64 / packed.float_bytes as f64;
         let want = logits(&quantized);
         let got = with_packed(Arc::new(packed), || logits(&quantized));
         let err = common::rel_err(&got, &want);
-        assert!(err < 1e-3, "{name}: packed logits differ from the fake-quantized model's by {err:e}");
+        assert!(err < 1e-3, "{label} {name}: packed logits differ from the fake-quantized model's by {err:e}");
         // int8 reads about a quarter of f32's bytes, int4 about an eighth (plus scales and
         // padding); autoneural keeps the head at 8 bits
         let limit = if name == "w4a16" { 0.16 } else { 0.27 };
-        assert!(ratio < limit, "{name}: packed/f32 bytes {ratio}");
-        println!("{name}: relative error {err:e}, packed/f32 bytes {ratio:.3}");
+        assert!(ratio < limit, "{label} {name}: packed/f32 bytes {ratio}");
+        println!("{label} {name}: relative error {err:e}, packed/f32 bytes {ratio:.3}");
     }
 }
 
@@ -201,6 +222,12 @@ fn packed_low_bit_decoding_matches_the_fake_quantized_model() {
 /// through the straight-through estimator.
 #[test]
 fn qat_forward_is_the_fake_quantized_model_and_gradients_reach_the_weights() {
+    for (_, config) in nano_models() {
+        qat_is_the_fake_quantized_model(&config);
+    }
+}
+
+fn qat_is_the_fake_quantized_model(config: &Lfm2Config) {
     use autoneural_model::checkpoint::apply::param_keys;
     use autoneural_model::quant::activations::with_qat;
     use autoneural_model::quant::qat::Qat;
@@ -209,7 +236,6 @@ fn qat_forward_is_the_fake_quantized_model_and_gradients_reach_the_weights() {
     use std::sync::Arc;
 
     let device = Device::flex().autodiff();
-    let config = Lfm2Config::preset("lfm2-nano").unwrap();
     device.seed(9);
     let model = config.init(&device).materialize();
     let policy = PrecisionPolicy::preset("w4a16").unwrap();

@@ -87,6 +87,16 @@ pub struct LanguageInit {
     /// Or exactly which layers (0-based) are attention: a placement ablation
     /// (`attention_at = [2, 5]` against `[0, 1]`).
     pub attention_at: Option<Vec<usize>>,
+    /// LFM3 presets: how many further layers are sliding-window attention, so the
+    /// attention-ratio ablation is conv : sliding : full. The `attention_layers +
+    /// sliding_layers` attention layers are placed as `attention_layers` alone would be, and
+    /// the full ones evenly among them, ending at the last.
+    pub sliding_layers: Option<usize>,
+    /// LFM3 presets: the sliding layers' window in positions.
+    pub sliding_window: Option<usize>,
+    /// Or every layer's kind, as `config.json` spells it (`"conv"`, `"sliding_attention"`,
+    /// `"full_attention"`), replacing the preset's stack.
+    pub layer_types: Option<Vec<autoneural_model::text::LayerKind>>,
     pub num_attention_heads: Option<usize>,
     pub num_key_value_heads: Option<usize>,
 }

@@ -81,9 +81,11 @@ pub struct LmArgs {
 
 #[derive(Args, Debug)]
 pub struct ContextArgs {
-    #[arg(long, default_value = "lfm2-350m")]
-    pub preset: String,
-    /// Attention layers of the baseline mix (default: every layer).
+    /// Presets whose layer mixes are measured, comma-separated (e.g. lfm2-1.2b,lfm3-1.7b).
+    #[arg(long, value_delimiter = ',', default_value = "lfm2-350m")]
+    pub preset: Vec<String>,
+    /// Attention layers of the baseline mix, the first preset's shapes re-mixed (default:
+    /// every layer, full attention).
     #[arg(long)]
     pub baseline_attention_layers: Option<usize>,
     #[arg(long, value_delimiter = ',', default_value = "1024,4096,16384")]
@@ -309,15 +311,22 @@ fn preset(name: &str) -> anyhow::Result<Lfm2Config> {
 }
 
 fn context(args: ContextArgs) -> anyhow::Result<()> {
-    let hybrid = preset(&args.preset)?;
-    let n = hybrid.num_layers();
+    let mut mixes =
+        args.preset.iter().map(|name| Ok((name.clone(), preset(name)?))).collect::<anyhow::Result<Vec<_>>>()?;
+    let Some((first, shapes)) = mixes.first().cloned() else { bail!("--preset names no preset") };
+    let n = shapes.num_layers();
     let base_n = args.baseline_attention_layers.unwrap_or(n);
     if base_n > n {
-        bail!("--baseline-attention-layers {base_n} is more than the {n} layers of {}", args.preset);
+        bail!("--baseline-attention-layers {base_n} is more than the {n} layers of {first}");
     }
-    let baseline = hybrid.clone().with_attention_layers(base_n);
+    let label = if base_n == n {
+        format!("all-attention ({first} shapes)")
+    } else {
+        format!("{base_n} attention ({first} shapes)")
+    };
+    mixes.push((label, shapes.with_attention_layers(base_n)));
     let device = parse_device(&args.device)?;
-    let report = ContextComparison::run(&args.preset, &hybrid, &baseline, &args.contexts, args.new_tokens, &device)?;
+    let report = ContextComparison::run(&mixes, &args.contexts, args.new_tokens, &device)?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string(&report.json())?),
         Format::Text => print!("{}", report.markdown()),

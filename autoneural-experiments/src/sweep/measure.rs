@@ -43,6 +43,7 @@ pub fn summary(model: &VisionLanguageModel) -> ModelSummary {
         language_params: model.language.num_params(),
         num_layers: layers,
         attention_layers: attention,
+        sliding_layers: c.text.count(autoneural_model::text::LayerKind::SlidingAttention),
         attention_ratio: attention as f64 / layers.max(1) as f64,
         image_tokens: c.tokens_per_image(size, size),
         image_size: size,

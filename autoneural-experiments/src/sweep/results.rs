@@ -19,7 +19,11 @@ pub struct ModelSummary {
     pub connector_params: usize,
     pub language_params: usize,
     pub num_layers: usize,
+    /// Layers that attend, full or sliding.
     pub attention_layers: usize,
+    /// Of those, LFM3's sliding-window layers.
+    #[serde(default)]
+    pub sliding_layers: usize,
     /// Attention layers / all layers (0: pure gated convolution, 1: pure attention).
     pub attention_ratio: f64,
     pub image_tokens: usize,
@@ -115,6 +119,7 @@ impl RunResult {
         r.push(("encoder".into(), m.encoder.clone().into()));
         r.push(("num_layers".into(), m.num_layers.into()));
         r.push(("attention_layers".into(), m.attention_layers.into()));
+        r.push(("sliding_layers".into(), m.sliding_layers.into()));
         r.push(("attention_ratio".into(), num(m.attention_ratio)));
         r.push(("vision_params".into(), m.vision_params.into()));
         r.push(("language_params".into(), m.language_params.into()));

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::checkpoint::apply::{KeyMap, collect_tensors, load_module};
 use crate::checkpoint::json::{Fields, config_path, read_object};
+use crate::checkpoint::lfm2::lfm3_key;
 use crate::checkpoint::safetensors::{WeightFiles, write_f32};
 use crate::connector::ProjectorConfig;
 use crate::error::{ModelError, Result};
@@ -24,6 +25,8 @@ struct VlmKeys {
     /// transformers 5 writes SigLIP towers without their `vision_model.` level; hub
     /// checkpoints have it. Both load; a model saves the way it was loaded.
     flat_vit: bool,
+    /// An LFM3 language model: its attention's Qwen3 key names.
+    lfm3: bool,
 }
 
 impl VlmKeys {
@@ -32,7 +35,12 @@ impl VlmKeys {
             vit: matches!(config.encoder, EncoderConfig::Vit(_)),
             tied: config.text.tie_word_embeddings,
             flat_vit: config.flat_vit_keys,
+            lfm3: config.text.lfm3.is_some(),
         }
+    }
+
+    fn language_key(&self, key: String) -> String {
+        if self.lfm3 { lfm3_key(&key, "gate_proj") } else { key }
     }
 }
 
@@ -50,9 +58,9 @@ impl KeyMap for VlmKeys {
                 format!("model.vision_tower.timm_model.{rest}")
             }
         } else if let Some(rest) = p.strip_prefix("language.model.") {
-            format!("model.language_model.{rest}")
+            self.language_key(format!("model.language_model.{rest}"))
         } else if let Some(rest) = p.strip_prefix("language.") {
-            rest.to_string()
+            self.language_key(rest.to_string())
         } else {
             format!("model.{p}")
         }

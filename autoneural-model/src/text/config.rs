@@ -580,6 +580,9 @@ impl Lfm2Config {
         Self {
             head_dim,
             conv_kernel: 7,
+            // Unused by LFM3 (its MLP is `intermediate_size` wide) and not in its config.json:
+            // what reading one back gives.
+            block_multiple_of: 256,
             block_auto_adjust_ff_dim: false,
             layer_types: LayerKind::lfm3_pattern(layers),
             bos_token_id: Some(1),
@@ -612,6 +615,19 @@ impl LayerKind {
                 _ => Self::Conv,
             })
             .collect()
+    }
+
+    /// `n` layers of which `full + sliding` attend, placed by [`attention_placement`], the
+    /// `full` ones evenly among those (ending at the last) and the rest sliding: with no
+    /// sliding layers, `with_attention_at(n, attention_placement(n, full))`.
+    pub fn with_full_and_sliding(n: usize, full: usize, sliding: usize) -> Vec<Self> {
+        let attending = attention_placement(n, full + sliding);
+        let full_at = attention_placement(attending.len(), full);
+        let mut kinds = vec![Self::Conv; n];
+        for (j, &i) in attending.iter().enumerate() {
+            kinds[i] = if full_at.contains(&j) { Self::Attention } else { Self::SlidingAttention };
+        }
+        kinds
     }
 
     /// `n` layers, attention at the indices in `attention` and gated convolutions elsewhere.

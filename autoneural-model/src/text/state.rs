@@ -323,4 +323,22 @@ impl StateBytes {
     pub fn total(&self) -> usize {
         self.kv + self.conv
     }
+
+    /// What a decode state of `config` for `batch` rows holds after `positions` positions,
+    /// by formula (f32): `2 * kv_heads * head_dim * 4` bytes per position cached, every
+    /// position for a full attention layer and at most `sliding_window` for a sliding one,
+    /// and `(kernel - 1) * hidden * 4` bytes per conv layer whatever the context.
+    pub fn bound(config: &Lfm2Config, batch: usize, positions: usize) -> Self {
+        let per_position = 2 * batch * config.num_key_value_heads * config.head_dim * 4;
+        let window = config.sliding_window().unwrap_or(positions);
+        let mut out = Self::default();
+        for kind in &config.layer_types {
+            match kind {
+                LayerKind::Attention => out.kv += per_position * positions,
+                LayerKind::SlidingAttention => out.kv += per_position * positions.min(window),
+                LayerKind::Conv => out.conv += batch * (config.conv_kernel - 1) * config.hidden_size * 4,
+            }
+        }
+        out
+    }
 }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use autoneural_model::checkpoint::{load_lfm2, load_mobilenetv5, load_vlm};
 use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::images::Preprocess;
+use autoneural_model::text::config::MAX_LAYERS;
 use autoneural_model::text::{LayerKind, Lfm2Config};
 use autoneural_model::tokenizer::TextTokenizer;
 use autoneural_model::vision::{EncoderConfig, VisionEncoder};
@@ -44,30 +45,71 @@ pub fn text_config(init: &LanguageInit, vocab_size: usize) -> Result<Lfm2Config>
         );
     }
     c.head_dim = c.hidden_size / c.num_attention_heads;
-    let attention =
-        init.attention_layers.unwrap_or_else(|| c.layer_types.iter().filter(|k| **k == LayerKind::Attention).count());
-    if let Some(n) = init.num_layers {
-        if n > autoneural_model::text::config::MAX_LAYERS {
-            bail!("model.language.num_layers: {n} is more than {}", autoneural_model::text::config::MAX_LAYERS);
+    if let Some(w) = init.sliding_window {
+        match c.lfm3.as_mut() {
+            Some(o) => o.sliding_window = w,
+            None => bail!("model.language.sliding_window: sliding attention is LFM3's; use an lfm3 preset"),
         }
-        c.layer_types = vec![LayerKind::Conv; n];
     }
+    c.layer_types = layer_types(init, &c)?;
+    if let Err((field, message)) = c.check() {
+        bail!("model.language ({field}): {message}");
+    }
+    Ok(c)
+}
+
+/// The experiment's stack of layer kinds over preset `c`'s.
+fn layer_types(init: &LanguageInit, c: &Lfm2Config) -> Result<Vec<LayerKind>> {
+    if let Some(kinds) = &init.layer_types {
+        if init.num_layers.is_some()
+            || init.attention_layers.is_some()
+            || init.attention_at.is_some()
+            || init.sliding_layers.is_some()
+        {
+            bail!(
+                "model.language.layer_types gives every layer's kind; drop num_layers, attention_layers, \
+                 attention_at and sliding_layers"
+            );
+        }
+        if kinds.is_empty() || kinds.len() > MAX_LAYERS {
+            bail!("model.language.layer_types: {} layers (expected 1 to {})", kinds.len(), MAX_LAYERS);
+        }
+        return Ok(kinds.clone());
+    }
+    let lfm3 = c.lfm3.is_some();
+    if init.sliding_layers.is_some() && !lfm3 {
+        bail!("model.language.sliding_layers: sliding attention is LFM3's; use an lfm3 preset");
+    }
+    let n = match init.num_layers {
+        Some(n) if n > MAX_LAYERS => bail!("model.language.num_layers: {n} is more than {MAX_LAYERS}"),
+        Some(n) => n,
+        None => c.num_layers(),
+    };
     if let Some(at) = &init.attention_at {
         // explicit placement: these layers are attention, the others gated convolutions
-        let n = c.num_layers();
         if let Some(i) = at.iter().find(|&&i| i >= n) {
             bail!("model.language.attention_at: layer {i} does not exist (layers 0..{n})");
         }
         if init.attention_layers.is_some_and(|a| a != at.len()) {
             bail!("model.language: attention_layers and attention_at disagree; give one of them");
         }
-        c.layer_types = LayerKind::with_attention_at(n, at);
-        return Ok(c);
+        if init.sliding_layers.is_some() {
+            bail!("model.language: attention_at places full attention only; give layer_types for sliding layers");
+        }
+        return Ok(LayerKind::with_attention_at(n, at));
     }
-    if attention > c.num_layers() {
-        bail!("model.language.attention_layers: {attention} is more than the {} layers", c.num_layers());
+    // An LFM3 preset keeps its own pattern (over its depth) unless the counts are given.
+    if lfm3 && init.attention_layers.is_none() && init.sliding_layers.is_none() {
+        return Ok(LayerKind::lfm3_pattern(n));
     }
-    Ok(c.with_attention_layers(attention))
+    let full = init.attention_layers.unwrap_or_else(|| c.count(LayerKind::Attention));
+    let sliding = init
+        .sliding_layers
+        .unwrap_or_else(|| if init.num_layers.is_some() { 0 } else { c.count(LayerKind::SlidingAttention) });
+    if full + sliding > n {
+        bail!("model.language: {full} attention_layers and {sliding} sliding_layers are more than the {n} layers");
+    }
+    Ok(LayerKind::with_full_and_sliding(n, full, sliding))
 }
 
 /// The VLM config an experiment's presets describe, for a vocabulary of `vocab_size` with
@@ -235,6 +277,41 @@ mod tests {
         assert!(err.contains("attention_at: layer 6 does not exist (layers 0..6)"), "{err}");
         let err = text_config(&lang("attention_at = [1]\nattention_layers = 2"), 64).unwrap_err().to_string();
         assert!(err.contains("disagree"), "{err}");
+    }
+
+    #[test]
+    fn lfm3_stacks_are_conv_sliding_full_mixes() {
+        use LayerKind::{Attention as F, Conv as C, SlidingAttention as S};
+        let lang =
+            |extra: &str| -> LanguageInit { toml::from_str(&format!("preset = \"lfm3-nano\"\n{extra}")).unwrap() };
+        let kinds = |extra: &str| text_config(&lang(extra), 64).map(|c| c.layer_types);
+        // The preset's own pattern, over another depth too.
+        assert_eq!(kinds("").unwrap(), [C, C, F, C, S, C]);
+        assert_eq!(kinds("num_layers = 9").unwrap(), [C, C, F, C, S, C, F, C, S]);
+        // conv : sliding : full by counts: 4 attending layers placed evenly, 2 of them full.
+        assert_eq!(
+            kinds("num_layers = 8\nattention_layers = 2\nsliding_layers = 2").unwrap(),
+            [C, S, C, F, C, S, C, F]
+        );
+        assert_eq!(kinds("attention_layers = 0\nsliding_layers = 6").unwrap(), [S; 6]);
+        assert_eq!(kinds("layer_types = [\"conv\", \"sliding_attention\"]").unwrap(), [C, S]);
+        let c = text_config(&lang("sliding_window = 5"), 64).unwrap();
+        assert_eq!(c.sliding_window(), Some(5));
+        for (extra, message) in [
+            ("attention_layers = 4\nsliding_layers = 3", "more than the 6 layers"),
+            ("layer_types = [\"conv\"]\nnum_layers = 2", "drop num_layers"),
+            ("sliding_window = 0", "sliding_window"),
+        ] {
+            let err = kinds(extra).unwrap_err().to_string();
+            assert!(err.contains(message), "{extra}: {err}");
+        }
+        // Sliding layers need LFM3's options: an LFM2 preset refuses them by key.
+        let lfm2 =
+            |extra: &str| -> LanguageInit { toml::from_str(&format!("preset = \"lfm2-nano\"\n{extra}")).unwrap() };
+        let err = text_config(&lfm2("sliding_layers = 1"), 64).unwrap_err().to_string();
+        assert!(err.contains("model.language.sliding_layers") && err.contains("lfm3 preset"), "{err}");
+        let err = text_config(&lfm2("layer_types = [\"sliding_attention\"]"), 64).unwrap_err().to_string();
+        assert!(err.contains("layer_types") && err.contains("lfm3 preset"), "{err}");
     }
 
     #[test]
