@@ -85,6 +85,9 @@ class Host:
         for st in manifest["state"]:
             for name in st["inputs"]:
                 self.state[name] = np.zeros(st["shape"], np.float32)
+        # LFM3's sliding layers: rings of `window` slots, and which position each slot holds.
+        self.window = manifest.get("sliding_window")
+        self.ring = [-1] * self.window if self.window else None
 
     def embed(self, ids):
         rows = [self.s["embed_tokens"].run(None, {"input_ids": np.array([[i]], np.int64)})[0] for i in ids]
@@ -101,15 +104,34 @@ class Host:
         for i in range(t):
             mask[0, 0, i, c : c + i + 1] = self.m["attention_mask"]["visible"]
         feeds = {"inputs_embeds": embeds.astype(np.float32), "position_ids": np.arange(p, p + t, dtype=np.int64)[None], "attention_mask": mask}
+        if self.window:
+            w = self.window
+            hidden, visible = self.m["attention_mask"]["hidden"], self.m["attention_mask"]["visible"]
+            sliding = np.full((1, 1, t, w + t), hidden, np.float32)
+            for i in range(t):
+                for j, q in enumerate(self.ring):
+                    if q >= 0 and q > p + i - w:
+                        sliding[0, 0, i, j] = visible
+                for k in range(i + 1):
+                    if i - k < w:
+                        sliding[0, 0, i, w + k] = visible
+            feeds["sliding_attention_mask"] = sliding
         feeds.update(self.state)
         names = [o.name for o in self.s[graph].get_outputs()]
         outs = dict(zip(names, self.s[graph].run(None, feeds)))
         for st in self.m["state"]:
             if st["kind"] == "conv":
                 self.state[st["inputs"][0]] = outs[st["outputs"][0]]
+            elif st["kind"] == "sliding_attention":
+                for cache, present in zip(st["inputs"], st["outputs"]):
+                    for k in range(max(0, t - self.window), t):
+                        self.state[cache][:, :, (p + k) % self.window, :] = outs[present][:, :, k, :]
             else:
                 for cache, present in zip(st["inputs"], st["outputs"]):
                     self.state[cache][:, :, p : p + t, :] = outs[present]
+        if self.window:
+            for k in range(max(0, t - self.window), t):
+                self.ring[(p + k) % self.window] = p + k
         self.position += t
         return outs["logits"]
 

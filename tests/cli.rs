@@ -520,6 +520,41 @@ fn export_writes_graphs_that_onnxruntime_runs_like_the_burn_model() {
     }
 }
 
+/// LFM3's graphs: sliding layers with window-sized ring states and their own mask and RoPE,
+/// sandwich norms, attention gates. Prefill chunks of 12 positions (more than the window of
+/// 8) and of 5 (three chunks, the later ones over a ring that has wrapped), then 16
+/// reference tokens past the window: onnxruntime must replay the Burn model's greedy tokens
+/// as for LFM2 (`scripts/verify_onnx.py`, when `AUTONEURAL_PYTHON` is set).
+#[test]
+fn lfm3_exports_sliding_layers_as_ring_states() {
+    for prefill in ["12", "5"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("onnx");
+        let out_s = out.to_str().unwrap();
+        let args = ["export", "--model", "tests/fixtures/lfm2/lfm3-f32", "--out", out_s, "--prefill-len", prefill];
+        let o = autoneural(&[&args[..], &["--context", "96", "--reference-tokens", "16"]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["sliding_window"], 8);
+        let sliding: Vec<&serde_json::Value> =
+            manifest["state"].as_array().unwrap().iter().filter(|s| s["kind"] == "sliding_attention").collect();
+        assert_eq!(sliding.len(), 2);
+        assert_eq!(sliding[0]["shape"], serde_json::json!([1, 2, 8, 16]));
+        let inputs = &manifest["graphs"]["prefill"]["inputs"];
+        assert!(inputs.as_array().unwrap().iter().any(|p| p["name"] == "sliding_attention_mask"), "{inputs}");
+        match std::env::var("AUTONEURAL_PYTHON") {
+            Ok(python) => {
+                let o = Command::new(python).args(["scripts/verify_onnx.py", out_s]).output().unwrap();
+                let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+                assert!(o.status.success() && text.contains("greedy tokens equal"), "prefill {prefill}: {text}");
+                eprintln!("prefill {prefill}: {text}");
+            }
+            Err(_) => eprintln!("AUTONEURAL_PYTHON is not set: scripts/verify_onnx.py not run"),
+        }
+    }
+}
+
 #[test]
 fn npu_cost_predicts_the_paper_configurations_and_says_so() {
     let o = autoneural(&["npu-cost", "--preset", "paper-baseline", "--format", "json"]);

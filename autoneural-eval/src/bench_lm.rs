@@ -5,8 +5,9 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+use autoneural_model::kernels::gemv::MAX_ROWS;
 use autoneural_model::quant::PrecisionPolicy;
-use autoneural_model::quant::packed::{quantize_and_pack, with_packed};
+use autoneural_model::quant::packed::{PackedWeights, pack_dropping_floats, quantize_and_pack, with_packed};
 use autoneural_model::text::model::PREFILL_CHUNK;
 use autoneural_model::text::{DecodeState, LayerKind, Lfm2Config, Lfm2ForCausalLM, Logits, StateBytes};
 use burn::module::Module;
@@ -79,6 +80,16 @@ pub struct LmBenchResult {
     pub state_conv_bytes: usize,
     pub state_total_bytes: usize,
     pub threads: usize,
+    /// Packed low-bit bytes the decode steps' products read, per token, counted as they
+    /// ran (`None` in fp32).
+    pub packed_read_per_token: Option<f64>,
+    /// The same by formula: every packed matrix once per token, routed experts `k` of `E`.
+    pub packed_active_bytes: Option<f64>,
+    /// All packed matrices (what a token would read if it ran every expert).
+    pub packed_total_bytes: Option<usize>,
+    /// The f32 weights did not fit: each matrix was packed as it was drawn and its f32
+    /// values dropped (prefill then runs in chunks of the packed kernels' row limit).
+    pub packed_without_floats: bool,
 }
 
 fn ids(batch: usize, len: usize, vocab: usize, seed: usize, device: &Device) -> Tensor<2, Int> {
@@ -94,24 +105,36 @@ pub fn random_model(config: &Lfm2Config, device: &Device) -> Lfm2ForCausalLM {
 }
 
 pub fn run(model: &Lfm2ForCausalLM, device: &Device, opts: &LmBenchOptions) -> LmBenchResult {
+    run_counting(model, device, opts, None, PREFILL_CHUNK)
+}
+
+/// [`run`], counting the bytes `packed`'s products read during the decode steps, with
+/// prompts prefilled `chunk` positions at a time.
+fn run_counting(
+    model: &Lfm2ForCausalLM,
+    device: &Device,
+    opts: &LmBenchOptions,
+    packed: Option<&PackedWeights>,
+    chunk: usize,
+) -> LmBenchResult {
     let cfg = &model.config;
     let capacity = opts.context + opts.prompt_len + opts.new_tokens;
     let fresh = || DecodeState::synthetic(cfg, opts.batch, opts.context, capacity, device);
     // warm-up: thread pool, allocator, code paths
     {
         let mut s = fresh();
-        let l =
-            model.prefill(ids(opts.batch, opts.prompt_len.min(8), cfg.vocab_size, 1, device), &mut s, PREFILL_CHUNK);
+        let l = model.prefill(ids(opts.batch, opts.prompt_len.min(8), cfg.vocab_size, 1, device), &mut s, chunk);
         let _ = model.forward(ids(opts.batch, 1, cfg.vocab_size, 2, device), Some(&mut s), Logits::Last).into_data();
         let _ = l.into_data();
     }
     let mut state = fresh();
     let prompt = ids(opts.batch, opts.prompt_len, cfg.vocab_size, 3, device);
     let t = Instant::now();
-    let logits = model.prefill(prompt, &mut state, PREFILL_CHUNK);
+    let logits = model.prefill(prompt, &mut state, chunk);
     let _ = logits.into_data(); // wait for the device
     let prefill = t.elapsed().as_secs_f64();
 
+    let read_before = packed.map(PackedWeights::bytes_read);
     let t = Instant::now();
     for step in 0..opts.new_tokens {
         let logits =
@@ -119,6 +142,8 @@ pub fn run(model: &Lfm2ForCausalLM, device: &Device, opts: &LmBenchOptions) -> L
         let _ = logits.into_data(); // a real decoder reads the logits to choose the next token
     }
     let decode = t.elapsed().as_secs_f64();
+    let tokens = (opts.batch * opts.new_tokens).max(1) as f64;
+    let packed_read_per_token = packed.zip(read_before).map(|(p, before)| (p.bytes_read() - before) as f64 / tokens);
     let bytes = state.bytes();
     LmBenchResult {
         precision: "fp32".into(),
@@ -140,6 +165,10 @@ pub fn run(model: &Lfm2ForCausalLM, device: &Device, opts: &LmBenchOptions) -> L
         state_conv_bytes: bytes.conv,
         state_total_bytes: bytes.total(),
         threads: rayon::current_num_threads(),
+        packed_read_per_token,
+        packed_active_bytes: None,
+        packed_total_bytes: None,
+        packed_without_floats: false,
     }
 }
 
@@ -156,13 +185,53 @@ pub fn run_at(
         return Ok(run(model, device, opts));
     }
     let (quantized, packed) = quantize_and_pack(model.clone(), policy)?;
-    let bytes = model.decode_weight_bytes() - packed.float_bytes + packed.packed_bytes;
-    let matrices = packed.len();
-    let mut r = with_packed(Arc::new(packed), || run(&quantized, device, opts));
+    Ok(run_packed(&quantized, model.decode_weight_bytes(), packed, policy, device, opts, PREFILL_CHUNK, false))
+}
+
+/// [`run_at`] for a model whose f32 weights do not fit: initialised lazily, each matrix
+/// packed as it is drawn and its f32 values dropped ([`pack_dropping_floats`]), so only the
+/// packed weights (and the embedding table) are ever whole. Prefill runs in chunks the
+/// packed kernels take.
+pub fn run_at_packed_only(
+    config: &Lfm2Config,
+    policy: &PrecisionPolicy,
+    device: &Device,
+    opts: &LmBenchOptions,
+) -> autoneural_model::Result<LmBenchResult> {
+    let lazy = config.init(device);
+    // From shapes: nothing is drawn yet (and the packed model's dropped floats count 1 each).
+    let (float_bytes, params) = (lazy.decode_weight_bytes(), lazy.num_params());
+    let (model, packed) = pack_dropping_floats(lazy, policy)?;
+    let mut r = run_packed(&model, float_bytes, packed, policy, device, opts, MAX_ROWS, true);
+    r.params = params;
+    Ok(r)
+}
+
+/// Decoding through `packed`, with the bytes of weights a token reads: `float_bytes` (the
+/// f32 model's) with the packed matrices' share at their packed size.
+#[allow(clippy::too_many_arguments)]
+fn run_packed(
+    model: &Lfm2ForCausalLM,
+    float_bytes: usize,
+    packed: PackedWeights,
+    policy: &PrecisionPolicy,
+    device: &Device,
+    opts: &LmBenchOptions,
+    chunk: usize,
+    without_floats: bool,
+) -> LmBenchResult {
+    let routing = model.config.moe.as_ref().map(|m| (m.num_experts_per_tok, m.num_experts));
+    let (active_packed, active_float) = packed.active_bytes(routing);
+    let (matrices, total) = (packed.len(), packed.packed_bytes);
+    let packed = Arc::new(packed);
+    let mut r = with_packed(packed.clone(), || run_counting(model, device, opts, Some(&packed), chunk));
     r.precision = policy.name.clone();
     r.packed_matrices = matrices;
-    r.decode_weight_bytes = bytes;
-    Ok(r)
+    r.decode_weight_bytes = (float_bytes as f64 - active_float + active_packed).round() as usize;
+    r.packed_active_bytes = Some(active_packed);
+    r.packed_total_bytes = Some(total);
+    r.packed_without_floats = without_floats;
+    r
 }
 
 /// `bench lm`: one model on random weights at each precision (the first is the baseline of
@@ -185,8 +254,24 @@ impl LmComparison {
         bandwidth: bool,
     ) -> autoneural_model::Result<Self> {
         opts.check(config).map_err(autoneural_model::ModelError::Invalid)?;
-        let model = random_model(config, device);
-        let results = policies.iter().map(|p| run_at(&model, p, device, opts)).collect::<Result<Vec<_>, _>>()?;
+        // The f32 model, and the quantized copy made from it, must fit; otherwise each
+        // matrix is packed as it is drawn (and fp32 cannot run at all).
+        let float = 4 * config.init(device).num_params() as u64;
+        let fits = autoneural_io::memory::limit_bytes().is_none_or(|limit| 3 * float < limit);
+        let results = if fits {
+            let model = random_model(config, device);
+            policies.iter().map(|p| run_at(&model, p, device, opts)).collect::<Result<Vec<_>, _>>()?
+        } else {
+            if let Some(p) = policies.iter().find(|p| p.name == "fp32") {
+                return Err(autoneural_model::ModelError::Invalid(format!(
+                    "{preset}: its f32 weights ({}) do not fit in this process's memory; --precision {} cannot run \
+                     (low-bit policies can: each matrix is packed as it is drawn)",
+                    autoneural_io::memory::human(float),
+                    p.name
+                )));
+            }
+            policies.iter().map(|p| run_at_packed_only(config, p, device, opts)).collect::<Result<Vec<_>, _>>()?
+        };
         // measured after the model runs so both see the same machine state
         let bandwidth = bandwidth.then(|| measure_read_bandwidth(1 << 30, 9));
         Ok(Self { preset: preset.into(), device: device_name.into(), results, bandwidth })
@@ -226,7 +311,21 @@ impl LmComparison {
                 self.preset, r.precision, r.num_layers, r.attention_layers, r.params, r.threads, self.device
             );
             if r.packed_matrices > 0 {
-                let _ = writeln!(s, "weights: {} matrices decode from int8/int4", r.packed_matrices);
+                let how = if r.packed_without_floats { " (packed as drawn; the f32 model does not fit)" } else { "" };
+                let _ = writeln!(s, "weights: {} matrices decode from int8/int4{how}", r.packed_matrices);
+            }
+            if let (Some(read), Some(active), Some(total)) =
+                (r.packed_read_per_token, r.packed_active_bytes, r.packed_total_bytes)
+            {
+                let _ = writeln!(
+                    s,
+                    "read:    {:.1} MB of packed weights per token, counted as decoded; {:.1} MB by the active-parameter \
+                     formula ({:.3}x); {:.1} MB in all packed matrices",
+                    read / 1e6,
+                    active / 1e6,
+                    read / active,
+                    total as f64 / 1e6
+                );
             }
             let _ = writeln!(
                 s,

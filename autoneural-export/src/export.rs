@@ -107,11 +107,15 @@ pub struct Manifest {
     pub graphs: BTreeMap<String, GraphEntry>,
     pub state: Vec<StateEntry>,
     pub attention_mask: BTreeMap<&'static str, f32>,
+    /// LFM3: the window of the sliding attention layers (their state entries are rings of
+    /// this many slots; `sliding_attention_mask` is fed beside `attention_mask`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
     /// How to drive the graphs, step by step.
     pub loop_: Vec<&'static str>,
 }
 
-const LOOP: [&str; 7] = [
+const LOOP: [&str; 8] = [
     "embeddings: embed_tokens.onnx per token id (input_ids [1, 1]); a VLM host puts image features at the image-token positions",
     "state: conv_state_L zeros [1, kernel - 1, hidden]; past_key_L / past_value_L zeros [1, kv_heads, context, head_dim]; position = 0",
     "prompt: prefill.onnx on each full chunk of prefill_len embeddings, then decode.onnx on each remaining position",
@@ -119,6 +123,7 @@ const LOOP: [&str; 7] = [
     "after each call: conv_state_L <- new_conv_state_L; write present_key_L / present_value_L into cache slots position .. position + T; position += T",
     "next token: argmax (or a sampler) over the last position's logits; its embedding goes to decode.onnx",
     "stop at an eos_token_id, or when position reaches context",
+    "LFM3 sliding layers (state kind sliding_attention): past_key_L / past_value_L are rings [1, kv_heads, sliding_window, head_dim], position p in slot p % sliding_window; after each call write the last min(T, sliding_window) present rows into their slots; sliding_attention_mask[0, 0, i, j] = visible when (j < sliding_window and slot j holds a position q > position + i - sliding_window) or (j >= sliding_window and 0 <= i - (j - sliding_window) < sliding_window), hidden otherwise",
 ];
 
 /// Builds graph `name` in every form the export asks for and writes it: `<name>.onnx`
@@ -203,10 +208,12 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
         graphs,
         state,
         attention_mask: BTreeMap::from([("visible", MASK_VISIBLE), ("hidden", MASK_HIDDEN)]),
+        sliding_window: c.sliding_window().filter(|_| c.layer_types.contains(&LayerKind::SlidingAttention)),
         loop_: LOOP.to_vec(),
     };
     if opts.reference_tokens > 0 {
-        let n = opts.prefill_len + 3;
+        // Two prefill chunks (the second over a filled state), then decode steps.
+        let n = 2 * opts.prefill_len + 3;
         let prompt: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % c.vocab_size) as u32).collect();
         let write = |file: &str| write_reference(lm, out, opts, file, &prompt, lm.embed_ids(&prompt), Vec::new());
         references(lm, opts, write)?;

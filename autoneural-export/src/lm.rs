@@ -14,6 +14,17 @@
 //!   sees cache slot `j < context` when `j < position` and this step's key `k` (column
 //!   `context + k`) when `k <= i`; [`MASK_VISIBLE`] there, [`MASK_HIDDEN`] elsewhere;
 //! - `position_ids` `[1, T]` are `position .. position + T` (RoPE).
+//!
+//! LFM3 adds, for its sliding attention layers, a ring of `window` slots per layer:
+//! `past_key_L` / `past_value_L` `[1, kv_heads, window, head_dim]` (position `p` in slot
+//! `p % window`), into which the host writes the last `min(T, window)` of the step's
+//! `present_key_L` / `present_value_L`; and `sliding_attention_mask` `[1, 1, T, window + T]`:
+//! query `i` (position `position + i`) sees ring slot `j` when the slot holds a position
+//! `q` with `position + i - window < q` (every held position is earlier), and this step's
+//! key `k` when `k <= i` and `i - k < window`. Its RoPE tables are the sliding layers' own
+//! (`rope.sliding.cos` / `.sin`); the full layers' are `rope.cos` / `.sin`. Sandwich norms
+//! and attention gates are ops like the others; initializers keep the module paths
+//! (`self_attn.out_proj`), which `quantization.json` uses too.
 
 use anyhow::{Result, bail};
 use autoneural_model::text::attention::Attention;
@@ -42,10 +53,10 @@ pub fn state_names(kind: LayerKind, layer: usize) -> (Vec<String>, Vec<String>) 
     }
 }
 
-/// Shapes of one step of `t` positions over a cache of `context`.
+/// Shapes of one step: `t` positions (each attention kind's cache length is in its
+/// [`AttentionInputs`]).
 struct Step {
     t: usize,
-    context: usize,
 }
 
 fn short_conv(g: &mut Graph, x: &str, conv: &ShortConv, key: &str, layer: usize, step: &Step, d: usize) -> String {
@@ -83,7 +94,15 @@ fn rope(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> String {
     g.add(&a, &b)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one kind of attention layer reads in a step: its cache length (the context, or a
+/// sliding layer's window), RoPE rows and mask.
+struct AttentionInputs {
+    cache: usize,
+    cos: String,
+    sin: String,
+    mask: String,
+}
+
 fn attention(
     g: &mut Graph,
     x: &str,
@@ -91,11 +110,11 @@ fn attention(
     key: &str,
     layer: usize,
     step: &Step,
-    rope_tables: (&str, &str),
-    mask: &str,
+    kind: &AttentionInputs,
     eps: f64,
 ) -> String {
-    let (t, c) = (step.t as i64, step.context as i64);
+    let (t, c) = (step.t as i64, kind.cache as i64);
+    let (rope_tables, mask) = ((kind.cos.as_str(), kind.sin.as_str()), kind.mask.as_str());
     let (h, kvh, hd) = (attn.num_heads as i64, attn.num_kv_heads as i64, attn.head_dim as i64);
     let heads = |g: &mut Graph, y: &str, n: i64| g.reshape(y, &[1, t, n, hd]);
     let q = linear(g, x, &attn.q_proj, &format!("{key}.q_proj"));
@@ -119,7 +138,7 @@ fn attention(
     let kv_shape = [1, kvh as usize, step.t, hd as usize];
     g.output(&k, &format!("present_key_{layer}"), DType::Float32, &kv_shape);
     g.output(&v, &format!("present_value_{layer}"), DType::Float32, &kv_shape);
-    let cache = [1, kvh as usize, step.context, hd as usize];
+    let cache = [1, kvh as usize, kind.cache, hd as usize];
     let past_k = g.input(&format!("past_key_{layer}"), DType::Float32, &cache);
     let past_v = g.input(&format!("past_value_{layer}"), DType::Float32, &cache);
     let keys = g.concat(&[&past_k, &k], 2); // [1, kvh, c + t, hd]
@@ -138,7 +157,17 @@ fn attention(
     let probs = g.reshape(&probs, &[1, kvh, grp * t, c + t]);
     let o = g.matmul(&probs, &vals); // [1, kvh, grp * t, hd]
     let o = g.reshape(&o, &[1, h, t, hd]);
-    let o = g.transpose(&o, &[0, 2, 1, 3]);
+    let o = g.transpose(&o, &[0, 2, 1, 3]); // [1, t, h, hd]
+    let o = match &attn.g_proj {
+        // LFM3: each head's output times sigmoid(g_proj(x)).
+        Some(gate) => {
+            let z = linear(g, x, gate, &format!("{key}.g_proj"));
+            let z = g.op("Sigmoid", &[&z], vec![]);
+            let z = g.reshape(&z, &[1, t, h, 1]);
+            g.mul(&o, &z)
+        }
+        None => o,
+    };
     let o = g.reshape(&o, &[1, t, h * hd]);
     linear(g, &o, &attn.out_proj, &format!("{key}.out_proj"))
 }
@@ -155,12 +184,6 @@ pub fn step_graph(
     build: &Build,
 ) -> Result<Graph> {
     let c = &lm.config;
-    if c.lfm3.is_some() {
-        bail!(
-            "LFM3 has no ONNX export yet (sliding attention's window-sized KV state, sandwich norms and attention \
-             gates are not written); LFM2, LFM2-VL and AutoNeural models export"
-        );
-    }
     if t == 0 || t > context {
         bail!("{name}: {t} positions per step over a context of {context}");
     }
@@ -168,20 +191,33 @@ pub fn step_graph(
         bail!("context {context} is over the model's max_position_embeddings {}", c.max_position_embeddings);
     }
     let (d, v) = (c.hidden_size, c.vocab_size);
-    let step = Step { t, context };
+    let step = Step { t };
     let mut g = Graph::with(name, build);
     let embeds = g.input("inputs_embeds", DType::Float32, &[1, t, d]);
     let positions = g.input("position_ids", DType::Int64, &[1, t]);
     let mask = g.input("attention_mask", DType::Float32, &[1, 1, t, context + t]);
     let device = lm.device();
-    let (cos, sin) = Rope::new(c.head_dim, c.rope_theta).tables(0, context, &device);
-    let cos_t = g.weight("rope.cos", &[context, c.head_dim], &values(cos));
-    let sin_t = g.weight("rope.sin", &[context, c.head_dim], &values(sin));
-    let axis1 = g.ints(&[1]);
-    let cos = g.op("Gather", &[&cos_t, &positions], vec![("axis", Attr::Int(0))]); // [1, t, hd]
-    let cos = g.op("Unsqueeze", &[&cos, &axis1], vec![]);
-    let sin = g.op("Gather", &[&sin_t, &positions], vec![("axis", Attr::Int(0))]);
-    let sin = g.op("Unsqueeze", &[&sin, &axis1], vec![]);
+    // RoPE rows for this step's positions, gathered from a kind's `[context, head_dim]` tables.
+    let rope_rows = |g: &mut Graph, kind: LayerKind, prefix: &str| {
+        let (cos, sin) = Rope::from_spec(c.head_dim, &c.rope_for(kind)).tables(0, context, &device);
+        let axis1 = g.ints(&[1]);
+        let mut rows = [cos, sin].into_iter().zip(["cos", "sin"]).map(|(table, which)| {
+            let table = g.weight(&format!("{prefix}.{which}"), &[context, c.head_dim], &values(table));
+            let row = g.op("Gather", &[&table, &positions], vec![("axis", Attr::Int(0))]); // [1, t, hd]
+            g.op("Unsqueeze", &[&row, &axis1], vec![])
+        });
+        (rows.next().expect("cos"), rows.next().expect("sin"))
+    };
+    let (cos, sin) = rope_rows(&mut g, LayerKind::Attention, "rope");
+    let full = AttentionInputs { cache: context, cos, sin, mask };
+    let sliding = match (c.layer_types.contains(&LayerKind::SlidingAttention), c.sliding_window()) {
+        (true, Some(w)) => {
+            let (cos, sin) = rope_rows(&mut g, LayerKind::SlidingAttention, "rope.sliding");
+            let mask = g.input("sliding_attention_mask", DType::Float32, &[1, 1, t, w + t]);
+            Some(AttentionInputs { cache: w, cos, sin, mask })
+        }
+        _ => None,
+    };
     let mut h = embeds;
     for (i, layer) in lm.model.layers.iter().enumerate() {
         let key = format!("{prefix}model.layers.{i}");
@@ -190,9 +226,23 @@ pub fn step_graph(
         let mixed = match layer.mixer() {
             Mixer::Conv(conv) => short_conv(&mut g, &normed, conv, &format!("{key}.conv"), i, &step, d),
             Mixer::Attention(attn) => {
-                attention(&mut g, &normed, attn, &format!("{key}.self_attn"), i, &step, (&cos, &sin), &mask, c.norm_eps)
+                let kind = match c.layer_types[i] {
+                    LayerKind::SlidingAttention => sliding.as_ref().expect("sliding inputs"),
+                    _ => &full,
+                };
+                attention(&mut g, &normed, attn, &format!("{key}.self_attn"), i, &step, kind, c.norm_eps)
             }
         };
+        let (post_op, post_ffn) = layer.post_norms();
+        let norm_after = |g: &mut Graph, y: String, norm: Option<&autoneural_model::nn::RmsNorm>, name: &str| match norm
+        {
+            Some(n) => {
+                let w = g.weight(&format!("{key}.{name}.weight"), &[d], &values(n.weight.val()));
+                g.rms_norm(&y, &w, c.norm_eps)
+            }
+            None => y,
+        };
+        let mixed = norm_after(&mut g, mixed, post_op, "post_operator_norm");
         let h1 = g.add(&h, &mixed);
         let w = g.weight(&format!("{key}.ffn_norm.weight"), &[d], &values(layer.ffn_norm().weight.val()));
         let normed = g.rms_norm(&h1, &w, c.norm_eps);
@@ -204,6 +254,7 @@ pub fn step_graph(
         let up = linear(&mut g, &normed, &mlp.w3, &format!("{key}.feed_forward.w3"));
         let inner = g.mul(&gate, &up);
         let down = linear(&mut g, &inner, &mlp.w2, &format!("{key}.feed_forward.w2"));
+        let down = norm_after(&mut g, down, post_ffn, "post_ffn_norm");
         h = g.add(&h1, &down);
     }
     let w =

@@ -57,7 +57,7 @@ fn hybrid_model_exports_consistent_graphs() {
     let reference = std::fs::read(out.path().join("reference.safetensors")).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&reference).unwrap();
     assert_eq!(tensors.tensor("step_logits").unwrap().shape(), [3, lm.config.vocab_size]);
-    assert_eq!(tensors.tensor("prompt_ids").unwrap().shape(), [4 + 3]);
+    assert_eq!(tensors.tensor("prompt_ids").unwrap().shape(), [2 * 4 + 3]);
 }
 
 #[test]
@@ -77,5 +77,5 @@ fn bad_shapes_are_clear_errors() {
     let opts =
         ExportOptions { prefill_len: 4, context: 8, reference_tokens: 4, linear_as_conv: false, quantization: None };
     let err = export_language(&lm, "", out.path(), &opts).unwrap_err().to_string();
-    assert!(err.contains("reference needs 11 positions"), "{err}");
+    assert!(err.contains("reference needs 15 positions"), "{err}");
 }

@@ -45,7 +45,7 @@ fn moe_configs_are_checked_by_key() {
     for (key, value, message) in [
         ("num_experts_per_tok", serde_json::json!(9), "num_experts_per_tok"),
         ("num_experts", serde_json::json!(0), "num_experts"),
-        ("model_type", serde_json::json!("lfm2_moe_v9"), "is not an LFM2 text model"),
+        ("model_type", serde_json::json!("lfm2_moe_v9"), "is not an LFM text model"),
     ] {
         let dir = tmp.path().join(key);
         std::fs::create_dir_all(&dir).unwrap();
@@ -59,4 +59,56 @@ fn moe_configs_are_checked_by_key() {
         let err = load_lfm2(&dir, &Device::flex()).err().expect("refused").to_string();
         assert!(err.contains("config.json") && err.contains(message), "{key}: {err}");
     }
+}
+
+/// A model too large for f32 decodes from weights packed as they are drawn: the logits are
+/// the packed model's, and each decode token reads exactly the packed bytes of the matrices
+/// it runs (every dense one, and 3 of the 8 experts in each routed layer), as counted by the
+/// kernels.
+#[test]
+fn experts_packed_as_drawn_decode_and_read_only_the_chosen_ones() {
+    use autoneural_model::kernels::gemv::MAX_ROWS;
+    use autoneural_model::quant::PrecisionPolicy;
+    use autoneural_model::quant::packed::{pack_dropping_floats, quantize_and_pack, with_packed};
+    use std::sync::Arc;
+
+    let device = Device::flex();
+    let dir = fixtures().join("moe-f32");
+    let policy = PrecisionPolicy::preset("w4a16").unwrap();
+    let g = golden("moe-f32");
+    let (prompt, next) = (&g.prompt_ids[..], [5u32, 71, 9, 200]);
+    let decode = |model: &autoneural_model::text::Lfm2ForCausalLM| {
+        let mut state = model.new_state(1, 64, &device);
+        let mut out = values(model.prefill(ids(prompt, &device), &mut state, MAX_ROWS));
+        for &t in &next {
+            out.extend(values(model.forward(ids(&[t], &device), Some(&mut state), Logits::Last)));
+        }
+        out
+    };
+    let (quantized, packed) = quantize_and_pack(load_lfm2(&dir, &device).unwrap(), &policy).unwrap();
+    let want = with_packed(Arc::new(packed), || decode(&quantized));
+
+    let (model, packed) = pack_dropping_floats(load_lfm2(&dir, &device).unwrap(), &policy).unwrap();
+    // Only the embedding table (looked up) keeps f32 values among the packed matrices.
+    let float_left: usize = model.num_params();
+    assert!(float_left < model.config.vocab_size * 64 + 20_000, "{float_left} f32 parameters left");
+    let (active, _) = packed.active_bytes(Some((3, 8)));
+    let packed = Arc::new(packed);
+    let got = with_packed(packed.clone(), || decode(&model));
+    let err = rel_err(&got, &want);
+    assert!(err < 1e-3, "packed-as-drawn logits differ by {err:e}");
+
+    let before = packed.bytes_read();
+    with_packed(packed.clone(), || {
+        let mut state = model.new_state(1, 64, &device);
+        model.prefill(ids(&prompt[..4], &device), &mut state, MAX_ROWS);
+        let start = packed.bytes_read();
+        for &t in &next {
+            model.forward(ids(&[t], &device), Some(&mut state), Logits::Last);
+        }
+        let per_token = (packed.bytes_read() - start) as f64 / next.len() as f64;
+        assert!((per_token - active).abs() < 0.5, "read {per_token} bytes per token, formula {active}");
+        assert!(per_token < 0.75 * packed.packed_bytes as f64, "routed experts all read? {per_token}");
+    });
+    assert!(packed.bytes_read() > before);
 }

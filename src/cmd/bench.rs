@@ -48,7 +48,7 @@ pub enum BenchCommand {
 
 #[derive(Args, Debug)]
 pub struct LmArgs {
-    /// lfm2-350m, lfm2-700m, lfm2-1.2b, lfm2-tiny, lfm2-nano
+    /// lfm2-350m, lfm2-700m, lfm2-1.2b, lfm2-8b-a1b (MoE), lfm3-1.7b, lfm2-tiny, lfm2-nano, lfm3-tiny, lfm3-nano
     #[arg(long, default_value = "lfm2-350m")]
     pub preset: String,
     /// Re-place attention: this many attention layers, the rest conv (0 = pure conv,
@@ -329,7 +329,10 @@ fn context(args: ContextArgs) -> anyhow::Result<()> {
     let report = ContextComparison::run(&mixes, &args.contexts, args.new_tokens, &device)?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string(&report.json())?),
-        Format::Text => print!("{}", report.markdown()),
+        Format::Text => {
+            println!("{}\n", autoneural_eval::host::Host::detect().line());
+            print!("{}", report.markdown());
+        }
     }
     Ok(())
 }

@@ -230,18 +230,43 @@ pub fn collect_tensors<M: Module, K: KeyMap>(module: &M, keys: &K) -> Vec<(Strin
 
 /// Rewrites parameters by path: `f(key, PyTorch-layout shape, values)` returns new values
 /// (same layout) or `None` to keep the parameter as it is.
-pub fn map_tensors<M, K, F>(module: M, keys: &K, f: F) -> M
+pub fn map_tensors<M, K, F>(module: M, keys: &K, mut f: F) -> M
 where
     M: Module,
     K: KeyMap,
     F: FnMut(&str, &[usize], Vec<f32>) -> Option<Vec<f32>>,
+{
+    rewrite_tensors(module, keys, |key, shape, values| match f(key, shape, values) {
+        Some(new) => Rewrite::Values(new),
+        None => Rewrite::Keep,
+    })
+}
+
+/// What [`rewrite_tensors`] does with one parameter.
+pub enum Rewrite {
+    Keep,
+    /// New values, same layout and shape.
+    Values(Vec<f32>),
+    /// A single zero in place of the values (shape `[1, ..]`), for a parameter whose values
+    /// are held elsewhere (packed low-bit weights) and must not take memory.
+    Drop,
+}
+
+/// [`map_tensors`] that may also drop a parameter's values ([`Rewrite::Drop`]). Parameters
+/// are materialised, rewritten and released one at a time, so a lazily initialised model
+/// is never whole in f32.
+pub fn rewrite_tensors<M, K, F>(module: M, keys: &K, f: F) -> M
+where
+    M: Module,
+    K: KeyMap,
+    F: FnMut(&str, &[usize], Vec<f32>) -> Rewrite,
 {
     struct Rewriter<'a, K: KeyMap, F> {
         keys: &'a K,
         stack: PathStack,
         f: F,
     }
-    impl<K: KeyMap, F: FnMut(&str, &[usize], Vec<f32>) -> Option<Vec<f32>>> ModuleMapper for Rewriter<'_, K, F> {
+    impl<K: KeyMap, F: FnMut(&str, &[usize], Vec<f32>) -> Rewrite> ModuleMapper for Rewriter<'_, K, F> {
         fn enter_module(&mut self, name: &str, container: &str) {
             self.stack.push(name, container);
         }
@@ -259,13 +284,16 @@ where
                 shape.reverse();
             }
             let key = self.keys.key_for(&self.stack.path());
-            let Some(new) = (self.f)(&key, &shape, values) else {
-                return param;
-            };
-            let new = if linear { transpose(&new, shape[0], shape[1]) } else { new };
             let device = param.lazy_device();
             let id = param.id;
-            param.transform_for_load(Tensor::from_data(TensorData::new(new, dims), &device), id)
+            match (self.f)(&key, &shape, values) {
+                Rewrite::Keep => param,
+                Rewrite::Values(new) => {
+                    let new = if linear { transpose(&new, shape[0], shape[1]) } else { new };
+                    param.transform_for_load(Tensor::from_data(TensorData::new(new, dims), &device), id)
+                }
+                Rewrite::Drop => Param::initialized(id, Tensor::zeros([1; D], &device)),
+            }
         }
     }
     module.map(&mut Rewriter { keys, stack: PathStack::default(), f })

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::module::{Module, ParamId};
 use burn::tensor::{Tensor, TensorData};
@@ -36,6 +37,12 @@ pub struct PackedWeights {
     /// Checkpoint keys of quantized weights that stay on the float path (convolutions,
     /// more than 8 bits, blocks that are not a multiple of 32).
     pub unpacked: Vec<String>,
+    /// Bytes of packed matrices the products have read so far: what decoding actually
+    /// touched, counted by the kernels' callers (a mixture of experts reads only its chosen
+    /// experts' matrices).
+    read: AtomicU64,
+    /// Each packed matrix's checkpoint key, packed bytes and f32 bytes.
+    pub sizes: Vec<(String, usize, usize)>,
 }
 
 impl PackedWeights {
@@ -51,12 +58,31 @@ impl PackedWeights {
                 Some(p) => {
                     out.packed_bytes += p.bytes();
                     out.float_bytes += 4 * values.len();
+                    out.sizes.push((key.clone(), p.bytes(), 4 * values.len()));
                     out.matrices.insert(ids[&key], p);
                 }
                 None => out.unpacked.push(key),
             }
         }
         out
+    }
+
+    /// Bytes of packed matrices read by products since the weights were packed.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// (packed, f32) bytes of the matrices one decode token reads, by formula: every matrix
+    /// once, except that of each layer's `experts` routed experts (keys `.experts.E.`) a
+    /// token reads `top_k`.
+    pub fn active_bytes(&self, routing: Option<(usize, usize)>) -> (f64, f64) {
+        let share = |key: &str| match routing {
+            Some((top_k, experts)) if key.contains(".experts.") => top_k as f64 / experts as f64,
+            _ => 1.0,
+        };
+        self.sizes.iter().fold((0.0, 0.0), |(p, f), (key, packed, float)| {
+            (p + share(key) * *packed as f64, f + share(key) * *float as f64)
+        })
     }
 
     /// Number of packed matrices.
@@ -76,6 +102,58 @@ pub fn quantize_and_pack<M: Module>(model: M, policy: &PrecisionPolicy) -> Resul
     let encodings: BTreeMap<String, Encoding> = reports.into_iter().map(|r| (r.key, r.encoding)).collect();
     let packed = PackedWeights::pack(&model, &encodings);
     Ok((model, packed))
+}
+
+/// Packs the matrices of `model` that `policy` quantizes to 8 bits or fewer (as
+/// [`quantize_and_pack`] would) one parameter at a time, and drops their f32 values: each
+/// becomes a one-element placeholder. The embedding table keeps its values (lookups read
+/// it) besides its packed form for a tied head. A lazily initialised model is thus never
+/// whole in f32: LFM2-8B-A1B's 33 GB of f32 weights decode from 4.5 GB packed at W4.
+///
+/// The result can only decode: a product of more than [`MAX_ROWS`] rows with a dropped
+/// weight (a long prefill chunk, training) has no f32 values to read.
+pub fn pack_dropping_floats<M: Module>(model: M, policy: &PrecisionPolicy) -> Result<(M, PackedWeights)> {
+    use super::apply::{weight_encoding, weight_group};
+    use crate::checkpoint::apply::{Rewrite, rewrite_tensors};
+    let ids: HashMap<String, ParamId> = param_keys(&model, &Identity).into_iter().collect();
+    let mut out = PackedWeights::default();
+    let mut error = None;
+    let model = rewrite_tensors(model, &Identity, |key, shape, values| {
+        let Some(scheme) = weight_group(key, shape.len()).and_then(|g| policy.precision_of(g, key).weights) else {
+            return Rewrite::Keep;
+        };
+        if error.is_some() {
+            return Rewrite::Keep;
+        }
+        let enc = match weight_encoding(&values, shape, scheme) {
+            Ok(enc) => enc,
+            Err(e) => {
+                error = Some(crate::error::ModelError::Invalid(format!("{key}: {e}")));
+                return Rewrite::Keep;
+            }
+        };
+        match pack_one(shape, &values, &enc) {
+            Some(p) => {
+                out.packed_bytes += p.bytes();
+                out.float_bytes += 4 * values.len();
+                out.sizes.push((key.to_string(), p.bytes(), 4 * values.len()));
+                out.matrices.insert(ids[key], p);
+                if key.ends_with("embed_tokens.weight") {
+                    Rewrite::Values(enc.fake_quant(&values))
+                } else {
+                    Rewrite::Drop
+                }
+            }
+            None => {
+                out.unpacked.push(key.to_string());
+                Rewrite::Values(enc.fake_quant(&values))
+            }
+        }
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok((model, out)),
+    }
 }
 
 /// One `[out, in]` matrix, or `None` when it has no packed form.
@@ -128,6 +206,7 @@ pub fn packed_product<const D: usize>(weight: ParamId, x: &Tensor<D>) -> Option<
         let xs = p.as_slice::<f32>()?;
         let mut out = vec![0f32; m * matrix.rows()];
         matrix.matmul(xs, m, &mut out);
+        c.packed.as_ref()?.read.fetch_add(matrix.bytes() as u64, Ordering::Relaxed);
         let mut out_dims = dims;
         out_dims[D - 1] = matrix.rows();
         Some(Tensor::from_data(TensorData::new(out, out_dims), &x.device()))

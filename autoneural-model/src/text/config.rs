@@ -509,6 +509,9 @@ impl Lfm2Config {
         ("lfm2-1.2b", || Self::shape(65536, 2048, 12288, 32, 8, 16, &LFM2_ATTENTION)),
         ("lfm2-tiny", || Self::shape(8192, 256, 1152, 4, 2, 8, &attention_placement(8, 3))),
         ("lfm2-nano", || Self::shape(512, 64, 288, 4, 2, 4, &attention_placement(4, 2))),
+        // LFM2-8B-A1B: 24 layers (attention at 2, 6, 10, 14, 18, 21), 32 experts of width
+        // 1792 with 4 per token past two dense layers; 8.3B parameters, 1.5B active.
+        ("lfm2-8b-a1b", || Self::lfm2_moe_shape()),
         // LFM3-1.7B (13 conv : 5 sliding : 6 full over 24 layers, window 256), and small
         // ones with the same pattern.
         ("lfm3-1.7b", || Self::lfm3_shape(128_000, 2048, 7680, 16, 4, 128, 24, 256)),
@@ -563,6 +566,23 @@ impl Lfm2Config {
 }
 
 impl Lfm2Config {
+    /// LFM2-8B-A1B's shapes (its published config).
+    fn lfm2_moe_shape() -> Self {
+        Self {
+            block_auto_adjust_ff_dim: false,
+            moe: Some(MoeConfig {
+                num_experts: 32,
+                num_experts_per_tok: 4,
+                moe_intermediate_size: 1792,
+                num_dense_layers: 2,
+                use_expert_bias: true,
+                routed_scaling_factor: 1.0,
+                norm_topk_prob: true,
+            }),
+            ..Self::shape(65536, 2048, 7168, 32, 8, 24, &[2, 6, 10, 14, 18, 21])
+        }
+    }
+
     /// An LFM3 of these sizes with transformers' defaults: the layer pattern of
     /// [`LayerKind::lfm3_pattern`], 7-tap convolutions, sandwich norms, attention gates,
     /// sliding RoPE at theta 1e4 and proportional full RoPE at 1e6 on half of each head.
