@@ -170,3 +170,33 @@ impl Planar {
         Tensor::from_data(TensorData::new(self.values, shape), device)
     }
 }
+
+/// transformers' rescale and normalisation of 8-bit pixel values, fused as its torchvision
+/// backend fuses them: mean and std are divided by the rescale factor (in f32) and each value
+/// is `(x - mean') / std'`, which rounds differently from `(x * factor - mean) / std`.
+#[derive(Debug, Clone, Copy)]
+pub struct PixelNorm {
+    /// Per channel `(scale, offset)`; a NaN scale means rescale only (`x * factor`).
+    affine: [(f32, f32); 3],
+    rescale: f32,
+}
+
+impl PixelNorm {
+    pub fn new(rescale_factor: f64, do_rescale: bool, do_normalize: bool, mean: [f32; 3], std: [f32; 3]) -> Self {
+        let inv = (1.0 / rescale_factor) as f32;
+        let affine = std::array::from_fn(|c| match (do_rescale, do_normalize) {
+            (true, true) => (std[c] * inv, mean[c] * inv),
+            (false, true) => (std[c], mean[c]),
+            // x * factor == x / (1 / factor) up to rounding; transformers multiplies.
+            (true, false) => (f32::NAN, 0.0),
+            (false, false) => (1.0, 0.0),
+        });
+        Self { affine, rescale: rescale_factor as f32 }
+    }
+
+    /// One 8-bit value of channel `c`.
+    pub fn value(&self, x: u8, c: usize) -> f32 {
+        let (scale, offset) = self.affine[c];
+        if scale.is_nan() { x as f32 * self.rescale } else { (x as f32 - offset) / scale }
+    }
+}

@@ -42,6 +42,7 @@ use serde_json::{Map, Value, json};
 use super::resize_u8::resize_bilinear_antialias;
 use crate::checkpoint::json::{Fields, read_object};
 use crate::error::{ModelError, Result};
+use crate::images::PixelNorm;
 use crate::tokenizer::TextTokenizer;
 
 /// The most tiles a config may ask for (transformers enumerates grids up to `max_tiles`
@@ -668,30 +669,15 @@ impl Lfm2VlProcessorConfig {
         ProcessedImage { tiles, layout, split }
     }
 
-    /// Per-channel `(scale, offset)` with `pixel = (x - offset) / scale` in f32, as
-    /// transformers fuses rescale and normalize: mean and std are divided by the rescale
-    /// factor (in f32) and `(x - mean') / std'` computed on the 0..255 values.
-    fn affine(&self) -> [(f32, f32); 3] {
-        let inv = (1.0 / self.rescale_factor) as f32;
-        std::array::from_fn(|c| match (self.do_rescale, self.do_normalize) {
-            (true, true) => (self.image_std[c] * inv, self.image_mean[c] * inv),
-            (false, true) => (self.image_std[c], self.image_mean[c]),
-            // x * factor == x / (1 / factor) up to rounding; transformers multiplies.
-            (true, false) => (f32::NAN, 0.0),
-            (false, false) => (1.0, 0.0),
-        })
-    }
-
-    /// One 8-bit value of channel `c` as a pixel value.
-    fn value(&self, affine: &[(f32, f32); 3], x: u8, c: usize) -> f32 {
-        let (scale, offset) = affine[c];
-        if scale.is_nan() { x as f32 * self.rescale_factor as f32 } else { (x as f32 - offset) / scale }
+    /// The rescale and normalisation of 8-bit values.
+    fn norm(&self) -> PixelNorm {
+        PixelNorm::new(self.rescale_factor, self.do_rescale, self.do_normalize, self.image_mean, self.image_std)
     }
 
     /// transformers' `pixel_values` of a tile, unpadded: `[(h/p)*(w/p), p*p*3]` row-major.
     pub fn pixel_values(&self, tile: &Tile) -> Vec<f32> {
-        let affine = self.affine();
-        tile.patches(self.encoder_patch_size).iter().enumerate().map(|(i, &x)| self.value(&affine, x, i % 3)).collect()
+        let norm = self.norm();
+        tile.patches(self.encoder_patch_size).iter().enumerate().map(|(i, &x)| norm.value(x, i % 3)).collect()
     }
 
     /// A tile as encoder input `[1, 3, h, w]`.
@@ -703,11 +689,11 @@ impl Lfm2VlProcessorConfig {
     /// A tile's encoder input on the host, channels first (`[3 * h * w]`).
     pub fn planar(&self, tile: &Tile) -> Vec<f32> {
         let (h, w) = (tile.height(), tile.width());
-        let affine = self.affine();
+        let norm = self.norm();
         let mut planar = vec![0f32; 3 * h * w];
         for (i, p) in tile.rgb.pixels().enumerate() {
             for c in 0..3 {
-                planar[c * h * w + i] = self.value(&affine, p[c], c);
+                planar[c * h * w + i] = norm.value(p[c], c);
             }
         }
         planar

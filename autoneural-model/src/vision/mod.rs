@@ -4,6 +4,8 @@
 pub mod arch;
 pub mod blocks;
 pub mod lfm2_vl_processor;
+pub mod lfm3_vl;
+pub mod lfm3_vl_processor;
 pub mod mobilenetv5;
 pub mod resize;
 pub mod resize_u8;

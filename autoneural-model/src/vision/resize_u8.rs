@@ -33,12 +33,53 @@ pub struct Taps {
     pub precision: u32,
 }
 
+/// The interpolation filter of an antialiased resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// The triangle `max(0, 1 - |x|)` (interp_size 2).
+    Bilinear,
+    /// Keys' cubic with `a = -0.5`, as PyTorch's and Pillow's `aa_filter` (interp_size 4).
+    /// Qwen2-VL's image processor (LFM3-VL's) resizes this way.
+    Bicubic,
+}
+
+impl Filter {
+    fn half_size(self) -> f64 {
+        match self {
+            Self::Bilinear => 1.0,
+            Self::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Self::Bilinear => (1.0 - x).max(0.0),
+            Self::Bicubic => {
+                let a = -0.5;
+                if x < 1.0 {
+                    ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
 /// PyTorch's `_compute_index_ranges_int16_weights` for bilinear, antialiased,
 /// `align_corners=False`, no explicit scale.
 pub fn taps(input: usize, output: usize) -> Taps {
+    taps_of(Filter::Bilinear, input, output)
+}
+
+/// [`taps`] for `filter`: its support is `interp_size / 2`, times the scale when
+/// downscaling.
+pub fn taps_of(filter: Filter, input: usize, output: usize) -> Taps {
     let scale = input as f64 / output as f64;
-    // interp_size is 2 for bilinear: support = (2 / 2) * scale when downscaling.
-    let support = if scale >= 1.0 { scale } else { 1.0 };
+    let support = if scale >= 1.0 { filter.half_size() * scale } else { filter.half_size() };
     let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
     let stride = support.ceil() as usize * 2 + 1;
     let mut float = vec![0f64; output * stride];
@@ -53,8 +94,7 @@ pub fn taps(input: usize, output: usize) -> Taps {
         let row = &mut float[i * stride..i * stride + xsize];
         let mut total = 0.0;
         for (j, w) in row.iter_mut().enumerate() {
-            let x = (((j as i64 + xmin) as f64 - center + 0.5) * invscale).abs();
-            *w = if x < 1.0 { 1.0 - x } else { 0.0 };
+            *w = filter.weight(((j as i64 + xmin) as f64 - center + 0.5) * invscale);
             total += *w;
         }
         if total != 0.0 {
@@ -98,13 +138,20 @@ fn convolve(taps: &Taps, i: usize, at: impl Fn(usize) -> u8) -> u8 {
 /// Resizes `img` to `out_w x out_h` as PyTorch resizes a uint8 CHW image (see the module
 /// docs). Equal sizes return a copy.
 pub fn resize_bilinear_antialias(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    resize_antialias(Filter::Bilinear, img, out_w, out_h)
+}
+
+/// [`resize_bilinear_antialias`] with `filter`: PyTorch's uint8 bicubic (torchvision passes
+/// uint8 images to it natively on every CPU) is the same fixed-point algorithm with Keys'
+/// cubic, whose negative lobes the final clamp absorbs.
+pub fn resize_antialias(filter: Filter, img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (ow, oh) = (out_w as usize, out_h as usize);
     let src = img.as_raw();
     // Horizontal pass: [h, w, 3] -> [h, ow, 3].
     let horizontal;
     let (mid, mid_w): (&[u8], usize) = if ow != w {
-        let t = taps(w, ow);
+        let t = taps_of(filter, w, ow);
         let mut out = vec![0u8; h * ow * 3];
         for y in 0..h {
             let row = &src[y * w * 3..(y + 1) * w * 3];
@@ -122,7 +169,7 @@ pub fn resize_bilinear_antialias(img: &RgbImage, out_w: u32, out_h: u32) -> RgbI
     };
     // Vertical pass: [h, ow, 3] -> [oh, ow, 3].
     let out = if oh != h {
-        let t = taps(h, oh);
+        let t = taps_of(filter, h, oh);
         let mut out = vec![0u8; oh * mid_w * 3];
         for y in 0..oh {
             let s = t.start[y];
