@@ -26,7 +26,7 @@ fn record(turns: &[(Role, &str)], images: usize) -> Record {
 #[test]
 fn loss_covers_only_assistant_turns() {
     let tok = tokenizer();
-    let img = ImageTokens { image_token_id: 320, wrap: false };
+    let img = ImageTokens { image_token_id: 320, wrap: false, bounds: None };
     let rec = record(
         &[
             (Role::System, "Be brief."),
@@ -54,7 +54,7 @@ fn loss_covers_only_assistant_turns() {
 #[test]
 fn untagged_images_go_first_and_batches_pad() {
     let tok = tokenizer();
-    let img = ImageTokens { image_token_id: 320, wrap: false };
+    let img = ImageTokens { image_token_id: 320, wrap: false, bounds: None };
     let a = encode_record(&tok, &record(&[(Role::User, "Colour?"), (Role::Assistant, "Red.")], 2), img, 3).unwrap();
     let first_image = a.ids.iter().position(|&i| i == 320).unwrap();
     let user_text = tok.encode("Colour?", false).unwrap();

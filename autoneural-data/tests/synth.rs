@@ -258,7 +258,7 @@ fn trained_tokenizer_loads_and_round_trips() {
     assert_eq!(chat, format!("<|startoftext|><|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"));
 
     // Every record round-trips and encodes for training.
-    let images = ImageTokens { image_token_id: image_id, wrap: true };
+    let images = ImageTokens { image_token_id: image_id, wrap: true, bounds: None };
     for f in Family::ALL {
         for r in records(&data.path().join(f.name()).join("val.jsonl")) {
             let messages: Vec<ChatMessage> = r

@@ -372,6 +372,12 @@ fn connector(g: &mut Graph, tokens: &str, gh: usize, gw: usize, p: &Projector, k
 /// Whether [`vision_graph`] can write `model`'s encoder and connector (checked before any
 /// file is written).
 pub fn check_supported(model: &VisionLanguageModel) -> Result<()> {
+    if matches!(model.vision_tower, VisionEncoder::Lfm3Vl(_)) {
+        bail!(
+            "LFM3-VL's vision tower has no ONNX export yet (its images keep their own size); MobileNetV5 and \
+             SigLIP towers export"
+        );
+    }
     let s = model.config.encoder.image_size();
     let (gh, gw, _) = model.config.encoder.token_grid(s, s);
     let f = model.multi_modal_projector.downsample;
@@ -395,6 +401,7 @@ pub fn vision_graph(model: &VisionLanguageModel, build: &Build) -> Result<Graph>
             (g.transpose(&t, &[0, 2, 1]), y.h, y.w)
         }
         VisionEncoder::Vit(v) => vit(&mut g, &pixels, v, "vision_tower"),
+        VisionEncoder::Lfm3Vl(_) => bail!("LFM3-VL's vision tower has no ONNX export yet"),
     };
     let p = &model.multi_modal_projector;
     let features = connector(&mut g, &t, gh, gw, p, "multi_modal_projector")?;

@@ -63,6 +63,7 @@ fn tiny_vit_vlm(linear_patches: bool) -> VisionLanguageModel {
         bias: true,
         downsample: 2,
         layer_norm: true,
+        merge_blocks: false,
     };
     let preprocess = Preprocess::Fixed { size: 48, mean: [0.5; 3], std: [0.5; 3] };
     let image_token = (text.vocab_size - 1) as u32;

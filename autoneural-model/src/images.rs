@@ -10,6 +10,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{ModelError, Result};
 use crate::vision::lfm2_vl_processor::{ImageLayout, Lfm2VlProcessorConfig, Tile};
+use crate::vision::lfm3_vl_processor::Lfm3VlProcessorConfig;
 use crate::vision::resize_u8::resize_bilinear_antialias;
 
 /// A decoded RGB image and where it came from (for error messages).
@@ -96,6 +97,9 @@ pub enum Preprocess {
     /// LFM2-VL's processor: smart resize, tiles + thumbnail for large images
     /// ([`crate::vision::lfm2_vl_processor`]).
     Lfm2Vl(Lfm2VlProcessorConfig),
+    /// LFM3-VL's (Qwen2-VL's): one image at its smart-resized size, bicubic
+    /// ([`crate::vision::lfm3_vl_processor`]); its tower cuts the patches.
+    Lfm3Vl(Lfm3VlProcessorConfig),
 }
 
 pub use crate::vision::lfm2_vl_processor::smart_resize;
@@ -107,6 +111,7 @@ impl Preprocess {
         match self {
             Self::Fixed { size, .. } => (*size, *size),
             Self::Lfm2Vl(p) => p.single_size(h, w),
+            Self::Lfm3Vl(p) => p.resized(h, w),
         }
     }
 
@@ -138,6 +143,7 @@ impl Preprocess {
                 values
             }
             Self::Lfm2Vl(p) => p.planar(&Tile { rgb: resize_bilinear_antialias(&img.rgb, w as u32, h as u32) }),
+            Self::Lfm3Vl(p) => p.norm().planar(&p.resize(&img.rgb)),
         };
         Planar { values, height: h, width: w }
     }
@@ -146,7 +152,7 @@ impl Preprocess {
     /// prompt lays out their tokens (`None`: one block, as many tokens as the encoder gives).
     pub fn tiles(&self, img: &LoadedImage, device: &Device) -> (Vec<Tensor<4>>, Option<ImageLayout>) {
         match self {
-            Self::Fixed { .. } => (vec![self.apply(img, device)], None),
+            Self::Fixed { .. } | Self::Lfm3Vl(_) => (vec![self.apply(img, device)], None),
             Self::Lfm2Vl(p) => {
                 let processed = p.process(&img.rgb);
                 (processed.tiles.iter().map(|t| p.tensor(t, device)).collect(), Some(processed.layout))
@@ -198,5 +204,17 @@ impl PixelNorm {
     pub fn value(&self, x: u8, c: usize) -> f32 {
         let (scale, offset) = self.affine[c];
         if scale.is_nan() { x as f32 * self.rescale } else { (x as f32 - offset) / scale }
+    }
+
+    /// An image's values, channels first (`[3 * h * w]`).
+    pub fn planar(&self, rgb: &RgbImage) -> Vec<f32> {
+        let (h, w) = (rgb.height() as usize, rgb.width() as usize);
+        let mut planar = vec![0f32; 3 * h * w];
+        for (i, p) in rgb.pixels().enumerate() {
+            for c in 0..3 {
+                planar[c * h * w + i] = self.value(p[c], c);
+            }
+        }
+        planar
     }
 }

@@ -22,6 +22,9 @@ pub enum VlmFormat {
     AutoNeural,
     /// Hugging Face LFM2-VL (`lfm2-vl` / `lfm2_vl`), images tiled as its processor does.
     Lfm2Vl,
+    /// Hugging Face LFM3-VL (`lfm3_vl`): LFM3-VL's tower and projector, an LFM3 language
+    /// model, images as Qwen2-VL's processor prepares them.
+    Lfm3Vl,
 }
 
 /// Everything that defines a VLM.
@@ -38,6 +41,9 @@ pub struct VlmConfig {
     pub source_json: Option<serde_json::Value>,
     /// A SigLIP tower stored without its `vision_model.` level (transformers 5's own saves).
     pub flat_vit_keys: bool,
+    /// Ids around each image's tokens in a prompt (LFM3-VL: `<|vision_start|>`,
+    /// `<|vision_end|>`).
+    pub image_bounds: Option<(u32, u32)>,
 }
 
 impl VlmConfig {
@@ -50,7 +56,17 @@ impl VlmConfig {
         preprocess: Preprocess,
         source_json: Option<serde_json::Value>,
     ) -> Self {
-        Self { format, encoder, projector, text, image_token_id, preprocess, source_json, flat_vit_keys: false }
+        Self {
+            format,
+            encoder,
+            projector,
+            text,
+            image_token_id,
+            preprocess,
+            source_json,
+            flat_vit_keys: false,
+            image_bounds: None,
+        }
     }
 
     /// AutoNeural's layout: `encoder` -> the normalization-free 2-layer MLP connector (hidden
@@ -58,13 +74,19 @@ impl VlmConfig {
     pub fn autoneural(encoder: EncoderConfig, text: Lfm2Config, preprocess: Preprocess) -> Self {
         let size = encoder.image_size();
         let (_, _, vision_dim) = encoder.token_grid(size, size);
-        let projector = ProjectorConfig {
-            vision_dim,
-            hidden: text.hidden_size,
-            text_dim: text.hidden_size,
-            bias: true,
-            downsample: 1,
-            layer_norm: false,
+        let projector = if let EncoderConfig::Lfm3Vl(v) = &encoder {
+            // LFM3-VL's tower keeps its own projector (normalised tokens, merged blocks).
+            v.projector(text.hidden_size, text.hidden_size, true)
+        } else {
+            ProjectorConfig {
+                vision_dim,
+                hidden: text.hidden_size,
+                text_dim: text.hidden_size,
+                bias: true,
+                downsample: 1,
+                layer_norm: false,
+                merge_blocks: false,
+            }
         };
         let image_token = (text.vocab_size - 1) as u32;
         Self::new(VlmFormat::AutoNeural, encoder, projector, text, image_token, preprocess, None)
@@ -221,6 +243,7 @@ impl VisionLanguageModel {
         ImageTokens {
             image_token_id: self.config.image_token_id,
             wrap: self.config.format == VlmFormat::Lfm2Vl && special,
+            bounds: self.config.image_bounds,
         }
     }
 
@@ -315,6 +338,8 @@ pub struct ImageTokens {
     /// Wrap each image in `<|image_start|>` / `<|image_end|>` when the tokenizer has them
     /// (LFM2-VL's convention).
     pub wrap: bool,
+    /// Or between these ids (LFM3-VL's `<|vision_start|>` / `<|vision_end|>`).
+    pub bounds: Option<(u32, u32)>,
 }
 
 impl ImageTokens {
@@ -337,7 +362,11 @@ impl ImageTokens {
                 tokens_per_image.len()
             )));
         }
-        let wrap = if self.wrap { tok.token_id("<|image_start|>").zip(tok.token_id("<|image_end|>")) } else { None };
+        let wrap = match self.bounds {
+            Some(ids) => Some(ids),
+            None if self.wrap => tok.token_id("<|image_start|>").zip(tok.token_id("<|image_end|>")),
+            None => None,
+        };
         let mut ids = Vec::new();
         for (k, segment) in rendered.split(IMAGE_TAG).enumerate() {
             if k > 0 {

@@ -92,7 +92,7 @@ fn siglip_towers_match_transformers() {
 #[test]
 fn vlms_match_reference_from_image_file() {
     let device = Device::flex();
-    for name in ["lfm2-vl-tiny", "autoneural-tiny"] {
+    for name in ["lfm2-vl-tiny", "autoneural-tiny", "lfm3-vl-tiny"] {
         let dir = vision_fixtures().join(name);
         let g = json(dir.join("golden.json"));
         let model = load_vlm(&dir, &device).unwrap();
@@ -126,7 +126,7 @@ fn vlms_match_reference_from_image_file() {
 #[test]
 fn vlm_save_load_round_trip() {
     let device = Device::flex();
-    for name in ["lfm2-vl-tiny", "autoneural-tiny"] {
+    for name in ["lfm2-vl-tiny", "autoneural-tiny", "lfm3-vl-tiny"] {
         let dir = vision_fixtures().join(name);
         let model = load_vlm(&dir, &device).unwrap();
         let tmp = tempfile::tempdir().unwrap();

@@ -93,7 +93,7 @@ fn default_processor_matches_transformers() {
 
     let tok = tokenizer(&dir());
     let text = rendered(&tok, g["prompt"].as_str().unwrap());
-    let images = ImageTokens { image_token_id: tok.token_id("<image>").unwrap(), wrap: true };
+    let images = ImageTokens { image_token_id: tok.token_id("<image>").unwrap(), wrap: true, bounds: None };
     let mut worst = 0f32;
     let mut compared = 0;
     for name in IMAGES {
@@ -129,7 +129,7 @@ fn markers_missing_from_the_vocabulary_are_tokenized_as_text() {
     let tok = tokenizer(&plain);
     assert!(tok.token_id("<|img_row_1_col_1|>").is_none());
     let text = rendered(&tok, g["prompt"].as_str().unwrap());
-    let images = ImageTokens { image_token_id: tok.token_id("<image>").unwrap(), wrap: true };
+    let images = ImageTokens { image_token_id: tok.token_id("<image>").unwrap(), wrap: true, bounds: None };
     let cfg = Lfm2VlProcessorConfig::default();
     for name in IMAGES {
         let img = image(name);

@@ -76,7 +76,15 @@ fn a_black_or_constant_image_gives_finite_gradients() {
 fn connectors_train() {
     let device = Device::flex().autodiff();
     for (downsample, layer_norm) in [(1, false), (2, true)] {
-        let cfg = ProjectorConfig { vision_dim: 8, hidden: 12, text_dim: 6, bias: true, downsample, layer_norm };
+        let cfg = ProjectorConfig {
+            vision_dim: 8,
+            hidden: 12,
+            text_dim: 6,
+            bias: true,
+            downsample,
+            layer_norm,
+            merge_blocks: false,
+        };
         let proj = cfg.init(&device);
         step_changes_everything(proj, |p| {
             let x = Tensor::<3>::random([1, 16, 8], Distribution::Normal(0.0, 1.0), &device);

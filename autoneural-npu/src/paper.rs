@@ -72,6 +72,7 @@ pub fn preset(name: &str) -> Option<VlmConfig> {
                 bias: true,
                 downsample: 2,
                 layer_norm: true,
+                merge_blocks: false,
             };
             Some(vlm(EncoderConfig::Vit(intern_vit_300m(s)), projector, text, s))
         }

@@ -6,6 +6,7 @@
 use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::nn::conv_norm::conv_padding;
 use autoneural_model::vision::arch::{BlockKind, MobileNetV5Arch, NormKind, ResolvedBlock, make_divisible};
+use autoneural_model::vision::lfm3_vl::Lfm3VlVisionConfig;
 use autoneural_model::vision::{EncoderConfig, VitConfig};
 
 use super::builder::{Builder, Fm};
@@ -26,6 +27,7 @@ pub fn vision_ops(
             (y.h, y.w, y.c)
         }
         EncoderConfig::Vit(v) => vit(&mut b, v, s)?,
+        EncoderConfig::Lfm3Vl(v) => lfm3_vl_tower(&mut b, v, s)?,
     };
     if dim != projector.vision_dim {
         return Err(format!("the encoder gives {dim} channels but the connector takes {}", projector.vision_dim));
@@ -43,11 +45,19 @@ fn connector(b: &mut Builder, p: &ProjectorConfig, gh: usize, gw: usize) -> Resu
     let tokens = p.tokens(gh, gw);
     let in_dim = p.vision_dim * f * f;
     let n = (tokens * in_dim) as u64;
-    if f > 1 {
-        b.simple("connector.pixel_unshuffle", OpKind::DataMovement, n, n);
-    }
-    if p.layer_norm {
-        b.norm("connector.layer_norm", n, 2 * in_dim as u64);
+    if p.merge_blocks {
+        // LFM3-VL: each token normalised, then blocks of consecutive tokens concatenated
+        // (a reshape: no data moves).
+        if p.layer_norm {
+            b.norm("connector.layer_norm", n, 2 * p.vision_dim as u64);
+        }
+    } else {
+        if f > 1 {
+            b.simple("connector.pixel_unshuffle", OpKind::DataMovement, n, n);
+        }
+        if p.layer_norm {
+            b.norm("connector.layer_norm", n, 2 * in_dim as u64);
+        }
     }
     let w = b.bits.weight;
     b.linear("connector.linear_1", tokens, in_dim, p.hidden, p.bias, w);
@@ -304,6 +314,60 @@ pub fn vit(b: &mut Builder, v: &VitConfig, s: usize) -> Result<(usize, usize, us
     Ok((gh, gw, d))
 }
 
+/// LFM3-VL's tower at an `s x s` image, as `autoneural_model::vision::lfm3_vl` computes it:
+/// the patch embedding, then per layer a gated depthwise `k x k` convolution on the patch
+/// grid or bidirectional GQA over every patch, and the SwiGLU.
+pub fn lfm3_vl_tower(b: &mut Builder, v: &Lfm3VlVisionConfig, s: usize) -> Result<(usize, usize, usize), String> {
+    let (gh, gw) = v.grid(s, s);
+    let m = v.spatial_merge_size;
+    if gh == 0 || gw == 0 || !gh.is_multiple_of(m) || !gw.is_multiple_of(m) || v.check().is_err() {
+        return Err(format!("an LFM3-VL tower with patch {} and merge {m} cannot take {s}x{s}", v.patch_size));
+    }
+    let (t, d, ff) = (gh * gw, v.hidden_size, v.intermediate_size);
+    let (h, kvh, hd) = (v.num_attention_heads, v.num_key_value_heads, v.head_dim());
+    let w = b.bits.weight;
+    let td = (t * d) as u64;
+    b.linear("patchifier", t, v.patch_dim(), d, false, w);
+    b.norm("embedding_norm", td, d as u64);
+    for (l, &attention) in v.attention.iter().enumerate() {
+        let n = |x: &str| format!("layers.{l}.{x}");
+        b.norm(&n("operator_norm"), td, d as u64);
+        if attention {
+            b.linear(&n("self_attn.q_proj"), t, d, h * hd, false, w);
+            b.linear(&n("self_attn.k_proj"), t, d, kvh * hd, false, w);
+            b.linear(&n("self_attn.v_proj"), t, d, kvh * hd, false, w);
+            let (q, kv) = ((t * h * hd) as u64, (t * kvh * hd) as u64);
+            b.norm(&n("self_attn.q_layernorm"), q, hd as u64);
+            b.norm(&n("self_attn.k_layernorm"), kv, hd as u64);
+            b.pointwise(&n("self_attn.rope_q"), q, 3);
+            b.pointwise(&n("self_attn.rope_k"), kv, 3);
+            let (rows, keys) = ((h * t) as u64, t as u64);
+            let scores = b.simple(&n("self_attn.scores"), OpKind::Attention, q + kv, rows * keys);
+            scores.macs = rows * keys * hd as u64;
+            b.simple(&n("self_attn.softmax"), OpKind::Softmax, rows * keys, rows * keys);
+            let av = b.simple(&n("self_attn.probs_v"), OpKind::Attention, rows * keys + kv, q);
+            av.macs = rows * keys * hd as u64;
+            b.linear(&n("self_attn.out_proj"), t, h * hd, d, false, w);
+        } else {
+            b.linear(&n("conv.in_proj"), t, d, 3 * d, false, w);
+            b.pointwise(&n("conv.gate_b"), td, 2);
+            let grid = Fm { c: d, h: gh, w: gw };
+            b.conv(&n("conv.spatial_conv"), grid, grid, v.conv_kernel_size, d, false);
+            b.pointwise(&n("conv.gate_c"), td, 2);
+            b.linear(&n("conv.out_proj"), t, d, d, false, w);
+        }
+        b.pointwise(&n("residual1"), td, 2);
+        b.norm(&n("ffn_norm"), td, d as u64);
+        b.linear(&n("feed_forward.w1"), t, d, ff, false, w);
+        b.pointwise(&n("feed_forward.silu"), (t * ff) as u64, 1);
+        b.linear(&n("feed_forward.w3"), t, d, ff, false, w);
+        b.pointwise(&n("feed_forward.mul"), (t * ff) as u64, 2);
+        b.linear(&n("feed_forward.w2"), t, ff, d, false, w);
+        b.pointwise(&n("residual2"), td, 2);
+    }
+    Ok((gh, gw, d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +383,7 @@ mod tests {
             bias: true,
             downsample: 1,
             layer_norm: false,
+            merge_blocks: false,
         };
         let (ops, tokens) = vision_ops(&enc, &p, 768, Bits::FP32).unwrap();
         assert_eq!(tokens, 256);

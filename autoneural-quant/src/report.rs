@@ -13,7 +13,6 @@ use autoneural_model::quant::activations::{observe, quantize_with};
 use autoneural_model::quant::apply::{WeightReport, activation_encodings, quantize_weights};
 use autoneural_model::quant::policy::{Group, Precision, PrecisionPolicy, WeightScheme};
 use autoneural_model::quant::{Granularity, relative_rms, sqnr_db};
-use autoneural_model::vision::EncoderConfig;
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::tensor::Tensor;
 use serde::Serialize;
@@ -190,10 +189,7 @@ pub fn quant_report(
         let (q, w) = quantize_weights(model.clone(), &uniform(bits))?;
         sweep.push(SweepRow { bits, groups: summarise(&w), encoder: encoder_error(&reference, &q, &images) });
     }
-    let encoder_kind = match &model.config.encoder {
-        EncoderConfig::MobileNetV5(_) => "MobileNetV5",
-        EncoderConfig::Vit(_) => "ViT",
-    };
+    let encoder_kind = model.config.encoder.family();
     Ok(QuantReport {
         model: model_name.into(),
         encoder_kind: encoder_kind.into(),

@@ -229,6 +229,7 @@ fn data(args: DataArgs) -> anyhow::Result<()> {
         image_tokens: ImageTokens {
             image_token_id: tokenizer.token_id("<image>").unwrap_or(cfg.image_token_id),
             wrap: false,
+            bounds: None,
         },
         tokens_per_image: cfg.tokens_per_image(size, size),
         preprocess: cfg.preprocess.clone(),

@@ -9,7 +9,6 @@ use autoneural_model::checkpoint::vlm::load_vlm;
 use autoneural_model::device::parse_devices;
 use autoneural_model::quant::PrecisionPolicy;
 use autoneural_model::text::DecodeState;
-use autoneural_model::vision::EncoderConfig;
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::module::Module;
 use burn::tensor::Device;
@@ -33,11 +32,7 @@ pub fn summary(model: &VisionLanguageModel) -> ModelSummary {
     let layers = c.text.num_layers();
     let attention = c.text.attention_layers().len();
     ModelSummary {
-        encoder: match c.encoder {
-            EncoderConfig::MobileNetV5(_) => "MobileNetV5",
-            EncoderConfig::Vit(_) => "ViT",
-        }
-        .into(),
+        encoder: c.encoder.family().into(),
         vision_params: model.vision_tower.num_params(),
         connector_params: model.multi_modal_projector.num_params(),
         language_params: model.language.num_params(),

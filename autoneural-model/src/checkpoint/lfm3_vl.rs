@@ -9,7 +9,7 @@ use crate::checkpoint::apply::{KeyMap, load_module};
 use crate::checkpoint::json::{Fields, config_path, read_object};
 use crate::checkpoint::safetensors::WeightFiles;
 use crate::error::{ModelError, Result};
-use crate::vision::lfm3_vl::{Lfm3VlProjector, Lfm3VlVision, Lfm3VlVisionConfig};
+use crate::vision::lfm3_vl::{Lfm3VlVision, Lfm3VlVisionConfig};
 
 /// Module paths under `model.`, with the published names (`patchifier`, `q_layernorm`,
 /// `k_layernorm`) or transformers' in-memory ones (`patch_embed`, `q_norm`, `k_norm`),
@@ -18,25 +18,26 @@ struct Lfm3VlVisionKeys {
     transformers_names: bool,
 }
 
+/// A published tower key under transformers' in-memory names.
+pub fn transformers_key(key: &str) -> String {
+    key.replace(".patchifier.", ".patch_embed.")
+        .replace(".self_attn.q_layernorm.", ".self_attn.q_norm.")
+        .replace(".self_attn.k_layernorm.", ".self_attn.k_norm.")
+}
+
 impl KeyMap for Lfm3VlVisionKeys {
     fn key_for(&self, p: &str) -> String {
         let key = format!("model.{p}");
-        if !self.transformers_names {
-            return key;
-        }
-        key.replace(".patchifier.", ".patch_embed.")
-            .replace(".self_attn.q_layernorm.", ".self_attn.q_norm.")
-            .replace(".self_attn.k_layernorm.", ".self_attn.k_norm.")
+        if self.transformers_names { transformers_key(&key) } else { key }
     }
     fn ignorable(&self, key: &str) -> bool {
         key.starts_with("model.language_model.") || key.starts_with("lm_head.")
     }
 }
 
-/// The tower's config from `vision_config`, with transformers' defaults for what is absent.
-pub fn vision_config(f: &Fields, path: &Path) -> Result<Lfm3VlVisionConfig> {
-    let v = f.object_opt("vision_config")?.ok_or_else(|| f.invalid("vision_config", "missing"))?;
-    let v = Fields::new(path, v);
+/// The tower's config from the fields `v` of a `vision_config`, with transformers' defaults
+/// for what is absent.
+pub fn vision_config(v: &Fields, path: &Path) -> Result<Lfm3VlVisionConfig> {
     let layers = v.usize_opt(&["num_hidden_layers"])?.unwrap_or(14);
     let attention = match v.str_list_opt(&["layer_types"])? {
         Some(types) => types
@@ -74,6 +75,7 @@ pub fn vision_config(f: &Fields, path: &Path) -> Result<Lfm3VlVisionConfig> {
         conv_kernel_size: v.usize_opt(&["conv_kernel_size"])?.unwrap_or(3),
         norm_eps: v.f64_opt(&["norm_eps"])?.unwrap_or(1e-5),
         rope_theta: rope_theta.unwrap_or(1_000_000.0),
+        image_size: v.usize_opt(&["image_size"])?.unwrap_or(512),
     };
     config.check().map_err(|(field, message)| v.invalid(field, message))?;
     Ok(config)
@@ -94,7 +96,8 @@ pub fn load_lfm3_vl_vision(dir: &Path, device: &Device) -> Result<Lfm3VlVision> 
             ));
         }
     }
-    let vision = vision_config(&f, &path)?;
+    let v = f.object_opt("vision_config")?.ok_or_else(|| f.invalid("vision_config", "missing"))?;
+    let vision = vision_config(&Fields::new(&path, v), &path)?;
     let text = f.object_opt("text_config")?.ok_or_else(|| f.invalid("text_config", "missing"))?;
     let text_dim = Fields::new(&path, text).usize_req(&["hidden_size"])?;
     let hidden = f.usize_opt(&["projector_hidden_size"])?.unwrap_or(4096);
@@ -107,7 +110,7 @@ pub fn load_lfm3_vl_vision(dir: &Path, device: &Device) -> Result<Lfm3VlVision> 
     }
     let model = Lfm3VlVision {
         vision_tower: vision.init(device),
-        multi_modal_projector: Lfm3VlProjector::init(&vision, hidden, text_dim, bias, device),
+        multi_modal_projector: vision.projector(hidden, text_dim, bias).init(device),
     };
     let files = WeightFiles::open_dir(dir)?;
     let transformers_names = files.keys().any(|k| k.starts_with("model.vision_tower.patch_embed."));

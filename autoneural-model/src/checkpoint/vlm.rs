@@ -9,12 +9,16 @@ use serde_json::{Value, json};
 use crate::checkpoint::apply::{KeyMap, collect_tensors, load_module};
 use crate::checkpoint::json::{Fields, config_path, read_object};
 use crate::checkpoint::lfm2::lfm3_key;
+use crate::checkpoint::lfm3_vl::{
+    transformers_key as lfm3_vl_transformers_key, vision_config as lfm3_vl_vision_config,
+};
 use crate::checkpoint::safetensors::{WeightFiles, write_f32};
 use crate::connector::ProjectorConfig;
 use crate::error::{ModelError, Result};
 use crate::images::Preprocess;
 use crate::text::Lfm2Config;
 use crate::vision::lfm2_vl_processor::Lfm2VlProcessorConfig;
+use crate::vision::lfm3_vl_processor::Lfm3VlProcessorConfig;
 use crate::vision::{EncoderConfig, MobileNetV5Arch, NormKind, PadType, VitConfig};
 use crate::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
 
@@ -25,8 +29,12 @@ struct VlmKeys {
     /// transformers 5 writes SigLIP towers without their `vision_model.` level; hub
     /// checkpoints have it. Both load; a model saves the way it was loaded.
     flat_vit: bool,
-    /// An LFM3 language model: its attention's Qwen3 key names.
-    lfm3: bool,
+    /// An LFM3 language model: its attention's Qwen3 key names, the gate under this name
+    /// (`gate_proj` as published, `g_proj` as transformers names it in memory).
+    lfm3_gate: Option<&'static str>,
+    /// LFM3-VL's tower, under `model.vision_tower.` directly; `renamed`: with transformers'
+    /// in-memory names (`patch_embed`, `q_norm`, `k_norm`) rather than the published ones.
+    lfm3_vl: Option<bool>,
 }
 
 impl VlmKeys {
@@ -35,12 +43,27 @@ impl VlmKeys {
             vit: matches!(config.encoder, EncoderConfig::Vit(_)),
             tied: config.text.tie_word_embeddings,
             flat_vit: config.flat_vit_keys,
-            lfm3: config.text.lfm3.is_some(),
+            lfm3_gate: config.text.lfm3.as_ref().map(|_| "gate_proj"),
+            lfm3_vl: matches!(config.encoder, EncoderConfig::Lfm3Vl(_)).then_some(false),
         }
     }
 
+    /// The key names `files` use where two spellings exist.
+    fn reading(mut self, files: &WeightFiles) -> Self {
+        if self.lfm3_gate.is_some() && files.keys().any(|k| k.contains(".self_attn.g_proj.")) {
+            self.lfm3_gate = Some("g_proj");
+        }
+        if self.lfm3_vl.is_some() {
+            self.lfm3_vl = Some(files.keys().any(|k| k.starts_with("model.vision_tower.patch_embed.")));
+        }
+        self
+    }
+
     fn language_key(&self, key: String) -> String {
-        if self.lfm3 { lfm3_key(&key, "gate_proj") } else { key }
+        match self.lfm3_gate {
+            Some(gate) => lfm3_key(&key, gate),
+            None => key,
+        }
     }
 }
 
@@ -52,6 +75,10 @@ fn vit_key(rest: &str, flat: bool) -> &str {
 impl KeyMap for VlmKeys {
     fn key_for(&self, p: &str) -> String {
         if let Some(rest) = p.strip_prefix("vision_tower.") {
+            if let Some(renamed) = self.lfm3_vl {
+                let key = format!("model.vision_tower.{rest}");
+                return if renamed { lfm3_vl_transformers_key(&key) } else { key };
+            }
             if self.vit {
                 format!("model.vision_tower.{}", vit_key(rest, self.flat_vit))
             } else {
@@ -82,7 +109,7 @@ pub fn model_type(dir: &Path) -> Result<String> {
 
 /// True for the model types this module reads.
 pub fn is_vlm_type(model_type: &str) -> bool {
-    matches!(model_type, "autoneural" | "lfm2-vl" | "lfm2_vl")
+    matches!(model_type, "autoneural" | "lfm2-vl" | "lfm2_vl" | "lfm3_vl")
 }
 
 fn floats3(f: &Fields, name: &str, default: [f32; 3]) -> Result<[f32; 3]> {
@@ -128,10 +155,13 @@ fn vit_config(f: &Fields, default_image: usize) -> Result<VitConfig> {
     })
 }
 
-/// AutoNeural's `vision_config`: a MobileNetV5 preset or block strings, or a ViT.
-fn autoneural_encoder(f: &Fields) -> Result<EncoderConfig> {
-    if f.str_opt(&["encoder"])? == Some("vit") {
-        return Ok(EncoderConfig::Vit(vit_config(f, 224)?));
+/// AutoNeural's `vision_config`: a MobileNetV5 preset or block strings, a ViT, or LFM3-VL's
+/// tower.
+fn autoneural_encoder(f: &Fields, path: &Path) -> Result<EncoderConfig> {
+    match f.str_opt(&["encoder"])? {
+        Some("vit") => return Ok(EncoderConfig::Vit(vit_config(f, 224)?)),
+        Some("lfm3_vl") => return Ok(EncoderConfig::Lfm3Vl(lfm3_vl_vision_config(f, path)?)),
+        _ => {}
     }
     let mut arch = match f.str_opt(&["architecture"])? {
         Some(name) => MobileNetV5Arch::preset(name).ok_or_else(|| {
@@ -213,15 +243,22 @@ fn parse_vlm_config(dir: &Path) -> Result<VlmConfig> {
     let source_json = Some(Value::Object(map.clone()));
     match mt.as_str() {
         "autoneural" => {
-            let encoder = autoneural_encoder(&vf)?;
+            let encoder = autoneural_encoder(&vf, &path)?;
             let (_, _, vision_dim) = encoder.token_grid(encoder.image_size(), encoder.image_size());
-            let projector = ProjectorConfig {
-                vision_dim,
-                hidden: f.usize_req(&["projector_hidden_size"])?,
-                text_dim: text.hidden_size,
-                bias: f.bool_opt(&["projector_bias"])?.unwrap_or(true),
-                downsample: f.usize_opt(&["downsample_factor"])?.unwrap_or(1),
-                layer_norm: false,
+            let hidden = f.usize_req(&["projector_hidden_size"])?;
+            let bias = f.bool_opt(&["projector_bias"])?.unwrap_or(true);
+            let projector = match &encoder {
+                // LFM3-VL's tower keeps its own projector (merge blocks, normalised tokens).
+                EncoderConfig::Lfm3Vl(v) => v.projector(hidden, text.hidden_size, bias),
+                _ => ProjectorConfig {
+                    vision_dim,
+                    hidden,
+                    text_dim: text.hidden_size,
+                    bias,
+                    downsample: f.usize_opt(&["downsample_factor"])?.unwrap_or(1),
+                    layer_norm: false,
+                    merge_blocks: false,
+                },
             };
             let preprocess = Preprocess::Fixed {
                 size: encoder.image_size(),
@@ -242,6 +279,7 @@ fn parse_vlm_config(dir: &Path) -> Result<VlmConfig> {
                 bias: f.bool_opt(&["projector_bias"])?.unwrap_or(true),
                 downsample,
                 layer_norm: f.bool_opt(&["projector_use_layernorm"])?.unwrap_or(true),
+                merge_blocks: false,
             };
             if let Some(act) = f.str_opt(&["projector_hidden_act"])? {
                 if act != "gelu" {
@@ -266,9 +304,64 @@ fn parse_vlm_config(dir: &Path) -> Result<VlmConfig> {
             let encoder = EncoderConfig::Vit(vit);
             Ok(VlmConfig::new(VlmFormat::Lfm2Vl, encoder, projector, text, image_token_id, preprocess, source_json))
         }
-        other => {
-            Err(f.invalid("model_type", format!("{other:?} is not a VLM (expected \"autoneural\" or \"lfm2-vl\")")))
+        "lfm3_vl" => {
+            let vision = lfm3_vl_vision_config(&vf, &path)?;
+            if let Some(act) = f.str_opt(&["projector_hidden_act"])?
+                && act != "gelu"
+            {
+                return Err(f.invalid("projector_hidden_act", format!("{act:?}: only \"gelu\" is supported")));
+            }
+            let projector = vision.projector(
+                f.usize_opt(&["projector_hidden_size"])?.unwrap_or(4096),
+                text.hidden_size,
+                f.bool_opt(&["projector_bias"])?.unwrap_or(true),
+            );
+            let processor = Lfm3VlProcessorConfig::from_dir(dir)?;
+            if (processor.patch_size, processor.merge_size, processor.temporal_patch_size)
+                != (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
+            {
+                return Err(f.invalid(
+                    "vision_config.patch_size",
+                    format!(
+                        "the tower's patch {}, merge {} and temporal patch {} differ from the image processor's \
+                         {}, {} and {}",
+                        vision.patch_size,
+                        vision.spatial_merge_size,
+                        vision.temporal_patch_size,
+                        processor.patch_size,
+                        processor.merge_size,
+                        processor.temporal_patch_size
+                    ),
+                ));
+            }
+            let image_token_id = f.usize_opt(&["image_token_id"])?.unwrap_or(125_030) as u32;
+            check_token(&f, image_token_id, &text)?;
+            let bounds = [("vision_start_token_id", 125_009), ("vision_end_token_id", 125_010)].map(
+                |(name, default)| -> Result<u32> {
+                    let id = f.usize_opt(&[name])?.unwrap_or(default) as u32;
+                    check_token(&f, id, &text).map_err(|_| {
+                        f.invalid(name, format!("{id} is outside the vocabulary of {}", text.vocab_size))
+                    })?;
+                    Ok(id)
+                },
+            );
+            let [start, end] = bounds;
+            let mut config = VlmConfig::new(
+                VlmFormat::Lfm3Vl,
+                EncoderConfig::Lfm3Vl(vision),
+                projector,
+                text,
+                image_token_id,
+                Preprocess::Lfm3Vl(processor),
+                source_json,
+            );
+            config.image_bounds = Some((start?, end?));
+            Ok(config)
         }
+        other => Err(f.invalid(
+            "model_type",
+            format!("{other:?} is not a VLM (expected \"autoneural\", \"lfm2-vl\" or \"lfm3_vl\")"),
+        )),
     }
 }
 
@@ -289,7 +382,8 @@ pub fn load_vlm(dir: &Path, device: &Device) -> Result<VisionLanguageModel> {
         // while their weights hold the norm: the weights decide, as llama.cpp's converter does.
         config.projector.layer_norm = files.shape("model.multi_modal_projector.layer_norm.weight").is_some();
     }
-    load_module(config.init(device)?, &files, &VlmKeys::new(&config), dir)
+    let keys = VlmKeys::new(&config).reading(&files);
+    load_module(config.init(device)?, &files, &keys, dir)
 }
 
 /// The AutoNeural `config.json` for a config built in code.
@@ -316,6 +410,24 @@ pub fn autoneural_config_json(config: &VlmConfig) -> Value {
             "patch_size": v.patch_size,
             "num_patches": v.num_patches,
             "layer_norm_eps": v.layer_norm_eps,
+            "image_size": v.image_size,
+        }),
+        EncoderConfig::Lfm3Vl(v) => json!({
+            "encoder": "lfm3_vl",
+            "model_type": "lfm3_vl_vision",
+            "hidden_size": v.hidden_size,
+            "intermediate_size": v.intermediate_size,
+            "num_hidden_layers": v.attention.len(),
+            "layer_types": v.attention.iter().map(|&a| if a { "full_attention" } else { "conv" }).collect::<Vec<_>>(),
+            "num_attention_heads": v.num_attention_heads,
+            "num_key_value_heads": v.num_key_value_heads,
+            "in_channels": v.in_channels,
+            "patch_size": v.patch_size,
+            "temporal_patch_size": v.temporal_patch_size,
+            "spatial_merge_size": v.spatial_merge_size,
+            "conv_kernel_size": v.conv_kernel_size,
+            "norm_eps": v.norm_eps,
+            "rope_parameters": {"rope_type": "axial", "rope_theta": v.rope_theta},
             "image_size": v.image_size,
         }),
     };
@@ -347,6 +459,11 @@ pub fn save_vlm(model: &VisionLanguageModel, dir: &Path) -> Result<()> {
             "use_image_special_tokens": p.use_image_special_tokens,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&processor).expect("config serialises"))
+            .map_err(|e| ModelError::io(&path, e))?;
+    }
+    if let Preprocess::Lfm3Vl(p) = &c.preprocess {
+        let path = dir.join("preprocessor_config.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&p.to_json()).expect("config serialises"))
             .map_err(|e| ModelError::io(&path, e))?;
     }
     let cfg = c.source_json.clone().unwrap_or_else(|| autoneural_config_json(c));

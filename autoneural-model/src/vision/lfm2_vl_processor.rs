@@ -688,15 +688,7 @@ impl Lfm2VlProcessorConfig {
 
     /// A tile's encoder input on the host, channels first (`[3 * h * w]`).
     pub fn planar(&self, tile: &Tile) -> Vec<f32> {
-        let (h, w) = (tile.height(), tile.width());
-        let norm = self.norm();
-        let mut planar = vec![0f32; 3 * h * w];
-        for (i, p) in tile.rgb.pixels().enumerate() {
-            for c in 0..3 {
-                planar[c * h * w + i] = norm.value(p[c], c);
-            }
-        }
-        planar
+        self.norm().planar(&tile.rgb)
     }
 }
 

@@ -23,9 +23,10 @@
 //! and those load too (`checkpoint/lfm3_vl.rs`).
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData, activation};
+use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::nn::{Conv2d, Conv2dConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use crate::connector::{Projector, ProjectorConfig};
+use crate::nn::{Conv2d, Conv2dConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use crate::text::attention::{Attention, AttentionConfig};
 use crate::text::mlp::{Mlp, MlpConfig};
 use crate::vision::PadType;
@@ -46,9 +47,64 @@ pub struct Lfm3VlVisionConfig {
     pub conv_kernel_size: usize,
     pub norm_eps: f64,
     pub rope_theta: f64,
+    /// The side of the square image assumed where one size must be named (reports, the
+    /// cost model, presets); real images keep their aspect through the processor.
+    pub image_size: usize,
 }
 
 impl Lfm3VlVisionConfig {
+    /// Named towers: LFM3-VL-2B's (14 layers, conv for the first two and every odd one,
+    /// 1024 wide, 16-pixel patches), and a small one for CPU runs whose 64-pixel images give
+    /// 16 merged tokens, as `mobilenetv5_tiny` and `vit_mini` do.
+    pub const PRESETS: &'static [(&'static str, fn() -> Self)] = &[
+        ("lfm3_vl_tower", || Self::shape(1024, 2560, 14, 16, 8, 16, 512)),
+        ("lfm3_vl_tiny", || Self::shape(64, 128, 4, 4, 2, 8, 64)),
+    ];
+
+    pub fn preset(name: &str) -> Option<Self> {
+        Self::PRESETS.iter().find(|(n, _)| *n == name).map(|(_, make)| make())
+    }
+
+    pub fn preset_names() -> Vec<&'static str> {
+        Self::PRESETS.iter().map(|(n, _)| *n).collect()
+    }
+
+    fn shape(hidden: usize, ff: usize, layers: usize, heads: usize, kv: usize, patch: usize, image: usize) -> Self {
+        Self {
+            hidden_size: hidden,
+            intermediate_size: ff,
+            in_channels: 3,
+            patch_size: patch,
+            temporal_patch_size: 2,
+            spatial_merge_size: 2,
+            num_attention_heads: heads,
+            num_key_value_heads: kv,
+            attention: Self::default_attention(layers),
+            conv_kernel_size: 3,
+            norm_eps: 1e-5,
+            rope_theta: 1_000_000.0,
+            image_size: image,
+        }
+    }
+
+    /// LFM3-VL's projector from this tower to `text_dim` through `hidden`.
+    pub fn projector(&self, hidden: usize, text_dim: usize, bias: bool) -> ProjectorConfig {
+        ProjectorConfig {
+            vision_dim: self.hidden_size,
+            hidden,
+            text_dim,
+            bias,
+            downsample: self.spatial_merge_size,
+            layer_norm: true,
+            merge_blocks: true,
+        }
+    }
+
+    /// The patch grid of an `h x w` (processed) image.
+    pub fn grid(&self, h: usize, w: usize) -> (usize, usize) {
+        (h / self.patch_size, w / self.patch_size)
+    }
+
     /// Values per patch: `in_channels * temporal_patch_size * patch_size^2`.
     pub fn patch_dim(&self) -> usize {
         self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
@@ -152,6 +208,8 @@ impl Lfm3VlVisionConfig {
             layers,
             merge: self.spatial_merge_size,
             rope_theta: self.rope_theta,
+            patch_size: self.patch_size,
+            temporal_patch_size: self.temporal_patch_size,
         }
     }
 }
@@ -218,9 +276,33 @@ pub struct Lfm3VlTower {
     pub layers: Vec<Lfm3VlLayer>,
     pub merge: usize,
     pub rope_theta: f64,
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
 }
 
 impl Lfm3VlTower {
+    /// Processed images `[b, 3, H, W]` (resized to multiples of `patch * merge` and
+    /// normalised, [`crate::vision::lfm3_vl_processor`]) -> tokens `[b, gh * gw, hidden]` in
+    /// merge order: the patches are cut as the processor cuts them (each frame repeated
+    /// over the temporal patch), then [`Self::forward`] runs per image.
+    pub fn forward_image(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let [b, c, h, w] = pixels.dims();
+        let (patch, temporal) = (self.patch_size, self.temporal_patch_size);
+        let (gh, gw, m) = (h / patch, w / patch, self.merge);
+        // [b, c, gh/m, m, p, gw/m, m, p] -> [b, gh/m, gw/m, m, m, c, p, p]
+        let patches = pixels.reshape([b, c, gh / m, m, patch, gw / m, m, patch]).permute([0, 2, 5, 3, 6, 1, 4, 7]);
+        let n = gh * gw;
+        let patches = patches.reshape([b * n, c, 1, patch * patch]).repeat_dim(2, temporal);
+        let patches = patches.reshape([b, n, c * temporal * patch * patch]);
+        let outs: Vec<Tensor<3>> = (0..b)
+            .map(|i| {
+                let one = patches.clone().narrow(0, i, 1).reshape([n, c * temporal * patch * patch]);
+                self.forward(one, gh, gw).unsqueeze::<3>()
+            })
+            .collect();
+        Tensor::cat(outs, 0)
+    }
+
     /// Patches `[h * w, patch_dim]` of one image on a `h x w` grid (merge order) ->
     /// tokens `[h * w, hidden]`, in the same order.
     pub fn forward(&self, patches: Tensor<2>, h: usize, w: usize) -> Tensor<2> {
@@ -296,47 +378,19 @@ pub fn merge_order(h: usize, w: usize, m: usize) -> impl Iterator<Item = (usize,
     })
 }
 
-/// Keys `layer_norm.{weight,bias}`, `linear_1.*`, `linear_2.*`.
-#[derive(Module, Debug)]
-pub struct Lfm3VlProjector {
-    pub layer_norm: LayerNorm,
-    pub linear_1: Linear,
-    pub linear_2: Linear,
-    pub merge: usize,
-}
-
-impl Lfm3VlProjector {
-    /// A projector from `vision`'s tokens to `text_dim`, through `hidden`.
-    pub fn init(vision: &Lfm3VlVisionConfig, hidden: usize, text_dim: usize, bias: bool, device: &Device) -> Self {
-        let m = vision.spatial_merge_size;
-        Self {
-            layer_norm: LayerNormConfig::new(vision.hidden_size, 1e-6).init(device),
-            linear_1: LinearConfig::new(vision.hidden_size * m * m, hidden).with_bias(bias).init(device),
-            linear_2: LinearConfig::new(hidden, text_dim).with_bias(bias).init(device),
-            merge: m,
-        }
-    }
-
-    /// Tokens `[n, vision_dim]` in merge order -> `[n / m^2, text_dim]`, one per merge block.
-    pub fn forward(&self, tokens: Tensor<2>) -> Tensor<2> {
-        let [n, d] = tokens.dims();
-        let k = self.merge * self.merge;
-        let x = self.layer_norm.forward(tokens).reshape([n / k, k * d]);
-        self.linear_2.forward(activation::gelu(self.linear_1.forward(x)))
-    }
-}
-
 /// LFM3-VL's image side: keys `vision_tower.*` and `multi_modal_projector.*` under `model.`.
+/// The projector is the shared connector in its `merge_blocks` layout.
 #[derive(Module, Debug)]
 pub struct Lfm3VlVision {
     pub vision_tower: Lfm3VlTower,
-    pub multi_modal_projector: Lfm3VlProjector,
+    pub multi_modal_projector: Projector,
 }
 
 impl Lfm3VlVision {
     /// Patches of one image on a `h x w` grid -> its language-model tokens `[h w / m^2, text_dim]`.
     pub fn features(&self, patches: Tensor<2>, h: usize, w: usize) -> Tensor<2> {
-        self.multi_modal_projector.forward(self.vision_tower.forward(patches, h, w))
+        let tokens = self.vision_tower.forward(patches, h, w).unsqueeze::<3>();
+        self.multi_modal_projector.forward(tokens, h, w).squeeze::<2>()
     }
 }
 

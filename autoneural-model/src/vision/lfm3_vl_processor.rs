@@ -20,7 +20,7 @@ use image::RgbImage;
 use serde_json::{Map, Value};
 
 use crate::checkpoint::json::{Fields, read_object};
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::images::PixelNorm;
 use crate::vision::lfm3_vl::merge_order;
 use crate::vision::resize_u8::{Filter, resize_antialias};
@@ -51,14 +51,11 @@ pub struct Lfm3VlImage {
 }
 
 /// Qwen2-VL's `smart_resize`: `(height, width)` as multiples of `factor` within
-/// `[min_pixels, max_pixels]`, the aspect ratio kept as closely as the multiples allow.
-pub fn smart_resize(h: usize, w: usize, factor: usize, min_pixels: usize, max_pixels: usize) -> Result<(usize, usize)> {
-    let (hf, wf, f) = (h as f64, w as f64, factor as f64);
-    if h == 0 || w == 0 || hf.max(wf) / hf.min(wf) > 200.0 {
-        return Err(ModelError::Invalid(format!(
-            "a {w}x{h} image: the aspect ratio must be below 200 (Qwen2-VL's processor refuses it too)"
-        )));
-    }
+/// `[min_pixels, max_pixels]`, the aspect ratio kept as closely as the multiples allow. (Its
+/// Python refuses aspect ratios over 200; the same formula, applied here, gives such a strip
+/// at least one block across.)
+pub fn smart_resize(h: usize, w: usize, factor: usize, min_pixels: usize, max_pixels: usize) -> (usize, usize) {
+    let (hf, wf, f) = (h.max(1) as f64, w.max(1) as f64, factor as f64);
     let mut hb = (hf / f).round_ties_even() * f;
     let mut wb = (wf / f).round_ties_even() * f;
     if hb * wb > max_pixels as f64 {
@@ -70,7 +67,7 @@ pub fn smart_resize(h: usize, w: usize, factor: usize, min_pixels: usize, max_pi
         hb = (hf * beta / f).ceil() * f;
         wb = (wf * beta / f).ceil() * f;
     }
-    Ok((hb as usize, wb as usize))
+    ((hb as usize).max(factor), (wb as usize).max(factor))
 }
 
 impl Lfm3VlProcessorConfig {
@@ -135,6 +132,25 @@ impl Lfm3VlProcessorConfig {
         Ok(config)
     }
 
+    /// `preprocessor_config.json` as transformers writes it for `Qwen2VLImageProcessor`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "patch_size": self.patch_size,
+            "temporal_patch_size": self.temporal_patch_size,
+            "merge_size": self.merge_size,
+            "size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "rescale_factor": self.rescale_factor,
+            "resample": 3,
+            "do_resize": self.do_resize,
+            "do_rescale": self.do_rescale,
+            "do_normalize": self.do_normalize,
+            "do_convert_rgb": true,
+        })
+    }
+
     /// Sizes within bounds, by field name.
     pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
         for (name, v) in [
@@ -164,35 +180,47 @@ impl Lfm3VlProcessorConfig {
         3 * self.temporal_patch_size * self.patch_size * self.patch_size
     }
 
-    /// The resized `(height, width)` of an `h x w` image.
-    pub fn resized(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+    /// The resized `(height, width)` of an `h x w` image: smart resize, or without
+    /// `do_resize` the image cropped to whole merge blocks (transformers would fail on it;
+    /// one smaller than a block is resized up to one).
+    pub fn resized(&self, h: usize, w: usize) -> (usize, usize) {
+        let f = self.patch_size * self.merge_size;
         if !self.do_resize {
-            return Ok((h, w));
+            return ((h / f).max(1) * f, (w / f).max(1) * f);
         }
-        smart_resize(h, w, self.patch_size * self.merge_size, self.min_pixels, self.max_pixels)
+        smart_resize(h, w, f, self.min_pixels, self.max_pixels)
     }
 
     /// Merged tokens (`<|image_pad|>`s) of an `h x w` image.
-    pub fn tokens(&self, h: usize, w: usize) -> Result<usize> {
-        let (rh, rw) = self.resized(h, w)?;
-        Ok((rh / self.patch_size) * (rw / self.patch_size) / (self.merge_size * self.merge_size))
+    pub fn tokens(&self, h: usize, w: usize) -> usize {
+        let (rh, rw) = self.resized(h, w);
+        (rh / self.patch_size) * (rw / self.patch_size) / (self.merge_size * self.merge_size)
+    }
+
+    /// The image resized as the processor resizes it (8-bit).
+    pub fn resize(&self, rgb: &RgbImage) -> RgbImage {
+        let (h, w) = (rgb.height() as usize, rgb.width() as usize);
+        let (rh, rw) = self.resized(h, w);
+        if (rh, rw) == (h, w) {
+            return rgb.clone();
+        }
+        if !self.do_resize && rh <= h && rw <= w {
+            return image::imageops::crop_imm(rgb, 0, 0, rw as u32, rh as u32).to_image();
+        }
+        resize_antialias(Filter::Bicubic, rgb, rw as u32, rh as u32)
+    }
+
+    /// The rescale and normalisation of 8-bit values.
+    pub fn norm(&self) -> PixelNorm {
+        PixelNorm::new(self.rescale_factor, self.do_rescale, self.do_normalize, self.image_mean, self.image_std)
     }
 
     /// transformers' `pixel_values` and grid of one image.
-    pub fn process(&self, rgb: &RgbImage) -> Result<Lfm3VlImage> {
-        let (h, w) = (rgb.height() as usize, rgb.width() as usize);
-        let (rh, rw) = self.resized(h, w)?;
+    pub fn process(&self, rgb: &RgbImage) -> Lfm3VlImage {
+        let img = self.resize(rgb);
+        let (rh, rw) = (img.height() as usize, img.width() as usize);
         let (p, m, t) = (self.patch_size, self.merge_size, self.temporal_patch_size);
-        if !rh.is_multiple_of(p * m) || !rw.is_multiple_of(p * m) {
-            return Err(ModelError::Invalid(format!(
-                "a {rw}x{rh} image is not a whole number of {}-pixel merge blocks (do_resize is off)",
-                p * m
-            )));
-        }
-        let img =
-            if (rh, rw) == (h, w) { rgb.clone() } else { resize_antialias(Filter::Bicubic, rgb, rw as u32, rh as u32) };
-        let norm =
-            PixelNorm::new(self.rescale_factor, self.do_rescale, self.do_normalize, self.image_mean, self.image_std);
+        let norm = self.norm();
         let value = |c: usize, y: usize, x: usize| norm.value(img.get_pixel(x as u32, y as u32).0[c], c);
         let (gh, gw) = (rh / p, rw / p);
         let mut patches = Vec::with_capacity(gh * gw * self.patch_dim());
@@ -207,7 +235,7 @@ impl Lfm3VlProcessorConfig {
                 }
             }
         }
-        Ok(Lfm3VlImage { patches, grid_h: gh, grid_w: gw })
+        Lfm3VlImage { patches, grid_h: gh, grid_w: gw }
     }
 }
 
@@ -219,11 +247,12 @@ mod tests {
     fn smart_resize_follows_qwen2_vl() {
         // 45 x 70 with 8-pixel blocks: 48 x 72 = 3456 pixels, within [256, 2560]? No: over
         // the maximum, so scaled by sqrt(45 * 70 / 2560) and floored to blocks: 40 x 56.
-        assert_eq!(smart_resize(45, 70, 8, 256, 2560).unwrap(), (40, 56));
+        assert_eq!(smart_resize(45, 70, 8, 256, 2560), (40, 56));
         // Python rounds half to even: 20 / 8 = 2.5 -> 2 blocks.
-        assert_eq!(smart_resize(20, 100, 8, 0, 1 << 20).unwrap(), (16, 96));
+        assert_eq!(smart_resize(20, 100, 8, 0, 1 << 20), (16, 96));
         // Tiny images grow to the minimum.
-        assert_eq!(smart_resize(3, 3, 8, 256, 2560).unwrap(), (16, 16));
-        assert!(smart_resize(1, 500, 8, 0, 1 << 20).is_err());
+        assert_eq!(smart_resize(3, 3, 8, 256, 2560), (16, 16));
+        // A strip Python refuses (aspect 500) keeps one block across.
+        assert_eq!(smart_resize(1, 500, 8, 0, 1 << 20), (8, 496));
     }
 }

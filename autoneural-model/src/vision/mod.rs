@@ -1,5 +1,6 @@
-//! Vision encoders: MobileNetV5 (AutoNeural's, from timm) and the SigLIP ViT baseline, and
-//! LFM2-VL's image processor (tiles, thumbnail, NaFlex patch grids).
+//! Vision encoders: MobileNetV5 (AutoNeural's, from timm), the SigLIP ViT baseline and
+//! LFM3-VL's hybrid tower (gated convolutions and attention), with LFM2-VL's image processor
+//! (tiles, thumbnail, NaFlex patch grids) and LFM3-VL's (Qwen2-VL's smart resize).
 
 pub mod arch;
 pub mod blocks;
@@ -23,6 +24,7 @@ pub use siglip::{SiglipVision, VitConfig};
 pub enum VisionEncoder {
     MobileNetV5(MobileNetV5),
     Vit(SiglipVision),
+    Lfm3Vl(lfm3_vl::Lfm3VlTower),
 }
 
 /// What an encoder is, as configs name it.
@@ -30,22 +32,41 @@ pub enum VisionEncoder {
 pub enum EncoderConfig {
     MobileNetV5(MobileNetV5Arch),
     Vit(VitConfig),
+    Lfm3Vl(lfm3_vl::Lfm3VlVisionConfig),
 }
 
 impl EncoderConfig {
-    /// A preset by name: any MobileNetV5 or ViT preset.
+    /// A preset by name: any MobileNetV5, ViT or LFM3-VL tower preset.
     pub fn preset(name: &str) -> Option<Self> {
-        MobileNetV5Arch::preset(name).map(Self::MobileNetV5).or_else(|| VitConfig::preset(name).map(Self::Vit))
+        MobileNetV5Arch::preset(name)
+            .map(Self::MobileNetV5)
+            .or_else(|| VitConfig::preset(name).map(Self::Vit))
+            .or_else(|| lfm3_vl::Lfm3VlVisionConfig::preset(name).map(Self::Lfm3Vl))
     }
 
     pub fn preset_names() -> Vec<&'static str> {
-        MobileNetV5Arch::preset_names().into_iter().chain(VitConfig::preset_names()).collect()
+        MobileNetV5Arch::preset_names()
+            .into_iter()
+            .chain(VitConfig::preset_names())
+            .chain(lfm3_vl::Lfm3VlVisionConfig::preset_names())
+            .collect()
+    }
+
+    /// The family, as reports name it: `MobileNetV5` (convolution), `ViT` (attention) or
+    /// `LFM3-VL` (gated convolutions and attention).
+    pub fn family(&self) -> &'static str {
+        match self {
+            Self::MobileNetV5(_) => "MobileNetV5",
+            Self::Vit(_) => "ViT",
+            Self::Lfm3Vl(_) => "LFM3-VL",
+        }
     }
 
     pub fn image_size(&self) -> usize {
         match self {
             Self::MobileNetV5(a) => a.image_size,
             Self::Vit(v) => v.image_size,
+            Self::Lfm3Vl(v) => v.image_size,
         }
     }
 
@@ -57,6 +78,10 @@ impl EncoderConfig {
                 let (gh, gw) = v.grid(h, w);
                 (gh, gw, v.hidden_size)
             }
+            Self::Lfm3Vl(v) => {
+                let (gh, gw) = v.grid(h, w);
+                (gh, gw, v.hidden_size)
+            }
         }
     }
 
@@ -65,6 +90,7 @@ impl EncoderConfig {
         match self {
             Self::MobileNetV5(a) => a.check(),
             Self::Vit(v) => v.check(),
+            Self::Lfm3Vl(v) => v.check(),
         }
     }
 
@@ -72,16 +98,19 @@ impl EncoderConfig {
         Ok(match self {
             Self::MobileNetV5(a) => VisionEncoder::MobileNetV5(a.init(device)?),
             Self::Vit(v) => VisionEncoder::Vit(v.init(device)),
+            Self::Lfm3Vl(v) => VisionEncoder::Lfm3Vl(v.init(device)),
         })
     }
 }
 
 impl VisionEncoder {
-    /// `[b, 3, H, W] -> [b, gh*gw, channels]`, tokens row-major over the grid.
+    /// `[b, 3, H, W] -> [b, gh*gw, channels]`, tokens row-major over the grid (LFM3-VL's
+    /// in spatial-merge order, as its projector merges them).
     pub fn tokens(&self, pixels: Tensor<4>) -> Tensor<3> {
         match self {
             Self::MobileNetV5(m) => m.tokens(pixels),
             Self::Vit(v) => v.tokens(pixels),
+            Self::Lfm3Vl(t) => t.forward_image(pixels),
         }
     }
 }

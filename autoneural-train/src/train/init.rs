@@ -126,6 +126,7 @@ pub fn vlm_config(config: &ModelConfig, vocab_size: usize, image_token_id: u32) 
         match &mut encoder {
             EncoderConfig::MobileNetV5(a) => a.image_size = size,
             EncoderConfig::Vit(v) => v.image_size = size,
+            EncoderConfig::Lfm3Vl(v) => v.image_size = size,
         }
     }
     if let Some(side) = config.vision.msfa_output_resolution {
@@ -181,6 +182,7 @@ pub fn vlm_config(config: &ModelConfig, vocab_size: usize, image_token_id: u32) 
         bias: true,
         downsample,
         layer_norm: false,
+        merge_blocks: false,
     };
     let preprocess = Preprocess::Fixed { size, mean: [0.0; 3], std: [1.0; 3] };
     let config = VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token_id, preprocess, None);
