@@ -202,17 +202,23 @@ fn weights_after(extra: &str, step: bool) -> BTreeMap<String, Vec<f32>> {
 /// The weights after one step of a one-stage experiment (`extra` added to its stage), with
 /// the stage's report; or the weights before the step, without one.
 fn one_step_run(extra: &str, step: bool) -> (BTreeMap<String, Vec<f32>>, Option<StageReport>) {
-    one_step_run_of("preset = \"lfm2-nano\"", extra, step)
+    one_step_run_of(&[], extra, step)
 }
 
-/// [`one_step_run`] with the `[model.language]` section's lines given.
-fn one_step_run_of(language: &str, extra: &str, step: bool) -> (BTreeMap<String, Vec<f32>>, Option<StageReport>) {
+/// [`one_step_run`] with lines of the experiment replaced (`(old, new)` pairs).
+fn one_step_run_of(
+    replace: &[(&str, &str)],
+    extra: &str,
+    step: bool,
+) -> (BTreeMap<String, Vec<f32>>, Option<StageReport>) {
     let stage = format!(
         "[[stage]]\nname = \"full\"\ntrain = [\"vision\", \"projector\", \"language\"]\nsteps = 1\nlr = 1e-3\n\
          micro_batch = 2\ngrad_clip = 0.0\n{extra}"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let text = experiment_with_norm(tmp.path(), &stage, "batch").replace("preset = \"lfm2-nano\"", language);
+    let text = replace
+        .iter()
+        .fold(experiment_with_norm(tmp.path(), &stage, "batch"), |text, (old, new)| text.replace(old, new));
     let exp = Experiment::from_toml(&text).unwrap();
     let (model, batcher) = model_and_batcher(&exp);
     if !step {
@@ -245,16 +251,32 @@ fn moved_tensors(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>,
 /// every one of its tensors.
 #[test]
 fn an_lfm3_language_model_trains_in_an_experiment() {
-    let lfm3 = "preset = \"lfm3-nano\"\nsliding_window = 2";
-    let before = one_step_run_of(lfm3, "", false).0;
+    let lfm3 = [("preset = \"lfm2-nano\"", "preset = \"lfm3-nano\"\nsliding_window = 2")];
+    let before = one_step_run_of(&lfm3, "", false).0;
     assert!(
         before.keys().any(|k| k.contains("self_attn.g_proj")) && before.keys().any(|k| k.contains("post_ffn_norm"))
     );
     for extra in ["", "quantization = { policy = \"w4a16\" }\n"] {
-        let after = one_step_run_of(lfm3, extra, true).0;
+        let after = one_step_run_of(&lfm3, extra, true).0;
         let language: Vec<&String> = before.keys().filter(|k| k.starts_with("language")).collect();
         let still: Vec<&&String> = language.iter().filter(|k| before[**k] == after[**k]).collect();
         assert!(still.is_empty(), "{extra:?}: a step left these LFM3 tensors unchanged: {still:?}");
+    }
+}
+
+/// LFM3-VL's tower (gated 2-D convolutions and attention) and its projector train as an
+/// AutoNeural encoder, under QAT too: one step moves every one of their tensors.
+#[test]
+fn an_lfm3_vl_tower_trains_in_an_experiment() {
+    let tower = [("preset = \"mobilenetv5_tiny\"\nnorm = \"batch\"", "preset = \"lfm3_vl_tiny\"")];
+    let before = one_step_run_of(&tower, "", false).0;
+    assert!(before.keys().any(|k| k.contains("conv.spatial_conv")) && before.keys().any(|k| k.contains("q_layernorm")));
+    for extra in ["", "quantization = { policy = \"w8a16\" }\n"] {
+        let after = one_step_run_of(&tower, extra, true).0;
+        let image_side =
+            before.keys().filter(|k| k.starts_with("vision_tower") || k.starts_with("multi_modal_projector"));
+        let still: Vec<&String> = image_side.filter(|k| before[*k] == after[*k]).collect();
+        assert!(still.is_empty(), "{extra:?}: a step left these tensors unchanged: {still:?}");
     }
 }
 

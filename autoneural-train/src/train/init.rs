@@ -168,21 +168,42 @@ pub fn vlm_config(config: &ModelConfig, vocab_size: usize, image_token_id: u32) 
     }
     let size = encoder.image_size();
     let (gh, gw, vision_dim) = encoder.token_grid(size, size);
-    let downsample = config.projector_downsample.unwrap_or(1);
-    if downsample == 0 || gh % downsample != 0 || gw % downsample != 0 {
-        bail!(
-            "model.projector_downsample: {downsample} must divide the encoder's {gh}x{gw} token grid (at image \
-             size {size})"
-        );
-    }
-    let projector = ProjectorConfig {
-        vision_dim,
-        hidden: config.projector_hidden_size.unwrap_or(text.hidden_size),
-        text_dim: text.hidden_size,
-        bias: true,
-        downsample,
-        layer_norm: false,
-        merge_blocks: false,
+    let hidden = config.projector_hidden_size.unwrap_or(text.hidden_size);
+    let projector = match &encoder {
+        // LFM3-VL's tower brings its projector: tokens normalised, merge blocks concatenated.
+        EncoderConfig::Lfm3Vl(v) => {
+            let m = v.spatial_merge_size;
+            if config.projector_downsample.is_some_and(|d| d != m) {
+                bail!(
+                    "model.projector_downsample: LFM3-VL's projector merges its {m}x{m} blocks; give {m} or leave it out"
+                );
+            }
+            if !size.is_multiple_of(v.patch_size * m) {
+                bail!(
+                    "model.image_size: {size} is not a multiple of LFM3-VL's {}-pixel merge blocks",
+                    v.patch_size * m
+                );
+            }
+            v.projector(hidden, text.hidden_size, true)
+        }
+        _ => {
+            let downsample = config.projector_downsample.unwrap_or(1);
+            if downsample == 0 || gh % downsample != 0 || gw % downsample != 0 {
+                bail!(
+                    "model.projector_downsample: {downsample} must divide the encoder's {gh}x{gw} token grid (at \
+                     image size {size})"
+                );
+            }
+            ProjectorConfig {
+                vision_dim,
+                hidden,
+                text_dim: text.hidden_size,
+                bias: true,
+                downsample,
+                layer_norm: false,
+                merge_blocks: false,
+            }
+        }
     };
     let preprocess = Preprocess::Fixed { size, mean: [0.0; 3], std: [1.0; 3] };
     let config = VlmConfig::new(VlmFormat::AutoNeural, encoder, projector, text, image_token_id, preprocess, None);
