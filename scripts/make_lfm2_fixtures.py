@@ -93,6 +93,19 @@ def save_weights(model, out, dtype, shards, tied):
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
+def randomize(model):
+    """Weights away from their init, so a missed or transposed weight shows: norm weights
+    around 1, 1-D parameters and conv taps at 0.4, matrices at 1.2 / sqrt(fan_in)."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+            elif "conv.conv" in n or p.dim() == 1:
+                p.copy_(torch.randn_like(p) * 0.4)
+            else:
+                p.copy_(torch.randn_like(p) * (1.2 / p.shape[-1] ** 0.5))
+
+
 def write_golden(out, ref, prompt_messages, raw_prompt, new_tokens):
     """`golden.json` for the checkpoint in `out`: the prompt (a chat or raw text) as its
     tokenizer encodes it, `ref`'s logits over it and its greedy continuation. Returns the

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from transformers import Lfm2MoeConfig, Lfm2MoeForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_lfm2_fixtures import ROOT, write_golden, write_tokenizer  # noqa: E402
+from make_lfm2_fixtures import ROOT, randomize, write_golden, write_tokenizer  # noqa: E402
 
 
 def main():
@@ -41,14 +41,8 @@ def main():
                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                         bos_token_id=1, eos_token_id=7, pad_token_id=0)
     model = Lfm2MoeForCausalLM(cfg).eval()
+    randomize(model)
     with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n.endswith("norm.weight"):
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            elif "conv.conv" in n or p.dim() == 1:
-                p.copy_(torch.randn_like(p) * 0.4)
-            else:
-                p.copy_(torch.randn_like(p) * (1.2 / p.shape[-1] ** 0.5))
         for layer in model.model.layers:
             ff = layer.feed_forward
             if hasattr(ff, "expert_bias"):

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from transformers import Lfm3Config, Lfm3ForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_lfm2_fixtures import ROOT, write_golden, write_tokenizer  # noqa: E402
+from make_lfm2_fixtures import ROOT, randomize, write_golden, write_tokenizer  # noqa: E402
 
 LAYERS = ["conv", "sliding_attention", "full_attention", "conv", "sliding_attention", "conv"]
 
@@ -45,14 +45,7 @@ def make(name, *, seed, sandwich, gate, tied):
                      },
                      bos_token_id=1, eos_token_id=7, pad_token_id=0)
     model = Lfm3ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n.endswith("norm.weight"):
-                p.copy_(1.0 + 0.2 * torch.randn_like(p))
-            elif "conv.conv" in n or p.dim() == 1:
-                p.copy_(torch.randn_like(p) * 0.4)
-            else:
-                p.copy_(torch.randn_like(p) * (1.2 / p.shape[-1] ** 0.5))
+    randomize(model)
     sd = {}
     for k, v in model.state_dict().items():
         if tied and k == "lm_head.weight":

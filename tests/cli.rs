@@ -415,11 +415,7 @@ max_new_tokens = 4
     for file in ["vision_encoder.qdq.onnx", "decode.qdq.onnx", "decode.encodings", "reference.qdq.safetensors"] {
         assert!(onnx_dir.join(file).is_file(), "{file}");
     }
-    if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
-        let o = Command::new(python).args(["scripts/verify_onnx.py", onnx_s]).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success() && text.contains("QDQ generation with the image"), "{text}");
-    }
+    verify_onnx(onnx_s, "QDQ generation with the image");
     // Or in one step from the float checkpoint: --precision POLICY --calib quantizes first
     // (as `quantize` does); an already quantized checkpoint refuses a second policy.
     let ptq_dir = tmp.path().join("onnx-ptq");
@@ -429,11 +425,7 @@ max_new_tokens = 4
     let out = autoneural(&[&args_f[..], &calib[..], &["--reference-tokens", "3"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(ptq_dir.join("vision_encoder.qdq.onnx").is_file() && ptq_dir.join("prefill.encodings").is_file());
-    if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
-        let o = Command::new(python).args(["scripts/verify_onnx.py", ptq_s]).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success() && text.contains("QDQ generation with the image"), "{text}");
-    }
+    verify_onnx(ptq_s, "QDQ generation with the image");
     let out = autoneural(&[&args[..], &calib[..]].concat());
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already quantized"));
     // quant-report measures against the float model: a quantized checkpoint is refused.
@@ -487,6 +479,21 @@ fn a_malformed_experiment_is_an_error_naming_file_and_key() {
     assert!(err.contains("bad.toml") && err.contains("seed") && !err.contains("panicked"), "{err}");
 }
 
+/// Runs `scripts/verify_onnx.py` on the export in `dir` when `AUTONEURAL_PYTHON` names a
+/// Python with onnx, onnxruntime, safetensors and numpy (CI sets it); its output must say
+/// `expect`.
+fn verify_onnx(dir: &str, expect: &str) {
+    match std::env::var("AUTONEURAL_PYTHON") {
+        Ok(python) => {
+            let o = Command::new(python).args(["scripts/verify_onnx.py", dir]).output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(o.status.success() && text.contains(expect), "{dir}: {text}");
+            eprintln!("{dir}: {text}");
+        }
+        Err(_) => eprintln!("AUTONEURAL_PYTHON is not set: scripts/verify_onnx.py not run on {dir}"),
+    }
+}
+
 /// `export` on the hybrid fixture; then, when `AUTONEURAL_PYTHON` names a Python with onnx,
 /// onnxruntime, safetensors and numpy (CI sets it), `scripts/verify_onnx.py`: onnx.checker
 /// and strict shape inference on every graph, and the Burn model's greedy generation
@@ -509,15 +516,7 @@ fn export_writes_graphs_that_onnxruntime_runs_like_the_burn_model() {
     let o = autoneural(&[&args[..], &["--precision", "w8a16", "--calib", "x.jsonl"]].concat());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("vision-language checkpoints"), "{err}");
-    match std::env::var("AUTONEURAL_PYTHON") {
-        Ok(python) => {
-            let o = Command::new(python).args(["scripts/verify_onnx.py", out_s]).output().unwrap();
-            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-            assert!(o.status.success() && text.contains("greedy tokens equal"), "{text}");
-            eprintln!("{text}");
-        }
-        Err(_) => eprintln!("AUTONEURAL_PYTHON is not set: scripts/verify_onnx.py not run"),
-    }
+    verify_onnx(out_s, "greedy tokens equal");
 }
 
 /// LFM3's graphs: sliding layers with window-sized ring states and their own mask and RoPE,
@@ -543,15 +542,7 @@ fn lfm3_exports_sliding_layers_as_ring_states() {
         assert_eq!(sliding[0]["shape"], serde_json::json!([1, 2, 8, 16]));
         let inputs = &manifest["graphs"]["prefill"]["inputs"];
         assert!(inputs.as_array().unwrap().iter().any(|p| p["name"] == "sliding_attention_mask"), "{inputs}");
-        match std::env::var("AUTONEURAL_PYTHON") {
-            Ok(python) => {
-                let o = Command::new(python).args(["scripts/verify_onnx.py", out_s]).output().unwrap();
-                let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-                assert!(o.status.success() && text.contains("greedy tokens equal"), "prefill {prefill}: {text}");
-                eprintln!("prefill {prefill}: {text}");
-            }
-            Err(_) => eprintln!("AUTONEURAL_PYTHON is not set: scripts/verify_onnx.py not run"),
-        }
+        verify_onnx(out_s, "greedy tokens equal");
     }
 }
 

@@ -440,37 +440,41 @@ impl Lfm2Config {
             }
             v
         };
-        json!({
+        let mut v = self.common_json();
+        let lfm3 = json!({
             "architectures": ["Lfm3ForCausalLM"],
             "model_type": "lfm3",
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_layers(),
-            "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.head_dim,
-            "max_position_embeddings": self.max_position_embeddings,
-            "norm_eps": self.norm_eps,
             "rope_parameters": {"sliding_attention": rope(o.sliding_rope), "full_attention": rope(o.full_rope)},
-            "conv_L_cache": self.conv_kernel,
-            "conv_bias": self.conv_bias,
-            "layer_types": self.layer_types,
             "sliding_window": o.sliding_window,
             "use_sandwich_norm": o.use_sandwich_norm,
             "use_attention_gate": o.use_attention_gate,
             "attention_bias": o.attention_bias,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_ids,
-            "pad_token_id": self.pad_token_id,
-        })
+        });
+        if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), lfm3) {
+            obj.extend(extra);
+        }
+        v
     }
 
     fn lfm2_json(&self) -> Value {
-        json!({
+        let mut v = self.common_json();
+        let lfm2 = json!({
             "architectures": ["Lfm2ForCausalLM"],
             "model_type": "lfm2",
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "block_multiple_of": self.block_multiple_of,
+            "block_ffn_dim_multiplier": self.block_ffn_dim_multiplier,
+            "block_auto_adjust_ff_dim": self.block_auto_adjust_ff_dim,
+        });
+        if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), lfm2) {
+            obj.extend(extra);
+        }
+        v
+    }
+
+    /// The fields every LFM text config.json has.
+    fn common_json(&self) -> Value {
+        json!({
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -480,12 +484,8 @@ impl Lfm2Config {
             "head_dim": self.head_dim,
             "max_position_embeddings": self.max_position_embeddings,
             "norm_eps": self.norm_eps,
-            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
             "conv_L_cache": self.conv_kernel,
             "conv_bias": self.conv_bias,
-            "block_multiple_of": self.block_multiple_of,
-            "block_ffn_dim_multiplier": self.block_ffn_dim_multiplier,
-            "block_auto_adjust_ff_dim": self.block_auto_adjust_ff_dim,
             "layer_types": self.layer_types,
             "tie_word_embeddings": self.tie_word_embeddings,
             "bos_token_id": self.bos_token_id,
