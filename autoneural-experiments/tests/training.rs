@@ -564,8 +564,8 @@ fn the_shipped_experiments_parse() {
     for (name, runs) in [
         ("ablation_attention_ratio", 5),
         ("ablation_precision", 4),
-        ("paper_quantization_error", 2),
-        ("paper_latency", 2),
+        ("paper_quantization_error", 3),
+        ("paper_latency", 3),
         ("study_reading", 2),
     ] {
         let e = Expansion::from_file(&dir.join(format!("{name}.toml")), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
