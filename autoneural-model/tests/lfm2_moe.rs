@@ -112,3 +112,50 @@ fn experts_packed_as_drawn_decode_and_read_only_the_chosen_ones() {
     });
     assert!(packed.bytes_read() > before);
 }
+
+/// Training reaches every parameter a token uses: every dense one, the routers (through the
+/// weights of the chosen experts' outputs) and every expert some token is routed to (the
+/// experts no token chose get none, as in transformers; the expert bias steers the choice
+/// and carries no gradient: transformers keeps it as a buffer, updated outside the
+/// optimizer).
+#[test]
+fn moe_layers_train_end_to_end() {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::{Gradients, Tensor, TensorData};
+
+    /// Whether each float parameter, in visiting order, got a gradient.
+    struct Reached<'a> {
+        grads: &'a Gradients,
+        flags: Vec<bool>,
+    }
+    impl ModuleVisitor for Reached<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.flags.push(p.val().grad(self.grads).is_some());
+        }
+    }
+    let device = Device::flex().autodiff();
+    let model = load_lfm2(&fixtures().join("moe-f32"), &device).unwrap();
+    let ids: Vec<i64> = (0..96).map(|i| ((i * 37 + 11) % 300) as i64).collect();
+    let x = Tensor::from_data(TensorData::new(ids, [2, 48]), &device);
+    let grads = weighted_sum(model.forward(x, None, Logits::All)).backward();
+    let mut reached = Reached { grads: &grads, flags: Vec::new() };
+    model.visit(&mut reached);
+    let keys: Vec<String> = snapshot(&model).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), reached.flags.len());
+    let without: Vec<&String> = keys.iter().zip(&reached.flags).filter(|(_, r)| !**r).map(|(k, _)| k).collect();
+    // Every dense parameter and router learns; of the experts, those tokens chose (at least
+    // the 3 a token takes in each routed layer), whose three matrices learn together.
+    assert!(without.iter().all(|k| k.ends_with("expert_bias") || k.contains(".experts.")), "no gradient: {without:?}");
+    for layer in 1..5 {
+        let learned = |e: usize| {
+            let prefix = format!("model.layers.{layer}.feed_forward.experts.{e}.");
+            let mine: Vec<bool> =
+                keys.iter().zip(&reached.flags).filter(|(k, _)| k.starts_with(&prefix)).map(|(_, &r)| r).collect();
+            assert_eq!(mine.len(), 3);
+            assert!(mine.iter().all(|&r| r == mine[0]), "layer {layer} expert {e}: w1, w2, w3 disagree");
+            mine[0]
+        };
+        let chosen = (0..8).filter(|&e| learned(e)).count();
+        assert!(chosen >= 3, "layer {layer}: {chosen} experts learned");
+    }
+}
