@@ -100,3 +100,35 @@ fn transformers_key_names_load_too() {
     let patches = Tensor::<2>::from_data(TensorData::new(pixels, [shape[0], shape[1]]), &device);
     assert_eq!(values(a.features(patches.clone(), 10, 14)), values(b.features(patches, 10, 14)));
 }
+
+/// A broken LFM3-VL directory is refused naming the file and the field: an unknown vision
+/// layer type, a processor whose patches differ from the tower's, an activation other than
+/// GELU, a vision token outside the vocabulary.
+#[test]
+fn broken_lfm3_vl_configs_name_the_field() {
+    use autoneural_model::checkpoint::load_vlm;
+    type Edit = fn(&mut serde_json::Value, &mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 4] = [
+        ("layer", |c, _| c["vision_config"]["layer_types"][0] = "mamba".into(), "unknown vision layer type \"mamba\""),
+        ("patch", |_, p| p["patch_size"] = 8.into(), "differ from the image processor's"),
+        ("act", |c, _| c["projector_hidden_act"] = "relu".into(), "projector_hidden_act"),
+        ("start", |c, _| c["vision_start_token_id"] = 100_000.into(), "vision_start_token_id"),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, edit, message) in cases {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(fixture().join(f), dir.join(f)).unwrap();
+        }
+        let read = |f: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(fixture().join(f)).unwrap()).unwrap()
+        };
+        let (mut config, mut processor) = (read("config.json"), read("preprocessor_config.json"));
+        edit(&mut config, &mut processor);
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        std::fs::write(dir.join("preprocessor_config.json"), processor.to_string()).unwrap();
+        let err = load_vlm(&dir, &Device::flex()).err().expect("refused").to_string();
+        assert!(err.contains("config.json") && err.contains(message), "{name}: {err}");
+    }
+}
