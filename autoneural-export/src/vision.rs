@@ -16,6 +16,7 @@ use autoneural_model::nn::conv_norm::{Conv2d, ConvNorm, LayerScale2d, Norm2d, co
 use autoneural_model::vision::blocks::{
     EdgeResidual, KvProjection, MobileAttention, MobileBlock, UniversalInvertedResidual,
 };
+use autoneural_model::vision::lfm3_vl::{Lfm3VlLayer, Lfm3VlTower, axial_rope};
 use autoneural_model::vision::mobilenetv5::MultiScaleFusionAdapter;
 use autoneural_model::vision::resize::bilinear_weights;
 use autoneural_model::vision::siglip::{PatchEmbedding, SiglipVision, VitLayer};
@@ -36,6 +37,10 @@ struct Fm {
 }
 
 fn conv(g: &mut Graph, x: &Fm, conv: &Conv2d, key: &str) -> Fm {
+    conv_of(g, x, conv, key)
+}
+
+fn conv_of(g: &mut Graph, x: &Fm, conv: &Conv2d, key: &str) -> Fm {
     let w = conv.weight.val();
     let [out, in_g, kh, kw] = w.dims();
     let (pt, pb) = conv_padding(conv.pad, x.h, kh, conv.stride, conv.dilation);
@@ -345,11 +350,152 @@ fn vit(g: &mut Graph, pixels: &Fm, v: &SiglipVision, key: &str) -> (String, usiz
     (layer_norm(g, &x, &m.post_layernorm, &format!("{key}.vision_model.post_layernorm")), gh, gw)
 }
 
+/// LFM3-VL's tower on `[1, 3, s, s]` -> tokens `[1, gh*gw, d]` in spatial-merge order (and
+/// the grid), as `autoneural_model::vision::lfm3_vl` computes it: patches cut by reshapes
+/// (each frame repeated over the temporal patch), the patch embedding and RMSNorm, then gated
+/// depthwise convolutions on the grid and bidirectional GQA with axial RoPE (its tables are
+/// initializers: the input size is static), each with a SwiGLU.
+fn lfm3_vl_tower(g: &mut Graph, pixels: &Fm, t: &Lfm3VlTower, key: &str) -> Result<(String, usize, usize)> {
+    let (p, m, tp) = (t.patch_size, t.merge, t.temporal_patch_size);
+    let (gh, gw, c) = (pixels.h / p, pixels.w / p, pixels.c);
+    if gh == 0 || gw == 0 || !gh.is_multiple_of(m) || !gw.is_multiple_of(m) || gh * p != pixels.h || gw * p != pixels.w
+    {
+        bail!(
+            "LFM3-VL's tower cuts {p}-pixel patches in {m}x{m} blocks: {}x{} images do not divide",
+            pixels.h,
+            pixels.w
+        );
+    }
+    let n = (gh * gw) as i64;
+    let ii = |v: usize| v as i64;
+    // [1, c, gh/m, m, p, gw/m, m, p] -> [gh/m, gw/m, m, m, c, p, p] -> [n, c, 1, p*p]
+    let x = g.reshape(&pixels.name, &[1, ii(c), ii(gh / m), ii(m), ii(p), ii(gw / m), ii(m), ii(p)]);
+    let x = g.transpose(&x, &[0, 2, 5, 3, 6, 1, 4, 7]);
+    let x = g.reshape(&x, &[n, ii(c), 1, ii(p * p)]);
+    let frames: Vec<&str> = std::iter::repeat_n(x.as_str(), tp).collect();
+    let x = g.concat(&frames, 2);
+    let x = g.reshape(&x, &[1, n, ii(c * tp * p * p)]);
+    let x = linear(g, &x, &t.patchifier, &format!("{key}.patchifier"));
+    let rms = |g: &mut Graph, x: &str, norm: &autoneural_model::nn::RmsNorm, name: &str| {
+        let [d] = norm.weight.dims();
+        let w = g.weight(name, &[d], &values(norm.weight.val()));
+        g.rms_norm(x, &w, norm.eps)
+    };
+    let mut x = rms(g, &x, &t.embedding_norm, &format!("{key}.embedding_norm.weight"));
+    let mut tables: Option<(String, String)> = None;
+    for (i, layer) in t.layers.iter().enumerate() {
+        let lk = format!("{key}.layers.{i}");
+        let (operator_norm, ffn_norm, mlp) = match layer {
+            Lfm3VlLayer::Conv(l) => (&l.operator_norm, &l.ffn_norm, &l.feed_forward),
+            Lfm3VlLayer::Attention(l) => (&l.operator_norm, &l.ffn_norm, &l.feed_forward),
+        };
+        let h = rms(g, &x, operator_norm, &format!("{lk}.operator_norm.weight"));
+        let y = match layer {
+            Lfm3VlLayer::Conv(l) => {
+                let conv = &l.conv;
+                let d = conv.out_proj.weight.dims()[1];
+                let bcx = linear(g, &h, &conv.in_proj, &format!("{lk}.conv.in_proj"));
+                let parts = g.op_n("Split", &[&bcx], vec![("axis", Attr::Int(2)), ("num_outputs", Attr::Int(3))], 3);
+                let v = g.mul(&parts[0], &parts[2]);
+                // merge order -> the image [1, d, gh, gw], through the depthwise conv, and back
+                let v = g.reshape(&v, &[1, ii(gh / m), ii(gw / m), ii(m), ii(m), ii(d)]);
+                let v = g.transpose(&v, &[0, 5, 1, 3, 2, 4]);
+                let v = g.reshape(&v, &[1, ii(d), ii(gh), ii(gw)]);
+                let y = conv_of(
+                    g,
+                    &Fm { name: v, c: d, h: gh, w: gw },
+                    &conv.spatial_conv,
+                    &format!("{lk}.conv.spatial_conv"),
+                );
+                let y = g.reshape(&y.name, &[1, ii(d), ii(gh / m), ii(m), ii(gw / m), ii(m)]);
+                let y = g.transpose(&y, &[0, 2, 4, 3, 5, 1]);
+                let y = g.reshape(&y, &[1, n, ii(d)]);
+                let y = g.mul(&parts[1], &y);
+                linear(g, &y, &conv.out_proj, &format!("{lk}.conv.out_proj"))
+            }
+            Lfm3VlLayer::Attention(l) => {
+                let a = &l.self_attn;
+                let (h_, kvh, hd) = (ii(a.num_heads), ii(a.num_kv_heads), ii(a.head_dim));
+                let (cos, sin) = tables
+                    .get_or_insert_with(|| {
+                        let (cos, sin) =
+                            axial_rope(gh, gw, m, a.head_dim, t.rope_theta, &a.q_proj.weight.val().device());
+                        let shape = [gh * gw, a.head_dim];
+                        (
+                            g.weight(&format!("{key}.rope.cos"), &shape, &values(cos)),
+                            g.weight(&format!("{key}.rope.sin"), &shape, &values(sin)),
+                        )
+                    })
+                    .clone();
+                let sk = format!("{lk}.self_attn");
+                let heads = |g: &mut Graph, proj, name: &str, nh: i64, norm: Option<&autoneural_model::nn::RmsNorm>| {
+                    let y = linear(g, &h, proj, &format!("{sk}.{name}"));
+                    let y = g.reshape(&y, &[1, n, nh, hd]);
+                    let y = match norm {
+                        Some(nm) => {
+                            let nn = if name == "q_proj" { "q_layernorm" } else { "k_layernorm" };
+                            let w = g.weight(&format!("{sk}.{nn}.weight"), &[hd as usize], &values(nm.weight.val()));
+                            g.rms_norm(&y, &w, nm.eps)
+                        }
+                        None => y,
+                    };
+                    g.transpose(&y, &[0, 2, 1, 3]) // [1, nh, n, hd]
+                };
+                let q = heads(g, &a.q_proj, "q_proj", h_, Some(&a.q_layernorm));
+                let k = heads(g, &a.k_proj, "k_proj", kvh, Some(&a.k_layernorm));
+                let v = heads(g, &a.v_proj, "v_proj", kvh, None);
+                let q = rope_half(g, &q, &cos, &sin, hd);
+                let k = rope_half(g, &k, &cos, &sin, hd);
+                // query heads sharing a KV head stacked on the row axis
+                let q = g.reshape(&q, &[1, kvh, (h_ / kvh) * n, hd]);
+                let kt = g.transpose(&k, &[0, 1, 3, 2]);
+                let o = attend(g, &q, &kt, &v, a.head_dim);
+                let o = g.reshape(&o, &[1, h_, n, hd]);
+                let o = g.transpose(&o, &[0, 2, 1, 3]);
+                let o = g.reshape(&o, &[1, n, h_ * hd]);
+                linear(g, &o, &a.out_proj, &format!("{sk}.out_proj"))
+            }
+        };
+        x = g.add(&x, &y);
+        let h = rms(g, &x, ffn_norm, &format!("{lk}.ffn_norm.weight"));
+        let gate = linear(g, &h, &mlp.w1, &format!("{lk}.feed_forward.w1"));
+        let gate = g.silu(&gate);
+        let up = linear(g, &h, &mlp.w3, &format!("{lk}.feed_forward.w3"));
+        let inner = g.mul(&gate, &up);
+        let down = linear(g, &inner, &mlp.w2, &format!("{lk}.feed_forward.w2"));
+        x = g.add(&x, &down);
+    }
+    Ok((x, gh, gw))
+}
+
+/// `x * cos + rotate_half(x) * sin` on `[1, heads, n, hd]` with tables `[n, hd]`.
+fn rope_half(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> String {
+    let x1 = g.slice(x, &[0], &[hd / 2], &[3]);
+    let x2 = g.slice(x, &[hd / 2], &[hd], &[3]);
+    let neg = g.op("Neg", &[&x2], vec![]);
+    let rotated = g.concat(&[&neg, &x1], 3);
+    let a = g.mul(x, cos);
+    let b = g.mul(&rotated, sin);
+    g.add(&a, &b)
+}
+
 /// The connector on tokens `[1, gh*gw, c]`: LFM2-VL's pixel-unshuffle and layer norm when
-/// it has them, then Linear -> GELU (erf) -> Linear.
+/// it has them, LFM3-VL's per-token layer norm and merge blocks, then Linear -> GELU (erf)
+/// -> Linear.
 fn connector(g: &mut Graph, tokens: &str, gh: usize, gw: usize, p: &Projector, key: &str) -> Result<String> {
     let f = p.downsample;
     let mut x = tokens.to_string();
+    if p.merge_blocks {
+        if let Some(ln) = &p.layer_norm {
+            x = layer_norm(g, &x, ln, &format!("{key}.layer_norm"));
+        }
+        let k = f * f;
+        let c = p.linear_1.weight.dims()[0] / k;
+        x = g.reshape(&x, &[1, (gh * gw / k) as i64, (k * c) as i64]);
+        let h = linear(g, &x, &p.linear_1, &format!("{key}.linear_1"));
+        let h = g.op("Gelu", &[&h], vec![]);
+        return Ok(linear(g, &h, &p.linear_2, &format!("{key}.linear_2")));
+    }
     if f > 1 {
         if !gh.is_multiple_of(f) || !gw.is_multiple_of(f) {
             bail!("the connector pixel-unshuffles by {f}, which does not divide the {gh}x{gw} token grid");
@@ -372,10 +518,12 @@ fn connector(g: &mut Graph, tokens: &str, gh: usize, gw: usize, p: &Projector, k
 /// Whether [`vision_graph`] can write `model`'s encoder and connector (checked before any
 /// file is written).
 pub fn check_supported(model: &VisionLanguageModel) -> Result<()> {
-    if matches!(model.vision_tower, VisionEncoder::Lfm3Vl(_)) {
+    if matches!(model.vision_tower, VisionEncoder::Lfm3Vl(_))
+        && !matches!(model.config.preprocess, autoneural_model::images::Preprocess::Fixed { .. })
+    {
         bail!(
-            "LFM3-VL's vision tower has no ONNX export yet (its images keep their own size); MobileNetV5 and \
-             SigLIP towers export"
+            "LFM3-VL's processor keeps each image's own size, which a static graph cannot take: its tower exports \
+             at a fixed size from an AutoNeural checkpoint (images resized to vision_config.image_size)"
         );
     }
     let s = model.config.encoder.image_size();
@@ -401,7 +549,7 @@ pub fn vision_graph(model: &VisionLanguageModel, build: &Build) -> Result<Graph>
             (g.transpose(&t, &[0, 2, 1]), y.h, y.w)
         }
         VisionEncoder::Vit(v) => vit(&mut g, &pixels, v, "vision_tower"),
-        VisionEncoder::Lfm3Vl(_) => bail!("LFM3-VL's vision tower has no ONNX export yet"),
+        VisionEncoder::Lfm3Vl(t) => lfm3_vl_tower(&mut g, &pixels, t, "vision_tower")?,
     };
     let p = &model.multi_modal_projector;
     let features = connector(&mut g, &t, gh, gw, p, "multi_modal_projector")?;

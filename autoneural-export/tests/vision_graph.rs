@@ -99,6 +99,44 @@ fn vit_vlms_with_lfm2_vl_connectors_export_their_vision_encoder() {
     }
 }
 
+/// LFM3-VL's hybrid tower as an AutoNeural encoder at a fixed 64-pixel size: patches cut by
+/// reshapes, gated depthwise convolutions on the grid, attention with axial RoPE, its
+/// projector merging 2x2 blocks: 16 image tokens, replayed through onnxruntime in float and,
+/// quantized by the `autoneural` policy, as QDQ graphs with AIMET encodings.
+#[test]
+fn an_lfm3_vl_tower_exports_at_a_fixed_size() {
+    let model = || {
+        let encoder = EncoderConfig::preset("lfm3_vl_tiny").unwrap();
+        let text = Lfm2Config::preset("lfm2-nano").unwrap();
+        let config =
+            VlmConfig::autoneural(encoder, text, Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] });
+        static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let device = Device::flex();
+        device.seed(9);
+        let model = config.init(&device).unwrap();
+        collect_tensors(&model, &Identity);
+        model
+    };
+    let (qmodel, file) = quantized(model());
+    for (model, quantization, expect) in
+        [(model(), None, "image features within"), (qmodel, Some(file), "QDQ generation with the image")]
+    {
+        let out = tempfile::tempdir().unwrap();
+        let opts =
+            ExportOptions { prefill_len: 12, context: 48, reference_tokens: 3, linear_as_conv: false, quantization };
+        let manifest = export_vlm(&model, out.path(), &opts).unwrap();
+        assert_eq!(manifest.vision.as_ref().unwrap().tokens_per_image, 16);
+        if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
+            let o = Command::new(python).arg(script).arg(out.path()).output().unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            assert!(o.status.success() && text.contains(expect), "{text}");
+            eprintln!("LFM3-VL tower: {text}");
+        }
+    }
+}
+
 #[test]
 fn a_fusion_adapter_that_resizes_bilinearly_exports() {
     let model = tiny_vlm_at(NormKind::Rms, 3);
