@@ -83,8 +83,8 @@ fn short_conv(g: &mut Graph, x: &str, conv: &ShortConv, key: &str, layer: usize,
     linear(g, &gated, &conv.out_proj, &format!("{key}.out_proj"))
 }
 
-/// `x * cos + rotate_half(x) * sin` on `[1, heads, t, hd]`.
-fn rope(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> String {
+/// `x * cos + rotate_half(x) * sin` on `[1, heads, t, hd]` (tables broadcasting over it).
+pub(crate) fn rope(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> String {
     let x1 = g.slice(x, &[0], &[hd / 2], &[3]);
     let x2 = g.slice(x, &[hd / 2], &[hd], &[3]);
     let neg = g.op("Neg", &[&x2], vec![]);

@@ -444,8 +444,8 @@ fn lfm3_vl_tower(g: &mut Graph, pixels: &Fm, t: &Lfm3VlTower, key: &str) -> Resu
                 let q = heads(g, &a.q_proj, "q_proj", h_, Some(&a.q_layernorm));
                 let k = heads(g, &a.k_proj, "k_proj", kvh, Some(&a.k_layernorm));
                 let v = heads(g, &a.v_proj, "v_proj", kvh, None);
-                let q = rope_half(g, &q, &cos, &sin, hd);
-                let k = rope_half(g, &k, &cos, &sin, hd);
+                let q = crate::lm::rope(g, &q, &cos, &sin, hd);
+                let k = crate::lm::rope(g, &k, &cos, &sin, hd);
                 // query heads sharing a KV head stacked on the row axis
                 let q = g.reshape(&q, &[1, kvh, (h_ / kvh) * n, hd]);
                 let kt = g.transpose(&k, &[0, 1, 3, 2]);
@@ -466,17 +466,6 @@ fn lfm3_vl_tower(g: &mut Graph, pixels: &Fm, t: &Lfm3VlTower, key: &str) -> Resu
         x = g.add(&x, &down);
     }
     Ok((x, gh, gw))
-}
-
-/// `x * cos + rotate_half(x) * sin` on `[1, heads, n, hd]` with tables `[n, hd]`.
-fn rope_half(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> String {
-    let x1 = g.slice(x, &[0], &[hd / 2], &[3]);
-    let x2 = g.slice(x, &[hd / 2], &[hd], &[3]);
-    let neg = g.op("Neg", &[&x2], vec![]);
-    let rotated = g.concat(&[&neg, &x1], 3);
-    let a = g.mul(x, cos);
-    let b = g.mul(&rotated, sin);
-    g.add(&a, &b)
 }
 
 /// The connector on tokens `[1, gh*gw, c]`: LFM2-VL's pixel-unshuffle and layer norm when
