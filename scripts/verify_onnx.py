@@ -94,6 +94,15 @@ class Host:
         return np.concatenate(rows, axis=1)
 
     def step(self, graph, embeds):
+        t, p = embeds.shape[1], self.position
+        feeds = self.feeds(embeds)
+        names = [o.name for o in self.s[graph].get_outputs()]
+        outs = dict(zip(names, self.s[graph].run(None, feeds)))
+        self.advance(outs, t)
+        return outs["logits"]
+
+    def feeds(self, embeds):
+        """The inputs of a prefill or decode call on `embeds` at the current position."""
         t = embeds.shape[1]
         c = self.m["context"]
         p = self.position
@@ -117,8 +126,11 @@ class Host:
                         sliding[0, 0, i, w + k] = visible
             feeds["sliding_attention_mask"] = sliding
         feeds.update(self.state)
-        names = [o.name for o in self.s[graph].get_outputs()]
-        outs = dict(zip(names, self.s[graph].run(None, feeds)))
+        return feeds
+
+    def advance(self, outs, t):
+        """The host's side of a call's outputs: new conv states, cache writes, position."""
+        p = self.position
         for st in self.m["state"]:
             if st["kind"] == "conv":
                 self.state[st["inputs"][0]] = outs[st["outputs"][0]]
@@ -133,7 +145,6 @@ class Host:
             for k in range(max(0, t - self.window), t):
                 self.ring[(p + k) % self.window] = p + k
         self.position += t
-        return outs["logits"]
 
 
 def main():

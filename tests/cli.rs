@@ -416,6 +416,13 @@ max_new_tokens = 4
         assert!(onnx_dir.join(file).is_file(), "{file}");
     }
     verify_onnx(onnx_s, "QDQ generation with the image");
+    // AIMET's reading of the same encodings, when a Python with aimet-onnx is named (not in
+    // CI: AIMET pulls in torch). It measures, it does not gate yet: docs/deployment.md.
+    if let Ok(python) = std::env::var("AUTONEURAL_AIMET_PYTHON") {
+        let o = Command::new(python).args(["scripts/verify_aimet.py", onnx_s]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && text.contains("vision_encoder:") && text.contains("prefill:"), "{text}");
+    }
     // Or in one step from the float checkpoint: --precision POLICY --calib quantizes first
     // (as `quantize` does); an already quantized checkpoint refuses a second policy.
     let ptq_dir = tmp.path().join("onnx-ptq");

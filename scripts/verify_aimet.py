@@ -1,0 +1,117 @@
+"""Checks that AIMET reads the encodings `autoneural export` wrote as we mean them.
+
+For the vision encoder and the first prefill call of a quantized export (a directory with
+`<graph>.onnx`, `<graph>.encodings`, `<graph>.qdq.onnx` and reference.qdq.safetensors, as
+`autoneural export` writes for a quantized checkpoint), this builds AIMET's
+`QuantizationSimModel` on the float graph (with `<graph>.quantsim.json` beside it when the
+export wrote one, else AIMET's default placement), loads the encodings, and reports:
+- the quantizers whose placement or settings differ between AIMET and the file, by kind
+  (`enabled`: a quantizer one side has and the other not; `enc_type`: per tensor against
+  per channel; `bitwidth`, `is_symmetric`, ...);
+- how far AIMET's simulated output lands from our QDQ graph's, against how far the QDQ
+  graph lands from the float one (the quantization error itself), on the reference's
+  inputs.
+
+    pip install aimet-onnx onnx onnxruntime safetensors numpy
+    python scripts/verify_aimet.py EXPORT_DIR [--strict]
+
+With --strict it exits 1 unless AIMET loads the file with `strict=True` (no mismatch) and
+reproduces the QDQ graph within --tol (1e-3) relative. Not run in CI (AIMET pulls in torch);
+the measurements are in docs/deployment.md.
+"""
+
+import argparse
+import collections
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from safetensors.numpy import load_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from verify_onnx import Host, rel_err  # noqa: E402
+
+FIELDS = ["enabled", "dtype", "bitwidth", "is_symmetric", "is_strict_symmetric", "is_unsigned_symmetric", "enc_type"]
+
+
+def session(path):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def simulate(root, name, entry):
+    """AIMET's QuantSim of graph `name` with our encodings loaded: (sim, mismatches)."""
+    from aimet_onnx.quantsim import QuantizationSimModel, load_encodings_to_sim
+
+    config = os.path.join(root, f"{name}.quantsim.json")
+    sim = QuantizationSimModel(
+        onnx.load(os.path.join(root, entry["file"])),
+        param_type="int8",
+        activation_type="int16",
+        config_file=config if os.path.exists(config) else None,
+    )
+    mismatches = load_encodings_to_sim(sim, os.path.join(root, entry["encodings"]), strict=False)
+    return sim, mismatches or []
+
+
+def kinds(mismatches):
+    counts = collections.Counter()
+    for m in mismatches:
+        for f in FIELDS:
+            v = getattr(m, f"{f}_mismatch", None)
+            if v is not None:
+                counts[f"{f} {v[0]} (AIMET) vs {v[1]} (file)"] += 1
+    return counts
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dir")
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--strict", action="store_true")
+    args = ap.parse_args()
+    root = args.dir
+    manifest = json.load(open(os.path.join(root, "manifest.json")))
+    ref = load_file(os.path.join(root, "reference.qdq.safetensors"))
+    graphs = manifest["graphs"]
+    embed = session(os.path.join(root, graphs["embed_tokens"]["file"]))
+    inputs = {}
+    if "vision_encoder" in graphs and "pixels" in ref:
+        inputs["vision_encoder"] = {"pixels": ref["pixels"]}
+    # The first prefill call of the reference prompt, the image's features in place.
+    host = Host(manifest, {"embed_tokens": embed})
+    n = manifest["prefill_len"]
+    embeds = host.embed(ref["prompt_ids"][:n])
+    if "image_features" in ref:
+        at = np.nonzero(ref["prompt_ids"][:n] == int(ref["image_token_id"][0]))[0]
+        embeds[0, at] = ref["image_features"][0][: len(at)]
+    inputs["prefill"] = host.feeds(embeds)
+    failed = False
+    for name, feeds in inputs.items():
+        entry = graphs[name]
+        if not entry.get("encodings"):
+            raise SystemExit(f"{name}: no encodings (export a quantized checkpoint)")
+        sim, mismatches = simulate(root, name, entry)
+        outs = [o.name for o in session(os.path.join(root, entry["file"])).get_outputs()]
+        first = outs.index("logits") if "logits" in outs else 0
+        aimet = sim.session.run(None, feeds)[first]
+        qdq = session(os.path.join(root, entry["qdq"])).run(None, feeds)[first]
+        float_ = session(os.path.join(root, entry["file"])).run(None, feeds)[first]
+        err, quant = rel_err(aimet, qdq), rel_err(qdq, float_)
+        summary = ", ".join(f"{c} {k}" for k, c in kinds(mismatches).most_common())
+        print(
+            f"{name}: {len(mismatches)} quantizers differ ({summary or 'none'}); AIMET's output is {err:.2e} "
+            f"relative from our QDQ graph's, whose quantization error is {quant:.2e}"
+        )
+        if mismatches or err > args.tol:
+            failed = True
+    if args.strict and failed:
+        raise SystemExit(f"AIMET does not read the encodings as the QDQ graphs apply them (tolerance {args.tol:g})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
