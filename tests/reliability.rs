@@ -190,6 +190,15 @@ fn quantize_never_replaces_a_directory_it_did_not_write() {
     succeeded(&quantize(&project, "w8a16", &["--force"]));
     assert!(project.join("model.safetensors").is_file());
     assert_eq!(std::fs::read_to_string(project.join("notes.md")).unwrap(), "three weeks of notes");
+    // An LFM3-VL checkpoint (its processor keeps each image's size, so the calibration
+    // image's own token count) adds its preprocessor_config.json the same way.
+    let lfm3 = tmp.path().join("lfm3");
+    users_project(&lfm3, &[("notes.md", "mine")]);
+    let a = ["quantize", "--model", "tests/fixtures/vision/lfm3-vl-tiny", "--precision", "w8a16", "--calib"];
+    let a = [&a[..], &[s(&calib), "--samples", "1", "--out", s(&lfm3), "--force"]].concat();
+    succeeded(&autoneural(&a));
+    assert!(lfm3.join("preprocessor_config.json").is_file() && lfm3.join("model.safetensors").is_file());
+    assert_eq!(std::fs::read_to_string(lfm3.join("notes.md")).unwrap(), "mine");
 }
 
 #[test]

@@ -20,12 +20,13 @@ pub struct Encoded {
     pub loss_mask: Vec<bool>,
 }
 
-/// Encodes `record`; every image contributes `tokens_per_image` image tokens.
+/// Encodes `record`; image `k` contributes `tokens_per_image[k]` image tokens (its encoder
+/// input's size decides them when a processor keeps each image's size).
 pub fn encode_record(
     tok: &TextTokenizer,
     record: &Record,
     images: ImageTokens,
-    tokens_per_image: usize,
+    tokens_per_image: &[usize],
 ) -> Result<Encoded, String> {
     let messages: Vec<ChatMessage> = record
         .messages
@@ -42,8 +43,9 @@ pub fn encode_record(
     }
     let tokenize = |msgs: &[ChatMessage], gen_prompt: bool| -> Result<Vec<u32>, String> {
         let text = tok.render_chat(msgs, gen_prompt).map_err(|e| e.to_string())?;
-        let counts = vec![tokens_per_image; text.matches(IMAGE_TAG).count()];
-        images.encode(tok, &text, false, &counts).map_err(|e| e.to_string())
+        // A prefix of the conversation holds the first images' tags.
+        let counts = &tokens_per_image[..text.matches(IMAGE_TAG).count().min(tokens_per_image.len())];
+        images.encode(tok, &text, false, counts).map_err(|e| e.to_string())
     };
     let ids = tokenize(&messages, false)?;
     let mut loss_mask = vec![false; ids.len()];

@@ -37,7 +37,7 @@ fn loss_covers_only_assistant_turns() {
         ],
         1,
     );
-    let enc = encode_record(&tok, &rec, img, 4).unwrap();
+    let enc = encode_record(&tok, &rec, img, &vec![4; rec.images.len()]).unwrap();
     assert_eq!(enc.ids.len(), enc.loss_mask.len());
     assert_eq!(enc.ids.iter().filter(|&&i| i == 320).count(), 4, "one image, four tokens");
     // The trained tokens, decoded, are the assistant turns with their end-of-turn markup.
@@ -55,13 +55,15 @@ fn loss_covers_only_assistant_turns() {
 fn untagged_images_go_first_and_batches_pad() {
     let tok = tokenizer();
     let img = ImageTokens { image_token_id: 320, wrap: false, bounds: None };
-    let a = encode_record(&tok, &record(&[(Role::User, "Colour?"), (Role::Assistant, "Red.")], 2), img, 3).unwrap();
+    // Images of different sizes give different token counts: 2 + 4.
+    let a =
+        encode_record(&tok, &record(&[(Role::User, "Colour?"), (Role::Assistant, "Red.")], 2), img, &[2, 4]).unwrap();
     let first_image = a.ids.iter().position(|&i| i == 320).unwrap();
     let user_text = tok.encode("Colour?", false).unwrap();
     let text_at = a.ids.windows(user_text.len()).position(|w| w == user_text.as_slice()).unwrap();
     assert!(first_image < text_at);
     assert_eq!(a.ids.iter().filter(|&&i| i == 320).count(), 6);
-    let b = encode_record(&tok, &record(&[(Role::User, "Hi"), (Role::Assistant, "Hello there, friend.")], 0), img, 3)
+    let b = encode_record(&tok, &record(&[(Role::User, "Hi"), (Role::Assistant, "Hello there, friend.")], 0), img, &[])
         .unwrap();
     let batch = pad_batch(&[a.clone(), b.clone()], 0);
     assert_eq!(batch.rows, 2);

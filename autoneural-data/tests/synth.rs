@@ -268,7 +268,7 @@ fn trained_tokenizer_loads_and_round_trips() {
                 .collect();
             let rendered = tok.render_chat(&messages, false).unwrap();
             assert_eq!(tok.decode(&tok.encode(&rendered, false).unwrap(), false).unwrap(), rendered);
-            let enc = encode_record(&tok, &r, images, 4).unwrap();
+            let enc = encode_record(&tok, &r, images, &vec![4; r.images.len()]).unwrap();
             assert!(enc.loss_mask.iter().any(|&m| m), "{f} line {}: nothing to learn", r.line);
         }
     }

@@ -388,10 +388,9 @@ fn batcher_for_run(
     tokenizer_dir: &Path,
     device: &Device,
 ) -> Result<Batcher> {
-    let size = model.config.encoder.image_size();
     Ok(Batcher {
         pad_id: model.language.config.pad_token_id.unwrap_or(0),
-        tokens_per_image: model.config.tokens_per_image(size, size),
+        tokens_per_image: model.config.image_token_count(),
         image_tokens: model.image_tokens(),
         preprocess: model.config.preprocess.clone(),
         tokenizer: TextTokenizer::from_dir(tokenizer_dir, &model.language.config.eos_token_ids)?,

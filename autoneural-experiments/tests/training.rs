@@ -124,11 +124,10 @@ fn model_and_batcher(exp: &Experiment) -> (VisionLanguageModel, Batcher) {
     let device = Device::flex().autodiff();
     let plain = TextTokenizer::from_dir(tok_dir, &[]).unwrap();
     let model = build_model(&exp.model, &plain, 5, &device).unwrap();
-    let size = model.config.encoder.image_size();
     let batcher = Batcher {
         tokenizer: TextTokenizer::from_dir(tok_dir, &model.language.config.eos_token_ids).unwrap(),
         image_tokens: model.image_tokens(),
-        tokens_per_image: model.config.tokens_per_image(size, size),
+        tokens_per_image: model.config.image_token_count(),
         preprocess: model.config.preprocess.clone(),
         pad_id: 0,
         device,

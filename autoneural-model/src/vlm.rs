@@ -143,6 +143,28 @@ impl VlmConfig {
 
     /// Image tokens the language model sees for an encoder input of `h x w`.
     pub fn tokens_per_image(&self, h: usize, w: usize) -> usize {
+        self.image_token_count().at(h, w)
+    }
+
+    /// What counts an image's tokens from its encoder input's size (for batchers, which
+    /// hold it instead of the whole config).
+    pub fn image_token_count(&self) -> ImageTokenCount {
+        ImageTokenCount { encoder: self.encoder.clone(), projector: self.projector }
+    }
+}
+
+/// Image tokens from an encoder input's size: the encoder's token grid through the
+/// connector. A fixed-size preprocessing gives every image the same count; LFM2-VL's and
+/// LFM3-VL's processors keep each image's aspect, and so its own count.
+#[derive(Debug, Clone)]
+pub struct ImageTokenCount {
+    encoder: EncoderConfig,
+    projector: ProjectorConfig,
+}
+
+impl ImageTokenCount {
+    /// Tokens for an encoder input of `h x w`.
+    pub fn at(&self, h: usize, w: usize) -> usize {
         let (gh, gw, _) = self.encoder.token_grid(h, w);
         self.projector.tokens(gh, gw)
     }

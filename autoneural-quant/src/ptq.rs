@@ -103,11 +103,10 @@ pub fn quantization_file(
 
 /// A batcher for `model` with the tokenizer of `model_dir`.
 pub fn batcher_for(model: &VisionLanguageModel, model_dir: &Path) -> Result<Batcher> {
-    let size = model.config.encoder.image_size();
     Ok(Batcher {
         tokenizer: TextTokenizer::from_dir(model_dir, &model.config.text.eos_token_ids)?,
         image_tokens: model.image_tokens(),
-        tokens_per_image: model.config.tokens_per_image(size, size),
+        tokens_per_image: model.config.image_token_count(),
         preprocess: model.config.preprocess.clone(),
         pad_id: model.language.config.pad_token_id.unwrap_or(0),
         device: model.language.device(),

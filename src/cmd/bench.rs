@@ -223,7 +223,6 @@ fn data(args: DataArgs) -> anyhow::Result<()> {
         }
     };
     let tokenizer = TextTokenizer::from_dir(&tok_dir, &cfg.text.eos_token_ids)?;
-    let size = cfg.encoder.image_size();
     let devices = parse_devices(args.device.as_deref().unwrap_or(&exp.device))?;
     let batcher = autoneural_train::train::Batcher {
         image_tokens: ImageTokens {
@@ -231,7 +230,7 @@ fn data(args: DataArgs) -> anyhow::Result<()> {
             wrap: false,
             bounds: None,
         },
-        tokens_per_image: cfg.tokens_per_image(size, size),
+        tokens_per_image: cfg.image_token_count(),
         preprocess: cfg.preprocess.clone(),
         pad_id: 0,
         device: devices[0].clone(),

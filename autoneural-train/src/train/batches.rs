@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow};
 use autoneural_data::{Encoded, MixtureSampler, Record, SamplerState, encode_record, pad_batch};
 use autoneural_model::images::{Planar, Preprocess};
 use autoneural_model::tokenizer::TextTokenizer;
-use autoneural_model::vlm::ImageTokens;
+use autoneural_model::vlm::{ImageTokenCount, ImageTokens};
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
@@ -22,7 +22,8 @@ use crate::train::loss::DeviceBatch;
 pub struct Batcher {
     pub tokenizer: TextTokenizer,
     pub image_tokens: ImageTokens,
-    pub tokens_per_image: usize,
+    /// Each image's token count, from its encoder input's size.
+    pub tokens_per_image: ImageTokenCount,
     pub preprocess: Preprocess,
     pub pad_id: u32,
     pub device: Device,
@@ -48,7 +49,14 @@ impl Batcher {
     /// and the record.
     pub fn prepare(&self, name: &str, r: &Record) -> Result<Prepared> {
         let at = || format!("source {name:?}, {}", r.place());
-        let encoded = encode_record(&self.tokenizer, r, self.image_tokens, self.tokens_per_image)
+        // The images first: their sizes decide their token counts.
+        let mut pixels = Vec::with_capacity(r.images.len());
+        for image in &r.images {
+            let img = image.load().with_context(at)?;
+            pixels.push(self.preprocess.planar(&img));
+        }
+        let counts: Vec<usize> = pixels.iter().map(|p| self.tokens_per_image.at(p.height, p.width)).collect();
+        let encoded = encode_record(&self.tokenizer, r, self.image_tokens, &counts)
             .map_err(anyhow::Error::msg)
             .with_context(at)?;
         if encoded.ids.len() > self.max_seq_len {
@@ -59,16 +67,25 @@ impl Batcher {
             ))
             .with_context(at);
         }
-        let mut pixels = Vec::with_capacity(r.images.len());
-        for image in &r.images {
-            let img = image.load().with_context(at)?;
-            pixels.push(self.preprocess.planar(&img));
-        }
         Ok(Prepared { encoded, pixels, origin: at() })
     }
 
-    /// The device batch of `prepared` records.
-    pub fn assemble(&self, prepared: Vec<Prepared>) -> DeviceBatch {
+    /// The device batch of `prepared` records. Its images go through the encoder as one
+    /// stack, so they must share a size: a processor that keeps each image's aspect
+    /// (LFM2-VL's, LFM3-VL's) trains and calibrates on one image per batch, or on images of
+    /// one size.
+    pub fn assemble(&self, prepared: Vec<Prepared>) -> Result<DeviceBatch> {
+        let sizes = |p: &Prepared| p.pixels.iter().map(|x| (x.height, x.width)).collect::<Vec<_>>();
+        let mut all = prepared.iter().flat_map(|p| sizes(p).into_iter().map(move |s| (s, &p.origin)));
+        if let Some(((h, w), first)) = all.next()
+            && let Some(((h2, w2), other)) = all.find(|(s, _)| *s != (h, w))
+        {
+            return Err(anyhow!(
+                "images of {w}x{h} ({first}) and {w2}x{h2} ({other}) in one batch: this model's processor keeps each \
+                 image's size and a batch stacks them; use micro_batch = 1 with one image per record, or images of \
+                 one size"
+            ));
+        }
         let records = prepared.len();
         let mut seqs = Vec::with_capacity(records);
         let mut pixels = Vec::new();
@@ -80,13 +97,13 @@ impl Batcher {
         }
         let batch = pad_batch(&seqs, self.pad_id);
         let pixels = (!pixels.is_empty()).then(|| Tensor::cat(pixels, 0));
-        DeviceBatch { batch, pixels, records, weights: Default::default(), origins }
+        Ok(DeviceBatch { batch, pixels, records, weights: Default::default(), origins })
     }
 
     /// Encodes and pads `records`, loading their images; errors name the source and record.
     pub fn batch(&self, records: &[(String, Record)]) -> Result<DeviceBatch> {
         let prepared = records.par_iter().map(|(name, r)| self.prepare(name, r)).collect::<Result<Vec<_>>>()?;
-        Ok(self.assemble(prepared))
+        self.assemble(prepared)
     }
 
     /// Draws records from `sampler` until `n` are usable and prepares them (in parallel).
@@ -122,7 +139,7 @@ impl Batcher {
     /// [`Self::draw`] and [`Self::assemble`]: the next batch of `n` usable records.
     pub fn next_batch(&self, sampler: &mut MixtureSampler, n: usize) -> Result<DeviceBatch> {
         let prepared = self.draw(sampler, n)?;
-        Ok(self.assemble(prepared))
+        self.assemble(prepared)
     }
 }
 
@@ -167,7 +184,7 @@ impl Prefetcher {
     pub fn next(&mut self) -> Result<(DeviceBatch, SamplerState)> {
         let rx = self.rx.as_ref().ok_or_else(|| anyhow!("the data worker stopped after an error"))?;
         match rx.recv() {
-            Ok(Ok(ahead)) => Ok((self.batcher.assemble(ahead.prepared), ahead.state)),
+            Ok(Ok(ahead)) => Ok((self.batcher.assemble(ahead.prepared)?, ahead.state)),
             Ok(Err(e)) => {
                 self.rx = None;
                 Err(e)
