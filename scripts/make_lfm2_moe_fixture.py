@@ -15,7 +15,6 @@ Run on a developer machine (never in CI), with transformers >= 5.25:
 """
 import json
 import os
-import shutil
 import sys
 
 import torch
@@ -23,13 +22,16 @@ from safetensors.torch import save_file
 from transformers import Lfm2MoeConfig, Lfm2MoeForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_dir  # noqa: E402
 from make_lfm2_fixtures import ROOT, randomize, write_golden, write_tokenizer  # noqa: E402
+
+
+SCRIPT = "scripts/make_lfm2_moe_fixture.py"
 
 
 def main():
     out = os.path.join(ROOT, "moe-f32")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    users = fixture_dir.claim(out, SCRIPT)
     vocab = write_tokenizer(out, 320)
     torch.manual_seed(11)
     layer_types = ["conv", "conv", "full_attention", "conv", "full_attention"]
@@ -76,6 +78,7 @@ def main():
     ref = Lfm2MoeForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     messages = [{"role": "user", "content": "Which parking level is the car on?"}]
     ids, new_ids = write_golden(out, ref, messages, None, 12)
+    fixture_dir.record(out, SCRIPT, users)
     print(f"moe-f32: {len(ids)} prompt tokens, new {new_ids}")
 
 

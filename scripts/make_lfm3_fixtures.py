@@ -15,7 +15,6 @@ Run on a developer machine (never in CI), with transformers >= 5.25:
 """
 import json
 import os
-import shutil
 import sys
 
 import torch
@@ -23,15 +22,18 @@ from safetensors.torch import save_file
 from transformers import Lfm3Config, Lfm3ForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_dir  # noqa: E402
 from make_lfm2_fixtures import ROOT, randomize, write_golden, write_tokenizer  # noqa: E402
 
 LAYERS = ["conv", "sliding_attention", "full_attention", "conv", "sliding_attention", "conv"]
 
 
+SCRIPT = "scripts/make_lfm3_fixtures.py"
+
+
 def make(name, *, seed, sandwich, gate, tied):
     out = os.path.join(ROOT, name)
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    users = fixture_dir.claim(out, SCRIPT)
     vocab = write_tokenizer(out, 320)
     torch.manual_seed(seed)
     cfg = Lfm3Config(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=len(LAYERS),
@@ -63,6 +65,7 @@ def make(name, *, seed, sandwich, gate, tied):
         assert torch.equal(a, b), k
     messages = [{"role": "user", "content": "Which parking level is the car on, and which row is it in?"}]
     ids, new_ids = write_golden(out, ref, messages, None, 16)
+    fixture_dir.record(out, SCRIPT, users)
     print(f"{name}: {len(ids)} prompt tokens, new {new_ids}")
 
 

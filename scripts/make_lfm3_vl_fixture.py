@@ -22,19 +22,23 @@ Run on a developer machine (never in CI), with transformers >= 5.25:
 """
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_dir  # noqa: E402
 from transformers import (AutoTokenizer, Lfm3VlConfig, Lfm3VlForConditionalGeneration, Lfm3VlProcessor,
                           Qwen2VLImageProcessor, Qwen3VLVideoProcessor)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "vision")
 RENAME = [(".patch_embed.", ".patchifier."), (".q_norm.", ".q_layernorm."), (".k_norm.", ".k_layernorm.")]
 LFM2_FIXTURE = os.path.join(ROOT, "..", "lfm2", "hybrid-hub-bf16")
+
+
+SCRIPT = "scripts/make_lfm3_vl_fixture.py"
 
 
 def published_key(key):
@@ -48,8 +52,7 @@ def published_key(key):
 
 def main():
     out = os.path.join(ROOT, "lfm3-vl-tiny")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    users = fixture_dir.claim(out, SCRIPT)
     tok = AutoTokenizer.from_pretrained(LFM2_FIXTURE)
     tok.add_special_tokens({"additional_special_tokens": ["<|image_pad|>", "<|vision_start|>", "<|vision_end|>"]})
     tok.save_pretrained(out)
@@ -125,6 +128,7 @@ def main():
     with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump({"prompt": "<image>What is in the picture?", "prompt_ids": inputs["input_ids"][0].tolist(),
                    "last_logits": [round(float(x), 6) for x in logits], "greedy_ids": new}, f)
+    fixture_dir.record(out, SCRIPT, users)
     print(f"lfm3-vl-tiny: {inputs['input_ids'].shape[1]} prompt tokens, greedy {new}")
     print(f"lfm3-vl-tiny: image 70x45 -> grid {grid.tolist()}, pixel_values {list(pixel_values.shape)}, "
           f"features {list(features.shape)}")

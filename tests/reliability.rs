@@ -201,6 +201,45 @@ fn quantize_never_replaces_a_directory_it_did_not_write() {
     assert_eq!(std::fs::read_to_string(lfm3.join("notes.md")).unwrap(), "mine");
 }
 
+/// The fixture generators (`scripts/make_*_fixture*.py`) regenerate a fixture directory
+/// through `scripts/fixture_dir.py`: they remove only the files its marker lists as theirs,
+/// and refuse a directory whose files no marker accounts for. Runs when `AUTONEURAL_PYTHON`
+/// names a Python (CI sets it; the helper needs nothing beyond the standard library).
+#[test]
+fn fixture_generators_remove_only_their_own_files() {
+    let Ok(python) = std::env::var("AUTONEURAL_PYTHON") else {
+        eprintln!("AUTONEURAL_PYTHON is not set: scripts/fixture_dir.py not run");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |dir: &Path| {
+        let code = format!(
+            "import sys; sys.path.insert(0, 'scripts'); import fixture_dir as f; \
+             users = f.claim({dir:?}, 'scripts/make_x.py'); open({model:?}, 'w').write('new'); \
+             f.record({dir:?}, 'scripts/make_x.py', users); print(sorted(users))",
+            dir = s(dir),
+            model = s(&dir.join("model.safetensors")),
+        );
+        Command::new(&python).args(["-c", &code]).output().unwrap()
+    };
+    // A user's directory (no marker): refused, untouched.
+    let mine = tmp.path().join("mine");
+    let before = users_project(&mine, &[("model.safetensors", "my weights"), ("notes.md", "mine")]);
+    let o = run(&mine);
+    assert!(!o.status.success() && stderr(&o).contains("did not write"), "{}", stderr(&o));
+    unchanged(&mine, &before);
+    // Its own directory: the files it listed are replaced, a user's file beside them stays
+    // and is not listed as the script's.
+    let fixture = tmp.path().join("fixture");
+    assert!(run(&fixture).status.success());
+    std::fs::write(fixture.join("notes.md"), "kept").unwrap();
+    let o = run(&fixture);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(fixture.join("notes.md")).unwrap(), "kept");
+    let marker = std::fs::read_to_string(fixture.join(".generated.json")).unwrap();
+    assert!(marker.contains("model.safetensors") && !marker.contains("notes.md"), "{marker}");
+}
+
 #[test]
 fn data_commands_never_overwrite_a_users_dataset_or_tokenizer() {
     let tmp = tempfile::tempdir().unwrap();
