@@ -35,14 +35,18 @@ fn tiny_vlm_at(norm: NormKind, grid: usize) -> VisionLanguageModel {
         a.layer_scale_init_value = Some(1.0);
     }
     let text = Lfm2Config::preset("lfm2-nano").unwrap();
-    let config = VlmConfig::autoneural(encoder, text, Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] });
-    // One generator per process, parameters drawn on first read: seed and draw every weight
-    // under a lock, or the tests running in parallel interleave their draws and the models
-    // (and the quantized graphs' error) change from run to run.
+    seeded(VlmConfig::autoneural(encoder, text, Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] }), 5)
+}
+
+/// A model of `config` with every weight drawn from `seed`. One generator per process,
+/// parameters drawn on first read: seed and draw under one lock, or the tests running in
+/// parallel interleave their draws and the models (and the quantized graphs' error) change
+/// from run to run.
+fn seeded(config: VlmConfig, seed: u64) -> VisionLanguageModel {
     static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let device = Device::flex();
-    device.seed(5);
+    device.seed(seed);
     let model = config.init(&device).unwrap();
     collect_tensors(&model, &Identity);
     model
@@ -69,13 +73,7 @@ fn tiny_vit_vlm(linear_patches: bool) -> VisionLanguageModel {
     let image_token = (text.vocab_size - 1) as u32;
     let config =
         VlmConfig::new(VlmFormat::Lfm2Vl, EncoderConfig::Vit(vit), projector, text, image_token, preprocess, None);
-    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let device = Device::flex();
-    device.seed(7);
-    let model = config.init(&device).unwrap();
-    collect_tensors(&model, &Identity);
-    model
+    seeded(config, 7)
 }
 
 #[test]
@@ -108,15 +106,7 @@ fn an_lfm3_vl_tower_exports_at_a_fixed_size() {
     let model = || {
         let encoder = EncoderConfig::preset("lfm3_vl_tiny").unwrap();
         let text = Lfm2Config::preset("lfm2-nano").unwrap();
-        let config =
-            VlmConfig::autoneural(encoder, text, Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] });
-        static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = SEEDED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let device = Device::flex();
-        device.seed(9);
-        let model = config.init(&device).unwrap();
-        collect_tensors(&model, &Identity);
-        model
+        seeded(VlmConfig::autoneural(encoder, text, Preprocess::Fixed { size: 64, mean: [0.0; 3], std: [1.0; 3] }), 9)
     };
     let (qmodel, file) = quantized(model());
     for (model, quantization, expect) in

@@ -143,7 +143,7 @@ impl VlmConfig {
 
     /// Image tokens the language model sees for an encoder input of `h x w`.
     pub fn tokens_per_image(&self, h: usize, w: usize) -> usize {
-        self.image_token_count().at(h, w)
+        image_tokens_at(&self.encoder, &self.projector, h, w)
     }
 
     /// What counts an image's tokens from its encoder input's size (for batchers, which
@@ -165,9 +165,14 @@ pub struct ImageTokenCount {
 impl ImageTokenCount {
     /// Tokens for an encoder input of `h x w`.
     pub fn at(&self, h: usize, w: usize) -> usize {
-        let (gh, gw, _) = self.encoder.token_grid(h, w);
-        self.projector.tokens(gh, gw)
+        image_tokens_at(&self.encoder, &self.projector, h, w)
     }
+}
+
+/// The encoder's token grid for an `h x w` input, through the connector.
+fn image_tokens_at(encoder: &EncoderConfig, projector: &ProjectorConfig, h: usize, w: usize) -> usize {
+    let (gh, gw, _) = encoder.token_grid(h, w);
+    projector.tokens(gh, gw)
 }
 
 /// Keys: `vision_tower.*`, `multi_modal_projector.*`, `language.model.*`, `language.lm_head.*`

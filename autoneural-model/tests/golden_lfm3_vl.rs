@@ -82,7 +82,9 @@ fn images_are_prepared_as_the_processor_prepares_them() {
 fn transformers_key_names_load_too() {
     let device = Device::flex();
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture().join("config.json"), tmp.path().join("config.json")).unwrap();
+    for f in ["config.json", "preprocessor_config.json"] {
+        std::fs::copy(fixture().join(f), tmp.path().join(f)).unwrap();
+    }
     let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let renamed: Vec<(String, safetensors::tensor::TensorView)> = st

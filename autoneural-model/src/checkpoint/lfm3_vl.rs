@@ -6,9 +6,11 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use crate::checkpoint::apply::{KeyMap, load_module};
-use crate::checkpoint::json::{Fields, config_path, read_object};
+use crate::checkpoint::json::Fields;
 use crate::checkpoint::safetensors::WeightFiles;
+use crate::checkpoint::vlm::read_vlm_config;
 use crate::error::{ModelError, Result};
+use crate::vision::EncoderConfig;
 use crate::vision::lfm3_vl::{Lfm3VlVision, Lfm3VlVisionConfig};
 
 /// Module paths under `model.`, with the published names (`patchifier`, `q_layernorm`,
@@ -81,37 +83,20 @@ pub fn vision_config(v: &Fields, path: &Path) -> Result<Lfm3VlVisionConfig> {
     Ok(config)
 }
 
-/// Loads the vision tower and projector of an LFM3-VL checkpoint directory.
+/// Loads the vision tower and projector of an LFM3-VL checkpoint directory (its config read
+/// and checked as [`crate::checkpoint::load_vlm`] reads it; the language model's weights
+/// are not read).
 pub fn load_lfm3_vl_vision(dir: &Path, device: &Device) -> Result<Lfm3VlVision> {
-    let path = config_path(dir)?;
-    let map = read_object(&path)?;
-    let f = Fields::new(&path, &map);
-    match f.str_opt(&["model_type"])? {
-        Some("lfm3_vl") => {}
-        other => {
-            return Err(ModelError::config(
-                &path,
-                "model_type",
-                format!("{other:?} is not an LFM3-VL checkpoint (expected \"lfm3_vl\")"),
-            ));
-        }
-    }
-    let v = f.object_opt("vision_config")?.ok_or_else(|| f.invalid("vision_config", "missing"))?;
-    let vision = vision_config(&Fields::new(&path, v), &path)?;
-    let text = f.object_opt("text_config")?.ok_or_else(|| f.invalid("text_config", "missing"))?;
-    let text_dim = Fields::new(&path, text).usize_req(&["hidden_size"])?;
-    let hidden = f.usize_opt(&["projector_hidden_size"])?.unwrap_or(4096);
-    let bias = f.bool_opt(&["projector_bias"])?.unwrap_or(true);
-    match f.str_opt(&["projector_hidden_act"])? {
-        None | Some("gelu") => {}
-        Some(other) => {
-            return Err(f.invalid("projector_hidden_act", format!("{other:?} is not supported (expected \"gelu\")")));
-        }
-    }
-    let model = Lfm3VlVision {
-        vision_tower: vision.init(device),
-        multi_modal_projector: vision.projector(hidden, text_dim, bias).init(device),
+    let config = read_vlm_config(dir)?;
+    let EncoderConfig::Lfm3Vl(vision) = &config.encoder else {
+        return Err(ModelError::config(
+            dir.join("config.json"),
+            "model_type",
+            "not an LFM3-VL checkpoint (expected \"lfm3_vl\")",
+        ));
     };
+    let model =
+        Lfm3VlVision { vision_tower: vision.init(device), multi_modal_projector: config.projector.init(device) };
     let files = WeightFiles::open_dir(dir)?;
     let transformers_names = files.keys().any(|k| k.starts_with("model.vision_tower.patch_embed."));
     load_module(model, &files, &Lfm3VlVisionKeys { transformers_names }, dir)

@@ -147,16 +147,8 @@ pub fn hidden_keys(
     if t == 1 && !padded {
         return None;
     }
-    let rows = if padded { b } else { 1 };
-    let mut data = Vec::with_capacity(rows * t * s);
-    for r in 0..rows {
-        let pad = if padded { pads[r] } else { 0 };
-        for i in 0..t {
-            let real = past + i >= pad;
-            data.extend((0..s).map(|j| j > past + i || (real && j < pad)));
-        }
-    }
-    Some(Tensor::from_data(TensorData::new(data, [rows, t, s]), device))
+    debug_assert!(!padded || pads.len() == b, "a pad count per row");
+    Some(key_mask(t, past, 0..s, None, pads, device))
 }
 
 /// [`hidden_keys`] for a sliding attention layer of window `w`: query slot `q` sees key slot
@@ -177,15 +169,31 @@ pub fn sliding_hidden_keys(
         return None;
     }
     let keys: Vec<usize> = if cached { ring_key_slots(start, t, w) } else { (start..start + t).collect() };
+    Some(key_mask(t, start, keys.into_iter(), Some(w), pads, device))
+}
+
+/// The mask of queries at slots `start..start + t` over keys at slots `keys` (in the order
+/// the keys are attended): hidden when later than the query, outside its `window`, or a
+/// pad key seen from a real query. One row per padded sequence, or one for all.
+fn key_mask(
+    t: usize,
+    start: usize,
+    keys: impl Iterator<Item = usize> + Clone,
+    window: Option<usize>,
+    pads: &[usize],
+    device: &Device,
+) -> Tensor<3, Bool> {
+    let padded = pads.iter().any(|&p| p > 0);
     let rows = if padded { pads.len() } else { 1 };
-    let mut data = Vec::with_capacity(rows * t * keys.len());
+    let s = keys.clone().count();
+    let mut data = Vec::with_capacity(rows * t * s);
     for r in 0..rows {
         let pad = if padded { pads[r] } else { 0 };
         for i in 0..t {
             let q = start + i;
             let real = q >= pad;
-            data.extend(keys.iter().map(|&k| k > q || q - k >= w || (real && k < pad)));
+            data.extend(keys.clone().map(|k| k > q || window.is_some_and(|w| q - k >= w) || (real && k < pad)));
         }
     }
-    Some(Tensor::from_data(TensorData::new(data, [rows, t, keys.len()]), device))
+    Tensor::from_data(TensorData::new(data, [rows, t, s]), device)
 }
