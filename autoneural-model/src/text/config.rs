@@ -30,14 +30,6 @@ impl LayerKind {
         matches!(self, Self::Attention | Self::SlidingAttention)
     }
 
-    /// The `layer_types` spelling.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Conv => "conv",
-            Self::Attention => "full_attention",
-            Self::SlidingAttention => "sliding_attention",
-        }
-    }
 }
 
 /// How a layer kind's rotary frequencies are made (transformers' `rope_type`).
