@@ -29,7 +29,6 @@ impl LayerKind {
     pub fn is_attention(self) -> bool {
         matches!(self, Self::Attention | Self::SlidingAttention)
     }
-
 }
 
 /// How a layer kind's rotary frequencies are made (transformers' `rope_type`).
