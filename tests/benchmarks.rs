@@ -178,7 +178,7 @@ fn conversations_are_scored_as_vqa_and_bench_eval_compares_batches() {
         "--data",
         MCQ,
         "--batch",
-        "1,3",
+        "1,4",
         "--limit",
         "6",
         "--max-new-tokens",
@@ -190,6 +190,9 @@ fn conversations_are_scored_as_vqa_and_bench_eval_compares_batches() {
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["speedup"], 1.0);
-    // Batched decoding answers as decoding alone does.
+    // Batched decoding answers as decoding alone does, also in groups side by side (one per
+    // core: two groups of two on a machine with two cores or more).
     assert_eq!(rows[1]["differing_answers"], 0, "{v}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(rows[1]["groups"], cores.min(2), "{v}");
 }

@@ -16,6 +16,9 @@ use crate::registry::Benchmark;
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalBenchRow {
     pub batch: usize,
+    /// Groups a batch was answered in, side by side
+    /// ([`autoneural_model::vlm::VisionLanguageModel::answer_groups`]).
+    pub groups: usize,
     pub seconds: f64,
     pub questions_per_s: f64,
     /// Questions per second of each round.
@@ -44,7 +47,7 @@ fn median(v: &[f64]) -> f64 {
 impl EvalBenchResult {
     pub fn markdown(&self) -> String {
         let mut md = format!(
-            "{}: {} questions, at most {} new tokens each, {} alternating rounds (medians)\n\n| batch | seconds | questions/s | each round | vs batch {} | answers differing |\n|---:|---:|---:|---|---:|---:|\n",
+            "{}: {} questions, at most {} new tokens each, {} alternating rounds (medians)\n\n| batch | groups | seconds | questions/s | each round | vs batch {} | answers differing |\n|---:|---:|---:|---:|---|---:|---:|\n",
             self.benchmark,
             self.questions,
             self.max_new_tokens,
@@ -54,8 +57,9 @@ impl EvalBenchResult {
         for r in &self.rows {
             let each: Vec<String> = r.rounds.iter().map(|q| format!("{q:.1}")).collect();
             md += &format!(
-                "| {} | {:.2} | {:.2} | {} | {:.2}x | {} |\n",
+                "| {} | {} | {:.2} | {:.2} | {} | {:.2}x | {} |\n",
                 r.batch,
+                r.groups,
                 r.seconds,
                 r.questions_per_s,
                 each.join(", "),
@@ -108,6 +112,7 @@ pub fn bench_eval(
             let q = median(&qps[k]);
             EvalBenchRow {
                 batch,
+                groups: answerer.model.answer_groups(batch.min(prompts.len())),
                 seconds: prompts.len() as f64 / q,
                 questions_per_s: q,
                 rounds: qps[k].clone(),

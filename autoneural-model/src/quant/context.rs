@@ -58,6 +58,44 @@ pub(crate) fn with_mut<R>(f: impl FnOnce(&mut Context) -> R) -> R {
     CONTEXT.with_borrow_mut(f)
 }
 
+/// This thread's context as other threads take it up ([`share`]): what a weight op runs
+/// must not depend on which thread of a pool runs it.
+pub struct Shared {
+    activations: Activations,
+    packed: Option<Arc<PackedWeights>>,
+    defer_running_stats: bool,
+}
+
+/// This thread's context for worker threads to enter ([`Shared::enter`]), or `None` while it
+/// records ranges: a calibration's ranges belong to the thread that collects them.
+pub fn share() -> Option<Shared> {
+    with(|c| {
+        let activations = match &c.activations {
+            Activations::Float => Activations::Float,
+            Activations::Observe(_) => return None,
+            Activations::Quantize(e) => Activations::Quantize(e.clone()),
+            Activations::Train(q) => Activations::Train(q.clone()),
+        };
+        Some(Shared { activations, packed: c.packed.clone(), defer_running_stats: c.defer_running_stats })
+    })
+}
+
+impl Shared {
+    /// Installs the shared context on this thread until the scopes are dropped.
+    pub fn enter(&self) -> [Scope; 3] {
+        let activations = match &self.activations {
+            Activations::Quantize(e) => Activations::Quantize(e.clone()),
+            Activations::Train(q) => Activations::Train(q.clone()),
+            _ => Activations::Float,
+        };
+        [
+            Scope::activations(activations),
+            Scope::packed(self.packed.clone()),
+            Scope::defer_running_stats(self.defer_running_stats),
+        ]
+    }
+}
+
 /// The part of the context a scope replaced, to put back.
 enum Saved {
     Activations(Activations),
@@ -141,5 +179,27 @@ mod tests {
         let Activations::Observe(ranges) = observing.exit_activations() else { panic!("observing") };
         assert_eq!(ranges.len(), 1, "the ranges recorded inside the inner scope are kept");
         assert!(with(|c| !c.defer_running_stats && matches!(c.activations, Activations::Float)));
+    }
+
+    #[test]
+    fn another_thread_runs_under_the_shared_context_and_calibration_is_not_shared() {
+        let encodings = Arc::new(HashMap::new());
+        let _quantize = Scope::activations(Activations::Quantize(encodings.clone()));
+        let _defer = Scope::defer_running_stats(true);
+        let shared = share().expect("a quantized context is shared");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(with(|c| matches!(c.activations, Activations::Float)), "a new thread starts float");
+                {
+                    let _in = shared.enter();
+                    assert!(with(|c| c.defer_running_stats
+                        && matches!(&c.activations, Activations::Quantize(e) if Arc::ptr_eq(e, &encodings))));
+                }
+                assert!(with(|c| !c.defer_running_stats && matches!(c.activations, Activations::Float)));
+            });
+        });
+        let observing = Scope::activations(Activations::Observe(Ranges::new()));
+        assert!(share().is_none(), "ranges being recorded stay on their thread");
+        drop(observing);
     }
 }
