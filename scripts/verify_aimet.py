@@ -43,17 +43,57 @@ def session(path):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
+def bits(path, model):
+    """The most common weight and activation bit-widths of an encodings file (1.0.0 or
+    2.0.0): the `param_type` and `activation_type` a QuantSim for it is built with."""
+    enc = json.load(open(path))
+    params = {i.name for i in model.graph.initializer}
+    if enc["version"].startswith("2"):
+        entries = [(e["name"] in params, int(e["output_dtype"].lstrip("u").removeprefix("int"))) for e in enc["encodings"]]
+    else:
+        entries = [(True, e["bw"]) for e in enc["param_encodings"]]
+        entries += [(False, e["bw"]) for e in enc["activation_encodings"]]
+    common = lambda xs: collections.Counter(xs).most_common(1)[0][0] if xs else 16  # noqa: E731
+    return common([b for p, b in entries if p]), common([b for p, b in entries if not p])
+
+
+def lpbq(sim, model, path):
+    """Sets the QuantSim's quantizers of the weights a 2.0.0 file gives as LPBQ to LPBQ, as
+    a deployment engineer does (`set_grouped_blockwise_quantization_for_weights`): a
+    configuration file cannot say it."""
+    from aimet_onnx.quantsim import set_grouped_blockwise_quantization_for_weights
+
+    enc = json.load(open(path))
+    if not enc["version"].startswith("2"):
+        return
+    blocked = {e["name"]: e for e in enc["encodings"] if "per_block_int_scale" in e}
+    if not blocked:
+        return
+    first = next(iter(blocked.values()))
+    bitwidth = int(first["output_dtype"].removeprefix("int"))
+    users = [n for n in model.graph.node if any(i in blocked for i in n.input)]
+    types = tuple(sorted({n.op_type for n in users}))
+    exclude = [n.name for n in model.graph.node if n.op_type in types and n not in users]
+    set_grouped_blockwise_quantization_for_weights(
+        sim, op_types=types, bitwidth=bitwidth, decompressed_bw=2 * bitwidth,
+        block_size=first["block_size"], nodes_to_exclude=exclude,
+    )
+
+
 def simulate(root, name, entry):
     """AIMET's QuantSim of graph `name` with our encodings loaded: (sim, mismatches)."""
     from aimet_onnx.quantsim import QuantizationSimModel, load_encodings_to_sim
 
-    config = os.path.join(root, f"{name}.quantsim.json")
+    config = os.path.join(root, entry.get("quantsim_config") or f"{name}.quantsim.json")
+    model = onnx.load(os.path.join(root, entry["file"]))
+    param_bits, act_bits = bits(os.path.join(root, entry["encodings"]), model)
     sim = QuantizationSimModel(
-        onnx.load(os.path.join(root, entry["file"])),
-        param_type="int8",
-        activation_type="int16",
+        model,
+        param_type=f"int{param_bits}",
+        activation_type=f"int{act_bits}",
         config_file=config if os.path.exists(config) else None,
     )
+    lpbq(sim, model, os.path.join(root, entry["encodings"]))
     mismatches = load_encodings_to_sim(sim, os.path.join(root, entry["encodings"]), strict=False)
     return sim, mismatches or []
 

@@ -54,20 +54,30 @@ def check_encodings(graph_path, enc_path, qdq_path):
         names.update(n.input)
         names.update(n.output)
     enc = json.load(open(enc_path))
-    if enc.get("version") != "1.0.0":
-        raise SystemExit(f"{enc_path}: version {enc.get('version')!r}, expected '1.0.0'")
-    listed = [e["name"] for e in enc["param_encodings"]] + [e["name"] for e in enc["activation_encodings"]]
+    inits_f = {t.name for t in g.initializer}
+    if enc.get("version") == "1.0.0":
+        param_list, act_list = enc["param_encodings"], enc["activation_encodings"]
+    elif enc.get("version") == "2.0.0":
+        # One list; a weight is an encoding named by an initializer of the float graph.
+        for e in enc["encodings"]:
+            if "bw" in e or "output_dtype" not in e:
+                raise SystemExit(f"{enc_path}: {e.get('name')}: not a 2.0.0 entry")
+        param_list = [e for e in enc["encodings"] if e["name"] in inits_f]
+        act_list = [e for e in enc["encodings"] if e["name"] not in inits_f]
+    else:
+        raise SystemExit(f"{enc_path}: version {enc.get('version')!r}, expected '1.0.0' or '2.0.0'")
+    listed = [e["name"] for e in param_list] + [e["name"] for e in act_list]
     missing = [n for n in listed if n not in names]
     if missing:
         raise SystemExit(f"{enc_path}: names not in {graph_path}: {missing[:5]}")
     qdq = onnx.load(qdq_path, load_external_data=False)
     inits = {t.name for t in qdq.graph.initializer}
     quantized = {n.input[0][: -len(".quantized")] for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
-    params = {e["name"] for e in enc["param_encodings"]}
+    params = {e["name"] for e in param_list}
     if quantized != params:
         raise SystemExit(f"{enc_path}: weights quantized in {qdq_path} without an encoding: {sorted(quantized - params)[:5]}; encodings without a quantized weight: {sorted(params - quantized)[:5]}")
     acts = sum(1 for n in qdq.graph.node if n.op_type == "QuantizeLinear")
-    return len(params), len(enc["activation_encodings"]), acts
+    return len(params), len(act_list), acts
 
 
 def rel_err(a, b):

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::graph::{Build, Graph, Port, write_model};
 use crate::lm::{MASK_HIDDEN, MASK_VISIBLE, embed_graph, state_names, step_graph};
-use crate::qdq::{Form, Quantization, check_against};
+use crate::qdq::{EncodingsVersion, Form, Quantization, check_against};
 use crate::vision::{check_supported, vision_graph};
 
 pub const MANIFEST: &str = "manifest.json";
@@ -43,6 +43,8 @@ pub struct ExportOptions {
     /// A quantized checkpoint's `quantization.json`: the graphs are also written as QDQ
     /// (`<graph>.qdq.onnx`) and the float ones get AIMET encodings (`<graph>.encodings`).
     pub quantization: Option<QuantizationFile>,
+    /// The version of the `<graph>.encodings` files.
+    pub encodings_version: EncodingsVersion,
 }
 
 impl ExportOptions {
@@ -66,6 +68,10 @@ pub struct GraphEntry {
     /// Its AIMET encodings (quantized checkpoints).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encodings: Option<String>,
+    /// The AIMET QuantSim configuration the encodings were written for (quantized
+    /// checkpoints): `QuantizationSimModel(..., config_file=...)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantsim_config: Option<String>,
     /// The same graph with QuantizeLinear / DequantizeLinear (quantized checkpoints).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qdq: Option<String>,
@@ -101,6 +107,9 @@ pub struct Manifest {
     pub prefill_len: usize,
     pub context: usize,
     pub linear_as_conv: bool,
+    /// The version of the graphs' `.encodings` files (when the export is quantized).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encodings_version: Option<EncodingsVersion>,
     pub hidden_size: usize,
     pub vocab_size: usize,
     pub eos_token_ids: Vec<u32>,
@@ -136,19 +145,24 @@ fn write_forms(
     build: impl Fn(&Build) -> Result<Graph>,
 ) -> Result<GraphEntry> {
     let quantized = opts.quantization.is_some();
-    let g = build(&opts.build(Some(Form::Encodings))?)?;
+    let mut g = build(&opts.build(Some(Form::Encodings))?)?;
     let mut entry = GraphEntry {
         file: format!("{name}.onnx"),
         encodings: None,
+        quantsim_config: None,
         qdq: None,
         inputs: g.input_ports.clone(),
         outputs: g.output_ports.clone(),
     };
     if quantized {
         let file = format!("{name}.encodings");
-        let text = serde_json::to_string_pretty(&g.aimet.to_json())?;
+        let text = serde_json::to_string_pretty(&g.aimet_file(opts.encodings_version)?)?;
         std::fs::write(out.join(&file), text).with_context(|| format!("writing {}", out.join(&file).display()))?;
         entry.encodings = Some(file);
+        let file = format!("{name}.quantsim.json");
+        let text = serde_json::to_string_pretty(&g.aimet.quantsim_config())?;
+        std::fs::write(out.join(&file), text).with_context(|| format!("writing {}", out.join(&file).display()))?;
+        entry.quantsim_config = Some(file);
     }
     write_model(g.into_model(doc), &out.join(&entry.file))?;
     if quantized {
@@ -202,6 +216,7 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
         prefill_len: opts.prefill_len,
         context: opts.context,
         linear_as_conv: opts.linear_as_conv,
+        encodings_version: opts.quantization.as_ref().map(|_| opts.encodings_version),
         hidden_size: c.hidden_size,
         vocab_size: c.vocab_size,
         eos_token_ids: c.eos_token_ids.clone(),

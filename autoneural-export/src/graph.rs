@@ -2,6 +2,7 @@
 //! with static shapes, initializers stored as raw little-endian data, and nodes whose
 //! outputs get unique names. Ops are written as ONNX defines them at opset [`OPSET`].
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -279,6 +280,50 @@ impl Graph {
     }
 
     /// The model: this graph at [`OPSET`], with its producer recorded.
+    /// The graph's AIMET encodings file in `version`. An activation encoding on the output
+    /// of a data-movement op (Transpose, Reshape, ...) is moved to that op's input, through
+    /// a chain of them, while the input feeds nothing else: AIMET places no quantizer on a
+    /// data-movement output (such ops preserve the grid), and per-tensor quantization
+    /// commutes with moving the elements, so the QDQ graph, which quantizes after the move,
+    /// computes the same values.
+    pub fn aimet_file(&mut self, version: crate::qdq::EncodingsVersion) -> anyhow::Result<serde_json::Value> {
+        const MOVES: [&str; 6] = ["Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"];
+        let mut consumers: HashMap<&str, usize> = HashMap::new();
+        for n in &self.nodes {
+            for i in &n.input {
+                *consumers.entry(i.as_str()).or_default() += 1;
+            }
+        }
+        for o in &self.outputs {
+            *consumers.entry(o.name.as_str()).or_default() += 1;
+        }
+        let producer: HashMap<&str, &NodeProto> =
+            self.nodes.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
+        let mut moves = Vec::new();
+        for name in self.aimet.activations.keys() {
+            let mut at = name.as_str();
+            while let Some(n) = producer.get(at).filter(|n| MOVES.contains(&n.op_type.as_str())) {
+                let source = n.input[0].as_str();
+                if consumers.get(source) != Some(&1) || self.initializers.iter().any(|t| t.name == source) {
+                    break;
+                }
+                at = source;
+            }
+            if at != name {
+                moves.push((name.clone(), at.to_string()));
+            }
+        }
+        for (from, to) in moves {
+            for map in [&mut self.aimet.activations, &mut self.aimet.v2] {
+                if let Some(mut e) = map.remove(&from) {
+                    e["name"] = serde_json::json!(to);
+                    map.insert(to.clone(), e);
+                }
+            }
+        }
+        self.aimet.to_json(version)
+    }
+
     pub fn into_model(self, doc: &str) -> ModelProto {
         let graph = GraphProto {
             name: self.name,

@@ -7,7 +7,8 @@
 //!   QNN execution provider;
 //! - AIMET encodings ([`Form::Encodings`]): the float graph, and beside it the encodings of
 //!   every quantized weight and activation by the name of its tensor in that graph (AIMET's
-//!   format 1.0.0, offsets on AIMET's convention), for QNN's converter
+//!   format 1.0.0, offsets on AIMET's convention, or 2.0.0 in ONNX's terms with LPBQ's
+//!   integer block scales: [`EncodingsVersion`]), for QNN's converter
 //!   (`--quantization_overrides`).
 //! LPBQ weights are written with their effective block scales (`PER_BLOCK`): the same grid.
 
@@ -49,11 +50,41 @@ pub enum Layout {
     InOut,
 }
 
-/// AIMET encodings of one graph, by tensor name.
+/// The versions of AIMET's encodings file the exporter writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum EncodingsVersion {
+    /// Separate `param_encodings` and `activation_encodings` lists, QNN offsets (`bw`,
+    /// `is_sym`, `enc_type`; LPBQ weights as `PER_BLOCK` with their effective block scales).
+    #[default]
+    #[serde(rename = "1.0.0")]
+    V1,
+    /// One `encodings` list in ONNX's terms (`output_dtype` `int4`/`uint16`, `y_scale`,
+    /// `y_zero_point`, `axis`, `block_size`); LPBQ as `per_channel_float_scale` and
+    /// `per_block_int_scale`.
+    #[serde(rename = "2.0.0")]
+    V2,
+}
+
+impl std::str::FromStr for EncodingsVersion {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "1.0.0" | "1" => Ok(Self::V1),
+            "2.0.0" | "2" => Ok(Self::V2),
+            other => Err(format!("encodings version {other:?}: expected 1.0.0 or 2.0.0")),
+        }
+    }
+}
+
+/// AIMET encodings of one graph, by tensor name, in both file versions (an entry that has
+/// no 2.0.0 form says why in `v2_refused`).
 #[derive(Debug, Default)]
 pub struct Aimet {
     pub params: BTreeMap<String, Value>,
     pub activations: BTreeMap<String, Value>,
+    /// 2.0.0 entries (weights and activations in one list, as the format has them).
+    pub v2: BTreeMap<String, Value>,
+    pub v2_refused: Vec<String>,
 }
 
 impl Aimet {
@@ -61,16 +92,150 @@ impl Aimet {
         self.params.is_empty() && self.activations.is_empty()
     }
 
-    /// The file: AIMET's format 1.0.0.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "version": "1.0.0",
-            "activation_encodings": self.activations.values().collect::<Vec<_>>(),
-            "param_encodings": self.params.values().collect::<Vec<_>>(),
-            "excluded_layers": [],
-            "quantizer_args": { "producer": "autoneural" },
+    /// The file in `version`.
+    pub fn to_json(&self, version: EncodingsVersion) -> Result<Value> {
+        Ok(match version {
+            EncodingsVersion::V1 => json!({
+                "version": "1.0.0",
+                "activation_encodings": self.activations.values().collect::<Vec<_>>(),
+                "param_encodings": self.params.values().collect::<Vec<_>>(),
+                "excluded_layers": [],
+                "quantizer_args": { "producer": "autoneural" },
+            }),
+            EncodingsVersion::V2 => {
+                if let Some(why) = self.v2_refused.first() {
+                    bail!("{why}; --encodings-version 1.0.0 writes it (as PER_BLOCK)");
+                }
+                json!({
+                    "version": "2.0.0",
+                    "producer": { "package": "autoneural", "version": env!("CARGO_PKG_VERSION") },
+                    "encodings": self.v2.values().collect::<Vec<_>>(),
+                })
+            }
         })
     }
+}
+
+impl Aimet {
+    /// AIMET's QuantSim configuration for these encodings: weights symmetric, per channel
+    /// when most of the graph's weight encodings are (per channel, per block or LPBQ), else
+    /// per tensor; biases and batch-norm parameters float, as our quantization leaves them.
+    /// AIMET's own placement of activation quantizers (every op output, every model input)
+    /// cannot be narrowed by a configuration (it refuses `is_output_quantized: False` as a
+    /// default and `is_input_quantized: False` anywhere), so it is left as AIMET's.
+    pub fn quantsim_config(&self) -> Value {
+        let channelled = self.params.values().filter(|e| e["enc_type"] != "PER_TENSOR").count();
+        let per_channel = if 2 * channelled > self.params.len() { "True" } else { "False" };
+        let off = json!({ "is_quantized": "False" });
+        json!({
+            "defaults": {
+                "ops": { "is_output_quantized": "True" },
+                "params": { "is_quantized": "True", "is_symmetric": "True" },
+                "strict_symmetric": "False",
+                "per_channel_quantization": per_channel,
+            },
+            "params": { "bias": off },
+            "op_type": {
+                "BatchNormalization": {
+                    "params": { "weight": off, "bias": off, "running_mean": off, "running_var": off }
+                }
+            },
+            "supergroups": [],
+            "model_input": { "is_input_quantized": "True" },
+            "model_output": {},
+        })
+    }
+}
+
+/// Nests `flat` (row-major) as a JSON array of `shape`.
+fn nested<T: Copy + Into<Value>>(flat: &[T], shape: &[usize]) -> Value {
+    match shape {
+        [] => flat[0].into(),
+        [n] => Value::Array(flat[..*n].iter().map(|&v| v.into()).collect()),
+        [n, rest @ ..] => {
+            let inner: usize = rest.iter().product();
+            Value::Array((0..*n).map(|i| nested(&flat[i * inner..(i + 1) * inner], rest)).collect())
+        }
+    }
+}
+
+/// AIMET's 2.0.0 dtype: `int{bits}` for a signed (symmetric) grid, `uint{bits}` otherwise.
+fn output_dtype(enc: &Encoding) -> String {
+    format!("{}int{}", if enc.grid.signed { "" } else { "u" }, enc.grid.bits)
+}
+
+/// The 2.0.0 entry of weight `key` stored with `shape` in `layout`: scales in AIMET's
+/// encoding shape for the stored tensor (per channel: `[channels]` on the channel `axis`;
+/// blocked: the tensor's shape with the block axis divided by `block_size` and every axis
+/// but the channel and block ones 1, `axis` the block axis), zero points as ONNX's (2.0.0
+/// is ONNX's convention: `x = (q - y_zero_point) * y_scale`).
+fn weight_v2(key: &str, enc: &Encoding, shape: &[usize], layout: Layout) -> std::result::Result<Value, String> {
+    let channels = enc.shape[enc.axes.channel];
+    let mut e = json!({ "name": key, "output_dtype": output_dtype(enc) });
+    let zero = enc.zero_points.iter().all(|&z| z == 0.0);
+    let zps: Vec<i64> = enc.zero_points.iter().map(|&z| z as i64).collect();
+    // (channel axis, block axis) of the stored tensor, and the encoding shape.
+    let axes = match layout {
+        Layout::Torch => (0, 1),
+        Layout::InOut => (1, 0),
+    };
+    match enc.granularity {
+        Granularity::PerTensor => {
+            e["y_scale"] = json!(enc.scales[0]);
+            if !zero {
+                e["y_zero_point"] = json!(zps[0]);
+            }
+        }
+        Granularity::PerChannel => {
+            e["y_scale"] = json!(enc.scales);
+            e["axis"] = json!(axes.0);
+            if !zero {
+                e["y_zero_point"] = json!(zps);
+            }
+        }
+        Granularity::PerBlock { block_size } | Granularity::Lpbq { block_size, .. } => {
+            let nb = enc.shape[enc.axes.block] / block_size;
+            let mut enc_shape = vec![1; shape.len()];
+            enc_shape[axes.0] = channels;
+            enc_shape[axes.1] = nb;
+            // Our groups are channel-major (`o * nb + k`); the encoding shape's order is
+            // `[nb, channels]` for a Linear `[in, out]` and `[channels, nb, 1..]` for Torch.
+            let reorder = |flat: &[f32]| -> Vec<f32> {
+                match layout {
+                    Layout::Torch => flat.to_vec(),
+                    Layout::InOut => (0..nb).flat_map(|k| (0..channels).map(move |o| flat[o * nb + k])).collect(),
+                }
+            };
+            e["axis"] = json!(axes.1);
+            e["block_size"] = json!(block_size);
+            match (&enc.granularity, &enc.lpbq) {
+                (Granularity::Lpbq { scale_bits, .. }, Some(l)) => {
+                    if *scale_bits != enc.grid.bits {
+                        return Err(format!(
+                            "{key}: LPBQ with {scale_bits}-bit block multipliers on {}-bit weights has no 2.0.0 form \
+                             (AIMET's 2.0.0 LPBQ decompresses to twice the weight bits: scale_bits = bits)",
+                            enc.grid.bits
+                        ));
+                    }
+                    let multipliers: Vec<f32> = l.block_multipliers.iter().map(|&m| m as f32).collect();
+                    let ints: Vec<i64> = reorder(&multipliers).iter().map(|&m| m as i64).collect();
+                    let mut channel_shape = vec![1; shape.len()];
+                    channel_shape[axes.0] = channels;
+                    e["per_channel_float_scale"] = nested(&l.channel_scales, &channel_shape);
+                    e["per_block_int_scale"] = nested(&ints, &enc_shape);
+                }
+                _ => {
+                    e["y_scale"] = nested(&reorder(&enc.scales), &enc_shape);
+                    if !zero {
+                        let z: Vec<f32> = zps.iter().map(|&z| z as f32).collect();
+                        let z: Vec<i64> = reorder(&z).iter().map(|&z| z as i64).collect();
+                        e["y_zero_point"] = nested(&z, &enc_shape);
+                    }
+                }
+            }
+        }
+    }
+    Ok(e)
 }
 
 /// The ONNX integer type of a grid ([`Quantization::check`] admits 2 to 16 bits).
@@ -182,6 +347,9 @@ pub fn weight(g: &mut Graph, key: &str, shape: &[usize], values: &[f32], layout:
         Form::Encodings => {
             let name = g.weight(key, shape, values);
             let offsets: Vec<i64> = enc.zero_points.iter().map(|&z| aimet_offset(enc, z)).collect();
+            // 1.0.0 lists block scales channel by channel (`[channels, blocks]`, whatever
+            // the stored layout), which is our order; per channel, one per channel.
+            let scales = if blocks.is_some() { enc.scales.clone() } else { scales };
             let mut e = json!({
                 "name": key, "dtype": "INT", "enc_type": enc_type(enc), "bw": enc.grid.bits, "is_sym": true,
                 "scale": scales, "offset": if scales.len() == offsets.len() { offsets } else { vec![offsets[0]; scales.len()] },
@@ -190,6 +358,12 @@ pub fn weight(g: &mut Graph, key: &str, shape: &[usize], values: &[f32], layout:
                 e["block_size"] = json!(b);
             }
             g.aimet.params.insert(key.into(), e);
+            match weight_v2(key, enc, shape, layout) {
+                Ok(v2) => {
+                    g.aimet.v2.insert(key.into(), v2);
+                }
+                Err(why) => g.aimet.v2_refused.push(why),
+            }
             name
         }
         Form::Qdq => {
@@ -222,6 +396,11 @@ pub fn activation(g: &mut Graph, key: &str, x: &str) -> String {
                 "scale": [scale], "offset": [aimet_offset(enc, zero_point)],
             });
             g.aimet.activations.insert(x.into(), e);
+            let mut v2 = json!({ "name": x, "output_dtype": output_dtype(enc), "y_scale": scale });
+            if zero_point != 0.0 {
+                v2["y_zero_point"] = json!(zero_point as i64);
+            }
+            g.aimet.v2.insert(x.into(), v2);
             x.into()
         }
         Form::Qdq => {
@@ -232,5 +411,39 @@ pub fn activation(g: &mut Graph, key: &str, x: &str) -> String {
             let qx = g.op("QuantizeLinear", &[x, &s, &zp], vec![]);
             g.op("DequantizeLinear", &[&qx, &s, &zp], vec![])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autoneural_model::quant::Axes;
+
+    /// A Burn Linear weight `[in = 4, out = 2]` in 2.0.0: per channel on axis 1; blocked
+    /// with the block scales as `[blocks, out]` on axis 0; LPBQ's multipliers likewise, of
+    /// `[1, out]` channel scales, and refused where its multipliers are not as wide as the
+    /// weights (AIMET's 2.0.0 LPBQ decompresses to twice the weight bits).
+    #[test]
+    fn weights_in_2_0_0() {
+        let w = [1.0, -8.0, 2.0, 4.0, -3.0, 0.5, 0.25, 1.0];
+        let enc = |g| Encoding::weights(&w, &[4, 2], 4, g, Axes::LINEAR).unwrap();
+        let e = weight_v2("w", &enc(Granularity::PerChannel), &[4, 2], Layout::InOut).unwrap();
+        assert_eq!((e["axis"].clone(), e["output_dtype"].clone()), (json!(1), json!("int4")));
+        assert_eq!(e["y_scale"], json!([3.0f32 / 7.0, 8.0f32 / 7.0]));
+        assert!(e.get("y_zero_point").is_none());
+        // channel 0: blocks {1, 2}, {-3, 0.25}; channel 1: {-8, 4}, {0.5, 1}
+        let e = weight_v2("w", &enc(Granularity::PerBlock { block_size: 2 }), &[4, 2], Layout::InOut).unwrap();
+        let s = |x: f32| x / 7.0;
+        assert_eq!(e["y_scale"], json!([[s(2.0), s(8.0)], [s(3.0), s(1.0)]]));
+        assert_eq!((e["axis"].clone(), e["block_size"].clone()), (json!(0), json!(2)));
+        let lp = enc(Granularity::Lpbq { block_size: 2, scale_bits: 4 });
+        let e = weight_v2("w", &lp, &[4, 2], Layout::InOut).unwrap();
+        let l = lp.lpbq.as_ref().unwrap();
+        assert_eq!(e["per_channel_float_scale"], json!([l.channel_scales]));
+        let m = &l.block_multipliers;
+        assert_eq!(e["per_block_int_scale"], json!([[m[0], m[2]], [m[1], m[3]]]));
+        assert!(e.get("y_scale").is_none());
+        let narrow = enc(Granularity::Lpbq { block_size: 2, scale_bits: 3 });
+        assert!(weight_v2("w", &narrow, &[4, 2], Layout::InOut).unwrap_err().contains("no 2.0.0 form"));
     }
 }

@@ -7,6 +7,7 @@
 use std::process::Command;
 
 use autoneural_export::export::{ExportOptions, export_vlm};
+use autoneural_export::qdq::EncodingsVersion;
 use autoneural_model::checkpoint::apply::{Identity, collect_tensors};
 use autoneural_model::connector::ProjectorConfig;
 use autoneural_model::images::Preprocess;
@@ -81,8 +82,14 @@ fn vit_vlms_with_lfm2_vl_connectors_export_their_vision_encoder() {
     for (linear_patches, linear_as_conv) in [(true, false), (false, true)] {
         let model = tiny_vit_vlm(linear_patches);
         let out = tempfile::tempdir().unwrap();
-        let opts =
-            ExportOptions { prefill_len: 12, context: 48, reference_tokens: 4, linear_as_conv, quantization: None };
+        let opts = ExportOptions {
+            prefill_len: 12,
+            context: 48,
+            reference_tokens: 4,
+            linear_as_conv,
+            quantization: None,
+            encodings_version: Default::default(),
+        };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         let vision = manifest.vision.as_ref().unwrap();
         assert_eq!((vision.image_size, vision.tokens_per_image), (48, 9));
@@ -113,8 +120,14 @@ fn an_lfm3_vl_tower_exports_at_a_fixed_size() {
         [(model(), None, "image features within"), (qmodel, Some(file), "QDQ generation with the image")]
     {
         let out = tempfile::tempdir().unwrap();
-        let opts =
-            ExportOptions { prefill_len: 12, context: 48, reference_tokens: 3, linear_as_conv: false, quantization };
+        let opts = ExportOptions {
+            prefill_len: 12,
+            context: 48,
+            reference_tokens: 3,
+            linear_as_conv: false,
+            quantization,
+            encodings_version: Default::default(),
+        };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         assert_eq!(manifest.vision.as_ref().unwrap().tokens_per_image, 16);
         if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
@@ -131,8 +144,14 @@ fn an_lfm3_vl_tower_exports_at_a_fixed_size() {
 fn a_fusion_adapter_that_resizes_bilinearly_exports() {
     let model = tiny_vlm_at(NormKind::Rms, 3);
     let out = tempfile::tempdir().unwrap();
-    let opts =
-        ExportOptions { prefill_len: 12, context: 48, reference_tokens: 3, linear_as_conv: false, quantization: None };
+    let opts = ExportOptions {
+        prefill_len: 12,
+        context: 48,
+        reference_tokens: 3,
+        linear_as_conv: false,
+        quantization: None,
+        encodings_version: Default::default(),
+    };
     let manifest = export_vlm(&model, out.path(), &opts).unwrap();
     assert_eq!(manifest.vision.as_ref().unwrap().tokens_per_image, 9);
     if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
@@ -150,8 +169,14 @@ fn mobilenet_vlms_export_their_vision_encoder_and_a_reference_with_an_image() {
     for (norm, linear_as_conv) in [(NormKind::Rms, false), (NormKind::Batch, true)] {
         let model = tiny_vlm(norm);
         let out = tempfile::tempdir().unwrap();
-        let opts =
-            ExportOptions { prefill_len: 8, context: 48, reference_tokens: 5, linear_as_conv, quantization: None };
+        let opts = ExportOptions {
+            prefill_len: 8,
+            context: 48,
+            reference_tokens: 5,
+            linear_as_conv,
+            quantization: None,
+            encodings_version: Default::default(),
+        };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         let vision = manifest.vision.as_ref().unwrap();
         assert_eq!((vision.image_size, vision.tokens_per_image), (64, 16));
@@ -217,6 +242,7 @@ fn a_quantized_vlm_exports_qdq_graphs_and_aimet_encodings() {
         reference_tokens: 5,
         linear_as_conv: false,
         quantization: Some(file),
+        encodings_version: Default::default(),
     };
     let mut bad = file.clone();
     let (key, enc) = bad.weights.iter_mut().next().unwrap();
@@ -245,13 +271,132 @@ fn a_quantized_vlm_exports_qdq_graphs_and_aimet_encodings() {
     let lpbq = dec["param_encodings"].as_array().unwrap().iter().filter(|e| e["enc_type"] == "PER_BLOCK").count();
     assert!(lpbq > 0, "LPBQ language weights are written with their block scales");
     assert!(out.path().join("reference.qdq.safetensors").is_file());
+    let v1_out = out;
+    let out = tempfile::tempdir().unwrap();
+    let v2 = ExportOptions { encodings_version: EncodingsVersion::V2, ..opts.clone() };
+    let manifest = export_vlm(&model, out.path(), &v2).unwrap();
+    for (name, entry) in &manifest.graphs {
+        encodings_agree(
+            name,
+            &v1_out.path().join(entry.encodings.as_ref().unwrap()),
+            &out.path().join(entry.encodings.as_ref().unwrap()),
+        );
+        no_encoding_on_a_data_move(
+            &out.path().join(&entry.file),
+            &v1_out.path().join(entry.encodings.as_ref().unwrap()),
+        );
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join(entry.quantsim_config.as_ref().unwrap())).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["defaults"]["ops"]["is_output_quantized"], "True", "{name}: AIMET refuses anything else");
+    }
+    for (out, version) in [(&v1_out, "1.0.0"), (&out, "2.0.0")] {
+        verify_onnx(out.path(), version);
+    }
+}
+
+/// The 2.0.0 file holds the 1.0.0 file's encodings in ONNX's terms: the same names, each
+/// scale the same, zero points `-offset` for unsigned activations and 0 (omitted) for
+/// symmetric weights, and LPBQ weights as integer block scales of float channel scales whose
+/// products are the 1.0.0 block scales.
+fn encodings_agree(name: &str, v1: &std::path::Path, v2: &std::path::Path) {
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (v1, v2) = (read(v1), read(v2));
+    assert_eq!(v2["version"], "2.0.0", "{name}");
+    let by_name: std::collections::HashMap<String, &serde_json::Value> =
+        v2["encodings"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_string(), e)).collect();
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        fn walk(v: &serde_json::Value, out: &mut Vec<f64>) {
+            match v {
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                x => out.push(x.as_f64().unwrap()),
+            }
+        }
+        let mut out = Vec::new();
+        walk(v, &mut out);
+        out
+    };
+    let (mut lpbq, mut n) = (0, 0);
+    for e1 in v1["activation_encodings"].as_array().unwrap() {
+        let e2 = by_name[e1["name"].as_str().unwrap()];
+        assert_eq!(e2["output_dtype"], format!("uint{}", e1["bw"]), "{name}");
+        assert_eq!(floats(&e2["y_scale"]), floats(&e1["scale"]), "{name}");
+        let zp = e2.get("y_zero_point").map_or(0.0, |z| z.as_f64().unwrap());
+        assert_eq!(zp, -floats(&e1["offset"])[0], "{name}: {}", e1["name"]);
+        n += 1;
+    }
+    for e1 in v1["param_encodings"].as_array().unwrap() {
+        let e2 = by_name[e1["name"].as_str().unwrap()];
+        assert_eq!(e2["output_dtype"], format!("int{}", e1["bw"]), "{name}");
+        assert!(e2.get("y_zero_point").is_none(), "{name}: symmetric weights");
+        let mut want = floats(&e1["scale"]);
+        let mut got = if e2.get("per_block_int_scale").is_some() {
+            lpbq += 1;
+            // [1, out] channel scales, [blocks, out] multipliers (a Linear stored [in, out]).
+            let (c, m) = (floats(&e2["per_channel_float_scale"]), floats(&e2["per_block_int_scale"]));
+            assert!(m.iter().all(|&k| (1.0..=16.0).contains(&k) && k.fract() == 0.0), "{name}: int4 LPBQ multipliers");
+            (0..m.len()).map(|i| c[i % c.len()] * m[i]).collect()
+        } else {
+            floats(&e2["y_scale"])
+        };
+        if e1["enc_type"] == "PER_BLOCK" {
+            // 1.0.0 lists blocks channel by channel; 2.0.0 as the stored tensor's [blocks, out].
+            let blocks = got.len() / floats(&e2["per_channel_float_scale"]).len().max(1);
+            if e2.get("per_block_int_scale").is_some() {
+                let out_ch = got.len() / blocks;
+                got = (0..out_ch)
+                    .flat_map(|o| (0..blocks).map(move |k| (o, k)))
+                    .map(|(o, k)| got[k * out_ch + o])
+                    .collect();
+            }
+        }
+        for v in [&mut want, &mut got] {
+            v.iter_mut().for_each(|x| *x = (*x as f32) as f64);
+        }
+        let worst = want.iter().zip(&got).map(|(a, b)| ((a - b) / a).abs()).fold(0.0, f64::max);
+        assert!(want.len() == got.len() && worst < 1e-6, "{name}: {}: scales differ ({worst})", e1["name"]);
+        n += 1;
+    }
+    assert_eq!(n, by_name.len(), "{name}: 2.0.0 holds exactly the 1.0.0 entries");
+    if name == "decode" {
+        assert!(lpbq > 0, "LPBQ weights have integer block scales in 2.0.0");
+    }
+}
+
+/// AIMET places no quantizer on the output of a Transpose or Reshape: an activation encoding
+/// is on the tensor the data-movement op reads.
+fn no_encoding_on_a_data_move(graph: &std::path::Path, encodings: &std::path::Path) {
+    use onnx_protobuf::{Message, ModelProto};
+    let model = ModelProto::parse_from_bytes(&std::fs::read(graph).unwrap()).unwrap();
+    let moved: std::collections::HashSet<&str> = model
+        .graph
+        .node
+        .iter()
+        .filter(|n| ["Transpose", "Reshape"].contains(&n.op_type.as_str()))
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let v1: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(encodings).unwrap()).unwrap();
+    for e in v1["activation_encodings"].as_array().unwrap() {
+        assert!(
+            !moved.contains(e["name"].as_str().unwrap()),
+            "{}: {} is a data-movement output",
+            graph.display(),
+            e["name"]
+        );
+    }
+}
+
+fn verify_onnx(dir: &std::path::Path, version: &str) {
     if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
-        let o = Command::new(python).arg(script).arg(out.path()).output().unwrap();
+        let o = Command::new(python).arg(script).arg(dir).output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(
             o.status.success() && text.contains("QDQ language graphs") && text.contains("AIMET encodings"),
-            "{text}"
+            "{version}: {text}"
         );
         eprintln!("{text}");
     }

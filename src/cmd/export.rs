@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use autoneural_export::export::{ExportOptions, export_language, export_vlm};
+use autoneural_export::qdq::EncodingsVersion;
 use autoneural_io::output::{Output, Spec};
 use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type};
 use autoneural_model::device::parse_device;
@@ -57,6 +58,11 @@ pub struct ExportArgs {
     /// Write Linear layers as 1x1 Conv on `[1, in, 1, t]`, as Qualcomm's HTP prefers.
     #[arg(long)]
     pub linear_as_conv: bool,
+    /// The version of the AIMET encodings files of a quantized export: `1.0.0` (QNN's
+    /// offsets; LPBQ weights as PER_BLOCK) or `2.0.0` (ONNX's terms; LPBQ with its integer
+    /// block scales). Both are read by AIMET's `load_encodings_to_sim` and QNN's converter.
+    #[arg(long, default_value = "1.0.0")]
+    pub encodings_version: EncodingsVersion,
 }
 
 /// `--preset` for the paper's whole VLM at full size.
@@ -108,6 +114,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         reference_tokens: args.reference_tokens,
         linear_as_conv: args.linear_as_conv,
         quantization,
+        encodings_version: args.encodings_version,
     };
     let manifest = match (&args.model, &args.preset) {
         (_, Some(name)) if name == PAPER_VLM => {
@@ -168,7 +175,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
 
 /// The export's claim on `--out`: what the graphs are made from, as the marker records it.
 fn ownership(args: &ExportArgs) -> Spec<'static> {
-    let inputs = serde_json::json!({
+    let mut inputs = serde_json::json!({
         "model": args.model.as_deref().map(autoneural_io::output::canonical),
         "preset": args.preset,
         "precision": args.precision,
@@ -179,5 +186,9 @@ fn ownership(args: &ExportArgs) -> Spec<'static> {
         "reference_tokens": args.reference_tokens,
         "linear_as_conv": args.linear_as_conv,
     });
+    // Recorded only when not the default, so exports made before the option stay ours.
+    if args.encodings_version != EncodingsVersion::default() {
+        inputs["encodings_version"] = serde_json::json!(args.encodings_version);
+    }
     args.output.spec("export", inputs)
 }
