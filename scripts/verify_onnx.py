@@ -21,6 +21,7 @@ Exits 1 on any failure.
 """
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -70,6 +71,8 @@ def check_encodings(graph_path, enc_path, qdq_path):
     missing = [n for n in listed if n not in names]
     if missing:
         raise SystemExit(f"{enc_path}: names not in {graph_path}: {missing[:5]}")
+    if qdq_path is None:
+        return len(param_list), len(act_list), 0
     qdq = onnx.load(qdq_path, load_external_data=False)
     inits = {t.name for t in qdq.graph.initializer}
     quantized = {n.input[0][: -len(".quantized")] for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
@@ -157,6 +160,116 @@ class Host:
         self.position += t
 
 
+class GenieHost:
+    """The host of the Genie layout: parts chained per call, the key cache transposed, each
+    AR graph fed the past `context - T` positions, cos/sin rows and a `[1, 1, T, context]`
+    mask; only the step's new KV comes back and is written at the position."""
+
+    def __init__(self, root, manifest):
+        self.m, gi = manifest, manifest["genie"]
+        self.ctx, self.ar, self.parts = manifest["context"], gi["ar"], gi["parts"]
+        self.sessions = {}
+        for part in self.parts:
+            for t in self.ar:
+                opts = ort.SessionOptions()
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                path = os.path.join(root, part["graphs"][f"ar{t}"]["file"])
+                self.sessions[(part["index"], t)] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        rope = load_file(os.path.join(root, gi["rope"]))
+        self.cos, self.sin = rope["cos"], rope["sin"]
+        self.keys, self.values, self.conv = {}, {}, {}
+        for st in manifest["state"]:
+            if st["kind"] == "conv":
+                self.conv[st["inputs"][0]] = np.zeros(st["shape"], np.float32)
+            else:
+                self.keys[st["layer"]] = np.zeros(st["key_shape"], np.float32)
+                self.values[st["layer"]] = np.zeros(st["shape"], np.float32)
+        self.position = 0
+        self.calls = collections.Counter()
+
+    def embed(self, ids):
+        s = self.sessions[(0, 1)]
+        return np.concatenate([s.run(None, {"input_ids": np.array([[i]], np.int64)})[0] for i in ids], axis=1)
+
+    def step(self, graph, hidden):
+        """A call of the AR graphs as long as `hidden` (`graph`, prefill or decode, is the
+        default layout's name for it)."""
+        t, p, c = hidden.shape[1], self.position, self.ctx
+        if t not in self.ar or p + t > c:
+            raise SystemExit(f"no AR-{t} graph, or position {p} + {t} over the context {c}")
+        past = c - t
+        hid, vis = self.m["attention_mask"]["hidden"], self.m["attention_mask"]["visible"]
+        mask = np.full((1, 1, t, c), hid, np.float32)
+        mask[0, 0, :, :p] = vis
+        for i in range(t):
+            mask[0, 0, i, past : past + i + 1] = vis
+        common = {
+            "hidden_states_in": None,
+            "attention_mask": mask,
+            "position_ids_cos": self.cos[p : p + t][None, None],
+            "position_ids_sin": self.sin[p : p + t][None, None],
+        }
+        h = hidden.astype(np.float32)
+        for part in self.parts[1:]:
+            sess = self.sessions[(part["index"], t)]
+            feeds = {}
+            for i in sess.get_inputs():
+                n = i.name
+                if n == "hidden_states_in":
+                    feeds[n] = h
+                elif n in common:
+                    feeds[n] = common[n]
+                elif n.startswith("past_key_"):
+                    feeds[n] = np.ascontiguousarray(self.keys[int(n.rsplit("_", 1)[1])][..., :past])
+                elif n.startswith("past_value_"):
+                    feeds[n] = np.ascontiguousarray(self.values[int(n.rsplit("_", 1)[1])][:, :, :past])
+                else:
+                    feeds[n] = self.conv[n]
+            names = [o.name for o in sess.get_outputs()]
+            outs = dict(zip(names, sess.run(None, feeds)))
+            for n, v in outs.items():
+                if n.startswith("present_key_"):
+                    self.keys[int(n.rsplit("_", 1)[1])][..., p : p + t] = v
+                elif n.startswith("present_value_"):
+                    self.values[int(n.rsplit("_", 1)[1])][:, :, p : p + t] = v
+                elif n.startswith("new_conv_state_"):
+                    self.conv[n.removeprefix("new_")] = v
+            h = outs.get("hidden_states_out", outs.get("logits"))
+        self.calls[f"AR-{t}"] += 1
+        self.position += t
+        return h
+
+
+def genie(root, manifest, tol):
+    gi = manifest["genie"]
+    limit = gi["part_max_bytes"]
+    for part in gi["parts"]:
+        for key, entry in part["graphs"].items():
+            path = os.path.join(root, entry["file"])
+            check_graph(path, entry)
+            if entry.get("encodings"):
+                check_encodings(path, os.path.join(root, entry["encodings"]), None)
+        size = os.path.getsize(os.path.join(root, part["data"])) + max(
+            os.path.getsize(os.path.join(root, e["file"])) for e in part["graphs"].values())
+        if size > limit:
+            raise SystemExit(f"part {part['index']}: {size} bytes, over the limit of {limit}")
+    sizes = ", ".join(f"{p['kind']} {p['bytes'] / 2**20:.1f}" for p in gi["parts"])
+    print(f"Genie layout: {len(gi['parts'])} parts x AR {gi['ar']} pass the checker and shape inference; MiB: {sizes} (limit {limit / 2**20:.1f})")
+    ref_path = os.path.join(root, "reference.safetensors")
+    if not os.path.exists(ref_path):
+        print("no reference.safetensors (export with --reference-tokens N to compare against the Burn model)")
+        return
+    ref = load_file(ref_path)
+    host = GenieHost(root, manifest)
+    embeds = host.embed(ref["prompt_ids"])
+    if "image_features" in ref:
+        at = np.nonzero(ref["prompt_ids"] == int(ref["image_token_id"][0]))[0]
+        embeds[0, at] = ref["image_features"][0]
+    worst, n, _ = generate(host, manifest, ref, embeds, "Genie layout", tol, True)
+    calls = ", ".join(f"{v} {k}" for k, v in sorted(host.calls.items()))
+    print(f"Genie layout chained in onnxruntime: {n} greedy tokens equal the Burn model's ({calls} calls through {len(gi['parts'])} parts); worst logits relative error {worst:.2e} (tolerance {tol:g})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir")
@@ -174,6 +287,9 @@ def main():
         if entry.get("encodings"):
             p, a, q = check_encodings(*(os.path.join(args.dir, entry[k]) for k in ("file", "encodings", "qdq")))
             print(f"{name}: AIMET encodings name graph tensors: {p} weights (each quantized weight has one), {a} activations; QDQ graph: {q} QuantizeLinear")
+    if manifest.get("genie"):
+        genie(args.dir, manifest, args.tol)
+        return
     replay(args.dir, manifest, "file", "reference.safetensors", args.tol)
     if any(e.get("qdq") for e in manifest["graphs"].values()):
         replay(args.dir, manifest, "qdq", "reference.qdq.safetensors", args.qdq_tol)

@@ -416,6 +416,16 @@ max_new_tokens = 4
         assert!(onnx_dir.join(file).is_file(), "{file}");
     }
     verify_onnx(onnx_s, "QDQ generation with the image");
+    // The same quantized VLM in the Genie layout (2.0.0 encodings per part graph): its parts
+    // chain to the Burn model's tokens on the reference's image features.
+    let genie_dir = tmp.path().join("onnx-genie");
+    let genie_s = genie_dir.to_str().unwrap();
+    let genie = ["--layout", "genie", "--part-max-mb", "1", "--encodings-version", "2.0.0", "--reference-tokens", "4"];
+    let args = ["export", "--model", qdir.to_str().unwrap(), "--out", genie_s, "--prefill-len", "8", "--context", "64"];
+    let out = autoneural(&[&args[..], &genie].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(genie_dir.join("part0_ar8.encodings").is_file() && genie_dir.join("part0.data").is_file());
+    verify_onnx(genie_s, "Genie layout chained in onnxruntime: 4 greedy tokens equal");
     // AIMET's reading of the same encodings, when a Python with aimet-onnx is named (not in
     // CI: AIMET pulls in torch). It measures, it does not gate yet: docs/deployment.md.
     if let Ok(python) = std::env::var("AUTONEURAL_AIMET_PYTHON") {

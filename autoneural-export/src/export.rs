@@ -19,6 +19,7 @@ use burn::tensor::{Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
+use crate::genie::{GenieEntry, GenieOptions};
 use crate::graph::{Build, Graph, Port, write_model};
 use crate::lm::{MASK_HIDDEN, MASK_VISIBLE, embed_graph, state_names, step_graph};
 use crate::qdq::{EncodingsVersion, Form, Quantization, check_against};
@@ -45,10 +46,13 @@ pub struct ExportOptions {
     pub quantization: Option<QuantizationFile>,
     /// The version of the `<graph>.encodings` files.
     pub encodings_version: EncodingsVersion,
+    /// The Genie / AI Hub layout for the language model instead of embed/prefill/decode
+    /// ([`crate::genie`]).
+    pub genie: Option<GenieOptions>,
 }
 
 impl ExportOptions {
-    fn build(&self, form: Option<Form>) -> Result<Build> {
+    pub(crate) fn build(&self, form: Option<Form>) -> Result<Build> {
         let quantization = match (form, &self.quantization) {
             (Some(form), Some(file)) => {
                 let q = Quantization { weights: file.weights.clone(), activations: file.activations.clone(), form };
@@ -87,6 +91,10 @@ pub struct StateEntry {
     pub outputs: Vec<String>,
     /// Shape of each input (the conv window, or the whole cache of one of K and V).
     pub shape: Vec<usize>,
+    /// The Genie layout: the host's key cache, transposed (`[1, kv_heads, head_dim,
+    /// context]`); `shape` is the value cache's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_shape: Option<Vec<usize>>,
 }
 
 /// What a VLM host needs to build the prompt around `vision_encoder.onnx`.
@@ -122,6 +130,9 @@ pub struct Manifest {
     pub sliding_window: Option<usize>,
     /// How to drive the graphs, step by step.
     pub loop_: Vec<&'static str>,
+    /// The Genie layout's parts (the language model is in them, not in `graphs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub genie: Option<GenieEntry>,
 }
 
 const LOOP: [&str; 8] = [
@@ -135,6 +146,32 @@ const LOOP: [&str; 8] = [
     "LFM3 sliding layers (state kind sliding_attention): past_key_L / past_value_L are rings [1, kv_heads, sliding_window, head_dim], position p in slot p % sliding_window; after each call write the last min(T, sliding_window) present rows into their slots; sliding_attention_mask[0, 0, i, j] = visible when (j < sliding_window and slot j holds a position q > position + i - sliding_window) or (j >= sliding_window and 0 <= i - (j - sliding_window) < sliding_window), hidden otherwise",
 ];
 
+/// The entry of float graph `g` (to be written as `<name>.onnx`); for a quantized
+/// checkpoint, with its AIMET encodings and their QuantSim configuration written beside it.
+pub(crate) fn float_entry(out: &Path, name: &str, g: &mut Graph, opts: &ExportOptions) -> Result<GraphEntry> {
+    let mut entry = GraphEntry {
+        file: format!("{name}.onnx"),
+        encodings: None,
+        quantsim_config: None,
+        qdq: None,
+        inputs: g.input_ports.clone(),
+        outputs: g.output_ports.clone(),
+    };
+    if opts.quantization.is_some() {
+        let write = |file: &str, value: serde_json::Value| -> Result<()> {
+            let text = serde_json::to_string_pretty(&value)?;
+            std::fs::write(out.join(file), text).with_context(|| format!("writing {}", out.join(file).display()))
+        };
+        let file = format!("{name}.encodings");
+        write(&file, g.aimet_file(opts.encodings_version)?)?;
+        entry.encodings = Some(file);
+        let file = format!("{name}.quantsim.json");
+        write(&file, g.aimet.quantsim_config())?;
+        entry.quantsim_config = Some(file);
+    }
+    Ok(entry)
+}
+
 /// Builds graph `name` in every form the export asks for and writes it: `<name>.onnx`
 /// (float), and for a quantized checkpoint `<name>.encodings` (AIMET) and `<name>.qdq.onnx`.
 fn write_forms(
@@ -146,24 +183,7 @@ fn write_forms(
 ) -> Result<GraphEntry> {
     let quantized = opts.quantization.is_some();
     let mut g = build(&opts.build(Some(Form::Encodings))?)?;
-    let mut entry = GraphEntry {
-        file: format!("{name}.onnx"),
-        encodings: None,
-        quantsim_config: None,
-        qdq: None,
-        inputs: g.input_ports.clone(),
-        outputs: g.output_ports.clone(),
-    };
-    if quantized {
-        let file = format!("{name}.encodings");
-        let text = serde_json::to_string_pretty(&g.aimet_file(opts.encodings_version)?)?;
-        std::fs::write(out.join(&file), text).with_context(|| format!("writing {}", out.join(&file).display()))?;
-        entry.encodings = Some(file);
-        let file = format!("{name}.quantsim.json");
-        let text = serde_json::to_string_pretty(&g.aimet.quantsim_config())?;
-        std::fs::write(out.join(&file), text).with_context(|| format!("writing {}", out.join(&file).display()))?;
-        entry.quantsim_config = Some(file);
-    }
+    let mut entry = float_entry(out, name, &mut g, opts)?;
     write_model(g.into_model(doc), &out.join(&entry.file))?;
     if quantized {
         let g = build(&opts.build(Some(Form::Qdq))?)?;
@@ -182,6 +202,9 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
     }
     if let (Some(file), "") = (&opts.quantization, prefix) {
         check_against(file, lm)?;
+    }
+    if let Some(genie) = &opts.genie {
+        return crate::genie::export_genie(lm, prefix, out, opts, genie);
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let c = &lm.config;
@@ -207,7 +230,7 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
                     vec![1, c.num_key_value_heads, c.sliding_window().unwrap_or(opts.context), c.head_dim],
                 ),
             };
-            StateEntry { layer, kind, inputs, outputs, shape }
+            StateEntry { layer, kind, inputs, outputs, shape, key_shape: None }
         })
         .collect();
     let manifest = Manifest {
@@ -225,16 +248,23 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
         attention_mask: BTreeMap::from([("visible", MASK_VISIBLE), ("hidden", MASK_HIDDEN)]),
         sliding_window: c.sliding_window().filter(|_| c.layer_types.contains(&LayerKind::SlidingAttention)),
         loop_: LOOP.to_vec(),
+        genie: None,
     };
+    language_reference(lm, out, opts)?;
+    write_manifest(&manifest, out)?;
+    Ok(manifest)
+}
+
+/// With `--reference-tokens`: the text-only reference generation, over two prefill chunks
+/// (the second over a filled state), then decode steps.
+pub(crate) fn language_reference(lm: &Lfm2ForCausalLM, out: &Path, opts: &ExportOptions) -> Result<()> {
     if opts.reference_tokens > 0 {
-        // Two prefill chunks (the second over a filled state), then decode steps.
         let n = 2 * opts.prefill_len + 3;
-        let prompt: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % c.vocab_size) as u32).collect();
+        let prompt: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % lm.config.vocab_size) as u32).collect();
         let write = |file: &str| write_reference(lm, out, opts, file, &prompt, lm.embed_ids(&prompt), Vec::new());
         references(lm, opts, write)?;
     }
-    write_manifest(&manifest, out)?;
-    Ok(manifest)
+    Ok(())
 }
 
 /// Runs `write` for the float reference, and for a quantized checkpoint again with its op
@@ -248,7 +278,7 @@ fn references<M: Module>(model: &M, opts: &ExportOptions, write: impl Fn(&str) -
     Ok(())
 }
 
-fn write_manifest(manifest: &Manifest, out: &Path) -> Result<()> {
+pub(crate) fn write_manifest(manifest: &Manifest, out: &Path) -> Result<()> {
     let text = serde_json::to_string_pretty(manifest)?.replace("\"loop_\"", "\"loop\"");
     std::fs::write(out.join(MANIFEST), text).with_context(|| format!("writing {}", out.join(MANIFEST).display()))
 }

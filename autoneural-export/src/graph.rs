@@ -436,6 +436,62 @@ fn write_model_within(mut model: ModelProto, path: &Path, inline_limit: usize) -
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes `models` (each to its path) with their large initializers (1 KiB or more) in one
+/// external data file, `data`, each tensor once: models built from the same weights under
+/// the same names (the Genie layout's AR-1 and AR-N graphs of a part) share them, as QNN's
+/// weight sharing does. A name that two models hold with different bytes is an error.
+/// Returns the data file's size.
+pub fn write_models_sharing(models: Vec<(ModelProto, std::path::PathBuf)>, data: &Path) -> Result<u64> {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+    let file_name = data.file_name().and_then(|f| f.to_str()).context("a data path needs a file name")?.to_string();
+    let file = std::fs::File::create(data).with_context(|| format!("creating {}", data.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut offset = 0usize;
+    // Name -> (offset, length, hash of the bytes).
+    let mut written: HashMap<String, (usize, usize, u64)> = HashMap::new();
+    for (mut model, path) in models {
+        for t in model.graph.as_mut().expect("graph").initializer.iter_mut() {
+            if t.raw_data.len() < 1024 {
+                continue;
+            }
+            let mut h = DefaultHasher::new();
+            t.raw_data.hash(&mut h);
+            let hash = h.finish();
+            let (at, len) = match written.get(&t.name) {
+                Some(&(at, len, seen)) if seen == hash && len == t.raw_data.len() => (at, len),
+                Some(_) => bail!(
+                    "{}: initializer {} differs from the one already shared under its name",
+                    path.display(),
+                    t.name
+                ),
+                None => {
+                    let pad = offset.next_multiple_of(64) - offset;
+                    out.write_all(&[0u8; 64][..pad]).with_context(|| format!("writing {}", data.display()))?;
+                    offset += pad;
+                    out.write_all(&t.raw_data).with_context(|| format!("writing {}", data.display()))?;
+                    let at = offset;
+                    offset += t.raw_data.len();
+                    written.insert(t.name.clone(), (at, t.raw_data.len(), hash));
+                    (at, t.raw_data.len())
+                }
+            };
+            let entry = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v, ..Default::default() };
+            t.external_data = vec![
+                entry("location", file_name.clone()),
+                entry("offset", at.to_string()),
+                entry("length", len.to_string()),
+            ];
+            t.data_location = EnumOrUnknown::new(onnx_protobuf::tensor_proto::DataLocation::EXTERNAL);
+            t.raw_data = Vec::new();
+        }
+        let bytes = model.write_to_bytes().with_context(|| format!("encoding {}", path.display()))?;
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    out.flush().with_context(|| format!("writing {}", data.display()))?;
+    Ok(offset as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

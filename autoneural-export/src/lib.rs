@@ -6,6 +6,7 @@
 //! generations for `scripts/verify_onnx.py`.
 
 pub mod export;
+pub mod genie;
 pub mod graph;
 pub mod lm;
 pub mod qdq;

@@ -55,8 +55,8 @@ pub fn state_names(kind: LayerKind, layer: usize) -> (Vec<String>, Vec<String>) 
 
 /// Shapes of one step: `t` positions (each attention kind's cache length is in its
 /// [`AttentionInputs`]).
-struct Step {
-    t: usize,
+pub(crate) struct Step {
+    pub t: usize,
 }
 
 fn short_conv(g: &mut Graph, x: &str, conv: &ShortConv, key: &str, layer: usize, step: &Step, d: usize) -> String {
@@ -94,13 +94,42 @@ pub(crate) fn rope(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> Str
     g.add(&a, &b)
 }
 
+/// How a graph's attention layers take and give their cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KvLayout {
+    /// `past_key_L` / `past_value_L` `[1, kv_heads, cache, head_dim]`; RoPE rows `[1, 1, t,
+    /// head_dim]` gathered from the graph's own tables.
+    Plain,
+    /// The Genie / AI Hub layout ([`crate::genie`]): keys transposed, `past_key_L` `[1,
+    /// kv_heads, head_dim, cache]` and `present_key_L` `[1, kv_heads, head_dim, t]`; RoPE's
+    /// `cos` / `sin` given as half rows `[1, 1, t, head_dim / 2]`.
+    Genie,
+}
+
+/// RoPE from half tables `[1, 1, t, hd / 2]`: `(x1 cos - x2 sin, x2 cos + x1 sin)` on the
+/// two halves of `x` `[1, heads, t, hd]`, what [`rope`] computes with the tables repeated.
+fn rope_half(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> String {
+    let x1 = g.slice(x, &[0], &[hd / 2], &[3]);
+    let x2 = g.slice(x, &[hd / 2], &[hd], &[3]);
+    let a = g.mul(&x1, cos);
+    let b = g.mul(&x2, sin);
+    let b = g.op("Neg", &[&b], vec![]);
+    let lo = g.add(&a, &b);
+    let c = g.mul(&x2, cos);
+    let d = g.mul(&x1, sin);
+    let hi = g.add(&c, &d);
+    g.concat(&[&lo, &hi], 3)
+}
+
 /// What one kind of attention layer reads in a step: its cache length (the context, or a
-/// sliding layer's window), RoPE rows and mask.
-struct AttentionInputs {
-    cache: usize,
-    cos: String,
-    sin: String,
-    mask: String,
+/// sliding layer's window, or the context less the step in the Genie layout), RoPE rows,
+/// mask and cache layout.
+pub(crate) struct AttentionInputs {
+    pub cache: usize,
+    pub cos: String,
+    pub sin: String,
+    pub mask: String,
+    pub layout: KvLayout,
 }
 
 fn attention(
@@ -130,23 +159,45 @@ fn attention(
     let v = linear(g, x, &attn.v_proj, &format!("{key}.v_proj"));
     let v = heads(g, &v, kvh);
     let v = g.transpose(&v, &[0, 2, 1, 3]);
-    let q = rope(g, &q, rope_tables.0, rope_tables.1, hd);
-    let k = rope(g, &k, rope_tables.0, rope_tables.1, hd);
+    let rotate = match kind.layout {
+        KvLayout::Plain => rope,
+        KvLayout::Genie => rope_half,
+    };
+    let q = rotate(g, &q, rope_tables.0, rope_tables.1, hd);
+    let k = rotate(g, &k, rope_tables.0, rope_tables.1, hd);
     // What the cache holds, at the policy's KV-cache bits.
     let k = qdq::activation(g, &format!("{key}.k_cache"), &k);
     let v = qdq::activation(g, &format!("{key}.v_cache"), &v);
-    let kv_shape = [1, kvh as usize, step.t, hd as usize];
-    g.output(&k, &format!("present_key_{layer}"), DType::Float32, &kv_shape);
-    g.output(&v, &format!("present_value_{layer}"), DType::Float32, &kv_shape);
-    let cache = [1, kvh as usize, kind.cache, hd as usize];
-    let past_k = g.input(&format!("past_key_{layer}"), DType::Float32, &cache);
-    let past_v = g.input(&format!("past_value_{layer}"), DType::Float32, &cache);
-    let keys = g.concat(&[&past_k, &k], 2); // [1, kvh, c + t, hd]
-    let vals = g.concat(&[&past_v, &v], 2);
+    let (kv, n) = (kvh as usize, hd as usize);
+    let v_shape = [1, kv, step.t, n];
+    let cache = [1, kv, kind.cache, n];
+    // The keys (`[1, kvh, c + t, hd]`, or transposed in the Genie layout) and values.
+    let (keys, vals) = match kind.layout {
+        KvLayout::Plain => {
+            g.output(&k, &format!("present_key_{layer}"), DType::Float32, &v_shape);
+            g.output(&v, &format!("present_value_{layer}"), DType::Float32, &v_shape);
+            let past_k = g.input(&format!("past_key_{layer}"), DType::Float32, &cache);
+            let past_v = g.input(&format!("past_value_{layer}"), DType::Float32, &cache);
+            let keys = g.concat(&[&past_k, &k], 2);
+            let vals = g.concat(&[&past_v, &v], 2);
+            (keys, vals)
+        }
+        KvLayout::Genie => {
+            let k = g.transpose(&k, &[0, 1, 3, 2]);
+            g.output(&k, &format!("present_key_{layer}"), DType::Float32, &[1, kv, n, step.t]);
+            g.output(&v, &format!("present_value_{layer}"), DType::Float32, &v_shape);
+            let past_k = g.input(&format!("past_key_{layer}"), DType::Float32, &[1, kv, n, kind.cache]);
+            let past_v = g.input(&format!("past_value_{layer}"), DType::Float32, &cache);
+            (g.concat(&[&past_k, &k], 3), g.concat(&[&past_v, &v], 2))
+        }
+    };
     // Query heads sharing a kv head stacked on the row axis (as the Burn model does).
     let grp = h / kvh;
     let q = g.reshape(&q, &[1, kvh, grp * t, hd]);
-    let kt = g.transpose(&keys, &[0, 1, 3, 2]);
+    let kt = match kind.layout {
+        KvLayout::Plain => g.transpose(&keys, &[0, 1, 3, 2]),
+        KvLayout::Genie => keys,
+    };
     let scores = g.matmul(&q, &kt);
     let scale = g.scalar(1.0 / (hd as f32).sqrt());
     let scores = g.mul(&scores, &scale);
@@ -209,73 +260,25 @@ pub fn step_graph(
         (rows.next().expect("cos"), rows.next().expect("sin"))
     };
     let (cos, sin) = rope_rows(&mut g, LayerKind::Attention, "rope");
-    let full = AttentionInputs { cache: context, cos, sin, mask };
+    let full = AttentionInputs { cache: context, cos, sin, mask, layout: KvLayout::Plain };
     let sliding = match (c.layer_types.contains(&LayerKind::SlidingAttention), c.sliding_window()) {
         (true, Some(w)) => {
             let (cos, sin) = rope_rows(&mut g, LayerKind::SlidingAttention, "rope.sliding");
             let mask = g.input("sliding_attention_mask", DType::Float32, &[1, 1, t, w + t]);
-            Some(AttentionInputs { cache: w, cos, sin, mask })
+            Some(AttentionInputs { cache: w, cos, sin, mask, layout: KvLayout::Plain })
         }
         _ => None,
     };
     let mut h = embeds;
-    for (i, layer) in lm.model.layers.iter().enumerate() {
-        let key = format!("{prefix}model.layers.{i}");
-        let w = g.weight(&format!("{key}.operator_norm.weight"), &[d], &values(layer.operator_norm().weight.val()));
-        let normed = g.rms_norm(&h, &w, c.norm_eps);
-        let mixed = match layer.mixer() {
-            Mixer::Conv(conv) => short_conv(&mut g, &normed, conv, &format!("{key}.conv"), i, &step, d),
-            Mixer::Attention(attn) => {
-                let kind = match c.layer_types[i] {
-                    LayerKind::SlidingAttention => sliding.as_ref().expect("sliding inputs"),
-                    _ => &full,
-                };
-                attention(&mut g, &normed, attn, &format!("{key}.self_attn"), i, &step, kind, c.norm_eps)
-            }
-        };
-        let (post_op, post_ffn) = layer.post_norms();
-        let norm_after = |g: &mut Graph, y: String, norm: Option<&autoneural_model::nn::RmsNorm>, name: &str| match norm
-        {
-            Some(n) => {
-                let w = g.weight(&format!("{key}.{name}.weight"), &[d], &values(n.weight.val()));
-                g.rms_norm(&y, &w, c.norm_eps)
-            }
-            None => y,
-        };
-        let mixed = norm_after(&mut g, mixed, post_op, "post_operator_norm");
-        let h1 = g.add(&h, &mixed);
-        let w = g.weight(&format!("{key}.ffn_norm.weight"), &[d], &values(layer.ffn_norm().weight.val()));
-        let normed = g.rms_norm(&h1, &w, c.norm_eps);
-        let Some(mlp) = layer.feed_forward().dense() else {
-            bail!("{key}: LFM2-MoE's routed experts have no ONNX export yet (dense LFM2 models export)");
-        };
-        let gate = linear(&mut g, &normed, &mlp.w1, &format!("{key}.feed_forward.w1"));
-        let gate = g.silu(&gate);
-        let up = linear(&mut g, &normed, &mlp.w3, &format!("{key}.feed_forward.w3"));
-        let inner = g.mul(&gate, &up);
-        let down = linear(&mut g, &inner, &mlp.w2, &format!("{key}.feed_forward.w2"));
-        let down = norm_after(&mut g, down, post_ffn, "post_ffn_norm");
-        h = g.add(&h1, &down);
+    for i in 0..lm.model.layers.len() {
+        h = decoder_layer(&mut g, lm, i, &h, &step, &full, sliding.as_ref(), prefix)?;
     }
-    let w =
-        g.weight(&format!("{prefix}model.embedding_norm.weight"), &[d], &values(lm.model.embedding_norm.weight.val()));
-    let h = g.rms_norm(&h, &w, c.norm_eps);
-    let logits = match &lm.lm_head {
-        Some(head) => linear(&mut g, &h, head, &format!("{prefix}lm_head")),
-        None => {
-            // The tied head reads the embedding table as it is stored, [vocab, hidden].
-            let table = embedding_table(&mut g, lm, prefix);
-            let rows = g.reshape(&h, &[t as i64, d as i64]);
-            let rows = qdq::activation(&mut g, &format!("{prefix}model.embed_tokens.weight"), &rows);
-            let y = g.op("Gemm", &[&rows, &table], vec![("transB", Attr::Int(1))]);
-            g.reshape(&y, &[1, t as i64, v as i64])
-        }
-    };
+    let logits = head(&mut g, lm, &h, t, prefix);
     g.output(&logits, "logits", DType::Float32, &[1, t, v]);
     Ok(g)
 }
 
-fn embedding_table(g: &mut Graph, lm: &Lfm2ForCausalLM, prefix: &str) -> String {
+pub(crate) fn embedding_table(g: &mut Graph, lm: &Lfm2ForCausalLM, prefix: &str) -> String {
     let c = &lm.config;
     let table = values(lm.model.embed_tokens.weight.val());
     qdq::weight(g, &format!("{prefix}model.embed_tokens.weight"), &[c.vocab_size, c.hidden_size], &table, Layout::Torch)
@@ -290,4 +293,78 @@ pub fn embed_graph(lm: &Lfm2ForCausalLM, t: usize, prefix: &str, build: &Build) 
     let e = g.op("Gather", &[&table, &ids], vec![("axis", Attr::Int(0))]);
     g.output(&e, "inputs_embeds", DType::Float32, &[1, t, lm.config.hidden_size]);
     g
+}
+
+/// Decoder layer `i` of `lm` on the hidden states `h` `[1, t, hidden]`: its mixer (a short
+/// convolution, or attention reading `full` or `sliding`), the feed-forward block and both
+/// residuals, with LFM3's sandwich norms where the layer has them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decoder_layer(
+    g: &mut Graph,
+    lm: &Lfm2ForCausalLM,
+    i: usize,
+    h: &str,
+    step: &Step,
+    full: &AttentionInputs,
+    sliding: Option<&AttentionInputs>,
+    prefix: &str,
+) -> Result<String> {
+    let c = &lm.config;
+    let d = c.hidden_size;
+    let layer = &lm.model.layers[i];
+    let key = format!("{prefix}model.layers.{i}");
+    let w = g.weight(&format!("{key}.operator_norm.weight"), &[d], &values(layer.operator_norm().weight.val()));
+    let normed = g.rms_norm(h, &w, c.norm_eps);
+    let mixed = match layer.mixer() {
+        Mixer::Conv(conv) => short_conv(g, &normed, conv, &format!("{key}.conv"), i, step, d),
+        Mixer::Attention(attn) => {
+            let kind = match c.layer_types[i] {
+                LayerKind::SlidingAttention => sliding.expect("sliding inputs"),
+                _ => full,
+            };
+            attention(g, &normed, attn, &format!("{key}.self_attn"), i, step, kind, c.norm_eps)
+        }
+    };
+    let (post_op, post_ffn) = layer.post_norms();
+    let norm_after = |g: &mut Graph, y: String, norm: Option<&autoneural_model::nn::RmsNorm>, name: &str| match norm {
+        Some(n) => {
+            let w = g.weight(&format!("{key}.{name}.weight"), &[d], &values(n.weight.val()));
+            g.rms_norm(&y, &w, c.norm_eps)
+        }
+        None => y,
+    };
+    let mixed = norm_after(g, mixed, post_op, "post_operator_norm");
+    let h1 = g.add(h, &mixed);
+    let w = g.weight(&format!("{key}.ffn_norm.weight"), &[d], &values(layer.ffn_norm().weight.val()));
+    let normed = g.rms_norm(&h1, &w, c.norm_eps);
+    let Some(mlp) = layer.feed_forward().dense() else {
+        bail!("{key}: LFM2-MoE's routed experts have no ONNX export yet (dense LFM2 models export)");
+    };
+    let gate = linear(g, &normed, &mlp.w1, &format!("{key}.feed_forward.w1"));
+    let gate = g.silu(&gate);
+    let up = linear(g, &normed, &mlp.w3, &format!("{key}.feed_forward.w3"));
+    let inner = g.mul(&gate, &up);
+    let down = linear(g, &inner, &mlp.w2, &format!("{key}.feed_forward.w2"));
+    let down = norm_after(g, down, post_ffn, "post_ffn_norm");
+    Ok(g.add(&h1, &down))
+}
+
+/// The final norm and the LM head on `h` `[1, t, hidden]` -> logits `[1, t, vocab]` (a tied
+/// head reads the embedding table as it is stored, `[vocab, hidden]`).
+pub(crate) fn head(g: &mut Graph, lm: &Lfm2ForCausalLM, h: &str, t: usize, prefix: &str) -> String {
+    let c = &lm.config;
+    let (d, v) = (c.hidden_size, c.vocab_size);
+    let w =
+        g.weight(&format!("{prefix}model.embedding_norm.weight"), &[d], &values(lm.model.embedding_norm.weight.val()));
+    let h = g.rms_norm(h, &w, c.norm_eps);
+    match &lm.lm_head {
+        Some(head) => linear(g, &h, head, &format!("{prefix}lm_head")),
+        None => {
+            let table = embedding_table(g, lm, prefix);
+            let rows = g.reshape(&h, &[t as i64, d as i64]);
+            let rows = qdq::activation(g, &format!("{prefix}model.embed_tokens.weight"), &rows);
+            let y = g.op("Gemm", &[&rows, &table], vec![("transB", Attr::Int(1))]);
+            g.reshape(&y, &[1, t as i64, v as i64])
+        }
+    }
 }

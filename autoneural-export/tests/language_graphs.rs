@@ -25,6 +25,7 @@ fn hybrid_model_exports_consistent_graphs() {
         linear_as_conv: false,
         quantization: None,
         encodings_version: Default::default(),
+        genie: None,
     };
     let manifest = export_language(&lm, "", out.path(), &opts).unwrap();
     assert_eq!(manifest.graphs.keys().collect::<Vec<_>>(), ["decode", "embed_tokens", "prefill"]);
@@ -82,6 +83,7 @@ fn bad_shapes_are_clear_errors() {
             linear_as_conv: false,
             quantization: None,
             encodings_version: Default::default(),
+            genie: None,
         },
     )
     .unwrap_err()
@@ -94,6 +96,7 @@ fn bad_shapes_are_clear_errors() {
         linear_as_conv: false,
         quantization: None,
         encodings_version: Default::default(),
+        genie: None,
     };
     let err = export_language(&lm, "", out.path(), &opts).unwrap_err().to_string();
     assert!(err.contains("reference needs 15 positions"), "{err}");

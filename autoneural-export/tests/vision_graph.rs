@@ -89,6 +89,7 @@ fn vit_vlms_with_lfm2_vl_connectors_export_their_vision_encoder() {
             linear_as_conv,
             quantization: None,
             encodings_version: Default::default(),
+            genie: None,
         };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         let vision = manifest.vision.as_ref().unwrap();
@@ -127,6 +128,7 @@ fn an_lfm3_vl_tower_exports_at_a_fixed_size() {
             linear_as_conv: false,
             quantization,
             encodings_version: Default::default(),
+            genie: None,
         };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         assert_eq!(manifest.vision.as_ref().unwrap().tokens_per_image, 16);
@@ -151,6 +153,7 @@ fn a_fusion_adapter_that_resizes_bilinearly_exports() {
         linear_as_conv: false,
         quantization: None,
         encodings_version: Default::default(),
+        genie: None,
     };
     let manifest = export_vlm(&model, out.path(), &opts).unwrap();
     assert_eq!(manifest.vision.as_ref().unwrap().tokens_per_image, 9);
@@ -176,6 +179,7 @@ fn mobilenet_vlms_export_their_vision_encoder_and_a_reference_with_an_image() {
             linear_as_conv,
             quantization: None,
             encodings_version: Default::default(),
+            genie: None,
         };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         let vision = manifest.vision.as_ref().unwrap();
@@ -243,6 +247,7 @@ fn a_quantized_vlm_exports_qdq_graphs_and_aimet_encodings() {
         linear_as_conv: false,
         quantization: Some(file),
         encodings_version: Default::default(),
+        genie: None,
     };
     let mut bad = file.clone();
     let (key, enc) = bad.weights.iter_mut().next().unwrap();

@@ -48,6 +48,7 @@ fn analytic_op_lists_match_the_exported_graphs() {
             linear_as_conv,
             quantization: None,
             encodings_version: Default::default(),
+            genie: None,
         };
         export_vlm(&model, out.path(), &opts).unwrap();
         let bits = Bits::FP32;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use autoneural_export::export::{ExportOptions, export_language, export_vlm};
+use autoneural_export::genie::GenieOptions;
 use autoneural_export::qdq::EncodingsVersion;
 use autoneural_io::output::{Output, Spec};
 use autoneural_model::checkpoint::{is_vlm_type, load_lfm2, load_vlm, model_type};
@@ -63,6 +64,14 @@ pub struct ExportArgs {
     /// block scales). Both are read by AIMET's `load_encodings_to_sim` and QNN's converter.
     #[arg(long, default_value = "1.0.0")]
     pub encodings_version: EncodingsVersion,
+    /// `default` (embed_tokens, prefill, decode) or `genie`: the Genie / AI Hub LLM layout
+    /// (parts under --part-max-mb, AR-N and AR-1 graphs sharing weights, keys transposed,
+    /// cos/sin inputs, only new KV out, Linear as 1x1 Conv; docs/deployment.md).
+    #[arg(long, default_value = "default", value_parser = ["default", "genie"])]
+    pub layout: String,
+    /// The Genie layout's largest part (weights and graph), MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub part_max_mb: u64,
 }
 
 /// `--preset` for the paper's whole VLM at full size.
@@ -115,6 +124,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         linear_as_conv: args.linear_as_conv,
         quantization,
         encodings_version: args.encodings_version,
+        genie: (args.layout == "genie").then(|| GenieOptions { part_max_bytes: args.part_max_mb << 20 }),
     };
     let manifest = match (&args.model, &args.preset) {
         (_, Some(name)) if name == PAPER_VLM => {
@@ -186,9 +196,13 @@ fn ownership(args: &ExportArgs) -> Spec<'static> {
         "reference_tokens": args.reference_tokens,
         "linear_as_conv": args.linear_as_conv,
     });
-    // Recorded only when not the default, so exports made before the option stay ours.
+    // Recorded only when not the default, so exports made before the options stay ours.
     if args.encodings_version != EncodingsVersion::default() {
         inputs["encodings_version"] = serde_json::json!(args.encodings_version);
+    }
+    if args.layout != "default" {
+        inputs["layout"] = serde_json::json!(args.layout);
+        inputs["part_max_mb"] = serde_json::json!(args.part_max_mb);
     }
     args.output.spec("export", inputs)
 }
