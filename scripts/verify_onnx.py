@@ -175,15 +175,19 @@ class GenieHost:
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
                 path = os.path.join(root, part["graphs"][f"ar{t}"]["file"])
                 self.sessions[(part["index"], t)] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        rope = load_file(os.path.join(root, gi["rope"]))
-        self.cos, self.sin = rope["cos"], rope["sin"]
-        self.keys, self.values, self.conv = {}, {}, {}
+        self.rope = load_file(os.path.join(root, gi["rope"]))
+        self.keys, self.values, self.conv, self.rings = {}, {}, {}, set()
         for st in manifest["state"]:
             if st["kind"] == "conv":
                 self.conv[st["inputs"][0]] = np.zeros(st["shape"], np.float32)
             else:
                 self.keys[st["layer"]] = np.zeros(st["key_shape"], np.float32)
                 self.values[st["layer"]] = np.zeros(st["shape"], np.float32)
+                if st["kind"] == "sliding_attention":
+                    self.rings.add(st["layer"])
+        # LFM3's sliding layers: rings of `window` slots, and which position each slot holds.
+        self.window = manifest.get("sliding_window")
+        self.ring = [-1] * self.window if self.window else None
         self.position = 0
         self.calls = collections.Counter()
 
@@ -203,12 +207,21 @@ class GenieHost:
         mask[0, 0, :, :p] = vis
         for i in range(t):
             mask[0, 0, i, past : past + i + 1] = vis
-        common = {
-            "hidden_states_in": None,
-            "attention_mask": mask,
-            "position_ids_cos": self.cos[p : p + t][None, None],
-            "position_ids_sin": self.sin[p : p + t][None, None],
-        }
+        common = {"hidden_states_in": None, "attention_mask": mask}
+        for name in self.rope:
+            kind, suffix = name.split("_", 1) if "_" in name else (name, "")
+            common[f"position_ids_{kind}" + (f"_{suffix}" if suffix else "")] = self.rope[name][p : p + t][None, None]
+        if self.window:
+            w = self.window
+            sliding = np.full((1, 1, t, w + t), hid, np.float32)
+            for i in range(t):
+                for j, q in enumerate(self.ring):
+                    if q >= 0 and q > p + i - w:
+                        sliding[0, 0, i, j] = vis
+                for k in range(i + 1):
+                    if i - k < w:
+                        sliding[0, 0, i, w + k] = vis
+            common["sliding_attention_mask"] = sliding
         h = hidden.astype(np.float32)
         for part in self.parts[1:]:
             sess = self.sessions[(part["index"], t)]
@@ -220,21 +233,36 @@ class GenieHost:
                 elif n in common:
                     feeds[n] = common[n]
                 elif n.startswith("past_key_"):
-                    feeds[n] = np.ascontiguousarray(self.keys[int(n.rsplit("_", 1)[1])][..., :past])
+                    layer = int(n.rsplit("_", 1)[1])
+                    keys = self.keys[layer]
+                    feeds[n] = keys if layer in self.rings else np.ascontiguousarray(keys[..., :past])
                 elif n.startswith("past_value_"):
-                    feeds[n] = np.ascontiguousarray(self.values[int(n.rsplit("_", 1)[1])][:, :, :past])
+                    layer = int(n.rsplit("_", 1)[1])
+                    values = self.values[layer]
+                    feeds[n] = values if layer in self.rings else np.ascontiguousarray(values[:, :, :past])
                 else:
                     feeds[n] = self.conv[n]
             names = [o.name for o in sess.get_outputs()]
             outs = dict(zip(names, sess.run(None, feeds)))
             for n, v in outs.items():
-                if n.startswith("present_key_"):
-                    self.keys[int(n.rsplit("_", 1)[1])][..., p : p + t] = v
+                layer = int(n.rsplit("_", 1)[1]) if n.startswith("present_") else None
+                if layer in self.rings:
+                    # The last min(T, window) entries, each into its slot of the ring.
+                    for k in range(max(0, t - self.window), t):
+                        if n.startswith("present_key_"):
+                            self.keys[layer][..., (p + k) % self.window] = v[..., k]
+                        else:
+                            self.values[layer][:, :, (p + k) % self.window] = v[:, :, k]
+                elif n.startswith("present_key_"):
+                    self.keys[layer][..., p : p + t] = v
                 elif n.startswith("present_value_"):
-                    self.values[int(n.rsplit("_", 1)[1])][:, :, p : p + t] = v
+                    self.values[layer][:, :, p : p + t] = v
                 elif n.startswith("new_conv_state_"):
                     self.conv[n.removeprefix("new_")] = v
             h = outs.get("hidden_states_out", outs.get("logits"))
+        if self.window:
+            for k in range(max(0, t - self.window), t):
+                self.ring[(p + k) % self.window] = p + k
         self.calls[f"AR-{t}"] += 1
         self.position += t
         return h

@@ -20,9 +20,13 @@
 //!   C]` is additive with a finite hidden value ([`crate::lm::MASK_HIDDEN`]).
 //! - Linear layers as 1x1 Conv, as the HTP prefers.
 //!
+//! - **LFM3's sliding layers** keep the default layout's ring of `window` slots, keys
+//!   transposed (`past_key_L` `[1, kv_heads, head_dim, window]`), with their own
+//!   `sliding_attention_mask` `[1, 1, T, window + T]` and RoPE rows
+//!   (`position_ids_cos_sliding` / `position_ids_sin_sliding`).
+//!
 //! A quantized checkpoint gets AIMET encodings per graph, on the float graphs, as in the
-//! default layout. LFM3's sliding-window layers and partial rotary embeddings are refused
-//! here (the default layout exports them).
+//! default layout.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -88,7 +92,7 @@ pub struct GenieEntry {
     pub loop_: Vec<&'static str>,
 }
 
-const LOOP: [&str; 7] = [
+const LOOP: [&str; 8] = [
     "state: per conv layer conv_state_L zeros [1, kernel - 1, hidden]; per attention layer a key cache [1, kv_heads, head_dim, context] and a value cache [1, kv_heads, context, head_dim], zeros; position = 0",
     "a call of T positions (T in ar): part 0 on input_ids [1, T]; each next part on the previous part's hidden_states_out as hidden_states_in; the last part gives logits [1, T, vocab]. A VLM host puts image features into part 0's output at the image-token positions",
     "each layers part also takes: attention_mask [1, 1, T, context], visible at column j < context - T when j < position and at column context - T + k when k <= i, hidden elsewhere; position_ids_cos / position_ids_sin [1, 1, T, head_dim / 2], rows position .. position + T of rope.safetensors; past_key_L = key cache [..., :context - T], past_value_L = value cache [:, :, :context - T]; conv_state_L",
@@ -96,6 +100,7 @@ const LOOP: [&str; 7] = [
     "prompt: the largest AR graph on each full chunk, then AR-1 on each remaining position (position + T must stay within context - T + T)",
     "next token: argmax (or a sampler) over the last position's logits, then AR-1",
     "stop at an eos_token_id, or when position reaches context",
+    "LFM3 sliding layers (state kind sliding_attention): key ring [1, kv_heads, head_dim, sliding_window] and value ring [1, kv_heads, sliding_window, head_dim], passed whole as past_key_L / past_value_L, position p in slot p % sliding_window; after each call write the last min(T, sliding_window) present columns / rows into their slots; sliding_attention_mask [1, 1, T, sliding_window + T] as the default layout's; position_ids_cos_sliding / position_ids_sin_sliding are rows of cos_sliding / sin_sliding",
 ];
 
 /// f32 bytes of the weights a part holds.
@@ -160,25 +165,32 @@ fn part_graph(
         }
         Holds::Layers(range) => {
             let mut h = g.input("hidden_states_in", DType::Float32, &[1, t, d]);
-            let attends = range.clone().any(|i| c.layer_types[i] != LayerKind::Conv);
-            let full = if attends {
-                let mask = g.input("attention_mask", DType::Float32, &[1, 1, t, context]);
-                let half = [1, 1, t, c.head_dim / 2];
-                let cos = g.input("position_ids_cos", DType::Float32, &half);
-                let sin = g.input("position_ids_sin", DType::Float32, &half);
-                AttentionInputs { cache: context - t, cos, sin, mask, layout: KvLayout::Genie }
-            } else {
-                // Read by no layer of this part.
-                AttentionInputs {
-                    cache: 0,
-                    cos: String::new(),
-                    sin: String::new(),
-                    mask: String::new(),
-                    layout: KvLayout::Genie,
-                }
+            let has = |kind: LayerKind| range.clone().any(|i| c.layer_types[i] == kind);
+            let half = [1, 1, t, c.head_dim / 2];
+            // The inputs of one kind of attention layer, when this part holds one.
+            let mut inputs = |kind: LayerKind, suffix: &str, mask: &str, mask_len: usize, cache: usize| {
+                has(kind).then(|| {
+                    let mask = g.input(mask, DType::Float32, &[1, 1, t, mask_len]);
+                    let cos = g.input(&format!("position_ids_cos{suffix}"), DType::Float32, &half);
+                    let sin = g.input(&format!("position_ids_sin{suffix}"), DType::Float32, &half);
+                    AttentionInputs { cache, cos, sin, mask, layout: KvLayout::Genie }
+                })
             };
+            let full = inputs(LayerKind::Attention, "", "attention_mask", context, context - t);
+            // LFM3's sliding layers: a ring of `window` slots, as in the default layout.
+            let sliding = c
+                .sliding_window()
+                .and_then(|w| inputs(LayerKind::SlidingAttention, "_sliding", "sliding_attention_mask", w + t, w));
+            // Read by no layer of a part without full attention.
+            let full = full.unwrap_or(AttentionInputs {
+                cache: 0,
+                cos: String::new(),
+                sin: String::new(),
+                mask: String::new(),
+                layout: KvLayout::Genie,
+            });
             for i in range.clone() {
-                h = decoder_layer(&mut g, lm, i, &h, &Step { t }, &full, None, prefix)?;
+                h = decoder_layer(&mut g, lm, i, &h, &Step { t }, &full, sliding.as_ref(), prefix)?;
             }
             g.output(&h, "hidden_states_out", DType::Float32, &[1, t, d]);
         }
@@ -191,12 +203,13 @@ fn part_graph(
     Ok(g)
 }
 
-/// RoPE's tables for the full-attention layers as half rows `[context, head_dim / 2]`: the
-/// two halves of a row are equal for a rotation over the whole head (what the layout feeds).
-fn rope_rows(lm: &Lfm2ForCausalLM, context: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+/// RoPE's tables of one kind of attention layer as half rows `[context, head_dim / 2]`: the
+/// two halves of a row are equal (LFM3's proportional RoPE gives its unrotated pairs
+/// frequency 0, which stays so), and the layout feeds one.
+fn rope_rows(lm: &Lfm2ForCausalLM, kind: LayerKind, context: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     let c = &lm.config;
     let (hd, half) = (c.head_dim, c.head_dim / 2);
-    let (cos, sin) = Rope::from_spec(hd, &c.rope_for(LayerKind::Attention)).tables(0, context, &lm.device());
+    let (cos, sin) = Rope::from_spec(hd, &c.rope_for(kind)).tables(0, context, &lm.device());
     let (cos, sin) = (values(cos), values(sin));
     let halves = |t: &[f32]| -> Option<Vec<f32>> {
         let rows: Vec<&[f32]> = t.chunks(hd).collect();
@@ -204,9 +217,9 @@ fn rope_rows(lm: &Lfm2ForCausalLM, context: usize) -> Result<(Vec<f32>, Vec<f32>
     };
     match (halves(&cos), halves(&sin)) {
         (Some(c), Some(s)) => Ok((c, s)),
-        _ => {
-            bail!("this model's RoPE does not rotate the whole head (partial rotary): the Genie layout feeds half rows")
-        }
+        _ => bail!(
+            "this model's RoPE rows do not repeat over the two halves of a head: the Genie layout feeds half rows"
+        ),
     }
 }
 
@@ -220,11 +233,6 @@ pub fn export_genie(
 ) -> Result<Manifest> {
     let c = &lm.config;
     let context = opts.context;
-    if c.layer_types.contains(&LayerKind::SlidingAttention) {
-        bail!(
-            "sliding-window attention layers (LFM3) are not exported in the Genie layout yet (the default layout has them)"
-        );
-    }
     if opts.prefill_len >= context {
         bail!(
             "--prefill-len {} must be below --context {context} in the Genie layout (each call reads context - T past positions)",
@@ -234,7 +242,11 @@ pub fn export_genie(
     if context > c.max_position_embeddings {
         bail!("context {context} is over the model's max_position_embeddings {}", c.max_position_embeddings);
     }
-    let (cos, sin) = rope_rows(lm, context)?;
+    let sliding = c.sliding_window().filter(|_| c.layer_types.contains(&LayerKind::SlidingAttention));
+    let mut rope = vec![("", rope_rows(lm, LayerKind::Attention, context)?)];
+    if sliding.is_some() {
+        rope.push(("_sliding", rope_rows(lm, LayerKind::SlidingAttention, context)?));
+    }
     let parts = plan(lm, genie.part_max_bytes)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let ar: Vec<usize> = if opts.prefill_len > 1 { vec![opts.prefill_len, 1] } else { vec![1] };
@@ -274,7 +286,7 @@ pub fn export_genie(
         };
         entries.push(PartEntry { index, kind, layers, data, bytes, graphs });
     }
-    write_rope(out, &cos, &sin, context, c.head_dim / 2)?;
+    write_rope(out, &rope, context, c.head_dim / 2)?;
     let (kv, hd) = (c.num_key_value_heads, c.head_dim);
     let state = c
         .layer_types
@@ -291,7 +303,7 @@ pub fn export_genie(
                     shape: vec![1, c.conv_kernel - 1, c.hidden_size],
                     key_shape: None,
                 },
-                _ => StateEntry {
+                LayerKind::Attention => StateEntry {
                     layer,
                     kind: "attention",
                     inputs,
@@ -299,6 +311,17 @@ pub fn export_genie(
                     shape: vec![1, kv, context, hd],
                     key_shape: Some(vec![1, kv, hd, context]),
                 },
+                LayerKind::SlidingAttention => {
+                    let w = sliding.unwrap_or(context);
+                    StateEntry {
+                        layer,
+                        kind: "sliding_attention",
+                        inputs,
+                        outputs,
+                        shape: vec![1, kv, w, hd],
+                        key_shape: Some(vec![1, kv, hd, w]),
+                    }
+                }
             }
         })
         .collect();
@@ -315,7 +338,7 @@ pub fn export_genie(
         graphs: BTreeMap::new(),
         state,
         attention_mask: BTreeMap::from([("visible", MASK_VISIBLE), ("hidden", MASK_HIDDEN)]),
-        sliding_window: None,
+        sliding_window: sliding,
         loop_: Vec::new(),
         genie: Some(GenieEntry {
             ar,
@@ -331,13 +354,18 @@ pub fn export_genie(
     Ok(manifest)
 }
 
-fn write_rope(out: &Path, cos: &[f32], sin: &[f32], context: usize, half: usize) -> Result<()> {
+/// `rope.safetensors`: `cos` / `sin` (full attention) and `cos_sliding` / `sin_sliding`
+/// (LFM3's sliding layers), each `[context, head_dim / 2]`.
+fn write_rope(out: &Path, tables: &[(&str, (Vec<f32>, Vec<f32>))], context: usize, half: usize) -> Result<()> {
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (c, s) = (bytes(cos), bytes(sin));
-    let views = vec![
-        ("cos".to_string(), TensorView::new(Dtype::F32, vec![context, half], &c)?),
-        ("sin".to_string(), TensorView::new(Dtype::F32, vec![context, half], &s)?),
-    ];
+    let data: Vec<(String, Vec<u8>)> = tables
+        .iter()
+        .flat_map(|(suffix, (cos, sin))| [(format!("cos{suffix}"), bytes(cos)), (format!("sin{suffix}"), bytes(sin))])
+        .collect();
+    let views = data
+        .iter()
+        .map(|(name, b)| Ok((name.clone(), TensorView::new(Dtype::F32, vec![context, half], b)?)))
+        .collect::<Result<Vec<_>>>()?;
     safetensors::serialize_to_file(views, None, &out.join(ROPE))
         .with_context(|| format!("writing {}", out.join(ROPE).display()))
 }
