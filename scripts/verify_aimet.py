@@ -1,6 +1,7 @@
 """Checks that AIMET reads the encodings `autoneural export` wrote as we mean them.
 
-For the vision encoder and the first prefill call of a quantized export (a directory with
+For every graph of a quantized export (the vision encoder, the embedding, the first prefill
+call and the decode call after it) (a directory with
 `<graph>.onnx`, `<graph>.encodings`, `<graph>.qdq.onnx` and reference.qdq.safetensors, as
 `autoneural export` writes for a quantized checkpoint), this builds AIMET's
 `QuantizationSimModel` on the float graph (with `<graph>.quantsim.json` beside it when the
@@ -130,12 +131,22 @@ def main():
         at = np.nonzero(ref["prompt_ids"][:n] == int(ref["image_token_id"][0]))[0]
         embeds[0, at] = ref["image_features"][0][: len(at)]
     inputs["prefill"] = host.feeds(embeds)
+    # The embedding of the prompt's first tokens, and the decode call after the first prefill.
+    inputs["embed_tokens"] = {"input_ids": np.array([[int(ref["prompt_ids"][0])]], np.int64)}
+    outs = [o.name for o in session(os.path.join(root, graphs["prefill"]["file"])).get_outputs()]
+    host.advance(dict(zip(outs, session(os.path.join(root, graphs["prefill"]["file"])).run(None, inputs["prefill"]))), n)
+    inputs["decode"] = host.feeds(host.embed(ref["prompt_ids"][n : n + 1]))
     failed = False
     for name, feeds in inputs.items():
         entry = graphs[name]
         if not entry.get("encodings"):
             raise SystemExit(f"{name}: no encodings (export a quantized checkpoint)")
-        sim, mismatches = simulate(root, name, entry)
+        try:
+            sim, mismatches = simulate(root, name, entry)
+        except RuntimeError as e:
+            print(f"{name}: AIMET does not load the encodings: {str(e).strip().splitlines()[0]}")
+            failed = True
+            continue
         outs = [o.name for o in session(os.path.join(root, entry["file"])).get_outputs()]
         first = outs.index("logits") if "logits" in outs else 0
         aimet = sim.session.run(None, feeds)[first]
