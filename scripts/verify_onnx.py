@@ -32,6 +32,8 @@ import onnxruntime as ort
 from safetensors.numpy import load_file
 
 DTYPES = {"float32": onnx.TensorProto.FLOAT, "int64": onnx.TensorProto.INT64}
+# Two tokens whose logits differ by less than this fraction of the largest are a near tie.
+TIE = 1e-3
 
 
 def check_graph(path, entry):
@@ -344,6 +346,15 @@ def generate(host, manifest, ref, embeds, label, tol, gate_logits):
         if gate_logits and err > tol:
             raise SystemExit(f"{label} step {i}: logits differ from the Burn model by {err:.2e} relative (tolerance {tol:g})")
         if token != int(want):
+            # The whole pipeline (logits not gated) on onnxruntime's own image features may
+            # break a near tie the other way: the Burn model's two tokens within TIE of its
+            # largest logit. That ends the comparison (the sequences part), it is not a fault.
+            ref_row = step_logits[i]
+            margin = float(ref_row[int(want)] - ref_row[token]) / max(float(np.abs(ref_row).max()), 1e-30)
+            if not gate_logits and margin < TIE:
+                print(f"{label} step {i}: a near tie in the Burn model's logits ({margin:.1e} of the largest); "
+                      f"onnxruntime chose token {token}, the Burn model {int(want)}; compared up to here")
+                return worst, i, calls
             raise SystemExit(f"{label} step {i}: onnxruntime chose token {token}, the Burn model {int(want)}")
         logits = host.step("decode", host.embed([token]))
         calls["decode"] += 1
