@@ -12,7 +12,6 @@ Run on a developer machine (never in CI):
 """
 import json
 import os
-import shutil
 import sys
 
 import torch
@@ -21,6 +20,10 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, Lfm2Config, Lfm2ForCausalLM
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "lfm2")
+SCRIPT = "scripts/make_lfm2_fixtures.py"
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_dir  # noqa: E402
 
 # The special tokens sit at LFM2's ids: pad 0, bos 1, <|im_start|> 6, eos (<|im_end|>) 7.
 SPECIALS = ["<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|fim_pre|>", "<|fim_mid|>", "<|fim_suf|>",
@@ -143,8 +146,7 @@ def write_golden(out, ref, prompt_messages, raw_prompt, new_tokens):
 def make_fixture(name, *, layers, attn, style, dtype, tied, shards=1, hidden=64, heads=4, kv_heads=2,
                  ff=192, vocab=320, seed=0, prompt_messages=None, raw_prompt=None, new_tokens=12):
     out = os.path.join(ROOT, name)
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+    users = fixture_dir.claim(out, SCRIPT)
     vocab = write_tokenizer(out, vocab)
     torch.manual_seed(seed)
     layer_types = ["full_attention" if i in attn else "conv" for i in range(layers)]
@@ -190,6 +192,7 @@ def make_fixture(name, *, layers, attn, style, dtype, tied, shards=1, hidden=64,
     # Reload through transformers itself to prove the files are a valid checkpoint.
     ref = Lfm2ForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     ids, new_ids = write_golden(out, ref, prompt_messages, raw_prompt, new_tokens)
+    fixture_dir.record(out, SCRIPT, users)
     print(f"{name}: {len(ids)} prompt tokens, new {new_ids}")
 
 

@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -41,6 +40,9 @@ from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "tests", "fixtures", "vision")
+SCRIPT = "scripts/make_lfm2_vl_processor_fixtures.py"
+sys.path.insert(0, HERE)
+import fixture_dir  # noqa: E402
 LFM2_FIXTURE = os.path.join(HERE, "..", "tests", "fixtures", "lfm2", "hybrid-hub-bf16")
 PLAIN_TOKENIZER = os.path.join(ROOT, "lfm2-vl-tiny")
 
@@ -141,8 +143,8 @@ def main():
                               Lfm2VlProcessor, Siglip2VisionConfig)
     torch.manual_seed(0)
     d = os.path.join(ROOT, "lfm2-vl-tiles")
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(os.path.join(d, "images"))
+    users = fixture_dir.claim(d, SCRIPT)
+    os.makedirs(os.path.join(d, "images"), exist_ok=True)
 
     images = {}
     for seed, (name, (h, w)) in enumerate(IMAGES.items()):
@@ -213,6 +215,7 @@ def main():
                         "prompt_ids": inputs["input_ids"][0].tolist(), "last_logits": flat(logits[0, -1]),
                         "greedy_ids": gen[0, inputs["input_ids"].shape[1]:].tolist()}
     dump(os.path.join(d, "golden.json"), golden)
+    fixture_dir.record(d, SCRIPT, users)
 
     total = 0
     for root, _, files in os.walk(d):

@@ -21,7 +21,6 @@ parameter matters. Run on a developer machine (never in CI):
 import json
 import math
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -37,6 +36,9 @@ from timm.layers import RmsNorm2d
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "tests", "fixtures", "vision")
+SCRIPT = "scripts/make_vision_fixtures.py"
+sys.path.insert(0, HERE)
+import fixture_dir  # noqa: E402
 LFM2_FIXTURE = os.path.join(HERE, "..", "tests", "fixtures", "lfm2", "hybrid-hub-bf16")
 
 TINY_BLOCKS = [
@@ -75,10 +77,15 @@ def hub_style(sd, tower):
     return {(k.replace(tower, tower + "vision_model.", 1) if k.startswith(tower) else k): v for k, v in sd.items()}
 
 
+# Fixture directories claimed so far, and the files a user had in each (recorded at the end).
+CLAIMED = {}
+
+
 def fresh(name):
+    """Fixture directory `name`, emptied of what this script wrote there before (a user's
+    files stay; a directory this script did not write is refused)."""
     d = os.path.join(ROOT, name)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    CLAIMED[d] = fixture_dir.claim(d, SCRIPT)
     return d
 
 
@@ -352,6 +359,8 @@ def main():
     lfm2_vl_fixture()
     autoneural_fixture()
     image_fixtures()
+    for d, users in CLAIMED.items():
+        fixture_dir.record(d, SCRIPT, users)
     for root, _, files in os.walk(ROOT):
         for f in files:
             size = os.path.getsize(os.path.join(root, f))

@@ -215,10 +215,13 @@ fn fixture_generators_remove_only_their_own_files() {
     let run = |dir: &Path| {
         let code = format!(
             "import sys; sys.path.insert(0, 'scripts'); import fixture_dir as f; \
-             users = f.claim({dir:?}, 'scripts/make_x.py'); open({model:?}, 'w').write('new'); \
+             import os; users = f.claim({dir:?}, 'scripts/make_x.py'); open({model:?}, 'w').write('new'); \
+             os.makedirs({images:?}, exist_ok=True); open({png:?}, 'w').write('png'); \
              f.record({dir:?}, 'scripts/make_x.py', users); print(sorted(users))",
             dir = s(dir),
             model = s(&dir.join("model.safetensors")),
+            images = s(&dir.join("images")),
+            png = s(&dir.join("images").join("a.png")),
         );
         Command::new(&python).args(["-c", &code]).output().unwrap()
     };
@@ -233,11 +236,21 @@ fn fixture_generators_remove_only_their_own_files() {
     let fixture = tmp.path().join("fixture");
     assert!(run(&fixture).status.success());
     std::fs::write(fixture.join("notes.md"), "kept").unwrap();
+    std::fs::write(fixture.join("images").join("mine.txt"), "kept too").unwrap();
     let o = run(&fixture);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(fixture.join("notes.md")).unwrap(), "kept");
+    assert_eq!(std::fs::read_to_string(fixture.join("images").join("mine.txt")).unwrap(), "kept too");
     let marker = std::fs::read_to_string(fixture.join(".generated.json")).unwrap();
-    assert!(marker.contains("model.safetensors") && !marker.contains("notes.md"), "{marker}");
+    assert!(marker.contains("model.safetensors") && marker.contains("images/a.png"), "{marker}");
+    assert!(!marker.contains("notes.md") && !marker.contains("mine.txt"), "{marker}");
+    // A marker naming a path outside the directory removes nothing there.
+    let outside = tmp.path().join("outside.txt");
+    std::fs::write(&outside, "not the script's").unwrap();
+    let forged = "{\"script\": \"scripts/make_x.py\", \"files\": [\"../outside.txt\", \"model.safetensors\"]}";
+    std::fs::write(fixture.join(".generated.json"), forged).unwrap();
+    assert!(run(&fixture).status.success());
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "not the script's");
 }
 
 #[test]
