@@ -75,6 +75,7 @@ fn text_generation_streams_and_bench_reports() {
     assert_eq!(v["attention_layers"], serde_json::json!([3]));
     assert!(v["decode_tok_s"].as_f64().unwrap() > 0.0);
     assert!(v["state_kv_bytes"].as_u64().unwrap() > 0 && v["state_conv_bytes"].as_u64().unwrap() > 0);
+    assert_kernel_path(&v["host"]);
 }
 
 #[test]
@@ -147,7 +148,18 @@ fn bench_vision_reports_each_resolution() {
         assert!(r["latency_ms"].as_f64().unwrap() > 0.0);
         assert!(r["peak_activation_mib"].as_f64().is_some(), "the counting allocator is installed");
         assert!(r["latency_vs_first"].as_f64().is_some());
+        assert_kernel_path(&r["host"]);
     }
+}
+
+/// Every benchmark figure says what produced it: the CPU, threads, and the kernel paths
+/// chosen at run time (this project's own kernels, and the f32 GEMM's).
+fn assert_kernel_path(host: &serde_json::Value) {
+    let (ours, gemm) = (host["kernels"].as_str().unwrap(), host["gemm"].as_str().unwrap());
+    let avx2 = host["flags"].as_array().unwrap().iter().any(|f| f == "avx2");
+    assert_eq!(ours, if avx2 { "avx2+fma" } else { "portable" }, "{host}");
+    assert!(gemm.starts_with(ours) && gemm.contains("gemm"), "{host}");
+    assert!(host["threads"].as_u64().unwrap() >= 1, "{host}");
 }
 
 #[test]
@@ -177,6 +189,7 @@ fn bench_train_reads_the_experiment_as_run_does() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["experiment"], "wider");
     assert_eq!(v["image_tokens"], 4);
+    assert_kernel_path(&v["host"]);
     // A sweep needs one of its runs named.
     let out = autoneural(&["bench", "train", "--experiment", "experiments/ablation_attention_ratio.toml"]);
     assert_eq!(out.status.code(), Some(1));

@@ -1,5 +1,5 @@
 //! The machine a benchmark ran on, written beside every table: the CPU model, the SIMD
-//! flags the kernels choose between, and the threads used.
+//! flags the kernels choose between, the threads used, and the kernel paths that ran.
 
 use serde::Serialize;
 
@@ -9,6 +9,9 @@ pub struct Host {
     /// Of avx2, fma, avx512f, avx512bw, avx512_vnni, avx_vnni, avx512_bf16 (Linux x86).
     pub flags: Vec<String>,
     pub threads: usize,
+    /// The kernel paths that ran: this project's own kernels, and the f32 GEMM.
+    pub kernels: String,
+    pub gemm: String,
 }
 
 const FLAGS: [&str; 7] = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16"];
@@ -26,12 +29,21 @@ impl Host {
         let present = field("flags").unwrap_or_default();
         let present: Vec<&str> = present.split_whitespace().collect();
         let flags = FLAGS.iter().filter(|f| present.contains(f)).map(|f| f.to_string()).collect();
-        Self { cpu, flags, threads: rayon::current_num_threads() }
+        Self {
+            cpu,
+            flags,
+            threads: rayon::current_num_threads(),
+            kernels: autoneural_model::kernels::isa().to_string(),
+            gemm: autoneural_model::kernels::gemm_isa().to_string(),
+        }
     }
 
-    /// One line: `CPU: <model> (<flags>), <n> threads`.
+    /// One line: `CPU: <model> (<flags>), <n> threads; kernels: <ours>; f32 GEMM: <path>`.
     pub fn line(&self) -> String {
         let flags = if self.flags.is_empty() { "no AVX2".to_string() } else { self.flags.join(" ") };
-        format!("CPU: {} ({flags}), {} threads", self.cpu, self.threads)
+        format!(
+            "CPU: {} ({flags}), {} threads; kernels: {}; f32 GEMM: {}",
+            self.cpu, self.threads, self.kernels, self.gemm
+        )
     }
 }

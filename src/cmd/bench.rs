@@ -277,9 +277,10 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         Format::Json => {
             let mut v = serde_json::to_value(&r)?;
             v["device"] = json!(args.device);
+            v["host"] = json!(autoneural_eval::host::Host::detect());
             println!("{}", serde_json::to_string(&v)?);
         }
-        Format::Text => print!("{}", r.text(&args.device)),
+        Format::Text => print!("{}\n\n{}", autoneural_eval::host::Host::detect().line(), r.text(&args.device)),
     }
     Ok(())
 }
@@ -299,8 +300,16 @@ fn vision(args: VisionArgs) -> anyhow::Result<()> {
     }
     let report = VisionComparison { rows, device: args.device, runs: args.runs };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string(&report.json())?),
-        Format::Text => print!("{}", report.text()),
+        Format::Json => {
+            // One object per encoder and resolution, each with the host it ran on.
+            let mut v = report.json();
+            let host = json!(autoneural_eval::host::Host::detect());
+            for row in v.as_array_mut().into_iter().flatten() {
+                row["host"] = host.clone();
+            }
+            println!("{}", serde_json::to_string(&v)?)
+        }
+        Format::Text => print!("{}\n\n{}", autoneural_eval::host::Host::detect().line(), report.text()),
     }
     Ok(())
 }
@@ -381,13 +390,15 @@ fn lm(args: LmArgs) -> anyhow::Result<()> {
     };
     let report =
         LmComparison::run(&args.preset, &config, &policies, &opts, (&device, &args.device), !args.no_bandwidth)?;
+    let host = autoneural_eval::host::Host::detect();
     match args.format {
         Format::Json => {
-            for line in report.json_lines() {
+            for mut line in report.json_lines() {
+                line["host"] = json!(host);
                 println!("{}", serde_json::to_string(&line)?);
             }
         }
-        Format::Text => print!("{}", report.text()),
+        Format::Text => print!("{}\n\n{}", host.line(), report.text()),
     }
     Ok(())
 }

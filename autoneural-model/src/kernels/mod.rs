@@ -18,6 +18,28 @@ pub mod shortconv;
 use burn::tensor::{Tensor, TensorData};
 use burn_flex::Flex;
 
+/// The instruction set this process's own kernels ([`gemv`], [`lowbit`], [`pointwise`])
+/// run, chosen at run time: `avx2+fma`, or `portable` (plain Rust the compiler vectorises).
+pub fn isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        return "avx2+fma";
+    }
+    "portable"
+}
+
+/// The path of the f32 matrix products Burn's flex backend runs (prefill, encoders,
+/// training): the `gemm` crate's kernels, chosen at run time among those compiled in. Its
+/// AVX-512 kernels are behind its `x86-v4` feature, which this build does not enable, so the
+/// best it runs is AVX2+FMA.
+pub fn gemm_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        return "avx2+fma (gemm 0.19; its AVX-512 kernels not compiled in)";
+    }
+    "portable (gemm 0.19)"
+}
+
 /// `f(a[0], b[0]) + ... + f(a[n-1], b[n-1])` (`n` the shorter length) over eight lanes, so
 /// that loops vectorise (a single running sum has to keep its order). The order is fixed,
 /// so results are reproducible.
