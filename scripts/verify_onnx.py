@@ -89,6 +89,23 @@ def rel_err(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
+def sliding_mask(manifest, ring, p, t):
+    """`sliding_attention_mask` `[1, 1, t, w + t]` of a call at position `p`: query `i` sees
+    ring slot `j` when it holds a position `q > p + i - w`, and this call's key `k` when
+    `k <= i` and `i - k < w`."""
+    w = len(ring)
+    hidden, visible = manifest["attention_mask"]["hidden"], manifest["attention_mask"]["visible"]
+    mask = np.full((1, 1, t, w + t), hidden, np.float32)
+    for i in range(t):
+        for j, q in enumerate(ring):
+            if q >= 0 and q > p + i - w:
+                mask[0, 0, i, j] = visible
+        for k in range(i + 1):
+            if i - k < w:
+                mask[0, 0, i, w + k] = visible
+    return mask
+
+
 class Host:
     """The host side of the loop: state, cache slots, position and masks."""
 
@@ -129,17 +146,7 @@ class Host:
             mask[0, 0, i, c : c + i + 1] = self.m["attention_mask"]["visible"]
         feeds = {"inputs_embeds": embeds.astype(np.float32), "position_ids": np.arange(p, p + t, dtype=np.int64)[None], "attention_mask": mask}
         if self.window:
-            w = self.window
-            hidden, visible = self.m["attention_mask"]["hidden"], self.m["attention_mask"]["visible"]
-            sliding = np.full((1, 1, t, w + t), hidden, np.float32)
-            for i in range(t):
-                for j, q in enumerate(self.ring):
-                    if q >= 0 and q > p + i - w:
-                        sliding[0, 0, i, j] = visible
-                for k in range(i + 1):
-                    if i - k < w:
-                        sliding[0, 0, i, w + k] = visible
-            feeds["sliding_attention_mask"] = sliding
+            feeds["sliding_attention_mask"] = sliding_mask(self.m, self.ring, p, t)
         feeds.update(self.state)
         return feeds
 
@@ -214,16 +221,7 @@ class GenieHost:
             kind, suffix = name.split("_", 1) if "_" in name else (name, "")
             common[f"position_ids_{kind}" + (f"_{suffix}" if suffix else "")] = self.rope[name][p : p + t][None, None]
         if self.window:
-            w = self.window
-            sliding = np.full((1, 1, t, w + t), hid, np.float32)
-            for i in range(t):
-                for j, q in enumerate(self.ring):
-                    if q >= 0 and q > p + i - w:
-                        sliding[0, 0, i, j] = vis
-                for k in range(i + 1):
-                    if i - k < w:
-                        sliding[0, 0, i, w + k] = vis
-            common["sliding_attention_mask"] = sliding
+            common["sliding_attention_mask"] = sliding_mask(self.m, self.ring, p, t)
         h = hidden.astype(np.float32)
         for part in self.parts[1:]:
             sess = self.sessions[(part["index"], t)]
