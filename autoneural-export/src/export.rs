@@ -51,6 +51,22 @@ pub struct ExportOptions {
     pub genie: Option<GenieOptions>,
 }
 
+/// The command line's defaults: 128 positions per prefill call over 4,096 cache slots, no
+/// reference, MatMul Linear layers, a float checkpoint, 1.0.0 encodings, the default layout.
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            prefill_len: 128,
+            context: 4096,
+            reference_tokens: 0,
+            linear_as_conv: false,
+            quantization: None,
+            encodings_version: EncodingsVersion::default(),
+            genie: None,
+        }
+    }
+}
+
 impl ExportOptions {
     pub(crate) fn build(&self, form: Option<Form>) -> Result<Build> {
         let quantization = match (form, &self.quantization) {

@@ -40,9 +40,9 @@ use safetensors::{Dtype, tensor::TensorView};
 use serde::Serialize;
 
 use crate::export::{ExportOptions, GraphEntry, Manifest, StateEntry, float_entry, language_reference, write_manifest};
-use crate::graph::{Attr, Build, DType, Graph, values, write_models_sharing};
+use crate::graph::{Build, DType, Graph, values, write_models_sharing};
 use crate::lm::{
-    AttentionInputs, KvLayout, MASK_HIDDEN, MASK_VISIBLE, Step, decoder_layer, embedding_table, head, state_names,
+    AttentionInputs, KvLayout, MASK_HIDDEN, MASK_VISIBLE, Step, decoder_layer, embeddings, head, state_names,
 };
 use crate::qdq::Form;
 
@@ -158,9 +158,7 @@ fn part_graph(
     let mut g = Graph::with(name, build);
     match holds {
         Holds::Embedding => {
-            let ids = g.input("input_ids", DType::Int64, &[1, t]);
-            let table = embedding_table(&mut g, lm, prefix);
-            let e = g.op("Gather", &[&table, &ids], vec![("axis", Attr::Int(0))]);
+            let e = embeddings(&mut g, lm, t, prefix);
             g.output(&e, "hidden_states_out", DType::Float32, &[1, t, d]);
         }
         Holds::Layers(range) => {
@@ -171,8 +169,11 @@ fn part_graph(
             let mut inputs = |kind: LayerKind, suffix: &str, mask: &str, mask_len: usize, cache: usize| {
                 has(kind).then(|| {
                     let mask = g.input(mask, DType::Float32, &[1, 1, t, mask_len]);
-                    let cos = g.input(&format!("position_ids_cos{suffix}"), DType::Float32, &half);
-                    let sin = g.input(&format!("position_ids_sin{suffix}"), DType::Float32, &half);
+                    // Half rows in, repeated over the head once per part for the layers' RoPE.
+                    let [cos, sin] = ["cos", "sin"].map(|which| {
+                        let half_rows = g.input(&format!("position_ids_{which}{suffix}"), DType::Float32, &half);
+                        g.concat(&[&half_rows, &half_rows], 3)
+                    });
                     AttentionInputs { cache, cos, sin, mask, layout: KvLayout::Genie }
                 })
             };
@@ -181,16 +182,8 @@ fn part_graph(
             let sliding = c
                 .sliding_window()
                 .and_then(|w| inputs(LayerKind::SlidingAttention, "_sliding", "sliding_attention_mask", w + t, w));
-            // Read by no layer of a part without full attention.
-            let full = full.unwrap_or(AttentionInputs {
-                cache: 0,
-                cos: String::new(),
-                sin: String::new(),
-                mask: String::new(),
-                layout: KvLayout::Genie,
-            });
             for i in range.clone() {
-                h = decoder_layer(&mut g, lm, i, &h, &Step { t }, &full, sliding.as_ref(), prefix)?;
+                h = decoder_layer(&mut g, lm, i, &h, &Step { t }, full.as_ref(), sliding.as_ref(), prefix)?;
             }
             g.output(&h, "hidden_states_out", DType::Float32, &[1, t, d]);
         }

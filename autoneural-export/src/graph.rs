@@ -279,7 +279,6 @@ impl Graph {
         self.mul(&normed, weight)
     }
 
-    /// The model: this graph at [`OPSET`], with its producer recorded.
     /// The graph's AIMET encodings file in `version`. An activation encoding on the output
     /// of a data-movement op (Transpose, Reshape, ...) is moved to that op's input, through
     /// a chain of them, while the input feeds nothing else: AIMET places no quantizer on a
@@ -324,6 +323,7 @@ impl Graph {
         self.aimet.to_json(version)
     }
 
+    /// The model: this graph at [`OPSET`], with its producer recorded.
     pub fn into_model(self, doc: &str) -> ModelProto {
         let graph = GraphProto {
             name: self.name,

@@ -97,33 +97,16 @@ pub(crate) fn rope(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> Str
 /// How a graph's attention layers take and give their cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KvLayout {
-    /// `past_key_L` / `past_value_L` `[1, kv_heads, cache, head_dim]`; RoPE rows `[1, 1, t,
-    /// head_dim]` gathered from the graph's own tables.
+    /// `past_key_L` / `past_value_L` `[1, kv_heads, cache, head_dim]`.
     Plain,
     /// The Genie / AI Hub layout ([`crate::genie`]): keys transposed, `past_key_L` `[1,
-    /// kv_heads, head_dim, cache]` and `present_key_L` `[1, kv_heads, head_dim, t]`; RoPE's
-    /// `cos` / `sin` given as half rows `[1, 1, t, head_dim / 2]`.
+    /// kv_heads, head_dim, cache]` and `present_key_L` `[1, kv_heads, head_dim, t]`.
     Genie,
 }
 
-/// RoPE from half tables `[1, 1, t, hd / 2]`: `(x1 cos - x2 sin, x2 cos + x1 sin)` on the
-/// two halves of `x` `[1, heads, t, hd]`, what [`rope`] computes with the tables repeated.
-fn rope_half(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> String {
-    let x1 = g.slice(x, &[0], &[hd / 2], &[3]);
-    let x2 = g.slice(x, &[hd / 2], &[hd], &[3]);
-    let a = g.mul(&x1, cos);
-    let b = g.mul(&x2, sin);
-    let b = g.op("Neg", &[&b], vec![]);
-    let lo = g.add(&a, &b);
-    let c = g.mul(&x2, cos);
-    let d = g.mul(&x1, sin);
-    let hi = g.add(&c, &d);
-    g.concat(&[&lo, &hi], 3)
-}
-
 /// What one kind of attention layer reads in a step: its cache length (the context, or a
-/// sliding layer's window, or the context less the step in the Genie layout), RoPE rows,
-/// mask and cache layout.
+/// sliding layer's window, or the context less the step in the Genie layout), RoPE rows
+/// (`[1, 1, t, head_dim]`), mask and cache layout.
 pub(crate) struct AttentionInputs {
     pub cache: usize,
     pub cos: String,
@@ -159,12 +142,8 @@ fn attention(
     let v = linear(g, x, &attn.v_proj, &format!("{key}.v_proj"));
     let v = heads(g, &v, kvh);
     let v = g.transpose(&v, &[0, 2, 1, 3]);
-    let rotate = match kind.layout {
-        KvLayout::Plain => rope,
-        KvLayout::Genie => rope_half,
-    };
-    let q = rotate(g, &q, rope_tables.0, rope_tables.1, hd);
-    let k = rotate(g, &k, rope_tables.0, rope_tables.1, hd);
+    let q = rope(g, &q, rope_tables.0, rope_tables.1, hd);
+    let k = rope(g, &k, rope_tables.0, rope_tables.1, hd);
     // What the cache holds, at the policy's KV-cache bits.
     let k = qdq::activation(g, &format!("{key}.k_cache"), &k);
     let v = qdq::activation(g, &format!("{key}.v_cache"), &v);
@@ -271,26 +250,31 @@ pub fn step_graph(
     };
     let mut h = embeds;
     for i in 0..lm.model.layers.len() {
-        h = decoder_layer(&mut g, lm, i, &h, &step, &full, sliding.as_ref(), prefix)?;
+        h = decoder_layer(&mut g, lm, i, &h, &step, Some(&full), sliding.as_ref(), prefix)?;
     }
     let logits = head(&mut g, lm, &h, t, prefix);
     g.output(&logits, "logits", DType::Float32, &[1, t, v]);
     Ok(g)
 }
 
-pub(crate) fn embedding_table(g: &mut Graph, lm: &Lfm2ForCausalLM, prefix: &str) -> String {
+fn embedding_table(g: &mut Graph, lm: &Lfm2ForCausalLM, prefix: &str) -> String {
     let c = &lm.config;
     let table = values(lm.model.embed_tokens.weight.val());
     qdq::weight(g, &format!("{prefix}model.embed_tokens.weight"), &[c.vocab_size, c.hidden_size], &table, Layout::Torch)
+}
+
+/// `input_ids [1, t]` (a graph input) -> the token embeddings `[1, t, hidden]`.
+pub(crate) fn embeddings(g: &mut Graph, lm: &Lfm2ForCausalLM, t: usize, prefix: &str) -> String {
+    let ids = g.input("input_ids", DType::Int64, &[1, t]);
+    let table = embedding_table(g, lm, prefix);
+    g.op("Gather", &[&table, &ids], vec![("axis", Attr::Int(0))])
 }
 
 /// `input_ids [1, t]` -> `inputs_embeds [1, t, hidden]`: the token embeddings the host
 /// splices image features into before `prefill`.
 pub fn embed_graph(lm: &Lfm2ForCausalLM, t: usize, prefix: &str, build: &Build) -> Graph {
     let mut g = Graph::with("embed_tokens", build);
-    let ids = g.input("input_ids", DType::Int64, &[1, t]);
-    let table = embedding_table(&mut g, lm, prefix);
-    let e = g.op("Gather", &[&table, &ids], vec![("axis", Attr::Int(0))]);
+    let e = embeddings(&mut g, lm, t, prefix);
     g.output(&e, "inputs_embeds", DType::Float32, &[1, t, lm.config.hidden_size]);
     g
 }
@@ -305,7 +289,7 @@ pub(crate) fn decoder_layer(
     i: usize,
     h: &str,
     step: &Step,
-    full: &AttentionInputs,
+    full: Option<&AttentionInputs>,
     sliding: Option<&AttentionInputs>,
     prefix: &str,
 ) -> Result<String> {
@@ -320,7 +304,7 @@ pub(crate) fn decoder_layer(
         Mixer::Attention(attn) => {
             let kind = match c.layer_types[i] {
                 LayerKind::SlidingAttention => sliding.expect("sliding inputs"),
-                _ => full,
+                _ => full.expect("full attention inputs"),
             };
             attention(g, &normed, attn, &format!("{key}.self_attn"), i, step, kind, c.norm_eps)
         }

@@ -88,10 +88,6 @@ pub struct Aimet {
 }
 
 impl Aimet {
-    pub fn is_empty(&self) -> bool {
-        self.params.is_empty() && self.activations.is_empty()
-    }
-
     /// The file in `version`.
     pub fn to_json(&self, version: EncodingsVersion) -> Result<Value> {
         Ok(match version {
@@ -114,9 +110,7 @@ impl Aimet {
             }
         })
     }
-}
 
-impl Aimet {
     /// AIMET's QuantSim configuration for these encodings: weights symmetric, per channel
     /// when most of the graph's weight encodings are (per channel, per block or LPBQ), else
     /// per tensor; biases and batch-norm parameters float, as our quantization leaves them.
@@ -198,14 +192,14 @@ fn weight_v2(key: &str, enc: &Encoding, shape: &[usize], layout: Layout) -> std:
             let mut enc_shape = vec![1; shape.len()];
             enc_shape[axes.0] = channels;
             enc_shape[axes.1] = nb;
-            // Our groups are channel-major (`o * nb + k`); the encoding shape's order is
-            // `[nb, channels]` for a Linear `[in, out]` and `[channels, nb, 1..]` for Torch.
-            let reorder = |flat: &[f32]| -> Vec<f32> {
+            // Our groups are channel-major; the encoding shape's order is `[nb, channels]`
+            // for a Linear `[in, out]` and `[channels, nb, 1..]` for Torch.
+            fn reorder<T: Copy>(groups: &[T], layout: Layout, channels: usize, nb: usize) -> Vec<T> {
                 match layout {
-                    Layout::Torch => flat.to_vec(),
-                    Layout::InOut => (0..nb).flat_map(|k| (0..channels).map(move |o| flat[o * nb + k])).collect(),
+                    Layout::Torch => groups.to_vec(),
+                    Layout::InOut => block_major(groups, channels, nb),
                 }
-            };
+            }
             e["axis"] = json!(axes.1);
             e["block_size"] = json!(block_size);
             match (&enc.granularity, &enc.lpbq) {
@@ -217,19 +211,17 @@ fn weight_v2(key: &str, enc: &Encoding, shape: &[usize], layout: Layout) -> std:
                             enc.grid.bits
                         ));
                     }
-                    let multipliers: Vec<f32> = l.block_multipliers.iter().map(|&m| m as f32).collect();
-                    let ints: Vec<i64> = reorder(&multipliers).iter().map(|&m| m as i64).collect();
+                    let ints: Vec<i64> = l.block_multipliers.iter().map(|&m| i64::from(m)).collect();
+                    let ints = reorder(&ints, layout, channels, nb);
                     let mut channel_shape = vec![1; shape.len()];
                     channel_shape[axes.0] = channels;
                     e["per_channel_float_scale"] = nested(&l.channel_scales, &channel_shape);
                     e["per_block_int_scale"] = nested(&ints, &enc_shape);
                 }
                 _ => {
-                    e["y_scale"] = nested(&reorder(&enc.scales), &enc_shape);
+                    e["y_scale"] = nested(&reorder(&enc.scales, layout, channels, nb), &enc_shape);
                     if !zero {
-                        let z: Vec<f32> = zps.iter().map(|&z| z as f32).collect();
-                        let z: Vec<i64> = reorder(&z).iter().map(|&z| z as i64).collect();
-                        e["y_zero_point"] = nested(&z, &enc_shape);
+                        e["y_zero_point"] = nested(&reorder(&zps, layout, channels, nb), &enc_shape);
                     }
                 }
             }
@@ -308,30 +300,39 @@ fn enc_type(enc: &Encoding) -> &'static str {
     }
 }
 
-/// A weight initializer `key` (`values` stored with `shape` in `layout`), as the graph's
-/// form wants it; returns the name of the tensor ops read.
-pub fn weight(g: &mut Graph, key: &str, shape: &[usize], values: &[f32], layout: Layout) -> String {
-    let Some(q) = g.quantization.clone() else { return g.weight(key, shape, values) };
-    let Some(enc) = q.weights.get(key) else { return g.weight(key, shape, values) };
-    // The stored flat index -> the encoding's (PyTorch-layout) flat index.
-    let torch_index = |s: usize| match layout {
-        Layout::Torch => s,
-        Layout::InOut => {
-            let (n_in, n_out) = (shape[0], shape[1]);
-            (s % n_out) * n_in + s / n_out
-        }
-    };
+/// Channel-major groups (`o * blocks + k`, ours) in block-major order (`k * channels + o`):
+/// a Linear's block scales as its stored `[in, out]` layout lists them.
+fn block_major<T: Copy>(groups: &[T], channels: usize, blocks: usize) -> Vec<T> {
+    (0..blocks).flat_map(|k| (0..channels).map(move |o| groups[o * blocks + k])).collect()
+}
+
+/// The 1.0.0 entry of weight `key`: one scale per group, channel by channel (`[channels,
+/// blocks]` whatever the stored layout, which is how AIMET reads block scales).
+fn weight_v1(key: &str, enc: &Encoding) -> Value {
+    let offsets: Vec<i64> = enc.zero_points.iter().map(|&z| aimet_offset(enc, z)).collect();
+    let n = enc.scales.len();
+    let mut e = json!({
+        "name": key, "dtype": "INT", "enc_type": enc_type(enc), "bw": enc.grid.bits, "is_sym": true,
+        "scale": enc.scales, "offset": if offsets.len() == n { offsets } else { vec![offsets[0]; n] },
+    });
+    if let Some(b) = enc.block_size() {
+        e["block_size"] = json!(b);
+    }
+    e
+}
+
+/// The scales of weight `enc` laid out as ONNX's `DequantizeLinear` wants them for the
+/// stored tensor (`shape` in `layout`): their shape, values and attributes.
+fn onnx_scales(enc: &Encoding, shape: &[usize], layout: Layout) -> (Vec<usize>, Vec<f32>, Vec<(&'static str, Attr)>) {
     let channels = enc.shape[enc.axes.channel];
     let blocks = enc.block_size().map(|b| (b, enc.shape[enc.axes.block] / b));
-    // The scales laid out as ONNX wants them for the stored tensor, and the attributes.
-    let (scale_shape, scales, attrs): (Vec<usize>, Vec<f32>, Vec<(&str, Attr)>) = match (enc.granularity, layout) {
+    match (enc.granularity, layout) {
         (Granularity::PerTensor, _) => (vec![], enc.scales.clone(), vec![]),
         (Granularity::PerChannel, Layout::Torch) => (vec![channels], enc.scales.clone(), vec![("axis", Attr::Int(0))]),
         (Granularity::PerChannel, Layout::InOut) => (vec![channels], enc.scales.clone(), vec![("axis", Attr::Int(1))]),
         (_, Layout::InOut) => {
             let (b, nb) = blocks.expect("blocked");
-            let v =
-                (0..nb).flat_map(|k| (0..channels).map(move |o| (k, o))).map(|(k, o)| enc.scales[o * nb + k]).collect();
+            let v = block_major(&enc.scales, channels, nb);
             (vec![nb, channels], v, vec![("axis", Attr::Int(0)), ("block_size", Attr::Int(b as i64))])
         }
         (_, Layout::Torch) => {
@@ -342,22 +343,18 @@ pub fn weight(g: &mut Graph, key: &str, shape: &[usize], values: &[f32], layout:
             s[1] = nb;
             (s, v, vec![("axis", Attr::Int(1)), ("block_size", Attr::Int(b as i64))])
         }
-    };
+    }
+}
+
+/// A weight initializer `key` (`values` stored with `shape` in `layout`), as the graph's
+/// form wants it; returns the name of the tensor ops read.
+pub fn weight(g: &mut Graph, key: &str, shape: &[usize], values: &[f32], layout: Layout) -> String {
+    let Some(q) = g.quantization.clone() else { return g.weight(key, shape, values) };
+    let Some(enc) = q.weights.get(key) else { return g.weight(key, shape, values) };
     match q.form {
         Form::Encodings => {
             let name = g.weight(key, shape, values);
-            let offsets: Vec<i64> = enc.zero_points.iter().map(|&z| aimet_offset(enc, z)).collect();
-            // 1.0.0 lists block scales channel by channel (`[channels, blocks]`, whatever
-            // the stored layout), which is our order; per channel, one per channel.
-            let scales = if blocks.is_some() { enc.scales.clone() } else { scales };
-            let mut e = json!({
-                "name": key, "dtype": "INT", "enc_type": enc_type(enc), "bw": enc.grid.bits, "is_sym": true,
-                "scale": scales, "offset": if scales.len() == offsets.len() { offsets } else { vec![offsets[0]; scales.len()] },
-            });
-            if let Some((b, _)) = blocks {
-                e["block_size"] = json!(b);
-            }
-            g.aimet.params.insert(key.into(), e);
+            g.aimet.params.insert(key.into(), weight_v1(key, enc));
             match weight_v2(key, enc, shape, layout) {
                 Ok(v2) => {
                     g.aimet.v2.insert(key.into(), v2);
@@ -367,6 +364,14 @@ pub fn weight(g: &mut Graph, key: &str, shape: &[usize], values: &[f32], layout:
             name
         }
         Form::Qdq => {
+            // The stored flat index -> the encoding's (PyTorch-layout) flat index.
+            let torch_index = |s: usize| match layout {
+                Layout::Torch => s,
+                Layout::InOut => {
+                    let (n_in, n_out) = (shape[0], shape[1]);
+                    (s % n_out) * n_in + s / n_out
+                }
+            };
             let dtype = int_type(enc.grid.bits, enc.grid.signed);
             let codes: Vec<i32> = (0..values.len())
                 .map(|s| {
@@ -374,6 +379,7 @@ pub fn weight(g: &mut Graph, key: &str, shape: &[usize], values: &[f32], layout:
                     quantize(values[s], enc.scales[gi], enc.zero_points[gi], enc.grid) as i32
                 })
                 .collect();
+            let (scale_shape, scales, attrs) = onnx_scales(enc, shape, layout);
             let q_name = int_initializer(g, &format!("{key}.quantized"), shape, &codes, dtype);
             let scale = g.weight(&format!("{key}.scale"), &scale_shape, &scales);
             let zeros = vec![0; scales.len()];

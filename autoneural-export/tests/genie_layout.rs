@@ -6,13 +6,15 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
+
+mod common;
 
 use autoneural_export::export::{ExportOptions, export_language};
 use autoneural_export::genie::GenieOptions;
 use autoneural_model::checkpoint::load_lfm2;
 use autoneural_model::text::Lfm2Config;
 use burn::tensor::Device;
+use common::verify_onnx;
 use onnx_protobuf::{Message, ModelProto};
 
 fn opts(genie: u64) -> ExportOptions {
@@ -85,20 +87,7 @@ fn a_hybrid_exports_in_parts_that_chain_to_its_tokens() {
             assert_eq!(at[0].1, at[1].1, "{name}: one copy, shared");
         }
     }
-    chained(out.path(), 5);
-}
-
-/// `verify_onnx.py` chains the parts for the reference's `tokens` greedy tokens, when a
-/// Python with onnxruntime is named.
-fn chained(dir: &Path, tokens: usize) {
-    if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
-        let o = Command::new(python).arg(script).arg(dir).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        let want = format!("{tokens} greedy tokens equal the Burn model's");
-        assert!(o.status.success() && text.contains(&want), "{text}");
-        eprintln!("{text}");
-    }
+    verify_onnx(out.path(), "Genie layout", &["5 greedy tokens equal the Burn model's"]);
 }
 
 /// LFM3: sliding layers keep their ring of `window` slots (keys transposed), with their own
@@ -125,7 +114,7 @@ fn lfm3_sliding_layers_chain_as_rings() {
         assert_eq!(port("sliding_attention_mask"), [1, 1, t, 4 + t]);
         assert_eq!(port("position_ids_cos_sliding"), [1, 1, t, hd / 2]);
     }
-    chained(out.path(), 5);
+    verify_onnx(out.path(), "Genie layout", &["5 greedy tokens equal the Burn model's"]);
 }
 
 #[test]

@@ -18,15 +18,7 @@ fn hybrid_model_exports_consistent_graphs() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lfm2/hybrid-hub-bf16");
     let lm = load_lfm2(&dir, &Device::flex()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let opts = ExportOptions {
-        prefill_len: 4,
-        context: 16,
-        reference_tokens: 3,
-        linear_as_conv: false,
-        quantization: None,
-        encodings_version: Default::default(),
-        genie: None,
-    };
+    let opts = ExportOptions { prefill_len: 4, context: 16, reference_tokens: 3, ..Default::default() };
     let manifest = export_language(&lm, "", out.path(), &opts).unwrap();
     assert_eq!(manifest.graphs.keys().collect::<Vec<_>>(), ["decode", "embed_tokens", "prefill"]);
     let layers = lm.config.layer_types.len();
@@ -76,28 +68,12 @@ fn bad_shapes_are_clear_errors() {
         &lm,
         "",
         out.path(),
-        &ExportOptions {
-            prefill_len: 32,
-            context: 16,
-            reference_tokens: 0,
-            linear_as_conv: false,
-            quantization: None,
-            encodings_version: Default::default(),
-            genie: None,
-        },
+        &ExportOptions { prefill_len: 32, context: 16, reference_tokens: 0, ..Default::default() },
     )
     .unwrap_err()
     .to_string();
     assert!(err.contains("--prefill-len 32") && err.contains("--context 16"), "{err}");
-    let opts = ExportOptions {
-        prefill_len: 4,
-        context: 8,
-        reference_tokens: 4,
-        linear_as_conv: false,
-        quantization: None,
-        encodings_version: Default::default(),
-        genie: None,
-    };
+    let opts = ExportOptions { prefill_len: 4, context: 8, reference_tokens: 4, ..Default::default() };
     let err = export_language(&lm, "", out.path(), &opts).unwrap_err().to_string();
     assert!(err.contains("reference needs 15 positions"), "{err}");
 }

@@ -4,7 +4,7 @@
 //! `AUTONEURAL_PYTHON` set (CI), `scripts/verify_onnx.py` replays it through onnxruntime:
 //! image features and logits against the Burn model, the same greedy tokens.
 
-use std::process::Command;
+mod common;
 
 use autoneural_export::export::{ExportOptions, export_vlm};
 use autoneural_export::qdq::EncodingsVersion;
@@ -22,6 +22,7 @@ use autoneural_model::vision::siglip::VitConfig;
 use autoneural_model::vision::{EncoderConfig, NormKind};
 use autoneural_model::vlm::{VisionLanguageModel, VlmConfig, VlmFormat};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::verify_onnx;
 
 fn tiny_vlm(norm: NormKind) -> VisionLanguageModel {
     tiny_vlm_at(norm, 4)
@@ -82,26 +83,13 @@ fn vit_vlms_with_lfm2_vl_connectors_export_their_vision_encoder() {
     for (linear_patches, linear_as_conv) in [(true, false), (false, true)] {
         let model = tiny_vit_vlm(linear_patches);
         let out = tempfile::tempdir().unwrap();
-        let opts = ExportOptions {
-            prefill_len: 12,
-            context: 48,
-            reference_tokens: 4,
-            linear_as_conv,
-            quantization: None,
-            encodings_version: Default::default(),
-            genie: None,
-        };
+        let opts =
+            ExportOptions { prefill_len: 12, context: 48, reference_tokens: 4, linear_as_conv, ..Default::default() };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         let vision = manifest.vision.as_ref().unwrap();
         assert_eq!((vision.image_size, vision.tokens_per_image), (48, 9));
         assert_eq!(manifest.graphs["vision_encoder"].outputs[0].shape, [1, 9, model.language.config.hidden_size]);
-        if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
-            let o = Command::new(python).arg(script).arg(out.path()).output().unwrap();
-            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-            assert!(o.status.success() && text.contains("image features within"), "{linear_patches}: {text}");
-            eprintln!("ViT, linear patches {linear_patches}: {text}");
-        }
+        verify_onnx(out.path(), &format!("ViT, linear patches {linear_patches}"), &["image features within"]);
     }
 }
 
@@ -121,24 +109,11 @@ fn an_lfm3_vl_tower_exports_at_a_fixed_size() {
         [(model(), None, "image features within"), (qmodel, Some(file), "QDQ generation with the image")]
     {
         let out = tempfile::tempdir().unwrap();
-        let opts = ExportOptions {
-            prefill_len: 12,
-            context: 48,
-            reference_tokens: 3,
-            linear_as_conv: false,
-            quantization,
-            encodings_version: Default::default(),
-            genie: None,
-        };
+        let opts =
+            ExportOptions { prefill_len: 12, context: 48, reference_tokens: 3, quantization, ..Default::default() };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         assert_eq!(manifest.vision.as_ref().unwrap().tokens_per_image, 16);
-        if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
-            let o = Command::new(python).arg(script).arg(out.path()).output().unwrap();
-            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-            assert!(o.status.success() && text.contains(expect), "{text}");
-            eprintln!("LFM3-VL tower: {text}");
-        }
+        verify_onnx(out.path(), "LFM3-VL tower", &[expect]);
     }
 }
 
@@ -146,24 +121,10 @@ fn an_lfm3_vl_tower_exports_at_a_fixed_size() {
 fn a_fusion_adapter_that_resizes_bilinearly_exports() {
     let model = tiny_vlm_at(NormKind::Rms, 3);
     let out = tempfile::tempdir().unwrap();
-    let opts = ExportOptions {
-        prefill_len: 12,
-        context: 48,
-        reference_tokens: 3,
-        linear_as_conv: false,
-        quantization: None,
-        encodings_version: Default::default(),
-        genie: None,
-    };
+    let opts = ExportOptions { prefill_len: 12, context: 48, reference_tokens: 3, ..Default::default() };
     let manifest = export_vlm(&model, out.path(), &opts).unwrap();
     assert_eq!(manifest.vision.as_ref().unwrap().tokens_per_image, 9);
-    if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
-        let o = Command::new(python).arg(script).arg(out.path()).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success() && text.contains("image features within"), "{text}");
-        eprintln!("MSFA 4x4 -> 3x3 bilinear: {text}");
-    }
+    verify_onnx(out.path(), "MSFA 4x4 -> 3x3 bilinear", &["image features within"]);
 }
 
 #[test]
@@ -172,15 +133,8 @@ fn mobilenet_vlms_export_their_vision_encoder_and_a_reference_with_an_image() {
     for (norm, linear_as_conv) in [(NormKind::Rms, false), (NormKind::Batch, true)] {
         let model = tiny_vlm(norm);
         let out = tempfile::tempdir().unwrap();
-        let opts = ExportOptions {
-            prefill_len: 8,
-            context: 48,
-            reference_tokens: 5,
-            linear_as_conv,
-            quantization: None,
-            encodings_version: Default::default(),
-            genie: None,
-        };
+        let opts =
+            ExportOptions { prefill_len: 8, context: 48, reference_tokens: 5, linear_as_conv, ..Default::default() };
         let manifest = export_vlm(&model, out.path(), &opts).unwrap();
         let vision = manifest.vision.as_ref().unwrap();
         assert_eq!((vision.image_size, vision.tokens_per_image), (64, 16));
@@ -192,13 +146,7 @@ fn mobilenet_vlms_export_their_vision_encoder_and_a_reference_with_an_image() {
         let reference = std::fs::read(out.path().join("reference.safetensors")).unwrap();
         let tensors = safetensors::SafeTensors::deserialize(&reference).unwrap();
         assert_eq!(tensors.tensor("pixels").unwrap().shape(), [1, 3, 64, 64]);
-        if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
-            let o = Command::new(python).arg(script).arg(out.path()).output().unwrap();
-            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-            assert!(o.status.success() && text.contains("image features within"), "{norm:?}: {text}");
-            eprintln!("{norm:?}: {text}");
-        }
+        verify_onnx(out.path(), &format!("{norm:?}"), &["image features within"]);
     }
 }
 
@@ -244,10 +192,8 @@ fn a_quantized_vlm_exports_qdq_graphs_and_aimet_encodings() {
         prefill_len: 8,
         context: 48,
         reference_tokens: 5,
-        linear_as_conv: false,
         quantization: Some(file),
-        encodings_version: Default::default(),
-        genie: None,
+        ..Default::default()
     };
     let mut bad = file.clone();
     let (key, enc) = bad.weights.iter_mut().next().unwrap();
@@ -297,7 +243,7 @@ fn a_quantized_vlm_exports_qdq_graphs_and_aimet_encodings() {
         assert_eq!(config["defaults"]["ops"]["is_output_quantized"], "True", "{name}: AIMET refuses anything else");
     }
     for (out, version) in [(&v1_out, "1.0.0"), (&out, "2.0.0")] {
-        verify_onnx(out.path(), version);
+        verify_onnx(out.path(), version, &["QDQ language graphs", "AIMET encodings"]);
     }
 }
 
@@ -391,18 +337,5 @@ fn no_encoding_on_a_data_move(graph: &std::path::Path, encodings: &std::path::Pa
             graph.display(),
             e["name"]
         );
-    }
-}
-
-fn verify_onnx(dir: &std::path::Path, version: &str) {
-    if let Ok(python) = std::env::var("AUTONEURAL_PYTHON") {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify_onnx.py");
-        let o = Command::new(python).arg(script).arg(dir).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(
-            o.status.success() && text.contains("QDQ language graphs") && text.contains("AIMET encodings"),
-            "{version}: {text}"
-        );
-        eprintln!("{text}");
     }
 }

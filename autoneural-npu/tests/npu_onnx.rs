@@ -41,15 +41,7 @@ fn analytic_op_lists_match_the_exported_graphs() {
         let model = config.init(&device).unwrap();
         let out = tempfile::tempdir().unwrap();
         let (prefill_len, context) = (8, 48);
-        let opts = ExportOptions {
-            prefill_len,
-            context,
-            reference_tokens: 0,
-            linear_as_conv,
-            quantization: None,
-            encodings_version: Default::default(),
-            genie: None,
-        };
+        let opts = ExportOptions { prefill_len, context, reference_tokens: 0, linear_as_conv, ..Default::default() };
         export_vlm(&model, out.path(), &opts).unwrap();
         let bits = Bits::FP32;
         let read = |f: &str| read_onnx(&out.path().join(f), bits).unwrap();
