@@ -182,11 +182,12 @@ impl VisionLanguageModel {
     /// Into how many groups [`VisionLanguageModel::generate_batch`] splits `n` questions: one
     /// per core for a small model on the CPU (with at least [`ROWS_PER_GROUP`] each), else 1.
     pub fn answer_groups(&self, n: usize) -> usize {
-        let small = self.num_params() * 4 <= GROUP_PER_CORE_BYTES;
-        if !small || self.language.device() != Device::flex() {
+        let split = rayon::current_num_threads().min(n / ROWS_PER_GROUP);
+        // The parameter count (a walk over the modules) only where a split is possible.
+        if split < 2 || self.language.device() != Device::flex() || self.num_params() * 4 > GROUP_PER_CORE_BYTES {
             return 1;
         }
-        rayon::current_num_threads().min(n / ROWS_PER_GROUP).max(1)
+        split
     }
 
     /// Answers several questions together ([`generate_batch`]); `raw` skips the chat

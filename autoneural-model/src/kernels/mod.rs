@@ -33,11 +33,10 @@ pub fn isa() -> &'static str {
 /// AVX-512 kernels are behind its `x86-v4` feature, which this build does not enable, so the
 /// best it runs is AVX2+FMA.
 pub fn gemm_isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        return "avx2+fma (gemm 0.19; its AVX-512 kernels not compiled in)";
+    match isa() {
+        "avx2+fma" => "avx2+fma (gemm 0.19; its AVX-512 kernels not compiled in)",
+        _ => "portable (gemm 0.19)",
     }
-    "portable (gemm 0.19)"
 }
 
 /// `f(a[0], b[0]) + ... + f(a[n-1], b[n-1])` (`n` the shorter length) over eight lanes, so

@@ -66,28 +66,33 @@ pub struct Shared {
     defer_running_stats: bool,
 }
 
+/// Another handle on `a` for another thread, or `None` for ranges being recorded (a
+/// calibration's ranges belong to the thread that collects them).
+fn shareable(a: &Activations) -> Option<Activations> {
+    match a {
+        Activations::Float => Some(Activations::Float),
+        Activations::Observe(_) => None,
+        Activations::Quantize(e) => Some(Activations::Quantize(e.clone())),
+        Activations::Train(q) => Some(Activations::Train(q.clone())),
+    }
+}
+
 /// This thread's context for worker threads to enter ([`Shared::enter`]), or `None` while it
-/// records ranges: a calibration's ranges belong to the thread that collects them.
+/// records ranges.
 pub fn share() -> Option<Shared> {
     with(|c| {
-        let activations = match &c.activations {
-            Activations::Float => Activations::Float,
-            Activations::Observe(_) => return None,
-            Activations::Quantize(e) => Activations::Quantize(e.clone()),
-            Activations::Train(q) => Activations::Train(q.clone()),
-        };
-        Some(Shared { activations, packed: c.packed.clone(), defer_running_stats: c.defer_running_stats })
+        Some(Shared {
+            activations: shareable(&c.activations)?,
+            packed: c.packed.clone(),
+            defer_running_stats: c.defer_running_stats,
+        })
     })
 }
 
 impl Shared {
     /// Installs the shared context on this thread until the scopes are dropped.
     pub fn enter(&self) -> [Scope; 3] {
-        let activations = match &self.activations {
-            Activations::Quantize(e) => Activations::Quantize(e.clone()),
-            Activations::Train(q) => Activations::Train(q.clone()),
-            _ => Activations::Float,
-        };
+        let activations = shareable(&self.activations).expect("a shared context never records ranges");
         [
             Scope::activations(activations),
             Scope::packed(self.packed.clone()),

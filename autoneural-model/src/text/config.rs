@@ -431,8 +431,7 @@ impl Lfm2Config {
             }
             v
         };
-        let mut v = self.common_json();
-        let lfm3 = json!({
+        self.common_json_with(json!({
             "architectures": ["Lfm3ForCausalLM"],
             "model_type": "lfm3",
             "rope_parameters": {"sliding_attention": rope(o.sliding_rope), "full_attention": rope(o.full_rope)},
@@ -440,32 +439,23 @@ impl Lfm2Config {
             "use_sandwich_norm": o.use_sandwich_norm,
             "use_attention_gate": o.use_attention_gate,
             "attention_bias": o.attention_bias,
-        });
-        if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), lfm3) {
-            obj.extend(extra);
-        }
-        v
+        }))
     }
 
     fn lfm2_json(&self) -> Value {
-        let mut v = self.common_json();
-        let lfm2 = json!({
+        self.common_json_with(json!({
             "architectures": ["Lfm2ForCausalLM"],
             "model_type": "lfm2",
             "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
             "block_multiple_of": self.block_multiple_of,
             "block_ffn_dim_multiplier": self.block_ffn_dim_multiplier,
             "block_auto_adjust_ff_dim": self.block_auto_adjust_ff_dim,
-        });
-        if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), lfm2) {
-            obj.extend(extra);
-        }
-        v
+        }))
     }
 
-    /// The fields every LFM text config.json has.
-    fn common_json(&self) -> Value {
-        json!({
+    /// The fields every LFM text config.json has, and a family's own (`extra`, an object).
+    fn common_json_with(&self, extra: Value) -> Value {
+        let mut v = json!({
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -482,7 +472,11 @@ impl Lfm2Config {
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_ids,
             "pad_token_id": self.pad_token_id,
-        })
+        });
+        if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), extra) {
+            obj.extend(extra);
+        }
+        v
     }
 
     /// Re-places attention: `count` attention layers by [`attention_placement`].
