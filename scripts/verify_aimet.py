@@ -29,25 +29,17 @@ import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from verify_onnx import Host, rel_err  # noqa: E402
+from verify_onnx import Host, rel_err, session  # noqa: E402
 
 FIELDS = ["enabled", "dtype", "bitwidth", "is_symmetric", "is_strict_symmetric", "is_unsigned_symmetric", "enc_type"]
 
 
-def session(path):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
-def bits(path, model):
+def bits(enc, model):
     """The most common weight and activation bit-widths of an encodings file (1.0.0 or
     2.0.0): the `param_type` and `activation_type` a QuantSim for it is built with."""
-    enc = json.load(open(path))
     params = {i.name for i in model.graph.initializer}
     if enc["version"].startswith("2"):
         entries = [(e["name"] in params, int(e["output_dtype"].lstrip("u").removeprefix("int"))) for e in enc["encodings"]]
@@ -58,13 +50,12 @@ def bits(path, model):
     return common([b for p, b in entries if p]), common([b for p, b in entries if not p])
 
 
-def lpbq(sim, model, path):
+def lpbq(sim, model, enc):
     """Sets the QuantSim's quantizers of the weights a 2.0.0 file gives as LPBQ to LPBQ, as
     a deployment engineer does (`set_grouped_blockwise_quantization_for_weights`): a
     configuration file cannot say it."""
     from aimet_onnx.quantsim import set_grouped_blockwise_quantization_for_weights
 
-    enc = json.load(open(path))
     if not enc["version"].startswith("2"):
         return
     blocked = {e["name"]: e for e in enc["encodings"] if "per_block_int_scale" in e}
@@ -87,15 +78,17 @@ def simulate(root, name, entry):
 
     config = os.path.join(root, entry.get("quantsim_config") or f"{name}.quantsim.json")
     model = onnx.load(os.path.join(root, entry["file"]))
-    param_bits, act_bits = bits(os.path.join(root, entry["encodings"]), model)
+    path = os.path.join(root, entry["encodings"])
+    enc = json.load(open(path))
+    param_bits, act_bits = bits(enc, model)
     sim = QuantizationSimModel(
         model,
         param_type=f"int{param_bits}",
         activation_type=f"int{act_bits}",
         config_file=config if os.path.exists(config) else None,
     )
-    lpbq(sim, model, os.path.join(root, entry["encodings"]))
-    mismatches = load_encodings_to_sim(sim, os.path.join(root, entry["encodings"]), strict=False)
+    lpbq(sim, model, enc)
+    mismatches = load_encodings_to_sim(sim, path, strict=False)
     return sim, mismatches or []
 
 
@@ -124,7 +117,7 @@ def main():
     if "vision_encoder" in graphs and "pixels" in ref:
         inputs["vision_encoder"] = {"pixels": ref["pixels"]}
     # The first prefill call of the reference prompt, the image's features in place.
-    host = Host(manifest, {"embed_tokens": embed})
+    host = Host(manifest, {"embed_tokens": embed, "prefill": session(os.path.join(root, graphs["prefill"]["file"]))})
     n = manifest["prefill_len"]
     embeds = host.embed(ref["prompt_ids"][:n])
     if "image_features" in ref:
@@ -133,8 +126,7 @@ def main():
     inputs["prefill"] = host.feeds(embeds)
     # The embedding of the prompt's first tokens, and the decode call after the first prefill.
     inputs["embed_tokens"] = {"input_ids": np.array([[int(ref["prompt_ids"][0])]], np.int64)}
-    outs = [o.name for o in session(os.path.join(root, graphs["prefill"]["file"])).get_outputs()]
-    host.advance(dict(zip(outs, session(os.path.join(root, graphs["prefill"]["file"])).run(None, inputs["prefill"]))), n)
+    host.step("prefill", embeds)
     inputs["decode"] = host.feeds(host.embed(ref["prompt_ids"][n : n + 1]))
     failed = False
     for name, feeds in inputs.items():
@@ -147,11 +139,12 @@ def main():
             print(f"{name}: AIMET does not load the encodings: {str(e).strip().splitlines()[0]}")
             failed = True
             continue
-        outs = [o.name for o in session(os.path.join(root, entry["file"])).get_outputs()]
+        float_graph = session(os.path.join(root, entry["file"]))
+        outs = [o.name for o in float_graph.get_outputs()]
         first = outs.index("logits") if "logits" in outs else 0
         aimet = sim.session.run(None, feeds)[first]
         qdq = session(os.path.join(root, entry["qdq"])).run(None, feeds)[first]
-        float_ = session(os.path.join(root, entry["file"])).run(None, feeds)[first]
+        float_ = float_graph.run(None, feeds)[first]
         err, quant = rel_err(aimet, qdq), rel_err(qdq, float_)
         summary = ", ".join(f"{c} {k}" for k, c in kinds(mismatches).most_common())
         print(

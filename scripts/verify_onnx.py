@@ -85,6 +85,13 @@ def check_encodings(graph_path, enc_path, qdq_path):
     return len(params), len(act_list), acts
 
 
+def session(path):
+    """An onnxruntime CPU session of `path` with graph optimisations off (the graph as written)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
 def rel_err(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
@@ -177,13 +184,11 @@ class GenieHost:
     def __init__(self, root, manifest):
         self.m, gi = manifest, manifest["genie"]
         self.ctx, self.ar, self.parts = manifest["context"], gi["ar"], gi["parts"]
-        self.sessions = {}
-        for part in self.parts:
-            for t in self.ar:
-                opts = ort.SessionOptions()
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-                path = os.path.join(root, part["graphs"][f"ar{t}"]["file"])
-                self.sessions[(part["index"], t)] = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.sessions = {
+            (part["index"], t): session(os.path.join(root, part["graphs"][f"ar{t}"]["file"]))
+            for part in self.parts
+            for t in self.ar
+        }
         self.rope = load_file(os.path.join(root, gi["rope"]))
         self.keys, self.values, self.conv, self.rings = {}, {}, {}, set()
         for st in manifest["state"]:
@@ -367,11 +372,7 @@ def replay(root, manifest, form, reference, tol):
         print(f"no {reference} (export with --reference-tokens N to compare against the Burn model)")
         return
     label = "QDQ" if form == "qdq" else "float"
-    sessions = {}
-    for name, entry in manifest["graphs"].items():
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        sessions[name] = ort.InferenceSession(os.path.join(root, entry[form]), opts, providers=["CPUExecutionProvider"])
+    sessions = {name: session(os.path.join(root, entry[form])) for name, entry in manifest["graphs"].items()}
     ref = load_file(ref_path)
     prompt = ref["prompt_ids"]
     embeds = Host(manifest, sessions).embed(prompt)
