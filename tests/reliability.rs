@@ -323,6 +323,23 @@ fn export_replaces_its_own_output_without_leaving_stale_graphs() {
     succeeded(&export(&["--force"]));
     assert!(!out.join("reference.safetensors").exists() && out.join("manifest.json").is_file());
     assert_eq!(std::fs::read_to_string(out.join("deploy-notes.md")).unwrap(), "mine");
+    // The Genie layout over it (quantized, so with encodings and QuantSim configurations):
+    // its parts, shared weights and RoPE rows replace the default layout's graphs, which go;
+    // the user's file stays.
+    let calib = conversations(&tmp.path().join("calib"), 2);
+    let genie = ["--layout", "genie", "--part-max-mb", "1", "--precision", "w8a16", "--calib", s(&calib), "--force"];
+    succeeded(&export(&genie));
+    for file in ["part0.data", "part1_ar4.onnx", "part1_ar1.encodings", "part1_ar4.quantsim.json", "rope.safetensors"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    assert!(!out.join("prefill.onnx").exists() && !out.join("decode.onnx").exists());
+    assert_eq!(std::fs::read_to_string(out.join("deploy-notes.md")).unwrap(), "mine");
+    // Into a user's directory that holds a file of a part's name: refused, untouched.
+    let theirs = tmp.path().join("theirs");
+    let before = users_project(&theirs, &[("part0.data", "my weights"), ("notes.md", "mine")]);
+    let a = ["export", "--model", TINY_VLM, "--out", s(&theirs), "--prefill-len", "4", "--context", "64"];
+    refused(&autoneural(&[&a[..], &["--layout", "genie"]].concat()), &["did not write", "part0.data"]);
+    unchanged(&theirs, &before);
     // A populated directory that is not an export is refused.
     let mine = tmp.path().join("mine");
     let before = users_project(&mine, &[("decode.onnx", "my own graph")]);
