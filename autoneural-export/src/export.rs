@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::genie::{GenieEntry, GenieOptions};
 use crate::graph::{Build, Graph, Port, write_model};
-use crate::lm::{MASK_HIDDEN, MASK_VISIBLE, embed_graph, state_names, step_graph};
+use crate::lm::{KvLayout, MASK_HIDDEN, MASK_VISIBLE, embed_graph, state_names, step_graph};
 use crate::qdq::{EncodingsVersion, Form, Quantization, check_against};
 use crate::vision::{check_supported, vision_graph};
 
@@ -232,23 +232,7 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
         let entry = write_forms(out, name, &doc, opts, |b| step_graph(lm, name, t, opts.context, prefix, b))?;
         graphs.insert(name.to_string(), entry);
     }
-    let state = c
-        .layer_types
-        .iter()
-        .enumerate()
-        .map(|(layer, &kind)| {
-            let (inputs, outputs) = state_names(kind, layer);
-            let (kind, shape) = match kind {
-                LayerKind::Conv => ("conv", vec![1, c.conv_kernel - 1, c.hidden_size]),
-                LayerKind::Attention => ("attention", vec![1, c.num_key_value_heads, opts.context, c.head_dim]),
-                LayerKind::SlidingAttention => (
-                    "sliding_attention",
-                    vec![1, c.num_key_value_heads, c.sliding_window().unwrap_or(opts.context), c.head_dim],
-                ),
-            };
-            StateEntry { layer, kind, inputs, outputs, shape, key_shape: None }
-        })
-        .collect();
+    let state = state_entries(lm, opts.context, KvLayout::Plain);
     let manifest = Manifest {
         format: FORMAT,
         vision: None,
@@ -269,6 +253,31 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
     language_reference(lm, out, opts)?;
     write_manifest(&manifest, out)?;
     Ok(manifest)
+}
+
+/// Each layer's state as the host keeps it over `context` positions: a conv layer's window,
+/// an attention layer's K and V caches (a sliding layer's ring of `window` slots), with the
+/// key cache transposed in the Genie layout.
+pub(crate) fn state_entries(lm: &Lfm2ForCausalLM, context: usize, layout: KvLayout) -> Vec<StateEntry> {
+    let c = &lm.config;
+    let (kv, hd) = (c.num_key_value_heads, c.head_dim);
+    c.layer_types
+        .iter()
+        .enumerate()
+        .map(|(layer, &kind)| {
+            let (inputs, outputs) = state_names(kind, layer);
+            let (kind, slots) = match kind {
+                LayerKind::Conv => {
+                    let shape = vec![1, c.conv_kernel - 1, c.hidden_size];
+                    return StateEntry { layer, kind: "conv", inputs, outputs, shape, key_shape: None };
+                }
+                LayerKind::Attention => ("attention", context),
+                LayerKind::SlidingAttention => ("sliding_attention", c.sliding_window().unwrap_or(context)),
+            };
+            let key_shape = (layout == KvLayout::Genie).then(|| vec![1, kv, hd, slots]);
+            StateEntry { layer, kind, inputs, outputs, shape: vec![1, kv, slots, hd], key_shape }
+        })
+        .collect()
 }
 
 /// With `--reference-tokens`: the text-only reference generation, over two prefill chunks

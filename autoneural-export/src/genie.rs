@@ -39,11 +39,11 @@ use burn::module::Module;
 use safetensors::{Dtype, tensor::TensorView};
 use serde::Serialize;
 
-use crate::export::{ExportOptions, GraphEntry, Manifest, StateEntry, float_entry, language_reference, write_manifest};
-use crate::graph::{Build, DType, Graph, values, write_models_sharing};
-use crate::lm::{
-    AttentionInputs, KvLayout, MASK_HIDDEN, MASK_VISIBLE, Step, decoder_layer, embeddings, head, state_names,
+use crate::export::{
+    ExportOptions, GraphEntry, Manifest, float_entry, language_reference, state_entries, write_manifest,
 };
+use crate::graph::{Build, DType, Graph, values, write_models_sharing};
+use crate::lm::{AttentionInputs, KvLayout, MASK_HIDDEN, MASK_VISIBLE, Step, decoder_layer, embeddings, head};
 use crate::qdq::Form;
 
 /// RoPE rows the host feeds: `cos` and `sin` `[context, head_dim / 2]`.
@@ -280,44 +280,7 @@ pub fn export_genie(
         entries.push(PartEntry { index, kind, layers, data, bytes, graphs });
     }
     write_rope(out, &rope, context, c.head_dim / 2)?;
-    let (kv, hd) = (c.num_key_value_heads, c.head_dim);
-    let state = c
-        .layer_types
-        .iter()
-        .enumerate()
-        .map(|(layer, &kind)| {
-            let (inputs, outputs) = state_names(kind, layer);
-            match kind {
-                LayerKind::Conv => StateEntry {
-                    layer,
-                    kind: "conv",
-                    inputs,
-                    outputs,
-                    shape: vec![1, c.conv_kernel - 1, c.hidden_size],
-                    key_shape: None,
-                },
-                LayerKind::Attention => StateEntry {
-                    layer,
-                    kind: "attention",
-                    inputs,
-                    outputs,
-                    shape: vec![1, kv, context, hd],
-                    key_shape: Some(vec![1, kv, hd, context]),
-                },
-                LayerKind::SlidingAttention => {
-                    let w = sliding.unwrap_or(context);
-                    StateEntry {
-                        layer,
-                        kind: "sliding_attention",
-                        inputs,
-                        outputs,
-                        shape: vec![1, kv, w, hd],
-                        key_shape: Some(vec![1, kv, hd, w]),
-                    }
-                }
-            }
-        })
-        .collect();
+    let state = state_entries(lm, context, KvLayout::Genie);
     let manifest = Manifest {
         format: crate::export::FORMAT,
         vision: None,
@@ -337,7 +300,7 @@ pub fn export_genie(
             ar,
             part_max_bytes: genie.part_max_bytes,
             rope: ROPE,
-            head_dim: hd,
+            head_dim: c.head_dim,
             parts: entries,
             loop_: LOOP.to_vec(),
         }),
