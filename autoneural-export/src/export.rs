@@ -4,7 +4,7 @@
 //! `reference.safetensors`: a greedy generation by the Burn model that
 //! `scripts/verify_onnx.py` replays through onnxruntime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,13 +15,16 @@ use autoneural_model::text::model::ids_tensor;
 use autoneural_model::text::{LayerKind, Lfm2ForCausalLM, Logits};
 use autoneural_model::vlm::VisionLanguageModel;
 use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
+use crate::calibrate::{Host, Ranges, activation_bits, complete};
 use crate::genie::{GenieEntry, GenieOptions};
 use crate::graph::{Build, Graph, Port, write_model};
+use crate::interpret::{Interpreter, Value};
 use crate::lm::{KvLayout, MASK_HIDDEN, MASK_VISIBLE, embed_graph, state_names, step_graph};
+use crate::placement::Placement;
 use crate::qdq::{EncodingsVersion, Form, Quantization, check_against};
 use crate::vision::{check_supported, vision_graph};
 
@@ -188,31 +191,73 @@ pub(crate) fn float_entry(out: &Path, name: &str, g: &mut Graph, opts: &ExportOp
     Ok(entry)
 }
 
+/// How a graph of a quantized export is calibrated ([`crate::calibrate`]): the ranges its
+/// tensors take on the export's calibration inputs.
+type Calibrate<'a> = &'a mut dyn FnMut(&Graph) -> Result<Ranges>;
+
 /// Builds graph `name` in every form the export asks for and writes it: `<name>.onnx`
-/// (float), and for a quantized checkpoint `<name>.encodings` (AIMET) and `<name>.qdq.onnx`.
+/// (float), and for a quantized checkpoint `<name>.encodings` (AIMET, every tensor AIMET
+/// quantizes covered: the checkpoint's encodings, and the rest calibrated by `calibrate`)
+/// and `<name>.qdq.onnx` (the same encodings applied).
 fn write_forms(
     out: &Path,
     name: &str,
     doc: &str,
     opts: &ExportOptions,
     build: impl Fn(&Build) -> Result<Graph>,
+    calibrate: Calibrate,
 ) -> Result<GraphEntry> {
-    let quantized = opts.quantization.is_some();
     let mut g = build(&opts.build(Some(Form::Encodings))?)?;
+    let Some(file) = &opts.quantization else {
+        let entry = float_entry(out, name, &mut g, opts)?;
+        write_model(g.into_model(doc), &out.join(&entry.file))?;
+        return Ok(entry);
+    };
+    g.hoist_activations();
+    let placement = Placement::of(&g);
+    let mut ranges = calibrate(&g).with_context(|| format!("calibrating {name}"))?;
+    ranges.constants(&g, &placement);
+    complete(&mut g, &placement, &ranges, activation_bits(&file.activations))?;
+    let activations = g.aimet.activations.clone();
     let mut entry = float_entry(out, name, &mut g, opts)?;
     write_model(g.into_model(doc), &out.join(&entry.file))?;
-    if quantized {
-        let g = build(&opts.build(Some(Form::Qdq))?)?;
-        let file = format!("{name}.qdq.onnx");
-        write_model(g.into_model(&format!("{doc} (QDQ)")), &out.join(&file))?;
-        entry.qdq = Some(file);
-    }
+    let mut q = build(&opts.build(Some(Form::Qdq))?)?;
+    q.quantize_activations(&activations);
+    let file = format!("{name}.qdq.onnx");
+    write_model(q.into_model(&format!("{doc} (QDQ)")), &out.join(&file))?;
+    entry.qdq = Some(file);
     Ok(entry)
+}
+
+/// The prompt a quantized export calibrates its language graphs on: token ids, and a VLM's
+/// image features (`[tokens, hidden]` rows, from the exported vision graph) for the
+/// image-token positions.
+pub(crate) struct CalibrationPrompt {
+    pub ids: Vec<u32>,
+    pub image: Option<(u32, Vec<f32>)>,
 }
 
 /// Writes the language model's graphs, manifest and (optionally) reference into `out`.
 /// `prefix` is the language model's checkpoint key prefix (`"language."` in a VLM).
 pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &ExportOptions) -> Result<Manifest> {
+    export_language_on(lm, prefix, out, opts, CalibrationPrompt { ids: text_prompt(lm, opts), image: None })
+}
+
+/// The text-only reference prompt (and calibration prompt): two prefill chunks (the second
+/// over a filled state), then decode steps.
+fn text_prompt(lm: &Lfm2ForCausalLM, opts: &ExportOptions) -> Vec<u32> {
+    let n = 2 * opts.prefill_len + 3;
+    (0..n).map(|i| ((i * 7919 + 13) % lm.config.vocab_size) as u32).collect()
+}
+
+/// [`export_language`], calibrating a quantized export on `prompt`.
+fn export_language_on(
+    lm: &Lfm2ForCausalLM,
+    prefix: &str,
+    out: &Path,
+    opts: &ExportOptions,
+    prompt: CalibrationPrompt,
+) -> Result<Manifest> {
     if opts.prefill_len == 0 || opts.prefill_len > opts.context {
         bail!("--prefill-len {} must be between 1 and --context {}", opts.prefill_len, opts.context);
     }
@@ -224,12 +269,58 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let c = &lm.config;
+    let device = lm.device();
+    let window = c.sliding_window().filter(|_| c.layer_types.contains(&LayerKind::SlidingAttention));
     let mut graphs = BTreeMap::new();
-    let embed = write_forms(out, "embed_tokens", "LFM2 token embeddings", opts, |b| Ok(embed_graph(lm, 1, prefix, b)))?;
+    // Calibration: the prompt's embeddings from the embedding graph (image features in
+    // place), then the prompt and a greedy continuation through prefill and decode, whose
+    // ranges both graphs share (they name their tensors alike).
+    let mut embeds: Vec<Value> = Vec::new();
+    let mut table = None;
+    let ids = &prompt.ids[..prompt.ids.len().min(opts.context)];
+    let mut calibrate_embed = |g: &Graph| -> Result<Ranges> {
+        let interp = Interpreter::new(g.nodes(), g.initializers(), &device)?;
+        let mut ranges = Ranges::default();
+        let mut features = prompt.image.as_ref().map(|(id, f)| (*id, f.chunks(c.hidden_size)));
+        for &id in ids {
+            let row = match features.as_mut().filter(|(image, _)| *image == id) {
+                Some((_, rows)) => {
+                    let row = rows.next().context("more image tokens in the prompt than feature rows")?;
+                    Value::float(row.to_vec(), &[1, 1, c.hidden_size], &device)
+                }
+                None => {
+                    let feeds = HashMap::from([("input_ids".to_string(), Value::I(vec![i64::from(id)], vec![1, 1]))]);
+                    ranges.run(&interp, feeds)?.remove("inputs_embeds").context("no inputs_embeds")?
+                }
+            };
+            embeds.push(row);
+        }
+        table = Some(Embeddings::of(g, &interp)?);
+        Ok(ranges)
+    };
+    let embed = write_forms(
+        out,
+        "embed_tokens",
+        "LFM2 token embeddings",
+        opts,
+        |b| Ok(embed_graph(lm, 1, prefix, b)),
+        &mut calibrate_embed,
+    )?;
     graphs.insert("embed_tokens".to_string(), embed);
+    let steps = match (&opts.quantization, table) {
+        (Some(_), Some(table)) => {
+            let build = |name: &str, t: usize| {
+                step_graph(lm, name, t, opts.context, prefix, &opts.build(Some(Form::Encodings))?)
+            };
+            let state = state_entries(lm, opts.context, KvLayout::Plain);
+            calibrate_steps(build, opts, Host::new(opts.context, state, window, &device), &embeds, &table, &device)?
+        }
+        _ => Ranges::default(),
+    };
     for (name, t) in [("prefill", opts.prefill_len), ("decode", 1)] {
         let doc = format!("LFM2 {name}: {t} positions over a {}-slot cache", opts.context);
-        let entry = write_forms(out, name, &doc, opts, |b| step_graph(lm, name, t, opts.context, prefix, b))?;
+        let build = |b: &Build| step_graph(lm, name, t, opts.context, prefix, b);
+        let entry = write_forms(out, name, &doc, opts, build, &mut |_| Ok(steps.clone()))?;
         graphs.insert(name.to_string(), entry);
     }
     let state = state_entries(lm, opts.context, KvLayout::Plain);
@@ -258,7 +349,7 @@ pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &Ex
 /// Each layer's state as the host keeps it over `context` positions: a conv layer's window,
 /// an attention layer's K and V caches (a sliding layer's ring of `window` slots), with the
 /// key cache transposed in the Genie layout.
-pub(crate) fn state_entries(lm: &Lfm2ForCausalLM, context: usize, layout: KvLayout) -> Vec<StateEntry> {
+pub fn state_entries(lm: &Lfm2ForCausalLM, context: usize, layout: KvLayout) -> Vec<StateEntry> {
     let c = &lm.config;
     let (kv, hd) = (c.num_key_value_heads, c.head_dim);
     c.layer_types
@@ -280,12 +371,87 @@ pub(crate) fn state_entries(lm: &Lfm2ForCausalLM, context: usize, layout: KvLayo
         .collect()
 }
 
+/// `[1, 1, hidden]` rows as one `[1, n, hidden]` value.
+fn concat_rows(rows: Vec<Value>, hidden: usize, device: &Device) -> Result<Value> {
+    let mut all = Vec::with_capacity(rows.len() * hidden);
+    for r in &rows {
+        all.extend(r.to_vec()?);
+    }
+    Ok(Value::float(all, &[1, rows.len(), hidden], device))
+}
+
+/// Greedy tokens a quantized export's calibration decodes after its prompt, so the ranges
+/// cover the model's own continuations too.
+const CALIBRATION_TOKENS: usize = 32;
+
+/// The embedding table as the embedding graph holds it, for the calibration's own tokens.
+pub(crate) struct Embeddings {
+    table: burn::tensor::Tensor<{ crate::interpret::RANK }>,
+    hidden: usize,
+}
+
+impl Embeddings {
+    fn of(g: &Graph, interp: &Interpreter) -> Result<Self> {
+        let gather = g.nodes().iter().find(|n| n.op_type == "Gather").context("the embedding graph has no Gather")?;
+        match interp.constant(&gather.input[0]) {
+            Some(Value::F(t, shape)) => Ok(Self { table: t.clone(), hidden: shape[1] }),
+            _ => bail!("the embedding graph's table is not a float constant"),
+        }
+    }
+
+    fn row(&self, id: usize, device: &Device) -> Value {
+        let r = crate::interpret::RANK;
+        let idx = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(vec![id as i64], [1]), device);
+        Value::F(self.table.clone().select(r - 2, idx), vec![1, 1, self.hidden])
+    }
+}
+
+/// The ranges of the step graphs on the calibration prompt's `embeds`: its full chunks
+/// through `prefill`, the rest and [`CALIBRATION_TOKENS`] greedy tokens through `decode`.
+fn calibrate_steps(
+    build: impl Fn(&str, usize) -> Result<Graph>,
+    opts: &ExportOptions,
+    mut host: Host,
+    embeds: &[Value],
+    table: &Embeddings,
+    device: &Device,
+) -> Result<Ranges> {
+    let mut ranges = Ranges::default();
+    let hidden = table.hidden;
+    let g = build("prefill", opts.prefill_len)?;
+    let interp = Interpreter::new(g.nodes(), g.initializers(), device)?;
+    let t = opts.prefill_len;
+    while host.position + t <= embeds.len() {
+        let feeds = host.feeds(concat_rows(embeds[host.position..host.position + t].to_vec(), hidden, device)?)?;
+        let outputs = ranges.run(&interp, feeds).context("calibrating prefill")?;
+        host.advance(&outputs, t)?;
+    }
+    drop(interp);
+    drop(g);
+    let g = build("decode", 1)?;
+    let interp = Interpreter::new(g.nodes(), g.initializers(), device)?;
+    let mut next = None;
+    for _ in 0..embeds.len() - host.position + CALIBRATION_TOKENS {
+        if host.position >= opts.context {
+            break;
+        }
+        let row = match embeds.get(host.position) {
+            Some(row) => row.clone(),
+            None => table.row(next.context("no token to continue from")?, device),
+        };
+        let mut outputs = ranges.run(&interp, host.feeds(row)?).context("calibrating decode")?;
+        host.advance(&outputs, 1)?;
+        let logits = outputs.remove("logits").context("no logits")?.to_vec()?;
+        next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+    }
+    Ok(ranges)
+}
+
 /// With `--reference-tokens`: the text-only reference generation, over two prefill chunks
 /// (the second over a filled state), then decode steps.
 pub(crate) fn language_reference(lm: &Lfm2ForCausalLM, out: &Path, opts: &ExportOptions) -> Result<()> {
     if opts.reference_tokens > 0 {
-        let n = 2 * opts.prefill_len + 3;
-        let prompt: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % lm.config.vocab_size) as u32).collect();
+        let prompt = text_prompt(lm, opts);
         let write = |file: &str| write_reference(lm, out, opts, file, &prompt, lm.embed_ids(&prompt), Vec::new());
         references(lm, opts, write)?;
     }
@@ -317,33 +483,38 @@ pub fn export_vlm(model: &VisionLanguageModel, out: &Path, opts: &ExportOptions)
         check_against(file, model)?;
     }
     let language = ExportOptions { reference_tokens: 0, ..opts.clone() };
-    let mut manifest = export_language(&model.language, "language.", out, &language)?;
     let s = model.config.encoder.image_size();
     let tokens = model.config.tokens_per_image(s, s);
+    let (pattern, prompt) = vlm_reference_inputs(model, opts, s, tokens);
+    let device = model.language.device();
+    // The vision graph first: its features go into the language graphs' calibration prompt.
+    let mut features = Vec::new();
+    let mut calibrate = |g: &Graph| -> Result<Ranges> {
+        let interp = Interpreter::new(g.nodes(), g.initializers(), &device)?;
+        let mut ranges = Ranges::default();
+        let feeds = HashMap::from([("pixels".to_string(), Value::float(pattern.clone(), &[1, 3, s, s], &device))]);
+        ranges.run(&interp, feeds)?;
+        // The language graphs are calibrated on the features the quantized encoder gives, as
+        // the device's encoder would give them.
+        let encodings =
+            opts.quantization.as_ref().context("calibrating a float export")?.activation_encodings(model)?;
+        let pixels = Tensor::<4>::from_data(TensorData::new(pattern.clone(), [1, 3, s, s]), &device);
+        let quantized = quantize_with(encodings, || model.image_features(pixels));
+        features = quantized.into_data().try_into_vec_as::<f32>().expect("f32 features");
+        Ok(ranges)
+    };
     let doc = "AutoNeural vision encoder and connector";
-    let entry = write_forms(out, "vision_encoder", doc, opts, |b| vision_graph(model, b))?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let entry = write_forms(out, "vision_encoder", doc, opts, |b| vision_graph(model, b), &mut calibrate)?;
+    let calibration = CalibrationPrompt { ids: prompt.clone(), image: Some((model.config.image_token_id, features)) };
+    let mut manifest = export_language_on(&model.language, "language.", out, &language, calibration)?;
     manifest.graphs.insert("vision_encoder".into(), entry);
     manifest.vision =
         Some(VisionEntry { image_size: s, tokens_per_image: tokens, image_token_id: model.config.image_token_id });
     if opts.reference_tokens > 0 {
         let write = |file: &str| -> Result<()> {
-            // A smooth test pattern in [0, 1]; two text tokens, the image, then text up to a full
-            // prefill chunk and three more positions.
-            let device = model.language.device();
-            let pattern: Vec<f32> = (0..3 * s * s).map(|i| 0.5 + 0.5 * (i as f32 * 0.0123).sin()).collect();
             let pixels = Tensor::<4>::from_data(TensorData::new(pattern.clone(), [1, 3, s, s]), &device);
             let features = model.image_features(pixels);
-            let vocab = model.language.config.vocab_size;
-            let n = (opts.prefill_len + 3).max(tokens + 5);
-            // Text ids that are never the image token (whose count must match the features).
-            let image = model.config.image_token_id;
-            let text = |i: usize| match ((i * 7919 + 13) % vocab) as u32 {
-                id if id == image => (id + 1) % vocab as u32,
-                id => id,
-            };
-            let mut prompt: Vec<u32> = vec![text(0), text(1)];
-            prompt.extend(std::iter::repeat_n(image, tokens));
-            prompt.extend((prompt.len()..n).map(text));
             let embeds =
                 model.merge(&prompt, Some(features.clone().reshape([tokens, model.language.config.hidden_size])))?;
             let f = features.into_data().try_into_vec_as::<f32>().expect("f32 features");
@@ -368,6 +539,30 @@ pub fn export_vlm(model: &VisionLanguageModel, out: &Path, opts: &ExportOptions)
     }
     write_manifest(&manifest, out)?;
     Ok(manifest)
+}
+
+/// The VLM's reference (and calibration) inputs: a smooth test pattern in [0, 1] at the
+/// encoder's size, and a prompt of two text tokens, the image, then text up to a full
+/// prefill chunk and three more positions (text ids are never the image token, whose count
+/// must match the features).
+fn vlm_reference_inputs(
+    model: &VisionLanguageModel,
+    opts: &ExportOptions,
+    s: usize,
+    tokens: usize,
+) -> (Vec<f32>, Vec<u32>) {
+    let pattern: Vec<f32> = (0..3 * s * s).map(|i| 0.5 + 0.5 * (i as f32 * 0.0123).sin()).collect();
+    let vocab = model.language.config.vocab_size;
+    let n = (opts.prefill_len + 3).max(tokens + 5);
+    let image = model.config.image_token_id;
+    let text = |i: usize| match ((i * 7919 + 13) % vocab) as u32 {
+        id if id == image => (id + 1) % vocab as u32,
+        id => id,
+    };
+    let mut prompt: Vec<u32> = vec![text(0), text(1)];
+    prompt.extend(std::iter::repeat_n(image, tokens));
+    prompt.extend((prompt.len()..n).map(text));
+    (pattern, prompt)
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

@@ -216,6 +216,31 @@ impl Graph {
         format!("{what}_{}", self.next)
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn nodes(&self) -> &[NodeProto] {
+        &self.nodes
+    }
+    pub fn initializers(&self) -> &[TensorProto] {
+        &self.initializers
+    }
+
+    /// A node named `name` with one output of the same name. Unlike [`Graph::op`] it takes no
+    /// number from the counter, so a QDQ graph's own nodes leave every other node named as
+    /// in the float graph built beside it (the encodings name tensors of both).
+    pub fn op_named(&mut self, name: &str, op_type: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
+        self.nodes.push(NodeProto {
+            op_type: op_type.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.into()],
+            name: name.into(),
+            attribute: attrs.into_iter().map(|(k, v)| attribute(k, v)).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
     /// A node with one output, named after its op and a counter.
     pub fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
         self.op_n(op_type, inputs, attrs, 1).pop().expect("one output")
@@ -279,13 +304,12 @@ impl Graph {
         self.mul(&normed, weight)
     }
 
-    /// The graph's AIMET encodings file in `version`. An activation encoding on the output
-    /// of a data-movement op (Transpose, Reshape, ...) is moved to that op's input, through
-    /// a chain of them, while the input feeds nothing else: AIMET places no quantizer on a
-    /// data-movement output (such ops preserve the grid), and per-tensor quantization
-    /// commutes with moving the elements, so the QDQ graph, which quantizes after the move,
-    /// computes the same values.
-    pub fn aimet_file(&mut self, version: crate::qdq::EncodingsVersion) -> anyhow::Result<serde_json::Value> {
+    /// Moves each activation encoding on the output of a data-movement op (Transpose,
+    /// Reshape, ...) to that op's input, through a chain of them, while the input feeds
+    /// nothing else: AIMET places no quantizer on a data-movement output (such ops preserve
+    /// the grid), and per-tensor quantization commutes with moving the elements, so the
+    /// values are the same. Moving twice moves nothing more.
+    pub fn hoist_activations(&mut self) {
         const MOVES: [&str; 6] = ["Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"];
         let mut consumers: HashMap<&str, usize> = HashMap::new();
         for n in &self.nodes {
@@ -313,14 +337,85 @@ impl Graph {
             }
         }
         for (from, to) in moves {
-            for map in [&mut self.aimet.activations, &mut self.aimet.v2] {
-                if let Some(mut e) = map.remove(&from) {
-                    e["name"] = serde_json::json!(to);
-                    map.insert(to.clone(), e);
+            if let Some(e) = self.aimet.activations.remove(&from) {
+                self.aimet.activations.insert(to, e);
+            }
+        }
+    }
+
+    /// The graph's AIMET encodings file in `version` (activations hoisted first, see
+    /// [`Graph::hoist_activations`]).
+    pub fn aimet_file(&mut self, version: crate::qdq::EncodingsVersion) -> anyhow::Result<serde_json::Value> {
+        self.hoist_activations();
+        self.aimet.to_json(version)
+    }
+
+    /// Puts every tensor that has an activation encoding in `encodings` (by name, as in the
+    /// float graph built beside this one) through QuantizeLinear / DequantizeLinear, right
+    /// after the node that writes it (graph inputs and constants first), for all its readers.
+    pub fn quantize_activations(
+        &mut self,
+        encodings: &std::collections::BTreeMap<String, autoneural_model::quant::Encoding>,
+    ) {
+        let outputs: std::collections::HashSet<String> = self.outputs.iter().map(|o| o.name.clone()).collect();
+        let mut renamed: HashMap<String, String> = HashMap::new();
+        let mut pending: Vec<NodeProto> = Vec::new();
+        let qdq_nodes = |g: &mut Graph, t: &str, renamed: &mut HashMap<String, String>| -> Vec<NodeProto> {
+            let enc = &encodings[t];
+            let (scale, zp) = qdq::activation_parameters(g, t, enc);
+            // A graph output keeps its name on the dequantized values.
+            let (source, result) = if outputs.contains(t) {
+                (format!("{t}.float"), t.to_string())
+            } else {
+                let r = format!("{t}.dequantized");
+                renamed.insert(t.to_string(), r.clone());
+                (t.to_string(), r)
+            };
+            let q = format!("{t}.quantized");
+            let node = |op: &str, input: Vec<String>, output: &str| NodeProto {
+                op_type: op.into(),
+                input,
+                output: vec![output.into()],
+                name: format!("{output}/{op}"),
+                ..Default::default()
+            };
+            vec![
+                node("QuantizeLinear", vec![source.clone(), scale.clone(), zp.clone()], &q),
+                node("DequantizeLinear", vec![q.clone(), scale, zp], &result),
+            ]
+        };
+        let sources: Vec<String> = self
+            .inputs
+            .iter()
+            .map(|i| i.name.clone())
+            .chain(self.initializers.iter().map(|t| t.name.clone()))
+            .filter(|n| encodings.contains_key(n))
+            .collect();
+        for t in sources {
+            pending.extend(qdq_nodes(self, &t, &mut renamed));
+        }
+        let nodes = std::mem::take(&mut self.nodes);
+        for mut n in nodes {
+            let written: Vec<String> = n.output.iter().filter(|o| encodings.contains_key(*o)).cloned().collect();
+            for o in n.output.iter_mut() {
+                if written.contains(o) && outputs.contains(o.as_str()) {
+                    *o = format!("{o}.float");
+                }
+            }
+            pending.push(n);
+            for t in written {
+                pending.extend(qdq_nodes(self, &t, &mut renamed));
+            }
+        }
+        // Readers take the dequantized values (the QuantizeLinear nodes keep the originals).
+        for n in pending.iter_mut().filter(|n| n.op_type != "QuantizeLinear" || !n.output[0].ends_with(".quantized")) {
+            for i in n.input.iter_mut() {
+                if let Some(r) = renamed.get(i.as_str()) {
+                    *i = r.clone();
                 }
             }
         }
-        self.aimet.to_json(version)
+        self.nodes = pending;
     }
 
     /// The model: this graph at [`OPSET`], with its producer recorded.

@@ -5,10 +5,13 @@
 //! checkpoints as QDQ graphs and AIMET encodings ([`qdq`]), `manifest.json`, and reference
 //! generations for `scripts/verify_onnx.py`.
 
+pub mod calibrate;
 pub mod export;
 pub mod genie;
 pub mod graph;
+pub mod interpret;
 pub mod lm;
+pub mod placement;
 pub mod qdq;
 pub mod vision;
 

@@ -96,7 +96,7 @@ pub(crate) fn rope(g: &mut Graph, x: &str, cos: &str, sin: &str, hd: i64) -> Str
 
 /// How a graph's attention layers take and give their cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KvLayout {
+pub enum KvLayout {
     /// `past_key_L` / `past_value_L` `[1, kv_heads, cache, head_dim]`.
     Plain,
     /// The Genie / AI Hub layout ([`crate::genie`]): keys transposed, `past_key_L` `[1,
@@ -263,10 +263,19 @@ fn embedding_table(g: &mut Graph, lm: &Lfm2ForCausalLM, prefix: &str) -> String 
     qdq::weight(g, &format!("{prefix}model.embed_tokens.weight"), &[c.vocab_size, c.hidden_size], &table, Layout::Torch)
 }
 
-/// `input_ids [1, t]` (a graph input) -> the token embeddings `[1, t, hidden]`.
+/// `input_ids [1, t]` (a graph input) -> the token embeddings `[1, t, hidden]`. A quantized
+/// table is stored already on its weight grid, as float values, in every form: AIMET and
+/// QNN take a Gather's table as an activation (one per-tensor encoding at the activation
+/// bit-width, which [`crate::calibrate`] adds), never as a weight.
 pub(crate) fn embeddings(g: &mut Graph, lm: &Lfm2ForCausalLM, t: usize, prefix: &str) -> String {
+    let c = &lm.config;
     let ids = g.input("input_ids", DType::Int64, &[1, t]);
-    let table = embedding_table(g, lm, prefix);
+    let key = format!("{prefix}model.embed_tokens.weight");
+    let mut table = values(lm.model.embed_tokens.weight.val());
+    if let Some(enc) = g.quantization.as_ref().and_then(|q| q.weights.get(&key)) {
+        table = enc.fake_quant(&table);
+    }
+    let table = g.weight(&key, &[c.vocab_size, c.hidden_size], &table);
     g.op("Gather", &[&table, &ids], vec![("axis", Attr::Int(0))])
 }
 

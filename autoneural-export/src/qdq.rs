@@ -76,15 +76,33 @@ impl std::str::FromStr for EncodingsVersion {
     }
 }
 
-/// AIMET encodings of one graph, by tensor name, in both file versions (an entry that has
-/// no 2.0.0 form says why in `v2_refused`).
+/// AIMET encodings of one graph, by tensor name: weights in both file versions (an entry
+/// that has no 2.0.0 form says why in `v2_refused`), activations as encodings (written in
+/// either version, and applied by the QDQ graph).
 #[derive(Debug, Default)]
 pub struct Aimet {
     pub params: BTreeMap<String, Value>,
-    pub activations: BTreeMap<String, Value>,
-    /// 2.0.0 entries (weights and activations in one list, as the format has them).
+    pub activations: BTreeMap<String, Encoding>,
+    /// 2.0.0 weight entries.
     pub v2: BTreeMap<String, Value>,
     pub v2_refused: Vec<String>,
+}
+
+/// The 1.0.0 entry of activation `name`.
+fn activation_v1(name: &str, enc: &Encoding) -> Value {
+    json!({
+        "name": name, "dtype": "INT", "enc_type": "PER_TENSOR", "bw": enc.grid.bits, "is_sym": enc.grid.signed,
+        "scale": [enc.scales[0]], "offset": [aimet_offset(enc, enc.zero_points[0])],
+    })
+}
+
+/// The 2.0.0 entry of activation `name`.
+fn activation_v2(name: &str, enc: &Encoding) -> Value {
+    let mut v2 = json!({ "name": name, "output_dtype": output_dtype(enc), "y_scale": enc.scales[0] });
+    if enc.zero_points[0] != 0.0 {
+        v2["y_zero_point"] = json!(enc.zero_points[0] as i64);
+    }
+    v2
 }
 
 impl Aimet {
@@ -93,7 +111,7 @@ impl Aimet {
         Ok(match version {
             EncodingsVersion::V1 => json!({
                 "version": "1.0.0",
-                "activation_encodings": self.activations.values().collect::<Vec<_>>(),
+                "activation_encodings": self.activations.iter().map(|(n, e)| activation_v1(n, e)).collect::<Vec<_>>(),
                 "param_encodings": self.params.values().collect::<Vec<_>>(),
                 "excluded_layers": [],
                 "quantizer_args": { "producer": "autoneural" },
@@ -105,7 +123,15 @@ impl Aimet {
                 json!({
                     "version": "2.0.0",
                     "producer": { "package": "autoneural", "version": env!("CARGO_PKG_VERSION") },
-                    "encodings": self.v2.values().collect::<Vec<_>>(),
+                    // Weights and activations in one list, by name, as the format has them.
+                    "encodings": self
+                        .v2
+                        .clone()
+                        .into_iter()
+                        .chain(self.activations.iter().map(|(n, e)| (n.clone(), activation_v2(n, e))))
+                        .collect::<BTreeMap<_, _>>()
+                        .into_values()
+                        .collect::<Vec<_>>(),
                 })
             }
         })
@@ -114,9 +140,9 @@ impl Aimet {
     /// AIMET's QuantSim configuration for these encodings: weights symmetric, per channel
     /// when most of the graph's weight encodings are (per channel, per block or LPBQ), else
     /// per tensor; biases and batch-norm parameters float, as our quantization leaves them.
-    /// AIMET's own placement of activation quantizers (every op output, every model input)
-    /// cannot be narrowed by a configuration (it refuses `is_output_quantized: False` as a
-    /// default and `is_input_quantized: False` anywhere), so it is left as AIMET's.
+    /// Activation quantizers are placed as AIMET places them (every model input and op
+    /// output, less what the supergroup passes fuse, as Qualcomm's HTP configurations
+    /// have them), and the encodings cover each ([`crate::placement`]).
     pub fn quantsim_config(&self) -> Value {
         let channelled = self.params.values().filter(|e| e["enc_type"] != "PER_TENSOR").count();
         let per_channel = if 2 * channelled > self.params.len() { "True" } else { "False" };
@@ -134,6 +160,9 @@ impl Aimet {
                     "params": { "weight": off, "bias": off, "running_mean": off, "running_var": off }
                 }
             },
+            // As Qualcomm's HTP configurations: QNN fuses a written-out RMS norm and a
+            // MatMul + bias Add into one op each, with no quantizer inside.
+            "supergroup_pass_list": ["RMSNormalization", "MatmulAdd"],
             "supergroups": [],
             "model_input": { "is_input_quantized": "True" },
             "model_output": {},
@@ -384,40 +413,30 @@ pub fn weight(g: &mut Graph, key: &str, shape: &[usize], values: &[f32], layout:
             let scale = g.weight(&format!("{key}.scale"), &scale_shape, &scales);
             let zeros = vec![0; scales.len()];
             let zp = int_initializer(g, &format!("{key}.zero_point"), &scale_shape, &zeros, dtype);
-            g.op("DequantizeLinear", &[&q_name, &scale, &zp], attrs)
+            g.op_named(&format!("{key}.dq"), "DequantizeLinear", &[&q_name, &scale, &zp], attrs)
         }
     }
 }
 
-/// The input `x` of the op whose weight is `key` (or the cache entry `key`), fake-quantized
-/// as the graph's form wants it.
+/// The input `x` of the op whose weight is `key` (or the cache entry `key`): its encoding is
+/// recorded by the name of `x` (in both forms; a QDQ graph puts every recorded tensor, and
+/// the ones [`crate::calibrate`] adds, through QuantizeLinear / DequantizeLinear once built:
+/// [`Graph::quantize_activations`]).
 pub fn activation(g: &mut Graph, key: &str, x: &str) -> String {
-    let Some(q) = g.quantization.clone() else { return x.into() };
-    let Some(enc) = q.activations.get(key) else { return x.into() };
-    let (scale, zero_point) = (enc.scales[0], enc.zero_points[0]);
-    match q.form {
-        Form::Encodings => {
-            let e = json!({
-                "name": x, "dtype": "INT", "enc_type": "PER_TENSOR", "bw": enc.grid.bits, "is_sym": false,
-                "scale": [scale], "offset": [aimet_offset(enc, zero_point)],
-            });
-            g.aimet.activations.insert(x.into(), e);
-            let mut v2 = json!({ "name": x, "output_dtype": output_dtype(enc), "y_scale": scale });
-            if zero_point != 0.0 {
-                v2["y_zero_point"] = json!(zero_point as i64);
-            }
-            g.aimet.v2.insert(x.into(), v2);
-            x.into()
-        }
-        Form::Qdq => {
-            let dtype = int_type(enc.grid.bits, enc.grid.signed);
-            // One op reads each weight's input, so each key is quantized once per graph.
-            let s = g.weight(&format!("{key}.input_scale"), &[], &[scale]);
-            let zp = int_initializer(g, &format!("{key}.input_zero_point"), &[], &[zero_point as i32], dtype);
-            let qx = g.op("QuantizeLinear", &[x, &s, &zp], vec![]);
-            g.op("DequantizeLinear", &[&qx, &s, &zp], vec![])
-        }
+    if let Some(enc) = g.quantization.as_ref().and_then(|q| q.activations.get(key)) {
+        let enc = enc.clone();
+        g.aimet.activations.insert(x.into(), enc);
     }
+    x.into()
+}
+
+/// The scale and zero-point initializers of activation `name`'s QuantizeLinear /
+/// DequantizeLinear pair (uint8/uint16, asymmetric).
+pub fn activation_parameters(g: &mut Graph, name: &str, enc: &Encoding) -> (String, String) {
+    let dtype = int_type(enc.grid.bits, enc.grid.signed);
+    let s = g.weight(&format!("{name}.act_scale"), &[], &[enc.scales[0]]);
+    let zp = int_initializer(g, &format!("{name}.act_zero_point"), &[], &[enc.zero_points[0] as i32], dtype);
+    (s, zp)
 }
 
 #[cfg(test)]

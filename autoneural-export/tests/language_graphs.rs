@@ -77,3 +77,40 @@ fn bad_shapes_are_clear_errors() {
     let err = export_language(&lm, "", out.path(), &opts).unwrap_err().to_string();
     assert!(err.contains("reference needs 15 positions"), "{err}");
 }
+
+/// The exporter's own interpreter (which calibrates the quantizers Qualcomm's tools add)
+/// computes what the Burn model does: the hybrid fixture's prefill graph, driven by the
+/// calibration host over two chunks (the second over a filled state), gives the Burn
+/// model's logits.
+#[test]
+fn the_interpreter_runs_the_step_graph_as_the_burn_model() {
+    use autoneural_export::calibrate::{Host, Ranges};
+    use autoneural_export::graph::Build;
+    use autoneural_export::interpret::{Interpreter, Value};
+    use autoneural_export::lm::step_graph;
+    use autoneural_model::text::Logits;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lfm2/hybrid-hub-bf16");
+    let device = Device::flex();
+    let lm = load_lfm2(&dir, &device).unwrap();
+    let (t, context, d) = (4, 16, lm.config.hidden_size);
+    let g = step_graph(&lm, "prefill", t, context, "", &Build::default()).unwrap();
+    let interp = Interpreter::new(g.nodes(), g.initializers(), &device).unwrap();
+    let state = autoneural_export::export::state_entries(&lm, context, autoneural_export::lm::KvLayout::Plain);
+    let mut host = Host::new(context, state, None, &device);
+    let ids: Vec<u32> = (0..2 * t as u32).map(|i| (i * 37 + 5) % lm.config.vocab_size as u32).collect();
+    let embeds = lm.embed_ids(&ids);
+    let mut burn_state = lm.new_state(1, context, &device);
+    let mut ranges = Ranges::default();
+    for chunk in 0..2 {
+        let rows = embeds.clone().slice([0..1, chunk * t..(chunk + 1) * t, 0..d]);
+        let want = lm.logits(lm.hidden_states(rows.clone(), Some(&mut burn_state)), Logits::All);
+        let want: Vec<f32> = want.into_data().try_into_vec_as().unwrap();
+        let rows = Value::float(rows.into_data().try_into_vec_as().unwrap(), &[1, t, d], &device);
+        let mut outputs = ranges.run(&interp, host.feeds(rows).unwrap()).unwrap();
+        host.advance(&outputs, t).unwrap();
+        let got = outputs.remove("logits").unwrap().to_vec().unwrap();
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt()
+            / want.iter().map(|b| b * b).sum::<f32>().sqrt();
+        assert!(err < 1e-5, "chunk {chunk}: logits {err:.2e} from the Burn model's");
+    }
+}

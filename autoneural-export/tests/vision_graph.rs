@@ -214,7 +214,15 @@ fn a_quantized_vlm_exports_qdq_graphs_and_aimet_encodings() {
         let aimet: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.path().join(enc)).unwrap()).unwrap();
         assert_eq!(aimet["version"], "1.0.0", "{name}");
-        assert!(!aimet["param_encodings"].as_array().unwrap().is_empty(), "{name}");
+        if name == "embed_tokens" {
+            // A Gather's table is an activation to AIMET and QNN: on its weight grid, with a
+            // 16-bit activation encoding.
+            assert!(aimet["param_encodings"].as_array().unwrap().is_empty());
+            let acts = aimet["activation_encodings"].as_array().unwrap();
+            assert!(acts.iter().any(|e| e["name"] == "language.model.embed_tokens.weight" && e["bw"] == 16));
+        } else {
+            assert!(!aimet["param_encodings"].as_array().unwrap().is_empty(), "{name}");
+        }
         assert!(out.path().join(qdq).is_file());
     }
     let dec: serde_json::Value =
@@ -273,10 +281,13 @@ fn encodings_agree(name: &str, v1: &std::path::Path, v2: &std::path::Path) {
     let (mut lpbq, mut n) = (0, 0);
     for e1 in v1["activation_encodings"].as_array().unwrap() {
         let e2 = by_name[e1["name"].as_str().unwrap()];
-        assert_eq!(e2["output_dtype"], format!("uint{}", e1["bw"]), "{name}");
+        // Symmetric activations (HTP's 16-bit second MatMul input) are signed, zero point 0.
+        let signed = e1["is_sym"] == true;
+        assert_eq!(e2["output_dtype"], format!("{}int{}", if signed { "" } else { "u" }, e1["bw"]), "{name}");
         assert_eq!(floats(&e2["y_scale"]), floats(&e1["scale"]), "{name}");
         let zp = e2.get("y_zero_point").map_or(0.0, |z| z.as_f64().unwrap());
-        assert_eq!(zp, -floats(&e1["offset"])[0], "{name}: {}", e1["name"]);
+        let shift = if signed { f64::from(1u32 << (e1["bw"].as_u64().unwrap() - 1)) } else { 0.0 };
+        assert_eq!(zp, -floats(&e1["offset"])[0] - shift, "{name}: {}", e1["name"]);
         n += 1;
     }
     for e1 in v1["param_encodings"].as_array().unwrap() {
