@@ -72,6 +72,31 @@ def lpbq(sim, model, enc):
     )
 
 
+def mixed(sim, enc):
+    """A mixed policy's quantizers at the file's bit-widths (8-bit KV caches, an 8-bit head
+    in a 4-bit model), set quantizer by quantizer before loading as a deployment engineer sets
+    mixed precision (as AIMET's `flip_layers_to_higher_precision` does), then AIMET's
+    hardware exception rules applied again. A QuantSim is built at one weight type and one
+    activation type; a configuration file cannot say this either."""
+    from aimet_onnx import qtype
+
+    if enc["version"].startswith("2"):
+        entries = {e["name"]: (int(e["output_dtype"].lstrip("u").removeprefix("int")), e["output_dtype"].startswith("int")) for e in enc["encodings"]}
+    else:
+        entries = {e["name"]: (e["bw"], e["is_sym"]) for e in enc["activation_encodings"] + enc["param_encodings"]}
+    changed = 0
+    for name, (bw, sym) in entries.items():
+        q = sim.qc_quantize_op_dict.get(name)
+        if q is None or not q.enabled or q.bitwidth == bw:
+            continue
+        q.set_precision(qtype.as_qtype(f"int{bw}"))
+        q.use_symmetric_encodings = bool(sym)
+        changed += 1
+    if changed:
+        sim._apply_exception_rules()  # pylint: disable=protected-access
+    return changed
+
+
 def simulate(root, name, entry):
     """AIMET's QuantSim of graph `name` with our encodings loaded: (sim, mismatches)."""
     from aimet_onnx.quantsim import QuantizationSimModel, load_encodings_to_sim
@@ -88,6 +113,7 @@ def simulate(root, name, entry):
         config_file=config if os.path.exists(config) else None,
     )
     lpbq(sim, model, enc)
+    mixed(sim, enc)
     mismatches = load_encodings_to_sim(sim, path, strict=False)
     return sim, mismatches or []
 

@@ -46,14 +46,25 @@ impl Ranges {
         self.add(name, min_max(t));
     }
 
-    /// Runs `interp` on `feeds`, observing the feeds and every float tensor a node writes.
+    /// Runs `interp` on `feeds`, observing the feeds and every float tensor a node writes. A
+    /// value that is not finite is an error naming its tensor (a range would ignore it).
     pub fn run(&mut self, interp: &Interpreter, feeds: HashMap<String, Value>) -> Result<HashMap<String, Value>> {
         for (name, v) in &feeds {
             if let Value::F(t, _) = v {
                 self.observe(name, t);
             }
         }
-        interp.run(feeds, &mut |name, t| self.observe(name, t))
+        let mut bad = None;
+        let values = interp.run(feeds, &mut |name, t| {
+            if bad.is_none() && !t.clone().is_finite().all().into_scalar::<bool>() {
+                bad = Some(name.to_string());
+            }
+            self.observe(name, t)
+        })?;
+        if let Some(name) = bad {
+            bail!("calibration: tensor {name} holds values that are not finite");
+        }
+        Ok(values)
     }
 }
 

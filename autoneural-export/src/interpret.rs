@@ -217,8 +217,11 @@ impl<'g> Interpreter<'g> {
                     "Identity" => a,
                     _ => match attr_s(n, "approximate", "none").as_str() {
                         "tanh" => {
-                            let inner = (a.clone() + a.clone().powf_scalar(3.0) * 0.044715)
-                                * (2.0f32 / std::f32::consts::PI).sqrt();
+                            // tanh saturates to +-1 in f32 past |10|; clamping first keeps its
+                            // exponentials finite (unclamped, large inputs gave NaN).
+                            let inner = ((a.clone() + a.clone().powf_scalar(3.0) * 0.044715)
+                                * (2.0f32 / std::f32::consts::PI).sqrt())
+                            .clamp(-10.0, 10.0);
                             a * (inner.tanh() + 1.0) * 0.5
                         }
                         _ => burn::tensor::activation::gelu(a),
@@ -513,6 +516,31 @@ impl<'g> Interpreter<'g> {
                 one(y.reshape(padded(&shape)), shape)
             }
             other => bail!("op {other} is not interpreted"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Attr, DType, Graph};
+
+    /// The tanh GELU against its formula in f64, large inputs included (they once gave NaN,
+    /// and NaN-blind ranges with them).
+    #[test]
+    fn tanh_gelu_is_finite_and_exact() {
+        let mut g = Graph::new("t");
+        let x = g.input("x", DType::Float32, &[1, 6]);
+        let y = g.op("Gelu", &[&x], vec![("approximate", Attr::Str("tanh".into()))]);
+        g.output(&y, "y", DType::Float32, &[1, 6]);
+        let device = Device::flex();
+        let interp = Interpreter::new(g.nodes(), g.initializers(), &device).unwrap();
+        let xs = [-40.0f32, -3.0, -0.5, 0.25, 13.5, 90.0];
+        let feeds = HashMap::from([("x".to_string(), Value::float(xs.to_vec(), &[1, 6], &device))]);
+        let out = interp.run(feeds, &mut |_, _| {}).unwrap()["y"].to_vec().unwrap();
+        for (x, y) in xs.iter().map(|&x| f64::from(x)).zip(out) {
+            let want = 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+            assert!((f64::from(y) - want).abs() <= 1e-5 * want.abs().max(1.0), "gelu({x}) = {y}, want {want}");
         }
     }
 }

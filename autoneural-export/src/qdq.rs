@@ -152,13 +152,20 @@ impl Aimet {
                 "ops": { "is_output_quantized": "True" },
                 "params": { "is_quantized": "True", "is_symmetric": "True" },
                 "strict_symmetric": "False",
-                "per_channel_quantization": per_channel,
+                // Per channel only where weights are (as HTP's configurations): a default
+                // would also give a norm's weight, which AIMET quantizes as an activation of
+                // its Mul, one scale per channel.
+                "per_channel_quantization": "False",
             },
             "params": { "bias": off },
             "op_type": {
                 "BatchNormalization": {
                     "params": { "weight": off, "bias": off, "running_mean": off, "running_var": off }
-                }
+                },
+                "Conv": { "per_channel_quantization": per_channel },
+                "ConvTranspose": { "per_channel_quantization": per_channel },
+                "Gemm": { "per_channel_quantization": per_channel },
+                "MatMul": { "per_channel_quantization": per_channel },
             },
             // As Qualcomm's HTP configurations: QNN fuses a written-out RMS norm and a
             // MatMul + bias Add into one op each, with no quantizer inside.
