@@ -9,15 +9,16 @@ export wrote one, else AIMET's default placement), loads the encodings, and repo
 - the quantizers whose placement or settings differ between AIMET and the file, by kind
   (`enabled`: a quantizer one side has and the other not; `enc_type`: per tensor against
   per channel; `bitwidth`, `is_symmetric`, ...);
-- how far AIMET's simulated output lands from our QDQ graph's, against how far the QDQ
-  graph lands from the float one (the quantization error itself), on the reference's
-  inputs.
+- how far the model AIMET exports for deployment from that QuantSim (`to_onnx_qdq`, run
+  in onnxruntime) lands from our QDQ graph's, and how far AIMET's own simulation does,
+  against how far the QDQ graph lands from the float one (the quantization error itself),
+  on the reference's inputs.
 
     pip install aimet-onnx onnx onnxruntime safetensors numpy
     python scripts/verify_aimet.py EXPORT_DIR [--strict]
 
-With --strict it exits 1 unless AIMET loads the file with `strict=True` (no mismatch) and
-reproduces the QDQ graph within --tol (1e-3) relative. Not run in CI (AIMET pulls in torch);
+With --strict it loads with `strict=True` and exits 1 unless every file loads (no mismatch)
+and AIMET's QDQ export reproduces our QDQ graph within --tol (1e-3) relative. Not run in CI (AIMET pulls in torch);
 the measurements are in docs/deployment.md.
 """
 
@@ -29,6 +30,7 @@ import sys
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,26 +52,36 @@ def bits(enc, model):
     return common([b for p, b in entries if p]), common([b for p, b in entries if not p])
 
 
-def lpbq(sim, model, enc):
-    """Sets the QuantSim's quantizers of the weights a 2.0.0 file gives as LPBQ to LPBQ, as
-    a deployment engineer does (`set_grouped_blockwise_quantization_for_weights`): a
-    configuration file cannot say it."""
-    from aimet_onnx.quantsim import set_grouped_blockwise_quantization_for_weights
+def blocks(sim, model, enc):
+    """Sets the QuantSim's quantizers of the weights the file gives per block as a deployment
+    engineer does (a configuration file cannot say it): LPBQ for a 2.0.0 file's
+    `per_block_int_scale` weights (`set_grouped_blockwise_quantization_for_weights`), plain
+    blockwise for a 1.0.0 file's `PER_BLOCK` weights (`set_blockwise_quantization_for_weights`:
+    1.0.0 lists LPBQ's effective block scales, the same grid)."""
+    from aimet_onnx.quantsim import set_blockwise_quantization_for_weights, set_grouped_blockwise_quantization_for_weights
 
-    if not enc["version"].startswith("2"):
-        return
-    blocked = {e["name"]: e for e in enc["encodings"] if "per_block_int_scale" in e}
+    if enc["version"].startswith("2"):
+        blocked = {e["name"]: e for e in enc["encodings"] if "per_block_int_scale" in e}
+        bitwidth = lambda e: int(e["output_dtype"].removeprefix("int"))  # noqa: E731
+    else:
+        blocked = {e["name"]: e for e in enc["param_encodings"] if e["enc_type"] == "PER_BLOCK"}
+        bitwidth = lambda e: e["bw"]  # noqa: E731
     if not blocked:
         return
     first = next(iter(blocked.values()))
-    bitwidth = int(first["output_dtype"].removeprefix("int"))
     users = [n for n in model.graph.node if any(i in blocked for i in n.input)]
     types = tuple(sorted({n.op_type for n in users}))
     exclude = [n.name for n in model.graph.node if n.op_type in types and n not in users]
-    set_grouped_blockwise_quantization_for_weights(
-        sim, op_types=types, bitwidth=bitwidth, decompressed_bw=2 * bitwidth,
-        block_size=first["block_size"], nodes_to_exclude=exclude,
-    )
+    if enc["version"].startswith("2"):
+        set_grouped_blockwise_quantization_for_weights(
+            sim, op_types=types, bitwidth=bitwidth(first), decompressed_bw=2 * bitwidth(first),
+            block_size=first["block_size"], nodes_to_exclude=exclude,
+        )
+    else:
+        set_blockwise_quantization_for_weights(
+            sim, op_types=types, bitwidth=bitwidth(first), symmetric=True,
+            block_size=first["block_size"], nodes_to_exclude=exclude,
+        )
 
 
 def mixed(sim, enc):
@@ -97,8 +109,9 @@ def mixed(sim, enc):
     return changed
 
 
-def simulate(root, name, entry):
-    """AIMET's QuantSim of graph `name` with our encodings loaded: (sim, mismatches)."""
+def simulate(root, name, entry, strict=False):
+    """AIMET's QuantSim of graph `name` with our encodings loaded: (sim, mismatches). With
+    `strict`, AIMET's `load_encodings_to_sim(strict=True)` (which raises on any mismatch)."""
     from aimet_onnx.quantsim import QuantizationSimModel, load_encodings_to_sim
 
     config = os.path.join(root, entry.get("quantsim_config") or f"{name}.quantsim.json")
@@ -112,10 +125,17 @@ def simulate(root, name, entry):
         activation_type=f"int{act_bits}",
         config_file=config if os.path.exists(config) else None,
     )
-    lpbq(sim, model, enc)
+    blocks(sim, model, enc)
     mixed(sim, enc)
-    mismatches = load_encodings_to_sim(sim, path, strict=False)
+    mismatches = load_encodings_to_sim(sim, path, strict=strict)
     return sim, mismatches or []
+
+
+def plain_options():
+    """onnxruntime with graph optimisations off (the graph as written), as `session` runs."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return opts
 
 
 def kinds(mismatches):
@@ -160,7 +180,7 @@ def main():
         if not entry.get("encodings"):
             raise SystemExit(f"{name}: no encodings (export a quantized checkpoint)")
         try:
-            sim, mismatches = simulate(root, name, entry)
+            sim, mismatches = simulate(root, name, entry, strict=args.strict)
         except RuntimeError as e:
             print(f"{name}: AIMET does not load the encodings: {str(e).strip().splitlines()[0]}")
             failed = True
@@ -168,14 +188,20 @@ def main():
         float_graph = session(os.path.join(root, entry["file"]))
         outs = [o.name for o in float_graph.get_outputs()]
         first = outs.index("logits") if "logits" in outs else 0
-        aimet = sim.session.run(None, feeds)[first]
         qdq = session(os.path.join(root, entry["qdq"])).run(None, feeds)[first]
         float_ = float_graph.run(None, feeds)[first]
-        err, quant = rel_err(aimet, qdq), rel_err(qdq, float_)
+        # The model AIMET hands on for deployment: its QDQ export of the QuantSim with our
+        # encodings loaded, in onnxruntime as our QDQ graph runs.
+        exported = ort.InferenceSession(sim.to_onnx_qdq().SerializeToString(), plain_options())
+        deployed = exported.run(None, feeds)[first]
+        # AIMET's own simulation kernels round ties away from zero and compute near-ties
+        # differently from ONNX's QuantizeLinear (one step on some values): measured, not gated.
+        simulated = sim.session.run(None, feeds)[first]
+        err, sim_err, quant = rel_err(deployed, qdq), rel_err(simulated, qdq), rel_err(qdq, float_)
         summary = ", ".join(f"{c} {k}" for k, c in kinds(mismatches).most_common())
         print(
-            f"{name}: {len(mismatches)} quantizers differ ({summary or 'none'}); AIMET's output is {err:.2e} "
-            f"relative from our QDQ graph's, whose quantization error is {quant:.2e}"
+            f"{name}: {len(mismatches)} quantizers differ ({summary or 'none'}); AIMET's QDQ export is {err:.2e} "
+            f"relative from our QDQ graph's (its simulation {sim_err:.2e}), whose quantization error is {quant:.2e}"
         )
         if mismatches or err > args.tol:
             failed = True
