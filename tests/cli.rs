@@ -424,11 +424,23 @@ max_new_tokens = 4
     let onnx_s = onnx_dir.to_str().unwrap();
     let args = ["export", "--model", qdir.to_str().unwrap(), "--out", onnx_s, "--prefill-len", "8", "--context", "64"];
     let out = autoneural(&[&args[..], &["--reference-tokens", "4"]].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Without --calib the quantizers Qualcomm's tools add are calibrated on the reference
+    // inputs only, and the export says so.
+    assert!(out.status.success() && err.contains("give --calib"), "{err}");
     for file in ["vision_encoder.qdq.onnx", "decode.qdq.onnx", "decode.encodings", "reference.qdq.safetensors"] {
         assert!(onnx_dir.join(file).is_file(), "{file}");
     }
     verify_onnx(onnx_s, "QDQ generation with the image");
+    // With --calib, on conversations too (images and text through every graph).
+    let cal_dir = tmp.path().join("onnx-w8a16-calib");
+    let cal_s = cal_dir.to_str().unwrap();
+    let args_c = ["export", "--model", qdir.to_str().unwrap(), "--out", cal_s, "--prefill-len", "8", "--context", "64"];
+    let calib_c = ["--calib", test_file.to_str().unwrap(), "--samples", "2", "--reference-tokens", "3"];
+    let out = autoneural(&[&args_c[..], &calib_c[..]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("give --calib"), "{err}");
+    verify_onnx(cal_s, "QDQ generation with the image");
     // The same quantized VLM in the Genie layout (2.0.0 encodings per part graph): its parts
     // chain to the Burn model's tokens on the reference's image features.
     let genie_dir = tmp.path().join("onnx-genie");
@@ -545,9 +557,12 @@ fn export_writes_graphs_that_onnxruntime_runs_like_the_burn_model() {
     for file in ["embed_tokens.onnx", "prefill.onnx", "decode.onnx", "manifest.json", "reference.safetensors"] {
         assert!(out.join(file).is_file(), "{file}");
     }
-    // --precision POLICY quantizes a float VLM first, on --calib conversations.
+    // --precision POLICY quantizes a float VLM first, on --calib conversations; --calib
+    // alone has nothing to calibrate in a float export.
     let o = autoneural(&[&args[..], &["--precision", "w8a16"]].concat());
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("give --calib"));
+    let o = autoneural(&[&args[..], &["--calib", "x.jsonl"]].concat());
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("calibrates a quantized export"));
     let o = autoneural(&[&args[..], &["--precision", "w8a16", "--calib", "x.jsonl"]].concat());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("vision-language checkpoints"), "{err}");

@@ -52,6 +52,17 @@ pub struct ExportOptions {
     /// The Genie / AI Hub layout for the language model instead of embed/prefill/decode
     /// ([`crate::genie`]).
     pub genie: Option<GenieOptions>,
+    /// Conversations a quantized export also calibrates the quantizers Qualcomm's tools add
+    /// on (besides its reference inputs): `autoneural export --calib`.
+    pub calibration: Vec<CalibrationSample>,
+}
+
+/// One conversation to calibrate on: its token ids (image tokens in place) and its images
+/// (`[3, s, s]` each, at the encoder's input size, in [0, 1]).
+#[derive(Debug, Clone, Default)]
+pub struct CalibrationSample {
+    pub ids: Vec<u32>,
+    pub images: Vec<Vec<f32>>,
 }
 
 /// The command line's defaults: 128 positions per prefill call over 4,096 cache slots, no
@@ -66,6 +77,7 @@ impl Default for ExportOptions {
             quantization: None,
             encodings_version: EncodingsVersion::default(),
             genie: None,
+            calibration: Vec::new(),
         }
     }
 }
@@ -102,7 +114,7 @@ pub struct GraphEntry {
     pub outputs: Vec<Port>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StateEntry {
     pub layer: usize,
     pub kind: &'static str,
@@ -229,9 +241,9 @@ fn write_forms(
     Ok(entry)
 }
 
-/// The prompt a quantized export calibrates its language graphs on: token ids, and a VLM's
-/// image features (`[tokens, hidden]` rows, from the exported vision graph) for the
-/// image-token positions.
+/// A prompt a quantized export calibrates its language graphs on: token ids, and a VLM's
+/// image features (`[tokens, hidden]` rows, as the quantized encoder gives them, every
+/// image's in order) for the image-token positions.
 pub(crate) struct CalibrationPrompt {
     pub ids: Vec<u32>,
     pub image: Option<(u32, Vec<f32>)>,
@@ -240,7 +252,9 @@ pub(crate) struct CalibrationPrompt {
 /// Writes the language model's graphs, manifest and (optionally) reference into `out`.
 /// `prefix` is the language model's checkpoint key prefix (`"language."` in a VLM).
 pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &ExportOptions) -> Result<Manifest> {
-    export_language_on(lm, prefix, out, opts, CalibrationPrompt { ids: text_prompt(lm, opts), image: None })
+    let mut prompts = vec![CalibrationPrompt { ids: text_prompt(lm, opts), image: None }];
+    prompts.extend(opts.calibration.iter().map(|c| CalibrationPrompt { ids: c.ids.clone(), image: None }));
+    export_language_on(lm, prefix, out, opts, prompts)
 }
 
 /// The text-only reference prompt (and calibration prompt): two prefill chunks (the second
@@ -250,13 +264,14 @@ fn text_prompt(lm: &Lfm2ForCausalLM, opts: &ExportOptions) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % lm.config.vocab_size) as u32).collect()
 }
 
-/// [`export_language`], calibrating a quantized export on `prompt`.
+/// [`export_language`], calibrating a quantized export on `prompts` (the first, the
+/// reference, is also continued greedily).
 fn export_language_on(
     lm: &Lfm2ForCausalLM,
     prefix: &str,
     out: &Path,
     opts: &ExportOptions,
-    prompt: CalibrationPrompt,
+    prompts: Vec<CalibrationPrompt>,
 ) -> Result<Manifest> {
     if opts.prefill_len == 0 || opts.prefill_len > opts.context {
         bail!("--prefill-len {} must be between 1 and --context {}", opts.prefill_len, opts.context);
@@ -275,25 +290,30 @@ fn export_language_on(
     // Calibration: the prompt's embeddings from the embedding graph (image features in
     // place), then the prompt and a greedy continuation through prefill and decode, whose
     // ranges both graphs share (they name their tensors alike).
-    let mut embeds: Vec<Value> = Vec::new();
+    let mut embeds: Vec<Vec<Value>> = Vec::new();
     let mut table = None;
-    let ids = &prompt.ids[..prompt.ids.len().min(opts.context)];
     let mut calibrate_embed = |g: &Graph| -> Result<Ranges> {
         let interp = Interpreter::new(g.nodes(), g.initializers(), &device)?;
         let mut ranges = Ranges::default();
-        let mut features = prompt.image.as_ref().map(|(id, f)| (*id, f.chunks(c.hidden_size)));
-        for &id in ids {
-            let row = match features.as_mut().filter(|(image, _)| *image == id) {
-                Some((_, rows)) => {
-                    let row = rows.next().context("more image tokens in the prompt than feature rows")?;
-                    Value::float(row.to_vec(), &[1, 1, c.hidden_size], &device)
-                }
-                None => {
-                    let feeds = HashMap::from([("input_ids".to_string(), Value::I(vec![i64::from(id)], vec![1, 1]))]);
-                    ranges.run(&interp, feeds)?.remove("inputs_embeds").context("no inputs_embeds")?
-                }
-            };
-            embeds.push(row);
+        for prompt in &prompts {
+            let ids = &prompt.ids[..prompt.ids.len().min(opts.context)];
+            let mut features = prompt.image.as_ref().map(|(id, f)| (*id, f.chunks(c.hidden_size)));
+            let mut rows = Vec::with_capacity(ids.len());
+            for &id in ids {
+                let row = match features.as_mut().filter(|(image, _)| *image == id) {
+                    Some((_, rows)) => {
+                        let row = rows.next().context("more image tokens in the prompt than feature rows")?;
+                        Value::float(row.to_vec(), &[1, 1, c.hidden_size], &device)
+                    }
+                    None => {
+                        let feeds =
+                            HashMap::from([("input_ids".to_string(), Value::I(vec![i64::from(id)], vec![1, 1]))]);
+                        ranges.run(&interp, feeds)?.remove("inputs_embeds").context("no inputs_embeds")?
+                    }
+                };
+                rows.push(row);
+            }
+            embeds.push(rows);
         }
         table = Some(Embeddings::of(g, &interp)?);
         Ok(ranges)
@@ -313,7 +333,8 @@ fn export_language_on(
                 step_graph(lm, name, t, opts.context, prefix, &opts.build(Some(Form::Encodings))?)
             };
             let state = state_entries(lm, opts.context, KvLayout::Plain);
-            calibrate_steps(build, opts, Host::new(opts.context, state, window, &device), &embeds, &table, &device)?
+            let host = || Host::new(opts.context, state.clone(), window, &device);
+            calibrate_steps(build, opts, host, &embeds, &table, &device)?
         }
         _ => Ranges::default(),
     };
@@ -406,43 +427,54 @@ impl Embeddings {
     }
 }
 
-/// The ranges of the step graphs on the calibration prompt's `embeds`: its full chunks
-/// through `prefill`, the rest and [`CALIBRATION_TOKENS`] greedy tokens through `decode`.
+/// The ranges of the step graphs on the calibration prompts' `embeds`, each from a fresh
+/// state: its full chunks through `prefill`, the rest through `decode`, and after the first
+/// (the reference) [`CALIBRATION_TOKENS`] greedy tokens.
 fn calibrate_steps(
     build: impl Fn(&str, usize) -> Result<Graph>,
     opts: &ExportOptions,
-    mut host: Host,
-    embeds: &[Value],
+    host: impl Fn() -> Host,
+    embeds: &[Vec<Value>],
     table: &Embeddings,
     device: &Device,
 ) -> Result<Ranges> {
     let mut ranges = Ranges::default();
     let hidden = table.hidden;
-    let g = build("prefill", opts.prefill_len)?;
-    let interp = Interpreter::new(g.nodes(), g.initializers(), device)?;
     let t = opts.prefill_len;
-    while host.position + t <= embeds.len() {
-        let feeds = host.feeds(concat_rows(embeds[host.position..host.position + t].to_vec(), hidden, device)?)?;
-        let outputs = ranges.run(&interp, feeds).context("calibrating prefill")?;
-        host.advance(&outputs, t)?;
+    // Each prompt's state after its prefill chunks, for the decode graph.
+    let mut hosts = Vec::with_capacity(embeds.len());
+    {
+        let g = build("prefill", t)?;
+        let interp = Interpreter::new(g.nodes(), g.initializers(), device)?;
+        for prompt in embeds {
+            let mut host = host();
+            while host.position + t <= prompt.len() {
+                let rows = prompt[host.position..host.position + t].to_vec();
+                let feeds = host.feeds(concat_rows(rows, hidden, device)?)?;
+                let outputs = ranges.run(&interp, feeds).context("calibrating prefill")?;
+                host.advance(&outputs, t)?;
+            }
+            hosts.push(host);
+        }
     }
-    drop(interp);
-    drop(g);
     let g = build("decode", 1)?;
     let interp = Interpreter::new(g.nodes(), g.initializers(), device)?;
-    let mut next = None;
-    for _ in 0..embeds.len() - host.position + CALIBRATION_TOKENS {
-        if host.position >= opts.context {
-            break;
+    for (i, (prompt, mut host)) in embeds.iter().zip(hosts).enumerate() {
+        let continuation = if i == 0 { CALIBRATION_TOKENS } else { 0 };
+        let mut next = None;
+        for _ in 0..prompt.len() - host.position + continuation {
+            if host.position >= opts.context {
+                break;
+            }
+            let row = match prompt.get(host.position) {
+                Some(row) => row.clone(),
+                None => table.row(next.context("no token to continue from")?, device),
+            };
+            let mut outputs = ranges.run(&interp, host.feeds(row)?).context("calibrating decode")?;
+            host.advance(&outputs, 1)?;
+            let logits = outputs.remove("logits").context("no logits")?.to_vec()?;
+            next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
         }
-        let row = match embeds.get(host.position) {
-            Some(row) => row.clone(),
-            None => table.row(next.context("no token to continue from")?, device),
-        };
-        let mut outputs = ranges.run(&interp, host.feeds(row)?).context("calibrating decode")?;
-        host.advance(&outputs, 1)?;
-        let logits = outputs.remove("logits").context("no logits")?.to_vec()?;
-        next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
     }
     Ok(ranges)
 }
@@ -487,27 +519,41 @@ pub fn export_vlm(model: &VisionLanguageModel, out: &Path, opts: &ExportOptions)
     let tokens = model.config.tokens_per_image(s, s);
     let (pattern, prompt) = vlm_reference_inputs(model, opts, s, tokens);
     let device = model.language.device();
-    // The vision graph first: its features go into the language graphs' calibration prompt.
-    let mut features = Vec::new();
+    // The vision graph first: the quantized encoder's features go into the language graphs'
+    // calibration prompts (the reference's, and each --calib conversation's).
+    let mut features: Vec<Vec<f32>> = Vec::new();
     let mut calibrate = |g: &Graph| -> Result<Ranges> {
         let interp = Interpreter::new(g.nodes(), g.initializers(), &device)?;
         let mut ranges = Ranges::default();
-        let feeds = HashMap::from([("pixels".to_string(), Value::float(pattern.clone(), &[1, 3, s, s], &device))]);
-        ranges.run(&interp, feeds)?;
-        // The language graphs are calibrated on the features the quantized encoder gives, as
-        // the device's encoder would give them.
         let encodings =
             opts.quantization.as_ref().context("calibrating a float export")?.activation_encodings(model)?;
-        let pixels = Tensor::<4>::from_data(TensorData::new(pattern.clone(), [1, 3, s, s]), &device);
-        let quantized = quantize_with(encodings, || model.image_features(pixels));
-        features = quantized.into_data().try_into_vec_as::<f32>().expect("f32 features");
+        let images = std::iter::once(&pattern).chain(opts.calibration.iter().flat_map(|c| &c.images));
+        for image in images {
+            if image.len() != 3 * s * s {
+                bail!("a calibration image of {} values, expected 3 x {s} x {s}", image.len());
+            }
+            let feeds = HashMap::from([("pixels".to_string(), Value::float(image.clone(), &[1, 3, s, s], &device))]);
+            ranges.run(&interp, feeds)?;
+            // The language graphs are calibrated on the features the quantized encoder gives,
+            // as the device's encoder would give them.
+            let pixels = Tensor::<4>::from_data(TensorData::new(image.clone(), [1, 3, s, s]), &device);
+            let quantized = quantize_with(encodings.clone(), || model.image_features(pixels));
+            features.push(quantized.into_data().try_into_vec_as::<f32>().expect("f32 features"));
+        }
         Ok(ranges)
     };
     let doc = "AutoNeural vision encoder and connector";
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let entry = write_forms(out, "vision_encoder", doc, opts, |b| vision_graph(model, b), &mut calibrate)?;
-    let calibration = CalibrationPrompt { ids: prompt.clone(), image: Some((model.config.image_token_id, features)) };
-    let mut manifest = export_language_on(&model.language, "language.", out, &language, calibration)?;
+    let image_token = model.config.image_token_id;
+    let mut features = features.into_iter();
+    let mut prompts = vec![CalibrationPrompt { ids: prompt.clone(), image: features.next().map(|f| (image_token, f)) }];
+    for c in &opts.calibration {
+        let f: Vec<f32> = features.by_ref().take(c.images.len()).flatten().collect();
+        prompts
+            .push(CalibrationPrompt { ids: c.ids.clone(), image: (!c.images.is_empty()).then_some((image_token, f)) });
+    }
+    let mut manifest = export_language_on(&model.language, "language.", out, &language, prompts)?;
     manifest.graphs.insert("vision_encoder".into(), entry);
     manifest.vision =
         Some(VisionEntry { image_size: s, tokens_per_image: tokens, image_token_id: model.config.image_token_id });

@@ -45,7 +45,8 @@ fn parameter_inputs(n: &NodeProto) -> &'static [usize] {
 /// configurations: `supergroup_pass_list` `RMSNormalization`, `MatmulAdd`) leave
 /// unquantized, because QNN fuses the ops that write them into one:
 /// - an RMS norm written out (`Mul(x, x)`, `ReduceMean`, `Add(eps)`, `Sqrt`, `Div(x, .)`,
-///   then `Mul` by the weight): every output but the last, and the epsilon;
+///   then `Mul` by the weight, and a `Mul` after that if there is one): every output but
+///   the last, and the epsilon;
 /// - a `MatMul` by a weight followed by `Add` of a constant bias: the product, and the bias
 ///   (which becomes the op's parameter).
 fn fused_away<'g>(
@@ -69,9 +70,14 @@ fn fused_away<'g>(
                 let div = only(&sqrt.output[0]).filter(|d| d.op_type == "Div" && d.input[0] == x)?;
                 let eps = add.input.iter().find(|i| constant(i))?;
                 let mut hidden = vec![&n.output[0], &mean.output[0], &add.output[0], &sqrt.output[0], eps];
-                // With the weight, the Div's output is internal too.
-                if only(&div.output[0]).is_some_and(|m| m.op_type == "Mul") {
+                // With the weight, the Div's output is internal too; and a Mul right after the
+                // weight's (a layer scale) is taken into the norm as well (measured on
+                // aimet-onnx 2.42: the weight Mul's output then has no quantizer).
+                if let Some(weight) = only(&div.output[0]).filter(|m| m.op_type == "Mul") {
                     hidden.push(&div.output[0]);
+                    if only(&weight.output[0]).is_some_and(|m| m.op_type == "Mul") {
+                        hidden.push(&weight.output[0]);
+                    }
                 }
                 Some(hidden)
             })();
@@ -294,5 +300,22 @@ mod tests {
         assert_ne!(placement.group[out(7)], placement.group[out(9)]);
         assert!(placement.symmetric.contains(&placement.group[out(9)]));
         assert!(!placement.symmetric.contains(&placement.group[out(7)]));
+    }
+
+    /// A norm followed by a layer scale (MobileNetV5's RMS-normed blocks): AIMET takes the
+    /// scale into the norm, so the weight's product has no quantizer; both constants do.
+    #[test]
+    fn a_layer_scale_after_a_norm_is_inside_it() {
+        let mut g = Graph::new("t");
+        let x = g.input("x", DType::Float32, &[1, 4, 8]);
+        let w = g.weight("norm.weight", &[8], &[1.0; 8]);
+        let h = g.rms_norm(&x, &w, 1e-6);
+        let gamma = g.weight("layer_scale.gamma", &[8], &[0.1; 8]);
+        let y = g.mul(&h, &gamma);
+        g.output(&y, "y", DType::Float32, &[1, 4, 8]);
+        let placement = Placement::of(&g);
+        let q: HashSet<&str> = placement.tensors.iter().map(String::as_str).collect();
+        assert!(!q.contains(h.as_str()) && q.contains(y.as_str()));
+        assert!(q.contains("norm.weight") && q.contains("layer_scale.gamma") && q.contains("x"));
     }
 }

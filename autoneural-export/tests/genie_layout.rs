@@ -26,6 +26,7 @@ fn opts(genie: u64) -> ExportOptions {
         quantization: None,
         encodings_version: Default::default(),
         genie: Some(GenieOptions { part_max_bytes: genie }),
+        calibration: Vec::new(),
     }
 }
 

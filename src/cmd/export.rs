@@ -34,7 +34,10 @@ pub struct ExportArgs {
     /// AIMET encodings, and QDQ graphs.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
-    /// Calibration conversations (JSONL with images) for `--precision POLICY`. Repeatable.
+    /// Calibration conversations (JSONL with images). With `--precision POLICY`, the
+    /// post-training quantization's; for any quantized export, also the ranges of the
+    /// activations Qualcomm's tools quantize beyond the checkpoint's own (calibrated at
+    /// export; without --calib on the export's reference image and prompt only). Repeatable.
     #[arg(long)]
     pub calib: Vec<PathBuf>,
     /// Calibration records to use (0: all).
@@ -101,6 +104,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if policy.is_some() && args.model.is_none() {
         bail!("--precision with --preset: random weights are exported in fp32 only");
     }
+    if !args.calib.is_empty() && policy.is_none() && quantization.is_none() {
+        bail!("--calib calibrates a quantized export: give --precision POLICY, or a quantized checkpoint");
+    }
     // Everything that can be refused without writing is refused before --out is claimed.
     let kind = match &args.model {
         Some(dir) => Some(model_type(dir).with_context(|| format!("loading {}", dir.display()))?),
@@ -125,6 +131,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         quantization,
         encodings_version: args.encodings_version,
         genie: (args.layout == "genie").then(|| GenieOptions { part_max_bytes: args.part_max_mb << 20 }),
+        calibration: Vec::new(),
     };
     let manifest = match (&args.model, &args.preset) {
         (_, Some(name)) if name == PAPER_VLM => {
@@ -143,16 +150,21 @@ pub fn run(args: ExportArgs) -> Result<()> {
         (Some(dir), None) => {
             if kind.as_deref().is_some_and(is_vlm_type) {
                 let model = load_vlm(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
-                let model = match &policy {
-                    Some(policy) => {
-                        // post-training quantization in memory, as `autoneural quantize`
+                let records = match args.calib.is_empty() {
+                    true => Vec::new(),
+                    false => {
                         let calib = args
                             .calib
                             .iter()
                             .map(|f| autoneural_data::SourceSpec::file(f, autoneural_data::OnBadRecord::Fail))
                             .collect::<Result<Vec<_>, _>>()?;
-                        let records = calibration_records(&calib, args.samples)?;
-                        let batcher = batcher_for(&model, dir)?;
+                        calibration_records(&calib, args.samples)?
+                    }
+                };
+                let batcher = batcher_for(&model, dir)?;
+                let model = match &policy {
+                    Some(policy) => {
+                        // post-training quantization in memory, as `autoneural quantize`
                         let (quantized, file, _) = post_training_quantize(model, &batcher, &records, policy)?;
                         eprintln!("quantized at {} on {} calibration records", policy.name, records.len());
                         opts.quantization = Some(file);
@@ -160,6 +172,15 @@ pub fn run(args: ExportArgs) -> Result<()> {
                     }
                     None => model,
                 };
+                if opts.quantization.is_some() {
+                    opts.calibration = calibration_samples(&batcher, &records)?;
+                    if records.is_empty() {
+                        eprintln!(
+                            "note: the activations Qualcomm's tools quantize beyond the checkpoint's own are calibrated on the \
+                             export's reference image and prompt only; give --calib FILE.jsonl to calibrate them on your data"
+                        );
+                    }
+                }
                 export_vlm(&model, &staging, &opts)?
             } else {
                 let model = load_lfm2(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
@@ -181,6 +202,33 @@ pub fn run(args: ExportArgs) -> Result<()> {
     }
     eprintln!("manifest: {}", args.out.join(autoneural_export::export::MANIFEST).display());
     Ok(())
+}
+
+/// The conversations of `records` as the exported graphs take them: token ids with the
+/// image tokens in place, and each image at the encoder's input size.
+fn calibration_samples(
+    batcher: &autoneural_train::train::Batcher,
+    records: &[(String, autoneural_data::Record)],
+) -> Result<Vec<autoneural_export::export::CalibrationSample>> {
+    records
+        .iter()
+        .map(|(origin, r)| {
+            let b =
+                batcher.batch(std::slice::from_ref(&(origin.clone(), r.clone()))).with_context(|| origin.clone())?;
+            let n = b.batch.attention_mask.iter().take(b.batch.len).filter(|&&m| m).count();
+            let ids = b.batch.inputs[..n].to_vec();
+            let images = match b.pixels {
+                Some(p) => {
+                    let [count, ..] = p.dims();
+                    let values = p.into_data().try_into_vec_as::<f32>().expect("f32 pixels");
+                    let each = values.len() / count.max(1);
+                    values.chunks(each.max(1)).map(<[f32]>::to_vec).collect()
+                }
+                None => Vec::new(),
+            };
+            Ok(autoneural_export::export::CalibrationSample { ids, images })
+        })
+        .collect()
 }
 
 /// The export's claim on `--out`: what the graphs are made from, as the marker records it.
