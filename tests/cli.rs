@@ -450,6 +450,9 @@ max_new_tokens = 4
     let out = autoneural(&[&args[..], &genie].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(genie_dir.join("part0_ar8.encodings").is_file() && genie_dir.join("part0.data").is_file());
+    // The embedding part's table keeps an encoding: the 16-bit activation AIMET takes it for.
+    let part0 = std::fs::read_to_string(genie_dir.join("part0_ar8.encodings")).unwrap();
+    assert!(part0.contains("\"language.model.embed_tokens.weight\"") && part0.contains("uint16"), "{part0}");
     verify_onnx(genie_s, "Genie layout chained in onnxruntime: 4 greedy tokens equal");
     // AIMET's reading of the same encodings, when a Python with aimet-onnx is named (not in
     // CI: AIMET pulls in torch): every graph loads with strict=True, no quantizer differing,

@@ -119,6 +119,31 @@ pub fn complete(g: &mut Graph, placement: &Placement, ranges: &Ranges, bits: u32
     Ok(n)
 }
 
+/// Gives every embedding table of `g` (a Gather's float constant, which AIMET and QNN take as
+/// an activation) without an encoding one over its values at `bits`: the table is on its
+/// weight grid already. For graphs that are not calibrated whole (the Genie layout's parts),
+/// so the table keeps an encoding. Returns how many were added.
+pub fn gather_tables(g: &mut Graph, bits: u32) -> Result<usize> {
+    let tables: Vec<String> = g
+        .nodes()
+        .iter()
+        .filter(|n| n.op_type == "Gather")
+        .map(|n| n.input[0].clone())
+        .filter(|t| !g.aimet.activations.contains_key(t))
+        .collect();
+    let mut ranges = Ranges::default();
+    let placement = Placement { tensors: tables.clone(), ..Default::default() };
+    ranges.constants(g, &placement);
+    let mut n = 0;
+    for t in tables {
+        let Some(&(lo, hi)) = ranges.0.get(&t) else { continue };
+        let enc = Encoding::activation(lo, hi, bits).map_err(|e| anyhow::anyhow!("{}: table {t}: {e}", g.name()))?;
+        g.aimet.activations.insert(t, enc);
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A symmetric (signed, zero point 0) encoding covering what asymmetric `enc` covers.
 fn symmetric(enc: &Encoding) -> Encoding {
     let (lo, hi) = enc.grid.range();

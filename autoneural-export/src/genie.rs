@@ -254,6 +254,11 @@ pub fn export_genie(
         for &t in &ar {
             let name = format!("part{index}_ar{t}");
             let mut g = part_graph(lm, prefix, holds, t, context, &name, &build)?;
+            // The parts are not calibrated whole; an embedding table keeps an encoding (the
+            // activation AIMET and QNN take it for).
+            if let Some(file) = &opts.quantization {
+                crate::calibrate::gather_tables(&mut g, crate::calibrate::activation_bits(&file.activations))?;
+            }
             let entry = float_entry(out, &name, &mut g, opts)?;
             let doc =
                 format!("LFM2 part {index} ({holds:?}), {t} positions per call over a {context}-position context");
