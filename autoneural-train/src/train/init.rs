@@ -233,24 +233,30 @@ pub fn build_model(
     // parameter has drawn its values, so models built on other threads cannot interleave.
     static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let guard = SEEDED_INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    device.seed(seed);
-    let mut model = vlm.init(device)?;
+    // The initial values are drawn on the CPU backend whatever the device, then moved: each
+    // backend has its own generator (the same seed draws other values on wgpu than on
+    // flex), so `seed` is one model on every backend. A flex device, with or without
+    // autodiff, draws in place.
+    let on_cpu = device.clone().without_autodiff() == Device::flex();
+    let draw_on = if on_cpu { device.clone() } else { Device::flex() };
+    draw_on.seed(seed);
+    let mut model = vlm.init(&draw_on)?;
     if let Some(dir) = &config.language.checkpoint {
         model.language =
-            load_lfm2(dir, device).with_context(|| format!("model.language.checkpoint {}", dir.display()))?;
+            load_lfm2(dir, &draw_on).with_context(|| format!("model.language.checkpoint {}", dir.display()))?;
     }
     if let Some(path) = &config.vision.checkpoint {
         let EncoderConfig::MobileNetV5(arch) = &vlm.encoder else {
             bail!("model.vision.checkpoint: only MobileNetV5 encoders load from timm / Gemma 3n files");
         };
-        let tower = load_mobilenetv5(path, Some(arch), device)
+        let tower = load_mobilenetv5(path, Some(arch), &draw_on)
             .with_context(|| format!("model.vision.checkpoint {}", path.display()))?;
         model.vision_tower = VisionEncoder::MobileNetV5(tower);
     }
     // After the parts from checkpoints replaced theirs, which then never draw values.
     initialise_now(&model);
     drop(guard);
-    Ok(model)
+    Ok(if on_cpu { model } else { model.to_device(device) })
 }
 
 /// Draws every still-lazy parameter's initial values now, in module order. Burn initialises
