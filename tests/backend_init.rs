@@ -40,7 +40,13 @@ fn a_seed_draws_the_same_model_on_flex_and_wgpu() {
         assert_eq!(key, key_b);
         assert!(a == b, "{key}: the same seed gave other initial values on wgpu");
     }
-    // and on the autodiff devices training uses
-    let ad = weights(&Device::wgpu(DeviceKind::DefaultDevice).autodiff());
+    // and on the autodiff devices training uses, where the moved parameters stay trainable
+    // leaves (a gradient reaches them)
+    let device = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
+    let model = build_model(&config, &tokenizer, 11, &device).unwrap();
+    let ad = collect_tensors(&model, &Identity);
     assert!(cpu.iter().zip(&ad).all(|((_, _, a), (_, _, b))| a == b));
+    let table = model.language.model.embed_tokens.weight.val();
+    let grads = (table.clone() * table.clone()).sum().backward();
+    assert!(table.grad(&grads).is_some(), "the moved embedding table is not a trainable leaf on wgpu");
 }

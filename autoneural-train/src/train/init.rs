@@ -238,7 +238,11 @@ pub fn build_model(
     // flex), so `seed` is one model on every backend. A flex device, with or without
     // autodiff, draws in place.
     let on_cpu = device.clone().without_autodiff() == Device::flex();
-    let draw_on = if on_cpu { device.clone() } else { Device::flex() };
+    let draw_on = match (on_cpu, device.is_autodiff()) {
+        (true, _) => device.clone(),
+        (false, true) => Device::flex().autodiff(),
+        (false, false) => Device::flex(),
+    };
     draw_on.seed(seed);
     let mut model = vlm.init(&draw_on)?;
     if let Some(dir) = &config.language.checkpoint {
@@ -256,7 +260,8 @@ pub fn build_model(
     // After the parts from checkpoints replaced theirs, which then never draw values.
     initialise_now(&model);
     drop(guard);
-    Ok(if on_cpu { model } else { model.to_device(device) })
+    // `fork`, not `to_device`: the parameters stay trainable leaves on the new device.
+    Ok(if on_cpu { model } else { model.fork(device) })
 }
 
 /// Draws every still-lazy parameter's initial values now, in module order. Burn initialises
