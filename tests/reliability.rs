@@ -237,8 +237,10 @@ fn fixture_generators_remove_only_their_own_files() {
     assert!(run(&fixture).status.success());
     std::fs::write(fixture.join("notes.md"), "kept").unwrap();
     std::fs::write(fixture.join("images").join("mine.txt"), "kept too").unwrap();
+    std::fs::create_dir(fixture.join("drafts")).unwrap(); // a user's empty folder
     let o = run(&fixture);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(fixture.join("drafts").is_dir(), "a folder the script never wrote into stays, empty or not");
     assert_eq!(std::fs::read_to_string(fixture.join("notes.md")).unwrap(), "kept");
     assert_eq!(std::fs::read_to_string(fixture.join("images").join("mine.txt")).unwrap(), "kept too");
     let marker = std::fs::read_to_string(fixture.join(".generated.json")).unwrap();

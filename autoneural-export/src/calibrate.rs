@@ -23,14 +23,15 @@ use crate::placement::Placement;
 pub struct Ranges(HashMap<String, (f32, f32)>);
 
 impl Ranges {
-    /// The values of `g`'s constants that `placement` quantizes (AIMET takes a constant an
-    /// op reads, other than a weighted op's parameters, as an activation).
-    pub fn constants(&mut self, g: &Graph, placement: &Placement) {
-        let quantized: std::collections::HashSet<&str> = placement.tensors.iter().map(String::as_str).collect();
-        for t in g.initializers().iter().filter(|t| quantized.contains(t.name.as_str())) {
-            let v = t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")));
-            if let Some(r) =
-                v.fold(None, |r: Option<(f32, f32)>, x| Some(r.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x)))))
+    /// The ranges of `g`'s float constants named in `names` (AIMET takes a constant an op
+    /// reads, other than a weighted op's parameters, as an activation).
+    pub fn constants<'a>(&mut self, g: &Graph, names: impl IntoIterator<Item = &'a str>) {
+        let names: std::collections::HashSet<&str> = names.into_iter().collect();
+        for t in g.initializers().iter().filter(|t| names.contains(t.name.as_str())) {
+            let values = crate::interpret::float_values(t).unwrap_or_default();
+            if let Some(r) = values
+                .iter()
+                .fold(None, |r: Option<(f32, f32)>, &x| Some(r.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x)))))
             {
                 self.add(&t.name, r);
             }
@@ -132,8 +133,7 @@ pub fn gather_tables(g: &mut Graph, bits: u32) -> Result<usize> {
         .filter(|t| !g.aimet.activations.contains_key(t))
         .collect();
     let mut ranges = Ranges::default();
-    let placement = Placement { tensors: tables.clone(), ..Default::default() };
-    ranges.constants(g, &placement);
+    ranges.constants(g, tables.iter().map(String::as_str));
     let mut n = 0;
     for t in tables {
         let Some(&(lo, hi)) = ranges.0.get(&t) else { continue };

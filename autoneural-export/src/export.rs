@@ -194,7 +194,7 @@ pub(crate) fn float_entry(out: &Path, name: &str, g: &mut Graph, opts: &ExportOp
             std::fs::write(out.join(file), text).with_context(|| format!("writing {}", out.join(file).display()))
         };
         let file = format!("{name}.encodings");
-        write(&file, g.aimet_file(opts.encodings_version)?)?;
+        write(&file, g.aimet.to_json(opts.encodings_version)?)?;
         entry.encodings = Some(file);
         let file = format!("{name}.quantsim.json");
         write(&file, g.aimet.quantsim_config())?;
@@ -228,7 +228,7 @@ fn write_forms(
     g.hoist_activations();
     let placement = Placement::of(&g);
     let mut ranges = calibrate(&g).with_context(|| format!("calibrating {name}"))?;
-    ranges.constants(&g, &placement);
+    ranges.constants(&g, placement.tensors.iter().map(String::as_str));
     complete(&mut g, &placement, &ranges, activation_bits(&file.activations))?;
     let activations = g.aimet.activations.clone();
     let mut entry = float_entry(out, name, &mut g, opts)?;
@@ -249,7 +249,9 @@ pub(crate) struct CalibrationPrompt {
     pub image: Option<(u32, Vec<f32>)>,
 }
 
-/// Writes the language model's graphs, manifest and (optionally) reference into `out`.
+/// Writes the language model's graphs, manifest and (optionally) reference into `out`, an
+/// existing directory the caller owns (the command's staging directory,
+/// `autoneural_io::output`): the exporter writes files into it and creates nothing else.
 /// `prefix` is the language model's checkpoint key prefix (`"language."` in a VLM).
 pub fn export_language(lm: &Lfm2ForCausalLM, prefix: &str, out: &Path, opts: &ExportOptions) -> Result<Manifest> {
     let mut prompts = vec![CalibrationPrompt { ids: text_prompt(lm, opts), image: None }];
@@ -282,7 +284,6 @@ fn export_language_on(
     if let Some(genie) = &opts.genie {
         return crate::genie::export_genie(lm, prefix, out, opts, genie);
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let c = &lm.config;
     let device = lm.device();
     let window = c.sliding_window().filter(|_| c.layer_types.contains(&LayerKind::SlidingAttention));
@@ -507,7 +508,8 @@ pub(crate) fn write_manifest(manifest: &Manifest, out: &Path) -> Result<()> {
 }
 
 /// A vision-language model: `vision_encoder.onnx` beside the language model's graphs, and a
-/// reference generation whose prompt holds an image.
+/// reference generation whose prompt holds an image, into `out` (an existing directory the
+/// caller owns, as for [`export_language`]).
 pub fn export_vlm(model: &VisionLanguageModel, out: &Path, opts: &ExportOptions) -> Result<Manifest> {
     // Refused before anything is written when the encoder or the encodings cannot be exported.
     check_supported(model)?;
@@ -543,7 +545,6 @@ pub fn export_vlm(model: &VisionLanguageModel, out: &Path, opts: &ExportOptions)
         Ok(ranges)
     };
     let doc = "AutoNeural vision encoder and connector";
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let entry = write_forms(out, "vision_encoder", doc, opts, |b| vision_graph(model, b), &mut calibrate)?;
     let image_token = model.config.image_token_id;
     let mut features = features.into_iter();

@@ -241,7 +241,6 @@ pub fn export_genie(
         rope.push(("_sliding", rope_rows(lm, LayerKind::SlidingAttention, context)?));
     }
     let parts = plan(lm, genie.part_max_bytes)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let ar: Vec<usize> = if opts.prefill_len > 1 { vec![opts.prefill_len, 1] } else { vec![1] };
     // Linear layers as 1x1 Conv; float graphs, with AIMET encodings for a quantized checkpoint.
     let form = opts.quantization.as_ref().map(|_| Form::Encodings);
@@ -256,6 +255,7 @@ pub fn export_genie(
             let mut g = part_graph(lm, prefix, holds, t, context, &name, &build)?;
             // The parts are not calibrated whole; an embedding table keeps an encoding (the
             // activation AIMET and QNN take it for).
+            g.hoist_activations();
             if let Some(file) = &opts.quantization {
                 crate::calibrate::gather_tables(&mut g, crate::calibrate::activation_bits(&file.activations))?;
             }

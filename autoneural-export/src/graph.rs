@@ -343,13 +343,6 @@ impl Graph {
         }
     }
 
-    /// The graph's AIMET encodings file in `version` (activations hoisted first, see
-    /// [`Graph::hoist_activations`]).
-    pub fn aimet_file(&mut self, version: crate::qdq::EncodingsVersion) -> anyhow::Result<serde_json::Value> {
-        self.hoist_activations();
-        self.aimet.to_json(version)
-    }
-
     /// Puts every tensor that has an activation encoding in `encodings` (by name, as in the
     /// float graph built beside this one) through QuantizeLinear / DequantizeLinear, right
     /// after the node that writes it (graph inputs and constants first), for all its readers.

@@ -119,13 +119,19 @@ pub struct Interpreter<'g> {
     device: Device,
 }
 
+/// The values of a float initializer (raw little-endian data, as [`crate::graph`] writes
+/// them); None for another type.
+pub fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
+    (t.data_type == DataType::FLOAT as i32)
+        .then(|| t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+}
+
 fn constant(t: &TensorProto, device: &Device) -> Result<Value> {
     let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    if let Some(v) = float_values(t) {
+        return Ok(Value::float(v, &shape, device));
+    }
     match t.data_type {
-        d if d == DataType::FLOAT as i32 => {
-            let v: Vec<f32> = t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-            Ok(Value::float(v, &shape, device))
-        }
         d if d == DataType::INT64 as i32 => {
             let v = t.raw_data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
             Ok(Value::I(v, shape))
