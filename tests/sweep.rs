@@ -2,7 +2,10 @@
 //! in their own directories, a killed sweep resumes (finished runs skipped, the interrupted
 //! one continued from its checkpoint), a changed configuration is refused, and the report
 //! regenerates from the run directories alone and shows decode speed and state memory
-//! falling with the number of attention layers.
+//! falling with the number of attention layers. The same sweep on a real Slurm cluster
+//! (`--launcher slurm`; CI starts a single-node one with `scripts/slurm/single-node.sh`)
+//! finishes, resumes a cancelled task on resubmission, and equals the local runner bit for
+//! bit.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -17,9 +20,14 @@ fn autoneural() -> Command {
 
 /// The ablation at CI size: 3 of its 5 layer mixes, a few steps per stage, small data.
 fn args(tmp: &Path) -> Vec<String> {
+    args_with(tmp, "runs", &[])
+}
+
+/// [`args`] with the runs under `tmp/<runs>` and more `--set`s (later ones win).
+fn args_with(tmp: &Path, runs: &str, more: &[&str]) -> Vec<String> {
     let mut a = vec!["run".to_string(), "experiments/ablation_attention_ratio.toml".into(), "--no-dashboard".into()];
     for set in [
-        format!("out_dir=\"{}\"", tmp.join("runs").display()),
+        format!("out_dir=\"{}\"", tmp.join(runs).display()),
         format!("data.dir=\"{}\"", tmp.join("data").display()),
         "data.synth.samples=24".into(),
         "device=\"flex\"".into(),
@@ -44,7 +52,10 @@ fn args(tmp: &Path) -> Vec<String> {
         "measure.resolutions=[64]".into(),
         "measure.sqnr_bits=[8]".into(),
         "measure.sqnr_images=2".into(),
-    ] {
+    ]
+    .into_iter()
+    .chain(more.iter().map(|m| m.to_string()))
+    {
         a.push("--set".into());
         a.push(set);
     }
@@ -144,4 +155,107 @@ fn a_killed_sweep_resumes_and_its_report_shows_state_and_speed_falling_with_fewe
     assert!(state[0] < state[1] && state[1] < state[2], "state bytes at 4096 by 0/3/6 attention layers: {state:?}");
     assert!(speed[0] > speed[2], "decode tok/s at 4096 by 0/3/6 attention layers: {speed:?}");
     assert!(rows.iter().all(|r| r["npu"]["decode_tok_s"].is_number()), "{rows:?}");
+}
+
+/// Whether this machine has a Slurm cluster to submit to: `sinfo` answers. CI starts one and
+/// sets AUTONEURAL_SLURM=1, which makes its absence a failure.
+fn slurm_available() -> bool {
+    let up = Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success());
+    if !up && std::env::var_os("AUTONEURAL_SLURM").is_some() {
+        panic!("AUTONEURAL_SLURM is set but Slurm does not answer (bash scripts/slurm/single-node.sh start)");
+    }
+    up
+}
+
+/// Waits (up to 10 minutes) until `done` holds for the sweep's `--status` text.
+fn wait_status(args: &[String], done: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        let out = autoneural().args(args).args(["--launcher", "slurm", "--status"]).output().unwrap();
+        let text = text(&out);
+        assert!(out.status.success(), "{text}");
+        if done(&text) {
+            return text;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(600), "still waiting after 10 minutes:\n{text}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_sweep_on_slurm_resumes_a_cancelled_task_and_equals_the_local_runner() {
+    if !slurm_available() {
+        eprintln!("skipped: no Slurm cluster here (sinfo does not answer); CI starts one");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Two runs; the first is cancelled inside its longest stage.
+    let more = ["sweep.axes.model.language.attention_layers=[0,6]", "stage.full.steps=24"];
+    let slurm_args = args_with(tmp.path(), "slurm", &more);
+    let exp_dir = tmp.path().join("slurm/ablation_attention_ratio");
+    let first = exp_dir.join("attention_layers=0");
+
+    // --dry-run prints the batch script and writes nothing.
+    let dry = autoneural().args(&slurm_args).args(["--launcher", "slurm", "--dry-run"]).output().unwrap();
+    let dry_text = text(&dry);
+    assert!(dry.status.success(), "{dry_text}");
+    assert!(dry_text.contains("#SBATCH --array=0-1") && dry_text.contains("--only"), "{dry_text}");
+    assert!(!exp_dir.exists(), "--dry-run wrote {}", exp_dir.display());
+
+    let submit = || autoneural().args(&slurm_args).args(["--launcher", "slurm"]).output().unwrap();
+    let out = submit();
+    assert!(out.status.success() && text(&out).contains("submitted 2 run(s)"), "{}", text(&out));
+    // A second submission while the first's tasks are queued is refused.
+    let again = submit();
+    assert!(!again.status.success() && text(&again).contains("still in Slurm's queue"), "{}", text(&again));
+
+    // Cancel the array once the first run trains its "full" stage.
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(first.join("log.txt")).unwrap_or_default().contains("stage 3/5 \"full\"") {
+        assert!(t0.elapsed() < Duration::from_secs(600), "the first run did not reach its full stage");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let jobs = std::fs::read_to_string(exp_dir.join("slurm/jobs.jsonl")).unwrap();
+    let job: serde_json::Value = serde_json::from_str(jobs.lines().next().unwrap()).unwrap();
+    let cancelled = Command::new("scancel").arg(job["job"].as_str().unwrap()).status().unwrap();
+    assert!(cancelled.success());
+    let status = wait_status(&slurm_args, |t| t.contains("Slurm holds none of its tasks"));
+    assert!(status.contains("interrupted (resumes at stage \"full\""), "{status}");
+    let log = std::fs::read_to_string(first.join("log.txt")).unwrap();
+    assert!(log.contains("stopped by SIGTERM with a checkpoint"), "{log}");
+
+    // Submitted again: the cancelled run resumes, the other starts, the report follows.
+    let out = submit();
+    assert!(out.status.success() && text(&out).contains("submitted 2 run(s)"), "{}", text(&out));
+    let status = wait_status(&slurm_args, |t| t.contains("2 finished") && t.contains("Slurm holds none"));
+    assert!(status.contains("report:"), "{status}");
+    assert!(std::fs::read_to_string(first.join("log.txt")).unwrap().contains("resuming from"));
+    assert!(exp_dir.join("report.md").is_file() && exp_dir.join("results.csv").is_file());
+    // Submitting a finished sweep submits nothing.
+    let done = submit();
+    assert!(done.status.success() && text(&done).contains("all 2 runs have finished"), "{}", text(&done));
+
+    // The local runner, same sweep: the same models and measurements, bit for bit (all but
+    // the wall-clock timings).
+    let local = autoneural().args(args_with(tmp.path(), "local", &more)).output().unwrap();
+    assert!(local.status.success(), "{}", text(&local));
+    for id in ["attention_layers=0", "attention_layers=6"] {
+        let (a, b) = (exp_dir.join(id), tmp.path().join("local/ablation_attention_ratio").join(id));
+        let weights = |d: &Path| std::fs::read(d.join("final/model.safetensors")).unwrap();
+        assert!(weights(&a) == weights(&b), "{id}: Slurm and local runs trained different models");
+        let result = |d: &Path| {
+            let mut r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(d.join("result.json")).unwrap()).unwrap();
+            r["train_seconds"] = serde_json::Value::Null;
+            for timed in ["decode", "encoder_latency"] {
+                for row in r[timed].as_array_mut().unwrap() {
+                    for key in ["tok_s", "cpu_ms"] {
+                        row.as_object_mut().unwrap().remove(key);
+                    }
+                }
+            }
+            r
+        };
+        assert_eq!(result(&a), result(&b), "{id}: Slurm and local results differ");
+    }
 }

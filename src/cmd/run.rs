@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use autoneural_experiments::launch::Launcher;
+use autoneural_experiments::launch::slurm::{self, SlurmOptions};
 use autoneural_experiments::runner::{RunOptions, run_single};
 use autoneural_experiments::sweep::{Expansion, parse_overrides};
 use autoneural_experiments::sweep::{SweepOptions, run_point, run_sweep};
+use autoneural_train::train::signals;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -40,6 +43,18 @@ pub struct RunArgs {
     /// Run only this run of the sweep (by id, as `--dry-run` lists them), in this process.
     #[arg(long)]
     pub only: Option<String>,
+    /// Where a sweep's runs execute: `local` (child processes here) or `slurm` (a job array
+    /// submitted with sbatch, a task per unfinished run; docs/scaling.md).
+    #[arg(long, default_value = "local")]
+    pub launcher: Launcher,
+    /// An option for sbatch, as typed: `--slurm-arg=--partition=gpu --slurm-arg=--gres=gpu:1`.
+    /// Repeatable.
+    #[arg(long = "slurm-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub slurm_arg: Vec<String>,
+    /// With `--launcher slurm`: every run's state (from its directory) and the tasks Slurm
+    /// still holds; submits nothing.
+    #[arg(long)]
+    pub status: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -54,12 +69,37 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let expansion = Expansion::from_file(&args.experiment, &overrides)?;
     if let Some(id) = &args.only {
+        signals::stop_on_signals().context("installing the SIGTERM handler")?;
         let dir = run_point(&expansion, id, &options)?;
         println!("run: {}", dir.display());
+        if !dir.join(autoneural_experiments::sweep::RESULT).is_file() {
+            stopped_by_signal(&dir);
+        }
         return Ok(());
     }
+    let exe = || std::env::current_exe().context("locating this program to start the sweep's runs");
+    if args.launcher == Launcher::Slurm {
+        let slurm = SlurmOptions {
+            exe: exe()?,
+            set: args.set.clone(),
+            device: args.device.clone(),
+            sbatch_args: args.slurm_arg.clone(),
+            sbatch: None,
+        };
+        if args.status {
+            print!("{}", slurm::status_text(&expansion)?);
+        } else if args.dry_run {
+            print!("{}", slurm::dry_run(&expansion, &slurm)?);
+        } else {
+            slurm::submit(&expansion, &slurm, false)?;
+        }
+        return Ok(());
+    }
+    if args.status || !args.slurm_arg.is_empty() {
+        bail!("--status and --slurm-arg go with --launcher slurm");
+    }
     if expansion.is_sweep || args.dry_run {
-        let exe = std::env::current_exe().context("locating this program to start the sweep's runs")?;
+        let exe = exe()?;
         let report = run_sweep(
             &expansion,
             &SweepOptions {
@@ -76,7 +116,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         return Ok(());
     }
+    signals::stop_on_signals().context("installing the SIGTERM handler")?;
     let out = run_single(expansion, &options)?;
+    if !out.final_dir.exists() {
+        stopped_by_signal(&out.run_dir);
+    }
     match &out.eval {
         Some(e) => {
             println!("{}", e.markdown());
@@ -89,4 +133,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         None => println!("model: {}", out.final_dir.display()),
     }
     Ok(())
+}
+
+/// A run that a signal stopped (with its checkpoint written) ends as the signal would have
+/// ended it, 128 + its number, so that a scheduler or a script sees it did not finish.
+fn stopped_by_signal(run_dir: &std::path::Path) {
+    if let Some(signal) = signals::stop_requested() {
+        eprintln!(
+            "stopped by {} with a checkpoint under {}; `--resume` (or running the sweep again) continues it",
+            signals::name(signal),
+            run_dir.display()
+        );
+        std::process::exit(128 + signal);
+    }
 }

@@ -278,7 +278,7 @@ pub const SWEEP_COMMAND: &str = "run (sweep)";
 
 /// Claims a sweep's experiment directory (`<out_dir>/<experiment>`) and locks it while the
 /// sweep runs; a directory holding anything but a sweep's runs and report is refused.
-fn claim_sweep_dir(dir: &Path) -> Result<autoneural_io::output::Output> {
+pub(crate) fn claim_sweep_dir(dir: &Path) -> Result<autoneural_io::output::Output> {
     // A sweep from before ownership markers: its results, or runs with their configs.
     let legacy = |d: &Path| {
         d.join("results.csv").is_file()

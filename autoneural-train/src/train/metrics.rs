@@ -123,9 +123,10 @@ impl MetricsLog {
         self.dashboard = None;
     }
 
-    /// The user stopped the run from the dashboard.
+    /// The user stopped the run from the dashboard, or a signal asked it to stop
+    /// (`signals`).
     pub fn interrupted(&self) -> bool {
-        self.dashboard.as_ref().is_some_and(Dashboard::interrupted)
+        self.dashboard.as_ref().is_some_and(Dashboard::interrupted) || crate::train::signals::stop_requested().is_some()
     }
 
     /// Stage `index` of `count` begins (or resumes at `done` of `total` steps): the

@@ -9,6 +9,7 @@ pub mod loss;
 pub mod metrics;
 pub mod parallel;
 pub mod schedule;
+pub mod signals;
 pub mod trainer;
 
 pub use batches::Batcher;

@@ -1,7 +1,6 @@
 //! `seed` means one model on every backend: the experiment's initial weights are drawn on
 //! the CPU and moved, since each backend has its own generator (the same seed draws other
 //! values on wgpu than on flex). Built with `--features wgpu` (lavapipe without a GPU).
-#![cfg(feature = "wgpu")]
 
 use std::path::Path;
 

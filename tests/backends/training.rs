@@ -13,7 +13,6 @@
 //! tensor at worst (one ulp: 1.4e-4); QAT gradients 5.4e-2 (one ulp: 5.1e-2, its rounding to
 //! a grid turns last bits into whole steps); weights after 3 steps 2.1e-3, 1.1e-2, 6.6e-3
 //! (vision, projector, language).
-#![cfg(feature = "wgpu")]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
