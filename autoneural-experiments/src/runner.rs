@@ -307,7 +307,13 @@ fn check_resume(exp: &Experiment, path: &Path, run_dir: &Path, resume: bool) -> 
 
 /// The experiment's devices, on autodiff; every stage's micro-batch gives each a row.
 fn training_devices(exp: &Experiment, path: &Path) -> Result<Vec<Device>> {
-    let devices: Vec<Device> = parse_devices(&exp.device)?.into_iter().map(|d| d.autodiff()).collect();
+    let mut devices: Vec<Device> = parse_devices(&exp.device)?;
+    // A run across machines (rank 0 here; the other ranks serve theirs): their devices
+    // follow this machine's.
+    if let Some(node) = crate::launch::nodes::Node::from_env()? {
+        devices.extend(crate::launch::nodes::remote_devices(&node)?);
+    }
+    let devices: Vec<Device> = devices.into_iter().map(|d| d.autodiff()).collect();
     if let Some(s) = exp.stages.iter().find(|s| s.micro_batch < devices.len()) {
         bail!(
             "{}: stage {:?} has micro_batch {}, fewer rows than the {} devices of device = {:?} (each device \

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use autoneural_experiments::launch::Launcher;
+use autoneural_experiments::launch::nodes::{self, Node};
 use autoneural_experiments::launch::slurm::{self, SlurmOptions};
 use autoneural_experiments::runner::{RunOptions, run_single};
 use autoneural_experiments::sweep::{Expansion, parse_overrides};
 use autoneural_experiments::sweep::{SweepOptions, run_point, run_sweep};
+use autoneural_model::device::parse_devices;
 use autoneural_train::train::signals;
 use clap::Args;
 
@@ -68,6 +70,24 @@ pub fn run(args: RunArgs) -> Result<()> {
         overrides: overrides.clone(),
     };
     let expansion = Expansion::from_file(&args.experiment, &overrides)?;
+    // One run across machines: every rank but 0 serves its devices to rank 0 and trains nothing.
+    if let Some(node) = Node::from_env()? {
+        if expansion.is_sweep && args.only.is_none() {
+            bail!(
+                "rank {} of {}: a run across machines trains one experiment; name a run of the sweep with --only",
+                node.rank,
+                node.world
+            );
+        }
+        if node.rank != 0 {
+            let point = match &args.only {
+                Some(id) => expansion.point(id)?,
+                None => &expansion.points[0],
+            };
+            let device = args.device.clone().unwrap_or_else(|| point.experiment.device.clone());
+            return nodes::serve(&node, parse_devices(&device)?);
+        }
+    }
     if let Some(id) = &args.only {
         signals::stop_on_signals().context("installing the SIGTERM handler")?;
         let dir = run_point(&expansion, id, &options)?;

@@ -35,7 +35,9 @@ use autoneural_train::train::trainer::stage_recipe;
 use autoneural_train::train::{Batcher, MetricsLog, StageRun, build_model, run_stage, set_trainable};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, DeviceKind, Tensor};
+#[cfg(feature = "wgpu")]
+use burn::tensor::DeviceKind;
+use burn::tensor::{Device, Tensor};
 
 /// Synthetic data, a tokenizer and the initial model (drawn once on the CPU, saved).
 struct Shared {
@@ -139,8 +141,20 @@ fn flex() -> Device {
     Device::flex().autodiff()
 }
 
+#[cfg(feature = "wgpu")]
 fn wgpu() -> Device {
     Device::wgpu(DeviceKind::DefaultDevice).autodiff()
+}
+
+/// The first CUDA device, or `None` (with a message) where this machine has no NVIDIA GPU:
+/// the CUDA build is compiled in CI, which has none.
+#[cfg(feature = "cuda")]
+fn cuda() -> Option<Device> {
+    if !Path::new("/dev/nvidiactl").exists() {
+        eprintln!("skipped: no NVIDIA GPU here (no /dev/nvidiactl); the CUDA parity runs where there is one");
+        return None;
+    }
+    Some(Device::cuda(0).autodiff())
 }
 
 /// The shared initial model loaded on `device` (its weights moved by one unit in the last
@@ -312,9 +326,9 @@ fn worst<'a>(
 /// CPU alone where that is larger (QAT: its rounding to a grid turns last-bit differences
 /// into whole steps, on any one backend too). Null gradients (rounding on both sides)
 /// agree to `NULL_GRADIENT` of the global norm.
-fn gradients_agree(stages: &str, floor: f64) {
+fn gradients_agree(stages: &str, gpu_device: &Device, floor: f64) {
     let cpu = first_step_gradients(stages, &flex(), false);
-    let gpu = first_step_gradients(stages, &wgpu(), false);
+    let gpu = first_step_gradients(stages, gpu_device, false);
     assert_eq!(cpu.keys().collect::<Vec<_>>(), gpu.keys().collect::<Vec<_>>());
     for part in ["vision_tower", "multi_modal_projector", "language"] {
         assert!(cpu.keys().any(|k| k.starts_with(part)), "no gradient reaches {part}");
@@ -373,11 +387,11 @@ fn part_distances(
 /// Tensors with a null gradient are left out: AdamW divides their rounding noise by its
 /// own size, so each backend moves them by up to `lr` per step in directions of its own (no
 /// information, as in PyTorch); for them the test checks AdamW's bound on both backends.
-fn steps_agree(stages: &str, steps: usize, floor: f64) {
+fn steps_agree(stages: &str, steps: usize, gpu_device: &Device, floor: f64) {
     let init = weights(&load_vlm(&shared().init, &Device::flex()).unwrap());
     let (null, _) = null_gradients(&first_step_gradients(stages, &flex(), false));
     let cpu = weights_after(stages, steps, &flex(), false);
-    let gpu = weights_after(stages, steps, &wgpu(), false);
+    let gpu = weights_after(stages, steps, gpu_device, false);
     assert_eq!(cpu.keys().collect::<Vec<_>>(), gpu.keys().collect::<Vec<_>>());
     assert!(gpu.values().flatten().all(|x| x.is_finite()), "not finite on wgpu");
     let apart = part_distances(&init, &cpu, &gpu, &null);
@@ -408,23 +422,38 @@ fn steps_agree(stages: &str, steps: usize, floor: f64) {
     assert!(largest <= 1.5, "a null-gradient tensor moved {largest:.2} lr per step");
 }
 
+#[cfg(feature = "wgpu")]
 #[test]
 fn gradients_agree_on_flex_and_wgpu() {
-    gradients_agree(FULL, 5e-3);
+    gradients_agree(FULL, &wgpu(), 5e-3);
 }
 
+#[cfg(feature = "wgpu")]
 #[test]
 fn qat_gradients_agree_on_flex_and_wgpu() {
-    gradients_agree(QAT, 5e-3);
+    gradients_agree(QAT, &wgpu(), 5e-3);
 }
 
+#[cfg(feature = "wgpu")]
 #[test]
 fn one_and_three_steps_agree_on_flex_and_wgpu() {
-    steps_agree(FULL, 1, 3e-2);
-    steps_agree(FULL, 3, 3e-2);
+    steps_agree(FULL, 1, &wgpu(), 3e-2);
+    steps_agree(FULL, 3, &wgpu(), 3e-2);
 }
 
+#[cfg(feature = "wgpu")]
 #[test]
 fn qat_steps_agree_on_flex_and_wgpu() {
-    steps_agree(QAT, 2, 3e-2);
+    steps_agree(QAT, 2, &wgpu(), 3e-2);
+}
+
+/// The same checks on CUDA (`--features cuda`), where there is an NVIDIA GPU.
+#[cfg(feature = "cuda")]
+#[test]
+fn training_agrees_on_flex_and_cuda() {
+    let Some(cuda) = cuda() else { return };
+    gradients_agree(FULL, &cuda, 5e-3);
+    gradients_agree(QAT, &cuda, 5e-3);
+    steps_agree(FULL, 3, &cuda, 3e-2);
+    steps_agree(QAT, 2, &cuda, 3e-2);
 }

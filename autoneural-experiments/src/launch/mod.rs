@@ -1,8 +1,10 @@
 //! Where a sweep's runs execute: `local` (child processes of this one, `sweep::run_sweep`)
 //! or `slurm` (a job array on a cluster, [`slurm`]). Every launcher runs the same command
 //! per run, `autoneural run FILE --only ID`, so a run's directory, its resumption and its
-//! result are the same whichever started it.
+//! result are the same whichever started it. One run can also span machines (`nodes`):
+//! rank 0 trains on its devices and on those the other ranks serve.
 
+pub mod nodes;
 pub mod slurm;
 
 /// `--launcher`.
