@@ -495,7 +495,7 @@ fn devices_are_checked_against_the_micro_batch() {
     let err = run("flex,,flex");
     assert!(err.contains("empty entry"), "{err}");
     let err = run("tpu");
-    assert!(err.contains("\"tpu\"") && err.contains("expected flex, wgpu or wgpu:N"), "{err}");
+    assert!(err.contains("\"tpu\"") && err.contains("expected flex, wgpu, wgpu:N, cuda or cuda:N"), "{err}");
 }
 
 #[test]
